@@ -1,0 +1,1 @@
+"""Offline pipelines: thin command-line stages over the `snakeweb` library (`python -m pipelines --help`)."""

@@ -1,0 +1,180 @@
+"""`python -m pipelines STAGE ...`: argument parsing and printing only; the work is in `snakeweb`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from snakeweb import stages
+from snakeweb.aggregate import AGGREGATIONS
+from snakeweb.errors import SnakewebError
+from snakeweb.heads import HEAD_KINDS, TrainConfig
+from snakeweb.models import FEATURE_KINDS
+from snakeweb.store import Store
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, type=Path, help="store directory (created by ingest/build)")
+
+
+def _ingest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=Path, help="folder with one subfolder of photos per species")
+    parser.add_argument("--metadata", type=Path, nargs="+", default=[], help="SnakeCLEF metadata CSV(s)")
+    parser.add_argument("--image-root", type=Path, help="folder that the metadata's image_path is relative to")
+    parser.add_argument("--species", type=Path, nargs="+", default=[],
+                        help="species table CSV(s): class_id, binomial_name, venomous/MIVS (e.g. class_list.csv)")
+
+
+def _embed_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="auto, a registry name (dinov2-small|base|large|giant, dinov2-small-offline) or a folder")
+    parser.add_argument("--features", choices=FEATURE_KINDS, help="cls (the paper) or cls+mean (DINOv2 linear eval)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--reembed", action="store_true", help="replace embeddings made by another model or feature kind")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--head", choices=HEAD_KINDS, default="linear")
+    parser.add_argument("--balanced", action="store_true", help="class-balanced loss weights")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="all stages: ingest, embed, index, train, predict, project")
+    _store_arg(build), _ingest_args(build), _embed_args(build), _train_args(build)
+    build.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    build.add_argument("--skip-project", action="store_true", help="leave out the UMAP map")
+
+    ingest = sub.add_parser("ingest", help="list photos into the store")
+    _store_arg(ingest), _ingest_args(ingest)
+    embed = sub.add_parser("embed", help="embed pending images")
+    _store_arg(embed), _embed_args(embed)
+    index = sub.add_parser("index", help="build the FAISS index")
+    _store_arg(index)
+    index.add_argument("--force", action="store_true")
+    train = sub.add_parser("train", help="train the head")
+    _store_arg(train), _train_args(train)
+    predict = sub.add_parser("predict", help="store per-observation predictions")
+    _store_arg(predict)
+    predict.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    project = sub.add_parser("project", help="UMAP map of the embeddings")
+    _store_arg(project)
+    project.add_argument("--force", action="store_true")
+
+    identify = sub.add_parser("identify", help="identify photos of one animal")
+    _store_arg(identify)
+    identify.add_argument("images", nargs="+", type=Path)
+    identify.add_argument("--country", help="ISO country code or name where the photo was taken")
+    identify.add_argument("--top-k", type=int, default=5)
+    identify.add_argument("--neighbours", type=int, default=12)
+    identify.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    identify.add_argument("--each", action="store_true", help="every image is its own observation")
+    identify.add_argument("--json", action="store_true", help="print JSON (one object per observation)")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(kind=args.head, balanced=args.balanced, max_epochs=args.epochs, learning_rate=args.lr)
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    from snakeweb.ingest import ingest
+    from snakeweb.species import read_species_table
+
+    table = read_species_table(args.species) if args.species else None
+    counts = ingest(Store(args.store), images=args.images, metadata=args.metadata, image_root=args.image_root,
+                    species_table=table)
+    print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store")
+
+
+def _embed(args: argparse.Namespace) -> None:
+    counts = stages.embed(Store(args.store), model=args.model, feature_kind=args.features,
+                          batch_size=args.batch_size, reembed=args.reembed, device=args.device)
+    print(f"embed: {counts['embedded']} embedded, {counts['errors']} unreadable, "
+          f"{counts['images_per_second'] or '-'} images/s")
+
+
+def _build(args: argparse.Namespace) -> None:
+    store = Store(args.store)
+    _ingest(args)
+    _embed(args)
+    stages.index(store)
+    stages.train(store, _train_config(args), force=args.force)
+    stages.predict(store, args.aggregation)
+    if not args.skip_project:
+        stages.project(store)
+    print(f"build: done; identify with `python -m pipelines identify --store {store.root} PHOTO...`")
+
+
+def _print_identification(result, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    print("observation: " + ", ".join(result.inputs))
+    for name, why in result.rejected.items():
+        print(f"  skipped {name}: {why}")
+    for rank, s in enumerate(result.species, 1):
+        flag = "VENOMOUS" if s.venomous else "harmless"
+        print(f"  {rank}. {s.binomial_name} (class {s.class_id})  {s.probability:6.1%}  {flag}")
+    print("  nearest reference images:")
+    for n in result.neighbours:
+        print(f"    image {n.image_id}  similarity {n.similarity:.4f}  {n.binomial_name or 'unlabelled'}  {n.path}")
+
+
+def _identify(args: argparse.Namespace) -> int:
+    from snakeweb.identify import Identifier
+
+    identifier = Identifier(Store(args.store), device=args.device if hasattr(args, "device") else None)
+    groups = [[p] for p in args.images] if args.each else [args.images]
+    failures = 0
+    for group in groups:
+        try:
+            result = identifier.identify([(str(p), p) for p in group], args.top_k, args.neighbours, args.aggregation)
+        except SnakewebError as exc:
+            failures += 1
+            if args.json:
+                print(json.dumps({"inputs": [str(p) for p in group], "error": str(exc)}))
+            else:
+                print(f"error: {exc}", file=sys.stderr)
+            continue
+        _print_identification(result, args.json)
+    return 1 if failures == len(groups) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    store = Store(args.store) if hasattr(args, "store") else None
+    try:
+        if args.command == "build":
+            _build(args)
+        elif args.command == "ingest":
+            _ingest(args)
+        elif args.command == "embed":
+            _embed(args)
+        elif args.command == "index":
+            stages.index(store, force=args.force)
+        elif args.command == "train":
+            stages.train(store, _train_config(args), force=args.force)
+        elif args.command == "predict":
+            stages.predict(store, args.aggregation)
+        elif args.command == "project":
+            stages.project(store, force=args.force)
+        elif args.command == "identify":
+            return _identify(args)
+    except SnakewebError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to go on.", file=sys.stderr)
+        return 130
+    return 0

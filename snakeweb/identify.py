@@ -1,0 +1,108 @@
+"""Identify new photos of one animal against a store: species with probabilities and venom flags, and the
+nearest reference images. The command line and the dashboard both call `Identifier.identify`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from snakeweb.aggregate import combine, top_k
+from snakeweb.embed import embed_images
+from snakeweb.errors import SnakewebError
+from snakeweb.index import load_index, search
+from snakeweb.stages import load_head, store_backbone
+from snakeweb.store import Store
+
+
+@dataclass
+class SpeciesCandidate:
+    class_id: int
+    binomial_name: str
+    probability: float
+    venomous: bool
+
+
+@dataclass
+class Neighbour:
+    image_id: int
+    path: str
+    class_id: int | None
+    binomial_name: str | None
+    similarity: float
+
+
+@dataclass
+class Identification:
+    inputs: list[str]
+    species: list[SpeciesCandidate] = field(default_factory=list)
+    neighbours: list[Neighbour] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # input -> why it could not be used
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Identifier:
+    """Loads a store's backbone, head and index once; identifies any number of observations."""
+
+    def __init__(self, store: Store, device: str | None = None):
+        self.store = store.require()
+        self.backbone = store_backbone(store, device)
+        self.feature_kind = store.get_meta("feature_kind")
+        self.head = load_head(store)
+        self.index = load_index(store.index_path)
+        species = store.species().set_index("class_id")
+        self.names = species["binomial_name"].to_dict()
+        self.venomous = species["venomous"].astype(bool).to_dict()
+        images = store.query("SELECT image_id, path, class_id FROM images WHERE status = 'ok'")
+        self.image_rows = images.set_index("image_id")
+
+    def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[str], np.ndarray, dict[str, str]]:
+        names, vectors, rejected = [], [], {}
+        for batch in embed_images(self.backbone, sources, self.feature_kind, batch_size=16):
+            for name, vector, error in zip(batch.keys, batch.vectors, batch.errors):
+                if error:
+                    rejected[name] = error
+                else:
+                    names.append(name)
+                    vectors.append(vector)
+        return names, (np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)), rejected
+
+    def identify(
+        self, sources: list[tuple[str, str | Path | bytes]], top: int = 5, neighbours: int = 12,
+        aggregation: str = "mean-log",
+    ) -> Identification:
+        """`sources` are (name, path or bytes) photos of one animal: they form one observation."""
+        names, vectors, rejected = self.embed(sources)
+        result = Identification(inputs=[n for n, _ in sources], rejected=rejected)
+        if not names:
+            raise SnakewebError("None of the photos could be read: " + "; ".join(f"{k}: {v}" for k, v in rejected.items()))
+        return self.identify_vectors(vectors, result, top, neighbours, aggregation)
+
+    def identify_vectors(self, vectors: np.ndarray, result: Identification, top: int, neighbours: int, aggregation: str) -> Identification:
+        probabilities = combine(self.head.predict_log_proba(vectors, self.index), aggregation)
+        indices, probs = top_k(probabilities[None, :], top)
+        for class_id, probability in zip(self.head.label_map.to_class_ids(indices[0]), probs[0]):
+            class_id = int(class_id)
+            result.species.append(SpeciesCandidate(
+                class_id, self.names.get(class_id, f"class {class_id}"), float(probability), bool(self.venomous.get(class_id, False))
+            ))
+        result.neighbours = self.nearest(vectors, neighbours)
+        return result
+
+    def nearest(self, vectors: np.ndarray, k: int) -> list[Neighbour]:
+        """The k most similar stored images to any of the query photos (best similarity per image)."""
+        sims, ids = search(self.index, vectors, k)
+        best: dict[int, float] = {}
+        for sim, image_id in zip(sims.ravel(), ids.ravel()):
+            if image_id >= 0 and sim > best.get(int(image_id), -np.inf):
+                best[int(image_id)] = float(sim)
+        found = []
+        for image_id, sim in sorted(best.items(), key=lambda kv: -kv[1])[:k]:
+            row = self.image_rows.loc[image_id]
+            class_id = None if pd.isna(row["class_id"]) else int(row["class_id"])
+            found.append(Neighbour(image_id, row["path"], class_id, self.names.get(class_id), sim))
+        return found

@@ -1,0 +1,96 @@
+"""Reading photos safely and turning them into model input, as DINOv2 expects.
+
+Every failure becomes an `ImageReadError` with one sentence naming the problem, so a batch can record it
+and go on with the good files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from snakeweb.models import BackboneConfig
+
+# A decompression bomb (a tiny file declaring e.g. 50k x 50k pixels) is refused before any pixel is
+# allocated; 120 Mpx still admits any real camera photo.
+MAX_PIXELS = 120_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageReadError(Exception):
+    """A photo that cannot be used; the message names the reason in one sentence."""
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # RGB, upright
+    sha256: str
+    size_bytes: int
+    width: int  # of the original, upright
+    height: int
+
+
+def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
+    """Decode image bytes into an upright RGB image.
+
+    `min_side` lets JPEG decoding skip detail that resizing would throw away anyway (DCT scaling via
+    `draft`), which makes large photos several times cheaper to read.
+    """
+    if not data:
+        raise ImageReadError("the file is empty (0 bytes)")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageReadError(f"the image declares {width} x {height} pixels, more than the {MAX_PIXELS:,} allowed")
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says turned a quarter: upright is tall
+                width, height = height, width
+            if min_side and image.format == "JPEG":
+                image.draft("RGB", (min_side, min_side))
+            image = ImageOps.exif_transpose(image)
+            image = image.convert("RGB")
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"not a readable image ({exc})") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # Pillow's errors for truncated/corrupt data
+        raise ImageReadError(f"the image data is damaged ({exc})") from exc
+    if min(image.size) < 1:
+        raise ImageReadError("the image has no pixels")
+    return DecodedImage(image=image, sha256=digest, size_bytes=len(data), width=width, height=height)
+
+
+def read_image(path: str | Path, min_side: int = 0) -> DecodedImage:
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError as exc:
+        raise ImageReadError("it is a directory, not an image file") from exc
+    except OSError as exc:
+        raise ImageReadError(f"cannot read the file ({exc.strerror or exc})") from exc
+    return decode_bytes(data, min_side=min_side)
+
+
+def to_pixels(image: Image.Image, config: BackboneConfig) -> torch.Tensor:
+    """Resize the short side to `resize_size` (bicubic), centre-crop `image_size`, normalise: [3, S, S]."""
+    width, height = image.size
+    scale = config.resize_size / min(width, height)
+    resized = image.resize(
+        (max(config.image_size, round(width * scale)), max(config.image_size, round(height * scale))),
+        Image.Resampling.BICUBIC,
+    )
+    left = (resized.size[0] - config.image_size) // 2
+    top = (resized.size[1] - config.image_size) // 2
+    crop = resized.crop((left, top, left + config.image_size, top + config.image_size))
+    array = np.asarray(crop, dtype=np.float32) / 255.0
+    array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
+    return torch.from_numpy(array.transpose(2, 0, 1).copy())

@@ -1,0 +1,173 @@
+"""Ingest: list photos (an image folder, or SnakeCLEF metadata + image root) into the store.
+
+Ingest only lists files; reading, hashing and decoding happen once, in the embed stage. One ingest is one
+transaction, and re-running it adds only paths the store does not have yet, so it is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from snakeweb.errors import SnakewebError
+from snakeweb.species import SPECIES_COLUMNS, normalise_name, species_for_names
+from snakeweb.store import Store, set_meta
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
+METADATA_COLUMNS = {"observation_id", "image_path"}
+TRAIN_SUBSETS = {"train", "train-hm", "train-in"}
+VAL_SUBSETS = {"val", "valid", "validation"}
+
+
+def scan_folder(root: Path) -> pd.DataFrame:
+    """One row per file: species folders give labelled images, loose files at the top are unlabelled."""
+    if not root.is_dir():
+        raise SnakewebError(f"{root} is not a folder. Give a folder with one subfolder of photos per species.")
+    rows = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            continue
+        relative = path.relative_to(root)
+        species = normalise_name(relative.parts[0]) if len(relative.parts) > 1 else None
+        rows.append({"path": str(path.resolve()), "observation_id": relative.as_posix(), "species": species})
+    if not rows:
+        raise SnakewebError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}.")
+    return pd.DataFrame(rows)
+
+
+def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
+    """SnakeCLEF metadata rows with absolute paths; missing columns are a clear error."""
+    frames = []
+    for csv_path in csv_paths:
+        try:
+            frame = pd.read_csv(csv_path, dtype={"observation_id": str})
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise SnakewebError(f"Cannot read metadata {csv_path}: {exc}.") from exc
+        missing = METADATA_COLUMNS - set(frame.columns)
+        if missing:
+            raise SnakewebError(
+                f"Metadata {csv_path} lacks column(s) {sorted(missing)}; SnakeCLEF metadata has observation_id, "
+                "binomial_name, code, image_path, class_id, subset."
+            )
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["path"] = [str((image_root / p).resolve()) for p in frame["image_path"].astype(str)]
+    duplicated = frame["path"].duplicated()
+    if duplicated.any():
+        log.warning("%d metadata rows repeat an image path; the first of each is kept", int(duplicated.sum()))
+        frame = frame[~duplicated]
+    return frame
+
+
+def _rank_key(observation_id: str) -> str:
+    return hashlib.sha1(observation_id.encode()).hexdigest()
+
+
+def assign_splits(observations: pd.DataFrame, val_share: float = 0.15, test_share: float = 0.15) -> pd.Series:
+    """Deterministic stratified train/val/test split by observation (never by image, so the photos of one
+    animal stay together). Classes with fewer than 3 observations are kept whole for training."""
+    split = pd.Series("unlabelled", index=observations.index, dtype=object)
+    labelled = observations[observations["class_id"].notna()]
+    for _, group in labelled.groupby("class_id"):
+        order = sorted(group.index, key=lambda i: _rank_key(str(group.at[i, "observation_id"])))
+        n = len(order)
+        n_test = int(round(n * test_share)) if n >= 3 else 0
+        n_val = int(round(n * val_share)) if n >= 3 else 0
+        if n >= 3:
+            n_test, n_val = max(n_test, 1), max(n_val, 1)
+        for rank, i in enumerate(order):
+            split[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return split
+
+
+def ingest(
+    store: Store,
+    images: Path | None = None,
+    metadata: Sequence[Path] = (),
+    image_root: Path | None = None,
+    species_table: pd.DataFrame | None = None,
+) -> dict[str, int]:
+    """Add photos to the store; returns counts of what was added and what was already there."""
+    if (images is None) == (not metadata):
+        raise SnakewebError("Give either --images DIR or --metadata CSV... with --image-root DIR.")
+    if images is not None:
+        listing = scan_folder(Path(images))
+        species = species_for_names(listing["species"].dropna(), species_table)
+        by_name = dict(zip(species["binomial_name"], species["class_id"]))
+        listing["class_id"] = listing["species"].map(by_name)
+        listing["country_code"] = None
+        listing["subset"] = None
+        source = {"kind": "folder", "root": str(Path(images).resolve())}
+    else:
+        if image_root is None:
+            raise SnakewebError("--metadata needs --image-root, the folder that image_path is relative to.")
+        listing = read_metadata([Path(p) for p in metadata], Path(image_root))
+        listing["class_id"] = pd.to_numeric(listing.get("class_id"), errors="coerce")
+        listing["country_code"] = listing.get("code")
+        species = _species_from_metadata(listing, species_table)
+        source = {"kind": "snakeclef", "metadata": [str(p) for p in metadata], "root": str(Path(image_root).resolve())}
+
+    store.create()
+    with store.transaction() as con:
+        con.register("new_species", species[SPECIES_COLUMNS])
+        con.execute("INSERT INTO species SELECT * FROM new_species ON CONFLICT (class_id) DO NOTHING")
+        known = set(con.execute("SELECT path FROM images").df()["path"])
+        fresh = listing[~listing["path"].isin(known)].copy()
+        next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
+        fresh["image_id"] = range(next_id, next_id + len(fresh))
+        fresh["class_id"] = fresh["class_id"].astype("Int64")
+        fresh["observation_id"] = fresh["observation_id"].astype(str)
+        fresh["subset"] = fresh["subset"].astype(object) if "subset" in fresh else None
+        con.register("fresh", fresh[["image_id", "observation_id", "path", "class_id", "country_code", "subset"]])
+        con.execute(
+            "INSERT INTO images (image_id, observation_id, path, class_id, split) "
+            "SELECT image_id, observation_id, path, class_id, 'unassigned' FROM fresh"
+        )
+        con.execute(
+            "INSERT INTO observations SELECT observation_id, first(class_id), first(country_code), 'unassigned' "
+            "FROM fresh GROUP BY observation_id ON CONFLICT (observation_id) DO NOTHING"
+        )
+        subsets = dict(zip(fresh["observation_id"], fresh["subset"])) if "subset" in fresh else {}
+        _update_splits(con, subsets)
+        set_meta(con, "source", source)
+    log.info("ingest: %d new image(s), %d already in the store", len(fresh), len(listing) - len(fresh))
+    return {"added": len(fresh), "already_present": len(listing) - len(fresh)}
+
+
+def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) -> pd.DataFrame:
+    named = listing.dropna(subset=["class_id"]).drop_duplicates("class_id")
+    rows = pd.DataFrame({
+        "class_id": named["class_id"].astype("int64"),
+        "binomial_name": named.get("binomial_name", named["class_id"].astype(str)).map(
+            lambda n: normalise_name(str(n))
+        ),
+    })
+    rows["genus"] = rows["binomial_name"].str.split(" ").str[0]
+    rows["venomous"] = False
+    if table is not None:
+        rows = pd.concat([table, rows[~rows["class_id"].isin(table["class_id"])]], ignore_index=True)
+    return rows[SPECIES_COLUMNS]
+
+
+def _update_splits(con, subsets: dict[str, object]) -> None:
+    """Official subsets when the metadata has both train and validation rows; else our stratified split."""
+    observations = con.execute("SELECT observation_id, class_id, split FROM observations").df()
+    known_subsets = {str(s).lower() for s in subsets.values() if isinstance(s, str)}
+    if known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS:
+        def official(row):
+            subset = str(subsets.get(row.observation_id, "")).lower()
+            return "train" if subset in TRAIN_SUBSETS else "val" if subset in VAL_SUBSETS else row.split
+
+        observations["split"] = [official(r) for r in observations.itertuples()]
+        observations.loc[observations["class_id"].isna(), "split"] = "unlabelled"
+    else:
+        observations["split"] = assign_splits(observations)
+    con.register("splits", observations[["observation_id", "split"]])
+    con.execute("UPDATE observations o SET split = s.split FROM splits s WHERE o.observation_id = s.observation_id")
+    con.execute("UPDATE images i SET split = o.split FROM observations o WHERE i.observation_id = o.observation_id")

@@ -1,0 +1,306 @@
+"""The build stages over a store: embed, index, train, predict, project. Each is resumable and idempotent:
+finished work is recorded in the store and skipped on a re-run; work cut off by a crash is redone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm as _tqdm
+
+from snakeweb.aggregate import combine_by_observation, top_k
+from snakeweb.embed import default_device, embed_images, feature_dim
+from snakeweb.errors import SnakewebError
+from snakeweb.heads import Head, TrainConfig, train_head
+from snakeweb.index import build_index, ids_digest, index_ids, load_index, save_index
+from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
+from snakeweb.projection import project_2d
+from snakeweb.store import Store, set_meta
+
+log = logging.getLogger(__name__)
+STORED_TOP_K = 10
+PACKAGES = ("torch", "transformers", "faiss-cpu", "duckdb", "numpy", "pillow", "umap-learn", "scikit-learn")
+
+
+def tqdm(*args, **kwargs):
+    """Progress with counts and rate, redrawn at most twice a second (logs stay readable)."""
+    return _tqdm(*args, mininterval=0.5, dynamic_ncols=True, **kwargs)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def store_backbone(store: Store, device: str | None = None) -> LoadedBackbone:
+    """The backbone that embedded this store, checked against the recorded fingerprint."""
+    recorded = store.get_meta("model")
+    if recorded is None:
+        raise SnakewebError(f"The store {store.root} has no embeddings yet; run `python -m pipelines embed --store {store.root}`.")
+    backbone = load_backbone(BackboneConfig(**recorded["config"]), device=device or default_device())
+    if backbone.fingerprint != recorded["fingerprint"]:
+        raise SnakewebError(
+            f"The store was embedded with {recorded['fingerprint']} but {backbone.config.location} now loads "
+            f"{backbone.fingerprint}. Restore those weights, or re-embed with `embed --reembed`."
+        )
+    return backbone
+
+
+def embed(
+    store: Store, model: str | None = None, feature_kind: str | None = None, batch_size: int = 32,
+    reembed: bool = False, device: str | None = None,
+) -> dict[str, int]:
+    """Embed every pending image; commits per batch, so a killed run loses at most one batch."""
+    store.require()
+    recorded_model, recorded_features = store.get_meta("model"), store.get_meta("feature_kind")
+    n_embedded = int(store.query("SELECT count(*) AS n FROM embeddings")["n"][0])
+    config = resolve_model(model) if model else (
+        BackboneConfig(**recorded_model["config"]) if recorded_model else resolve_model("auto")
+    )
+    feature_kind = feature_kind or recorded_features or "cls"
+    if feature_kind not in FEATURE_KINDS:
+        raise SnakewebError(f"Unknown feature kind {feature_kind!r}; use one of {', '.join(FEATURE_KINDS)}.")
+    backbone = load_backbone(config, device=device or default_device())
+    changed = recorded_model is not None and (
+        recorded_model["fingerprint"] != backbone.fingerprint or recorded_features != feature_kind
+    )
+    if changed and n_embedded and not reembed:
+        raise SnakewebError(
+            f"This store holds {n_embedded} embeddings of {recorded_model['fingerprint']} ({recorded_features}); "
+            f"you asked for {backbone.fingerprint} ({feature_kind}). Add --reembed to replace them, or use another --store."
+        )
+    with store.transaction() as con:
+        if reembed:
+            con.execute("DELETE FROM embeddings")
+            con.execute("UPDATE images SET status = 'pending', error = NULL")
+        set_meta(con, "model", {"config": backbone.config.to_json(), "fingerprint": backbone.fingerprint, **backbone.details})
+        set_meta(con, "feature_kind", feature_kind)
+        set_meta(con, "feature_dim", feature_dim(backbone, feature_kind))
+        set_meta(con, "preprocessing", {
+            "exif_transpose": True, "mode": "RGB", "resize_short_side": config.resize_size,
+            "interpolation": "bicubic", "centre_crop": config.image_size, "mean": config.mean, "std": config.std,
+        })
+        set_meta(con, "image_size", config.image_size)
+        set_meta(con, "dtype", str(next(backbone.model.parameters()).dtype).removeprefix("torch."))
+        set_meta(con, "device", str(next(backbone.model.parameters()).device))
+        set_meta(con, "packages", package_versions())
+        set_meta(con, "embedded_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    print(f"embed: model {backbone.config.name} ({backbone.fingerprint}), features {feature_kind}")
+    pending = store.query("SELECT image_id, path FROM images WHERE status = 'pending' ORDER BY image_id")
+    counts = {"embedded": 0, "errors": 0, "already_done": n_embedded if not reembed else 0}
+    started = time.perf_counter()
+    with tqdm(total=len(pending), desc="embed", unit="img") as bar:
+        items = zip(pending["image_id"].tolist(), pending["path"].tolist())
+        for batch in embed_images(backbone, items, feature_kind, batch_size=batch_size):
+            _write_batch(store, batch)
+            errors = sum(e is not None for e in batch.errors)
+            counts["errors"] += errors
+            counts["embedded"] += len(batch.keys) - errors
+            bar.update(len(batch.keys))
+            bar.set_postfix(errors=counts["errors"])
+    elapsed = time.perf_counter() - started
+    counts["images_per_second"] = round(len(pending) / elapsed, 2) if pending.shape[0] and elapsed > 0 else None
+    if counts["errors"]:
+        print(f"embed: {counts['errors']} image(s) could not be read; see `images` rows with status 'error'.")
+    return counts
+
+
+def _write_batch(store: Store, batch) -> None:
+    rows = pd.DataFrame({
+        "image_id": batch.keys,
+        "status": ["error" if e else "ok" for e in batch.errors],
+        "error": batch.errors,
+        "sha256": [d.sha256 if d else None for d in batch.decoded],
+        "size_bytes": [d.size_bytes if d else None for d in batch.decoded],
+        "width": [d.width if d else None for d in batch.decoded],
+        "height": [d.height if d else None for d in batch.decoded],
+    })
+    vectors = pd.DataFrame({
+        "image_id": [k for k, v in zip(batch.keys, batch.vectors) if v is not None],
+        "vector": [v.tolist() for v in batch.vectors if v is not None],
+    })
+    with store.transaction() as con:
+        con.register("batch_vectors", vectors)
+        con.execute(
+            "INSERT INTO embeddings SELECT image_id, vector::FLOAT[] FROM batch_vectors "
+            "ON CONFLICT (image_id) DO UPDATE SET vector = excluded.vector"
+        )
+        con.register("batch_rows", rows)
+        con.execute(
+            "UPDATE images i SET status = b.status, error = b.error, sha256 = b.sha256, size_bytes = b.size_bytes, "
+            "width = b.width, height = b.height FROM batch_rows b WHERE i.image_id = b.image_id"
+        )
+
+
+def index(store: Store, force: bool = False) -> dict:
+    """Build the FAISS index from all stored embeddings (skipped when it already holds exactly them)."""
+    store.require()
+    image_ids, vectors = store.embeddings()
+    if len(image_ids) == 0:
+        raise SnakewebError("No embeddings to index; run the embed stage first.")
+    digest = ids_digest(image_ids)
+    recorded = store.get_meta("index")
+    if not force and recorded and recorded["ids_digest"] == digest and store.index_path.is_file():
+        print(f"index: up to date ({len(image_ids)} vectors)")
+        return recorded
+    built = build_index(image_ids, vectors)
+    save_index(built, store.index_path)
+    info = {"kind": "IDMap2,FlatIP", "metric": "inner product on L2-normalised vectors", "count": int(built.ntotal),
+            "dim": int(vectors.shape[1]), "ids_digest": digest}
+    with store.transaction() as con:
+        set_meta(con, "index", info)
+    print(f"index: {built.ntotal} vectors, exact inner product")
+    return info
+
+
+def _training_digest(ids: np.ndarray, labels: np.ndarray, config: TrainConfig, fingerprint: str, feature_kind: str) -> str:
+    digest = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + np.asarray(labels, np.int64).tobytes())
+    digest.update(json.dumps([asdict(config), fingerprint, feature_kind], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def labelled_embeddings(store: Store, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image ids, vectors, class ids) of embedded, labelled images of one split."""
+    ids, vectors = store.embeddings(f"i.class_id IS NOT NULL AND i.split = '{split}'")
+    labels = store.query(
+        f"SELECT class_id FROM images WHERE class_id IS NOT NULL AND split = '{split}' AND image_id IN "
+        "(SELECT image_id FROM embeddings) ORDER BY image_id"
+    )["class_id"].to_numpy(np.int64)
+    return ids, vectors, labels
+
+
+def train(store: Store, config: TrainConfig | None = None, force: bool = False) -> dict:
+    """Train the head on the train split, early-stopping on the val split; skipped when nothing changed."""
+    store.require()
+    config = config or TrainConfig()
+    fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
+    train_ids, train_x, train_y = labelled_embeddings(store, "train")
+    _, val_x, val_y = labelled_embeddings(store, "val")
+    digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind)
+    recorded = store.get_meta("head")
+    if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
+        print(f"train: head up to date ({recorded['kind']}, {recorded['classes']} classes)")
+        return recorded
+    if config.kind == "knn" and not store.index_path.is_file():
+        index(store)
+    with tqdm(total=config.max_epochs, desc=f"train {config.kind}", unit="epoch") as bar:
+        def progress(epoch, total, train_loss, val_loss):
+            bar.update(epoch - bar.n)
+            bar.set_postfix(train_loss=f"{train_loss:.3f}", val_loss="-" if val_loss is None else f"{val_loss:.3f}")
+
+        started = time.perf_counter()
+        head = train_head(train_x, train_y, val_x if len(val_y) else np.zeros((0, train_x.shape[1]), np.float32),
+                          val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress)
+    head.save(store.head_path)
+    info = {
+        "kind": config.kind, "classes": len(head.label_map), "train_images": int(len(train_ids)),
+        "val_images": int(len(val_y)), "config": asdict(config), "training_digest": digest,
+        "seconds": round(time.perf_counter() - started, 2),
+        "best_epoch": head.history.get("best_epoch"), "epochs_run": head.history.get("epochs_run"),
+    }
+    with store.transaction() as con:
+        set_meta(con, "head", info)
+    print(f"train: {config.kind} head, {info['classes']} classes, {info['train_images']} train / {info['val_images']} val images")
+    return info
+
+
+def load_head(store: Store) -> Head:
+    if not store.head_path.is_file():
+        raise SnakewebError(f"No trained head in {store.root}; run `python -m pipelines train --store {store.root}`.")
+    return Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
+
+
+def predict(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> dict:
+    """Per-observation top-k predictions of the head for every embedded image, stored in `predictions`."""
+    store.require()
+    head = load_head(store)
+    faiss_index = load_index(store.index_path) if head.kind == "knn" else None
+    image_ids, vectors = store.embeddings()
+    observations = store.query(
+        "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"
+    )["observation_id"].tolist()
+    log_probs = np.concatenate([
+        head.predict_log_proba(vectors[s:s + chunk], faiss_index, image_ids[s:s + chunk])
+        for s in tqdm(range(0, len(vectors), chunk), desc="predict", unit="chunk")
+    ]) if len(vectors) else np.zeros((0, len(head.label_map)))
+    observation_ids, probabilities = combine_by_observation(log_probs, observations, aggregation)
+    indices, probs = top_k(probabilities, STORED_TOP_K)
+    class_ids = head.label_map.to_class_ids(indices)
+    k = indices.shape[1]
+    rows = pd.DataFrame({
+        "observation_id": np.repeat(observation_ids, k),
+        "rank": np.tile(np.arange(1, k + 1), len(observation_ids)),
+        "class_id": class_ids.ravel(),
+        "probability": probs.ravel(),
+    })
+    with store.transaction() as con:
+        con.execute("DELETE FROM predictions")
+        con.register("new_predictions", rows)
+        con.execute("INSERT INTO predictions SELECT * FROM new_predictions")
+        set_meta(con, "predictions", {"aggregation": aggregation, "observations": len(observation_ids), "head": head.kind})
+    summary = held_out_summary(store)
+    with store.transaction() as con:
+        set_meta(con, "held_out", summary)
+    print(f"predict: {len(observation_ids)} observations; " + ", ".join(
+        f"{split}: top-1 {s['accuracy']:.1%}, macro-F1 {s['macro_f1']:.1%} ({s['observations']} obs)"
+        for split, s in summary.items()))
+    return summary
+
+
+def held_out_summary(store: Store) -> dict:
+    """Observation-level top-1 accuracy and macro-F1 of the stored predictions per labelled split."""
+    from sklearn.metrics import f1_score
+
+    frame = store.query(
+        "SELECT o.split, o.class_id AS truth, p.class_id AS predicted FROM observations o "
+        "JOIN predictions p ON p.observation_id = o.observation_id AND p.rank = 1 WHERE o.class_id IS NOT NULL"
+    )
+    summary = {}
+    for split, group in frame.groupby("split"):
+        summary[split] = {
+            "observations": int(len(group)),
+            "accuracy": float((group["truth"] == group["predicted"]).mean()),
+            "macro_f1": float(f1_score(group["truth"], group["predicted"], average="macro", zero_division=0)),
+        }
+    return summary
+
+
+def project(store: Store, force: bool = False) -> dict:
+    """UMAP (after PCA to 50) of all embeddings into the `projection` table."""
+    store.require()
+    image_ids, vectors = store.embeddings()
+    digest = ids_digest(image_ids)
+    recorded = store.get_meta("projection")
+    if not force and recorded and recorded.get("ids_digest") == digest:
+        print(f"project: up to date ({len(image_ids)} points)")
+        return recorded
+    started = time.perf_counter()
+    coords, settings = project_2d(vectors)
+    settings.update(ids_digest=digest, seconds=round(time.perf_counter() - started, 2))
+    rows = pd.DataFrame({"image_id": image_ids, "x": coords[:, 0], "y": coords[:, 1]})
+    with store.transaction() as con:
+        con.execute("DELETE FROM projection")
+        con.register("new_projection", rows)
+        con.execute("INSERT INTO projection SELECT * FROM new_projection")
+        set_meta(con, "projection", settings)
+    print(f"project: {len(image_ids)} points with {settings['method']}")
+    return settings
+
+
+def check_index_agreement(store: Store) -> bool:
+    """True when the FAISS index holds exactly the stored embeddings' image ids."""
+    stored, _ = store.embeddings()
+    return set(index_ids(load_index(store.index_path)).tolist()) == set(stored.tolist())

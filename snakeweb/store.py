@@ -1,0 +1,167 @@
+"""The store: one directory holding a DuckDB file (the source of truth) and the artifacts built from it.
+
+    store/
+      snakeweb.duckdb   species, observations, images, embeddings, predictions, projection, run metadata
+      index.faiss       FAISS index whose ids are images.image_id
+      head.pt           trained head with its label map, feature kind and model fingerprint
+
+Artifacts are written to a temporary file and renamed, so a half-written one is never loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from snakeweb.errors import SnakewebError
+
+DB_NAME = "snakeweb.duckdb"
+INDEX_NAME = "index.faiss"
+HEAD_NAME = "head.pt"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS species (
+    class_id BIGINT PRIMARY KEY, binomial_name VARCHAR NOT NULL, genus VARCHAR, venomous BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS observations (
+    observation_id VARCHAR PRIMARY KEY, class_id BIGINT, country_code VARCHAR, split VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    image_id BIGINT PRIMARY KEY,
+    observation_id VARCHAR NOT NULL,
+    path VARCHAR NOT NULL UNIQUE,
+    class_id BIGINT,
+    split VARCHAR NOT NULL,
+    sha256 VARCHAR,
+    size_bytes BIGINT,
+    width INTEGER,
+    height INTEGER,
+    status VARCHAR NOT NULL DEFAULT 'pending',  -- pending | ok | error
+    error VARCHAR
+);
+CREATE TABLE IF NOT EXISTS embeddings (image_id BIGINT PRIMARY KEY, vector FLOAT[] NOT NULL);
+CREATE TABLE IF NOT EXISTS predictions (
+    observation_id VARCHAR NOT NULL, rank INTEGER NOT NULL, class_id BIGINT NOT NULL, probability DOUBLE NOT NULL,
+    PRIMARY KEY (observation_id, rank)
+);
+CREATE TABLE IF NOT EXISTS projection (image_id BIGINT PRIMARY KEY, x DOUBLE NOT NULL, y DOUBLE NOT NULL);
+CREATE TABLE IF NOT EXISTS run_metadata (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+"""
+
+
+class Store:
+    """A store directory; `connect()` opens its DuckDB file."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX_NAME
+
+    @property
+    def head_path(self) -> Path:
+        return self.root / HEAD_NAME
+
+    def exists(self) -> bool:
+        return self.db_path.is_file()
+
+    def create(self) -> Store:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.execute(SCHEMA)
+        return self
+
+    def require(self) -> Store:
+        if not self.exists():
+            raise SnakewebError(
+                f"No store at {self.root}. Build one with `python -m pipelines build --store {self.root} --images DIR`."
+            )
+        return self
+
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            con = duckdb.connect(str(self.db_path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise SnakewebError(
+                f"The store {self.db_path} is in use by another process ({exc}). Wait for it to finish and try again."
+            ) from exc
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing: a build killed inside it leaves the store as it was before."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).df()
+
+    # run metadata: JSON values under string keys
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self.connect(read_only=True) as con:
+            rows = con.execute("SELECT value FROM run_metadata WHERE key = ?", [key]).fetchall()
+        return json.loads(rows[0][0]) if rows else default
+
+    def all_meta(self) -> dict[str, Any]:
+        frame = self.query("SELECT key, value FROM run_metadata ORDER BY key")
+        return {k: json.loads(v) for k, v in zip(frame["key"], frame["value"])}
+
+    def species(self) -> pd.DataFrame:
+        return self.query("SELECT * FROM species ORDER BY class_id")
+
+    def embeddings(self, where: str = "TRUE") -> tuple[np.ndarray, np.ndarray]:
+        """(image_ids, vectors) of embedded images matching a condition on `images i`, ordered by id."""
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                f"SELECT e.image_id, e.vector FROM embeddings e JOIN images i USING (image_id) WHERE {where} "
+                "ORDER BY e.image_id"
+            ).fetchnumpy()
+        ids = np.asarray(rows["image_id"], dtype=np.int64)
+        if len(ids) == 0:
+            return ids, np.zeros((0, 0), dtype=np.float32)
+        return ids, np.stack(rows["vector"]).astype(np.float32)
+
+
+def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
+    con.execute(
+        "INSERT INTO run_metadata VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, json.dumps(value, sort_keys=True, default=str)],
+    )
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

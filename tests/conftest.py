@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny randomly initialised DINOv2 (fast unit tests), synthetic photo folders, and the
+real data in ../shared/data (integration tests)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SNAKEWEB_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# class ids far apart and out of order on purpose: heads must never mix them up with head indices
+SYNTHETIC_SPECIES = {"Natrix natrix": 1130, "Vipera berus": 1740, "Zamenis longissimus": 7}
+SYNTHETIC_COLOURS = {"Natrix natrix": (40, 160, 60), "Vipera berus": (170, 50, 40), "Zamenis longissimus": (50, 60, 170)}
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer DINOv2 with random weights, saved as a local transformers folder."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-dinov2")
+    config = Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=224, patch_size=14)
+    Dinov2Model(config).save_pretrained(folder)
+    return folder
+
+
+def make_photo(path: Path, colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (96, 72)) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.asarray(colour) + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, quality=90)
+
+
+@pytest.fixture(scope="module")
+def species_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("species") / "species.csv"
+    rows = ["class_id,binomial_name,MIVS"] + [f"{i},{n},{int(n == 'Vipera berus')}" for n, i in SYNTHETIC_SPECIES.items()]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """8 photos per species, folder names with '_' as users write them, plus two files that are not images."""
+    root = tmp_path_factory.mktemp("photos")
+    for name, colour in SYNTHETIC_COLOURS.items():
+        for i in range(8):
+            make_photo(root / name.replace(" ", "_") / f"{i:02d}.jpg", colour, seed=hash((name, i)) % 2**32)
+    (root / "Natrix_natrix" / "empty.jpg").write_bytes(b"")
+    (root / "Vipera_berus" / "notes.jpg").write_text("not a photo")
+    return root

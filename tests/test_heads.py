@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from snakeweb.errors import SnakewebError
+from snakeweb.heads import Head, TrainConfig, train_head
+from snakeweb.index import build_index
+
+CLASS_IDS = np.array([1740, 7, 1130])  # non-contiguous, unsorted: the seed paper's bug would show here
+
+
+def clusters(n_per_class: int, seed: int, dim: int = 16):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[:3] * 5
+    x = np.concatenate([centres[i] + rng.normal(0, 0.5, (n_per_class, dim)) for i in range(3)]).astype(np.float32)
+    y = np.repeat(CLASS_IDS, n_per_class)
+    return x, y
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_head_predicts_class_ids_not_indices(kind):
+    x, y = clusters(30, seed=0)
+    vx, vy = clusters(10, seed=1)
+    head = train_head(x, y, vx, vy, "cls", "model@abc", TrainConfig(kind=kind, max_epochs=200))
+    tx, ty = clusters(10, seed=2)
+    predicted = head.label_map.to_class_ids(head.predict_log_proba(tx).argmax(1))
+    assert (predicted == ty).mean() > 0.95
+    assert set(predicted.tolist()) <= set(CLASS_IDS.tolist())
+    assert head.history["best_epoch"] >= 1
+
+
+def test_knn_head_uses_index_ids_and_skips_self_matches():
+    x, y = clusters(10, seed=0)
+    ids = np.arange(100, 130)
+    head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(kind="knn", knn_k=3), train_image_ids=ids)
+    index = build_index(ids, x)
+    log_probs = head.predict_log_proba(x, index, exclude_self_ids=ids)
+    assert (head.label_map.to_class_ids(log_probs.argmax(1)) == y).all()
+    assert np.exp(log_probs).sum(1) == pytest.approx(np.ones(len(x)), abs=1e-5)
+
+
+def test_balanced_weights_and_early_stopping_restore_the_best_epoch():
+    # random labels: the head can only overfit, so validation loss turns upwards and training must stop
+    rng = np.random.default_rng(0)
+    x, vx = rng.normal(size=(60, 16)).astype(np.float32), rng.normal(size=(30, 16)).astype(np.float32)
+    y, vy = rng.choice(CLASS_IDS, 60), rng.choice(CLASS_IDS, 30)
+    head = train_head(x, y, vx, vy, "cls", "m", TrainConfig(max_epochs=300, patience=3, balanced=True))
+    assert head.history["epochs_run"] < 300
+    val_loss = head.history["val_loss"]
+    assert val_loss[head.history["best_epoch"] - 1] <= min(val_loss) + 1e-4  # improvements under 1e-4 don't count
+    assert head.history["best_epoch"] < head.history["epochs_run"]
+
+
+def test_saved_head_round_trips_and_refuses_other_embeddings(tmp_path):
+    x, y = clusters(10, seed=0)
+    head = train_head(x, y, x[:0], y[:0], "cls+mean", "dinov2-small@rev1", TrainConfig(max_epochs=20))
+    path = tmp_path / "head.pt"
+    head.save(path)
+    loaded = Head.load(path, "dinov2-small@rev1", "cls+mean")
+    assert loaded.label_map == head.label_map
+    assert np.allclose(loaded.predict_log_proba(x), head.predict_log_proba(x))
+    with pytest.raises(SnakewebError, match="trained on embeddings of dinov2-small@rev1"):
+        Head.load(path, "dinov2-base@rev2", "cls+mean")
+    with pytest.raises(SnakewebError, match="'cls\\+mean' features"):
+        Head.load(path, "dinov2-small@rev1", "cls")
+
+
+def test_head_refuses_wrong_feature_width():
+    x, y = clusters(5, seed=0)
+    head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(max_epochs=2))
+    with pytest.raises(SnakewebError, match="16-d features"):
+        head.predict_log_proba(np.zeros((1, 8), np.float32))

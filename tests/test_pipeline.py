@@ -1,0 +1,128 @@
+"""End to end on a tiny random DINOv2: build, resume, identify, ids agree, bad images recorded."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipelines.cli import main
+from snakeweb.heads import Head
+from snakeweb.index import index_ids, load_index
+from snakeweb.stages import check_index_agreement
+from snakeweb.store import Store
+from tests.conftest import SYNTHETIC_SPECIES
+
+
+@pytest.fixture(scope="module")
+def built_store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
+    store = tmp_path_factory.mktemp("built") / "store"
+    code = main(["build", "--store", str(store), "--images", str(photo_folder), "--species", str(species_csv),
+                 "--model", str(tiny_model_dir), "--features", "cls+mean", "--batch-size", "5"])
+    assert code == 0
+    return Store(store)
+
+
+def test_build_stores_every_image_once_and_records_bad_ones(built_store):
+    images = built_store.query("SELECT * FROM images ORDER BY image_id")
+    assert len(images) == 26 and images["path"].is_unique and images["image_id"].is_unique
+    bad = images[images["status"] == "error"].set_index(images[images["status"] == "error"]["path"].str.rsplit("/", n=1).str[-1])
+    assert set(bad.index) == {"empty.jpg", "notes.jpg"}
+    assert "empty" in bad.loc["empty.jpg", "error"] and "not a readable image" in bad.loc["notes.jpg", "error"]
+    ok = images[images["status"] == "ok"]
+    assert ok["sha256"].notna().all() and (ok["width"] == 96).all() and (ok["height"] == 72).all()
+    assert int(built_store.query("SELECT count(*) n FROM embeddings")["n"][0]) == 24
+
+
+def test_store_records_model_features_and_species(built_store, tiny_model_dir):
+    meta = built_store.all_meta()
+    assert meta["model"]["config"]["source"] == "local" and meta["model"]["fingerprint"].startswith("local:")
+    assert meta["feature_kind"] == "cls+mean" and meta["feature_dim"] == 96
+    assert meta["preprocessing"]["resize_short_side"] == 256 and meta["preprocessing"]["centre_crop"] == 224
+    assert "torch" in meta["packages"]
+    species = built_store.species().set_index("binomial_name")
+    assert species["class_id"].to_dict() == SYNTHETIC_SPECIES
+    assert bool(species.loc["Vipera berus", "venomous"])
+
+
+def test_faiss_ids_are_duckdb_image_ids(built_store):
+    index = load_index(built_store.index_path)
+    stored = built_store.query("SELECT image_id FROM images WHERE status = 'ok' ORDER BY image_id")["image_id"]
+    assert sorted(index_ids(index).tolist()) == stored.tolist()
+    assert check_index_agreement(built_store)
+    # a stored vector searched finds its own image id, whatever the insertion order was
+    ids, vectors = built_store.embeddings()
+    from snakeweb.index import search
+    _, found = search(index, vectors[::-1], 1)
+    assert found[:, 0].tolist() == ids[::-1].tolist()
+
+
+def test_head_and_predictions_use_real_class_ids(built_store):
+    head = Head.load(built_store.head_path)
+    assert head.label_map.class_ids == (7, 1130, 1740)
+    predictions = built_store.query("SELECT * FROM predictions WHERE rank = 1")
+    assert set(predictions["class_id"]) <= set(SYNTHETIC_SPECIES.values())
+    observations = built_store.query("SELECT count(*) n FROM observations")["n"][0]
+    assert len(predictions) == observations - 2  # the two unreadable files have no prediction
+    held_out = built_store.get_meta("held_out")
+    assert held_out["test"]["accuracy"] == 1.0  # colours are trivially separable even for random weights
+    projection = built_store.query("SELECT count(*) n FROM projection")["n"][0]
+    assert projection == 24 and built_store.get_meta("projection")["method"] == "umap"
+
+
+def test_rerun_is_idempotent(built_store, photo_folder, species_csv, tiny_model_dir, capsys):
+    before = built_store.query("SELECT image_id, path, sha256 FROM images ORDER BY image_id")
+    code = main(["build", "--store", str(built_store.root), "--images", str(photo_folder), "--species", str(species_csv)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "0 new image(s), 26 already" in out and "index: up to date" in out and "head up to date" in out
+    after = built_store.query("SELECT image_id, path, sha256 FROM images ORDER BY image_id")
+    assert before.equals(after)
+    assert int(built_store.query("SELECT count(*) n FROM embeddings")["n"][0]) == 24
+
+
+def test_identify_finds_the_photo_itself_and_its_species(built_store, photo_folder, capsys):
+    photo = photo_folder / "Vipera_berus" / "03.jpg"
+    assert main(["identify", "--store", str(built_store.root), str(photo), "--json", "--neighbours", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["species"][0]["class_id"] == 1740 and result["species"][0]["venomous"] is True
+    assert result["neighbours"][0]["path"] == str(photo.resolve())
+    assert result["neighbours"][0]["similarity"] > 0.99
+    assert sum(s["probability"] for s in result["species"]) <= 1.0 + 1e-6
+
+
+def test_identify_each_prints_one_json_line_per_photo_and_reports_bad_ones(built_store, photo_folder, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    photos = [photo_folder / "Natrix_natrix" / "01.jpg", bad]
+    assert main(["identify", "--store", str(built_store.root), *map(str, photos), "--each", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["species"][0]["binomial_name"] == "Natrix natrix"
+    assert "could be read" in lines[1]["error"]
+
+
+def test_mismatched_model_is_refused_without_reembed(built_store, tmp_path, capsys):
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(1)
+    other = tmp_path / "other-model"
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=224, patch_size=14)).save_pretrained(other)
+    assert main(["embed", "--store", str(built_store.root), "--model", str(other)]) == 2
+    assert "--reembed" in capsys.readouterr().err
+
+
+def test_missing_store_is_a_sentence_not_a_traceback(tmp_path, capsys):
+    assert main(["identify", "--store", str(tmp_path / "nothing"), "x.jpg"]) == 2
+    err = capsys.readouterr().err
+    assert "No store at" in err and "Traceback" not in err
+
+
+def test_vectors_are_deterministic(built_store, tiny_model_dir):
+    from snakeweb.identify import Identifier
+
+    identifier = Identifier(built_store)
+    ids, vectors = built_store.embeddings()
+    path = built_store.query(f"SELECT path FROM images WHERE image_id = {ids[0]}")["path"][0]
+    _, again, _ = identifier.embed([("x", path)])
+    assert np.allclose(again[0], vectors[0], atol=1e-5)
