@@ -1,0 +1,81 @@
+"""Integration: the real offline DINOv2 weights, on the real photos in ../shared/data."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from snakeweb.models import REGISTRY, _hub_available, load_backbone
+from tests.conftest import shared
+
+pytestmark = pytest.mark.integration
+
+
+def test_converted_weights_equal_the_onnx_backbone():
+    import onnx
+    import onnxruntime
+    import torch
+
+    from snakeweb.offline_weights import converted_model_dir, find_onnx
+
+    graph = onnx.load(str(find_onnx()))
+    final = "/backbone/layernorm/Add_1_output_0"  # the backbone's last layer norm, before the saliency decoder
+    graph.graph.output.append(onnx.helper.make_tensor_value_info(final, onnx.TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    expected = session.run([final], {"input_image": pixels})[0]
+
+    from transformers import Dinov2Model
+
+    model = Dinov2Model.from_pretrained(converted_model_dir()).eval()
+    with torch.inference_mode():
+        actual = model(pixel_values=torch.from_numpy(pixels)).last_hidden_state.numpy()
+    assert actual.shape == expected.shape == (2, 257, 384)
+    assert np.abs(actual - expected).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory):
+    """The 17 ImageNet snake photos, one folder per taxon as the mapping names it."""
+    source = shared("images", "imagenet-snakes")
+    root = tmp_path_factory.mktemp("imagenet-snakes")
+    mapping = pd.read_csv(source / "mapping.csv")
+    for row in mapping.itertuples():
+        folder = root / row.wordnet_taxon.split(" (")[0]
+        folder.mkdir()
+        shutil.copy(source / row.file, folder / row.file)
+    return root, mapping
+
+
+def test_build_on_real_photos_identifies_each_as_its_own_species(imagenet_folder, tmp_path, capsys):
+    root, mapping = imagenet_folder
+    store = tmp_path / "store"
+    assert main(["build", "--store", str(store), "--images", str(root), "--model", "dinov2-small-offline",
+                 "--species", str(shared("snakeclef", "class_list.csv")), "--skip-project"]) == 0
+    photos = sorted(root.rglob("*.JPEG"))
+    capsys.readouterr()
+    assert main(["identify", "--store", str(store), *map(str, photos), "--each", "--json", "--neighbours", "1"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(results) == 17
+    known = mapping.dropna(subset=["snakeclef_class_id"]).set_index("file")["snakeclef_class_id"].astype(int)
+    for photo, result in zip(photos, results):
+        top = result["species"][0]
+        assert top["binomial_name"] == photo.parent.name
+        if photo.name in known.index:  # species in the SnakeCLEF table keep their official class id
+            assert top["class_id"] == known[photo.name]
+        assert result["neighbours"][0]["path"] == str(photo.resolve())
+        assert result["neighbours"][0]["similarity"] > 0.99
+    venomous = {r["inputs"][0].split("/")[-1]: r["species"][0]["venomous"] for r in results}
+    assert venomous["n01755581_diamondback.JPEG"] is True and venomous["n01728572_thunder_snake.JPEG"] is False
+
+
+def test_hub_loading_is_real_code():
+    config = REGISTRY["dinov2-small"]
+    if not _hub_available(config.location):
+        pytest.skip("the HuggingFace hub is unreachable from this machine")
+    backbone = load_backbone(config)
+    assert backbone.fingerprint.startswith("facebook/dinov2-small@")
+    assert backbone.model.config.hidden_size == 384

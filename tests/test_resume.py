@@ -1,0 +1,44 @@
+"""Killing the build mid-embed (SIGKILL, a real subprocess) and re-running stores every image exactly once."""
+
+import signal
+import subprocess
+import sys
+import time
+
+from snakeweb.stages import check_index_agreement
+from snakeweb.store import Store
+from tests.conftest import REPO, SYNTHETIC_COLOURS, make_photo
+
+
+def test_kill_mid_embed_then_rerun_stores_each_image_once(tmp_path, tiny_model_dir):
+    photos = tmp_path / "photos"
+    for name, colour in SYNTHETIC_COLOURS.items():
+        for i in range(150):
+            make_photo(photos / name / f"{i:03d}.jpg", colour, seed=i, size=(320, 240))
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--images", str(photos),
+               "--model", str(tiny_model_dir), "--batch-size", "4", "--skip-project"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # wait until the embed stage has committed some batches, then kill without warning
+    seen = ""
+    while "embed: model" not in seen:
+        line = process.stdout.readline()
+        assert line, f"build ended before embedding: {seen}"
+        seen += line
+    time.sleep(1.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    killed = Store(store)
+    done = int(killed.query("SELECT count(*) n FROM embeddings")["n"][0])
+    assert 0 < done < 450, f"the kill should land mid-embed, but {done} of 450 were embedded"
+
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "0 new image(s), 450 already" in rerun.stdout
+    images = killed.query("SELECT image_id, path, status FROM images")
+    assert len(images) == 450 and images["path"].is_unique and (images["status"] == "ok").all()
+    embedded = killed.query("SELECT image_id FROM embeddings")["image_id"]
+    assert len(embedded) == 450 and embedded.is_unique
+    assert set(embedded) == set(images["image_id"])
+    assert check_index_agreement(killed)
