@@ -10,6 +10,7 @@ from pathlib import Path
 
 from snakeweb import stages
 from snakeweb.aggregate import AGGREGATIONS
+from snakeweb.decisions import DECISIONS
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import FEATURE_KINDS
@@ -79,7 +80,49 @@ def _parser() -> argparse.ArgumentParser:
     identify.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
     identify.add_argument("--each", action="store_true", help="every image is its own observation")
     identify.add_argument("--json", action="store_true", help="print JSON (one object per observation)")
+    score = sub.add_parser("score", help="official SnakeCLEF metrics of a submission")
+    score.add_argument("--metadata", required=True, type=Path, help="ground truth: metadata CSV with observation_id, class_id")
+    score.add_argument("--predictions", required=True, type=Path, help="submission CSV: observation_id, class_id")
+    score.add_argument("--venomous", required=True, type=Path, help="venomous list CSV: class_id, MIVS")
+    score.add_argument("--json", action="store_true", help="one JSON object with the official key names")
+
+    export = sub.add_parser("export", help="write a SnakeCLEF submission CSV from the store")
+    _store_arg(export)
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--decision", choices=DECISIONS, default="argmax",
+                        help="argmax, or cost: minimise expected Track2 cost (venomous called harmless costs 5)")
+    export.add_argument("--prior", choices=("country", "none"), default="none")
+    export.add_argument("--country-table", type=Path, help="species x country CSV (Species_Relevance.csv) for --prior country")
+    export.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
     return parser
+
+
+def _score(args: argparse.Namespace) -> None:
+    from snakeweb.scoring import official_scores, read_csv, read_venomous
+
+    scores = official_scores(read_csv(args.metadata, "ground truth"), read_csv(args.predictions, "submission"),
+                             read_venomous(args.venomous))
+    if args.json:
+        print(json.dumps(scores))
+        return
+    p00, p01, p10, p11 = scores["PSC"]
+    c00, c01, c10, c11 = scores["PSC_total"]
+    print(f"macro F1       {scores['F1 Score']:.2f}\naccuracy       {scores['Accuracy']:.2f}")
+    print(f"harmless->harmless (other) {p00:.2f}% ({c00})\nharmless->venomous  {p01:.2f}% ({c01})")
+    print(f"venomous->harmless  {p10:.2f}% ({c10})\nvenomous->venomous (other) {p11:.2f}% ({c11})")
+    print(f"Track1 (higher is better) {scores['Track1 Metric']:.2f}\nTrack2 (lower is better)  {scores['Track2 Metric']}")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from snakeweb.decisions import CountryPrior
+
+    prior = None
+    if args.prior == "country":
+        if args.country_table is None:
+            raise SnakewebError("--prior country needs --country-table Species_Relevance.csv.")
+        prior = CountryPrior.from_csv(args.country_table)
+    submission = stages.export_submission(Store(args.store), args.out, args.decision, prior, args.aggregation)
+    print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -153,7 +196,7 @@ def _identify(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    store = Store(args.store) if hasattr(args, "store") else None
+    store = Store(args.store) if getattr(args, "store", None) else None
     try:
         if args.command == "build":
             _build(args)
@@ -171,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             stages.project(store, force=args.force)
         elif args.command == "identify":
             return _identify(args)
+        elif args.command == "score":
+            _score(args)
+        elif args.command == "export":
+            _export(args)
     except SnakewebError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from snakeweb.errors import SnakewebError
 from snakeweb.images import DecodedImage, ImageReadError, decode_bytes, read_image, to_pixels
 from snakeweb.models import FEATURE_KINDS, LoadedBackbone
-from snakeweb.errors import SnakewebError
 
 
 def default_device() -> str:

@@ -9,8 +9,9 @@ import logging
 import platform
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,7 @@ def embed(
         set_meta(con, "dtype", str(next(backbone.model.parameters()).dtype).removeprefix("torch."))
         set_meta(con, "device", str(next(backbone.model.parameters()).device))
         set_meta(con, "packages", package_versions())
-        set_meta(con, "embedded_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        set_meta(con, "embedded_at", datetime.now(UTC).isoformat(timespec="seconds"))
     print(f"embed: model {backbone.config.name} ({backbone.fingerprint}), features {feature_kind}")
     pending = store.query("SELECT image_id, path FROM images WHERE status = 'pending' ORDER BY image_id")
     counts = {"embedded": 0, "errors": 0, "already_done": n_embedded if not reembed else 0}
@@ -223,8 +224,9 @@ def load_head(store: Store) -> Head:
     return Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
 
 
-def predict(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> dict:
-    """Per-observation top-k predictions of the head for every embedded image, stored in `predictions`."""
+def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> tuple[list[str], np.ndarray, Head]:
+    """(observation ids, class probabilities [m, K] in the head's label-map order, head) for every
+    observation with at least one embedded image."""
     store.require()
     head = load_head(store)
     faiss_index = load_index(store.index_path) if head.kind == "knn" else None
@@ -237,6 +239,12 @@ def predict(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> d
         for s in tqdm(range(0, len(vectors), chunk), desc="predict", unit="chunk")
     ]) if len(vectors) else np.zeros((0, len(head.label_map)))
     observation_ids, probabilities = combine_by_observation(log_probs, observations, aggregation)
+    return observation_ids, probabilities, head
+
+
+def predict(store: Store, aggregation: str = "mean-log") -> dict:
+    """Per-observation top-k predictions of the head for every embedded image, stored in `predictions`."""
+    observation_ids, probabilities, head = observation_probabilities(store, aggregation)
     indices, probs = top_k(probabilities, STORED_TOP_K)
     class_ids = head.label_map.to_class_ids(indices)
     k = indices.shape[1]
@@ -304,3 +312,29 @@ def check_index_agreement(store: Store) -> bool:
     """True when the FAISS index holds exactly the stored embeddings' image ids."""
     stored, _ = store.embeddings()
     return set(index_ids(load_index(store.index_path)).tolist()) == set(stored.tolist())
+
+
+def export_submission(
+    store: Store, out, decision: str = "argmax", prior=None, aggregation: str = "mean-log", split: str | None = None,
+) -> pd.DataFrame:
+    """A SnakeCLEF submission (observation_id, class_id; one row per observation, integer ids), written
+    atomically. `prior` is a CountryPrior applied with each observation's country code."""
+    from snakeweb.decisions import decide
+    from snakeweb.store import write_atomically
+
+    observation_ids, probabilities, head = observation_probabilities(store, aggregation)
+    observations = store.query("SELECT observation_id, country_code, split FROM observations").set_index("observation_id")
+    species = store.species().set_index("class_id")
+    class_ids = head.label_map.class_ids
+    if prior is not None:
+        names = [species["binomial_name"].get(c, f"class {c}") for c in class_ids]
+        countries = [observations["country_code"].get(o) for o in observation_ids]
+        probabilities = prior.apply(probabilities, names, [c if isinstance(c, str) else None for c in countries])
+    venomous = np.array([bool(species["venomous"].get(c, False)) for c in class_ids])
+    chosen = head.label_map.to_class_ids(decide(probabilities, venomous, decision))
+    submission = pd.DataFrame({"observation_id": observation_ids, "class_id": chosen.astype(np.int64)})
+    if split is not None:
+        submission = submission[submission["observation_id"].map(observations["split"]) == split]
+    if out is not None:
+        write_atomically(Path(out), lambda tmp: submission.to_csv(tmp, index=False))
+    return submission

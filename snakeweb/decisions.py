@@ -1,0 +1,150 @@
+"""Decisions on class probabilities: argmax, the venom-aware rule that minimises expected Track2 cost, the
+"uncertain" outcome, and the per-country prior over species. The head's output is never changed silently:
+each rule is an explicit, recorded option."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from snakeweb.errors import SnakewebError
+from snakeweb.species import normalise_name
+
+log = logging.getLogger(__name__)
+# Country names are matched by pycountry; these are only the former or colloquial names it does not know.
+FORMER_COUNTRY_NAMES = {
+    "burma": "Myanmar", "turkey": "Türkiye", "ivory coast": "Côte d'Ivoire", "swaziland": "Eswatini",
+    "east timor": "Timor-Leste", "democratic republic of the congo": "Congo, The Democratic Republic of the",
+}
+DECISIONS = ("argmax", "cost")
+# Track2 costs of calling truth i as j != i
+COST_HARMLESS_AS_HARMLESS, COST_HARMLESS_AS_VENOMOUS = 1.0, 2.0
+COST_VENOMOUS_AS_HARMLESS, COST_VENOMOUS_AS_VENOMOUS = 5.0, 2.0
+
+
+def cost_aware_choice(probabilities: np.ndarray, venomous: np.ndarray) -> np.ndarray:
+    """Per row, the class that minimises expected Track2 cost, in O(K) per observation.
+
+    With P_H, P_V the total harmless/venomous probability, calling harmless class j costs
+    (P_H - p_j) * 1 + P_V * 5, and calling venomous class j costs P_H * 2 + (P_V - p_j) * 2; so only the
+    most likely harmless and the most likely venomous class can win.
+    """
+    probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    venomous = np.asarray(venomous, dtype=bool)
+    harmless_p = np.where(venomous, -np.inf, probabilities)
+    venomous_p = np.where(venomous, probabilities, -np.inf)
+    best_harmless, best_venomous = harmless_p.argmax(1), venomous_p.argmax(1)
+    total_v = np.where(venomous, probabilities, 0.0).sum(1)
+    total_h = probabilities.sum(1) - total_v
+    rows = np.arange(len(probabilities))
+    cost_h = COST_HARMLESS_AS_HARMLESS * (total_h - probabilities[rows, best_harmless]) + COST_VENOMOUS_AS_HARMLESS * total_v
+    cost_v = COST_HARMLESS_AS_VENOMOUS * total_h + COST_VENOMOUS_AS_VENOMOUS * (total_v - probabilities[rows, best_venomous])
+    cost_h = np.where(venomous.all(), np.inf, cost_h)
+    cost_v = np.where(venomous.any(), cost_v, np.inf)
+    return np.where(cost_v < cost_h, best_venomous, best_harmless)
+
+
+def expected_cost_matrix(venomous: np.ndarray) -> np.ndarray:
+    """The K x K Track2 cost matrix [truth, prediction]: the brute-force reference for tests."""
+    v = np.asarray(venomous, dtype=bool)
+    cost = np.where(v[:, None], np.where(v[None, :], COST_VENOMOUS_AS_VENOMOUS, COST_VENOMOUS_AS_HARMLESS),
+                    np.where(v[None, :], COST_HARMLESS_AS_VENOMOUS, COST_HARMLESS_AS_HARMLESS))
+    np.fill_diagonal(cost, 0.0)
+    return cost
+
+
+def decide(probabilities: np.ndarray, venomous: np.ndarray, rule: str = "argmax") -> np.ndarray:
+    if rule == "argmax":
+        return np.atleast_2d(probabilities).argmax(1)
+    if rule == "cost":
+        return cost_aware_choice(probabilities, venomous)
+    raise SnakewebError(f"Unknown decision rule {rule!r}; use one of {', '.join(DECISIONS)}.")
+
+
+def is_uncertain(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """True where the top probability is below the user's threshold: show candidates, not an answer."""
+    return np.atleast_2d(probabilities).max(1) < threshold
+
+
+@dataclass
+class CountryPrior:
+    """Species x country presence (Species_Relevance.csv) keyed by ISO alpha-2 code."""
+
+    presence: pd.DataFrame  # index binomial_name, columns ISO alpha-2 codes, values 0/1
+    unmatched_countries: list[str]
+    floor: float = 0.02  # an unlisted species keeps 2% of its probability: unlikely, never impossible
+
+    @classmethod
+    def from_csv(cls, path: str | Path, floor: float = 0.02) -> CountryPrior:
+
+        try:
+            table = pd.read_csv(path, sep=";", index_col=0)
+        except (OSError, pd.errors.ParserError) as exc:
+            raise SnakewebError(f"Cannot read the species x country table {path}: {exc}.") from exc
+        codes, unmatched = {}, []
+        for name in table.columns:
+            code = _country_code_or_none(name)
+            if code:
+                codes[name] = code
+            else:
+                unmatched.append(name)
+        presence = table[list(codes)].rename(columns=codes)
+        presence = presence.T.groupby(level=0).max().T  # two names of one country: present if either says so
+        presence.index = [normalise_name(str(n)) for n in presence.index]
+        presence = presence[~presence.index.duplicated()]
+        return cls(presence=presence.astype(np.int8), unmatched_countries=unmatched, floor=floor)
+
+    @staticmethod
+    def country_code(country: str) -> str:
+        code = _country_code_or_none(country)
+        if code is None:
+            raise SnakewebError(f"Unknown country {country!r}; give an ISO code such as US or a name such as Germany.")
+        return code
+
+    def weights(self, species_names: list[str], country: str | None) -> np.ndarray:
+        """Per-species multipliers for one country: 1 where present, `floor` where absent, 1 where the table
+        knows nothing (species not in the table, or no/unknown country)."""
+        weights = np.ones(len(species_names))
+        if not country or country not in self.presence.columns:
+            return weights
+        column = self.presence[country]
+        for i, name in enumerate(species_names):
+            if name in column.index:
+                weights[i] = 1.0 if column[name] else self.floor
+        return weights
+
+    def apply(self, probabilities: np.ndarray, species_names: list[str], countries: list[str | None]) -> np.ndarray:
+        """Multiply each row by its country's weights and renormalise."""
+        out = np.array(probabilities, dtype=np.float64, copy=True)
+        cache: dict[str | None, np.ndarray] = {}
+        for row, country in enumerate(countries):
+            if country not in cache:
+                cache[country] = self.weights(species_names, country)
+            out[row] *= cache[country]
+        return out / out.sum(1, keepdims=True)
+
+    def coverage(self, species_names: list[str]) -> dict[str, int]:
+        matched = sum(name in self.presence.index for name in species_names)
+        return {"species_matched": matched, "species_total": len(species_names),
+                "countries_matched": int(self.presence.shape[1]), "countries_unmatched": len(self.unmatched_countries)}
+
+
+def _country_code_or_none(name: str) -> str | None:
+    import pycountry
+
+    key = " ".join(str(name).strip().lower().split())
+    key = FORMER_COUNTRY_NAMES.get(key, key)
+    key = key.replace("st ", "saint ", 1) if key.startswith("st ") else key
+    for candidate in (key, key.replace(" ", "-")):
+        try:
+            return pycountry.countries.lookup(candidate).alpha_2
+        except LookupError:
+            continue
+    try:
+        return pycountry.countries.search_fuzzy(key)[0].alpha_2
+    except LookupError:
+        return None

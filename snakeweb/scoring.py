@@ -1,0 +1,137 @@
+"""The official SnakeCLEF 2023/2024 metric, exactly as the organisers' evaluation code computes it, and the
+per-species view the dashboard shows.
+
+Scores are per observation. Venomous means MIVS = 1 in the venomous list; ids absent from it are harmless.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+
+from snakeweb.errors import SnakewebError
+
+OFFICIAL_KEYS = ("F1 Score", "Accuracy", "PSC", "PSC_total", "Track1 Metric", "Track2 Metric")
+
+
+class SubmissionError(SnakewebError):
+    """A submission that cannot be scored; the message says how many rows are wrong and shows a few."""
+
+
+def _examples(values) -> str:
+    values = list(values)
+    shown = ", ".join(map(str, values[:5]))
+    return shown + (", ..." if len(values) > 5 else "")
+
+
+def read_csv(path: str | Path, what: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"observation_id": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SubmissionError(f"Cannot read the {what} {path}: {exc}.") from exc
+
+
+def read_venomous(path: str | Path) -> set[int]:
+    frame = read_csv(path, "venomous list")
+    if not {"class_id", "MIVS"} <= set(frame.columns):
+        raise SubmissionError(f"The venomous list {path} needs columns class_id and MIVS; it has {list(frame.columns)}.")
+    return set(frame.loc[frame["MIVS"] == 1, "class_id"].astype(int))
+
+
+def merge_one_to_one(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
+    """Ground truth (first row per observation) merged with a submission that must have exactly one row per
+    ground-truth observation and no others; anything else is a SubmissionError, never a silent merge."""
+    for frame, what in ((truth, "ground truth"), (submission, "submission")):
+        missing = {"observation_id", "class_id"} - set(frame.columns)
+        if missing:
+            raise SubmissionError(f"The {what} lacks column(s) {sorted(missing)}; it needs observation_id and class_id.")
+    truth = truth.drop_duplicates("observation_id")[["observation_id", "class_id"]].copy()
+    submission = submission[["observation_id", "class_id"]].copy()
+    truth["observation_id"] = truth["observation_id"].astype(str)
+    submission["observation_id"] = submission["observation_id"].astype(str)
+
+    numeric = pd.to_numeric(submission["class_id"], errors="coerce")
+    bad = submission[numeric.isna() | (numeric != np.floor(numeric))]
+    if len(bad):
+        raise SubmissionError(
+            f"{len(bad)} submission row(s) have a class_id that is not an integer, e.g. "
+            f"{_examples(f'{o}: {c!r}' for o, c in zip(bad['observation_id'], bad['class_id']))}."
+        )
+    submission["class_id"] = numeric.astype(np.int64)
+    duplicated = submission.loc[submission["observation_id"].duplicated(), "observation_id"].unique()
+    if len(duplicated):
+        raise SubmissionError(f"{len(duplicated)} observation id(s) appear more than once in the submission, e.g. {_examples(duplicated)}.")
+    truth_ids, submitted = set(truth["observation_id"]), set(submission["observation_id"])
+    missing_ids, unknown_ids = sorted(truth_ids - submitted), sorted(submitted - truth_ids)
+    if missing_ids:
+        raise SubmissionError(f"{len(missing_ids)} ground-truth observation(s) have no prediction, e.g. {_examples(missing_ids)}.")
+    if unknown_ids:
+        raise SubmissionError(f"{len(unknown_ids)} submitted observation id(s) are not in the ground truth, e.g. {_examples(unknown_ids)}.")
+    merged = truth.merge(submission, on="observation_id", how="inner", suffixes=("_true", "_pred"), validate="one_to_one")
+    return merged.rename(columns={"class_id_true": "truth", "class_id_pred": "predicted"})
+
+
+def psc_counts(truth: np.ndarray, predicted: np.ndarray, venomous: set[int]) -> list[int]:
+    """[c00, c01, c10, c11] over misclassified observations: 0 = harmless, 1 = venomous; first truth, then prediction."""
+    wrong = truth != predicted
+    truth_v = np.isin(truth[wrong], list(venomous))
+    pred_v = np.isin(predicted[wrong], list(venomous))
+    return [int((~truth_v & ~pred_v).sum()), int((~truth_v & pred_v).sum()),
+            int((truth_v & ~pred_v).sum()), int((truth_v & pred_v).sum())]
+
+
+def official_scores(truth: pd.DataFrame, submission: pd.DataFrame, venomous: set[int]) -> dict:
+    """The organisers' numbers with their key names."""
+    merged = merge_one_to_one(truth, submission)
+    y_true = merged["truth"].to_numpy(np.int64)
+    y_pred = merged["predicted"].to_numpy(np.int64)
+    f1 = round(100 * f1_score(y_true, y_pred, average="macro"), 2)
+    accuracy = round(100 * float((y_true == y_pred).mean()), 2)
+    c00, c01, c10, c11 = psc_counts(y_true, y_pred, venomous)
+    n_venomous = int(np.isin(y_true, list(venomous)).sum())
+    n_harmless = len(y_true) - n_venomous
+    p00, p01 = (round(100 * c / n_harmless, 2) if n_harmless else 0.0 for c in (c00, c01))
+    p10, p11 = (round(100 * c / n_venomous, 2) if n_venomous else 0.0 for c in (c10, c11))
+    track1 = round((f1 + (100 - p00) + 2 * (100 - p01) + 5 * (100 - p10) + 2 * (100 - p11)) / 11, 2)
+    track2 = c00 + 2 * c01 + 5 * c10 + 2 * c11
+    return {"F1 Score": f1, "Accuracy": accuracy, "PSC": [p00, p01, p10, p11], "PSC_total": [c00, c01, c10, c11],
+            "Track1 Metric": track1, "Track2 Metric": track2}
+
+
+def per_species_table(truth: np.ndarray, predicted: np.ndarray, venomous: set[int], names: dict[int, str] | None = None) -> pd.DataFrame:
+    """One row per species in truth or prediction: support, precision, recall, F1, venomous, the species it
+    is most often confused with, and its share of each of the four error kinds (as the true species)."""
+    truth, predicted = np.asarray(truth, np.int64), np.asarray(predicted, np.int64)
+    frame = pd.DataFrame({"truth": truth, "predicted": predicted})
+    rows = []
+    for class_id in sorted(set(truth) | set(predicted)):
+        is_true, is_pred = truth == class_id, predicted == class_id
+        tp = int((is_true & is_pred).sum())
+        precision = tp / is_pred.sum() if is_pred.sum() else 0.0
+        recall = tp / is_true.sum() if is_true.sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        errors = frame[is_true & ~is_pred]
+        confused = errors["predicted"].mode()
+        kinds = psc_counts(truth[is_true], predicted[is_true], venomous)
+        n_errors = max(1, len(errors))
+        rows.append({
+            "class_id": int(class_id), "binomial_name": (names or {}).get(int(class_id), f"class {class_id}"),
+            "venomous": int(class_id) in venomous, "support": int(is_true.sum()), "precision": precision,
+            "recall": recall, "f1": f1, "most_confused_with": int(confused.iloc[0]) if len(confused) else None,
+            "errors": len(errors), "share_c00": kinds[0] / n_errors, "share_c01": kinds[1] / n_errors,
+            "share_c10": kinds[2] / n_errors, "share_c11": kinds[3] / n_errors,
+        })
+    return pd.DataFrame(rows)
+
+
+def venom_confusion(truth: np.ndarray, predicted: np.ndarray, venomous: set[int]) -> pd.DataFrame:
+    """2 x 2 counts of truth (rows) vs prediction (columns), harmless/venomous, over all observations."""
+    truth_v = np.isin(truth, list(venomous))
+    pred_v = np.isin(predicted, list(venomous))
+    labels = ["harmless", "venomous"]
+    counts = [[int(((truth_v == a) & (pred_v == b)).sum())
+               for b in (False, True)] for a in (False, True)]
+    return pd.DataFrame(counts, index=pd.Index(labels, name="truth"), columns=pd.Index(labels, name="predicted"))

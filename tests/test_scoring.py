@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from snakeweb.scoring import OFFICIAL_KEYS, SubmissionError, official_scores, per_species_table, venom_confusion
+from tests.conftest import shared
+
+VENOMOUS = {10, 11}  # 1, 2, 3 harmless
+
+
+def frame(pairs):
+    return pd.DataFrame(pairs, columns=["observation_id", "class_id"])
+
+
+def test_reference_submission_scores_exactly_as_the_official_code(capsys):
+    args = ["score", "--metadata", str(shared("snakeclef", "SnakeCLEF2023-ValMetadata.csv")),
+            "--predictions", str(shared("reference", "val_submission_example.csv")),
+            "--venomous", str(shared("snakeclef", "venomous_status_list.csv")), "--json"]
+    assert main(args) == 0
+    scores = json.loads(capsys.readouterr().out)
+    expected = json.loads(shared("reference", "val_submission_example_scores.json").read_text())
+    assert list(scores) == list(OFFICIAL_KEYS)
+    for key in OFFICIAL_KEYS:
+        assert scores[key] == expected[key], key
+
+
+def test_each_error_kind_and_the_rounding():
+    truth = frame([("a", 1), ("b", 1), ("c", 2), ("d", 10), ("e", 10), ("f", 11), ("g", 3)])
+    submission = frame([("a", 2), ("b", 10), ("c", 2), ("d", 1), ("e", 11), ("f", 11), ("g", 3)])
+    scores = official_scores(truth, submission, VENOMOUS)
+    # wrong: a harmless->harmless (c00), b harmless->venomous (c01), d venomous->harmless (c10), e venomous->other venomous (c11)
+    assert scores["PSC_total"] == [1, 1, 1, 1]
+    assert scores["PSC"] == [round(100 / 4, 2), 25.0, round(100 / 3, 2), 33.33]
+    assert scores["Accuracy"] == round(100 * 3 / 7, 2) == 42.86
+    assert scores["Track2 Metric"] == 1 + 2 + 5 + 2
+    f1 = scores["F1 Score"]
+    expected = round((f1 + 75 + 2 * 75 + 5 * (100 - 33.33) + 2 * (100 - 33.33)) / 11, 2)
+    assert scores["Track1 Metric"] == expected
+
+
+def test_truth_is_reduced_to_its_first_row_per_observation():
+    truth = frame([("a", 1), ("a", 2), ("b", 10)])
+    scores = official_scores(truth, frame([("a", 1), ("b", 10)]), VENOMOUS)
+    assert scores["Accuracy"] == 100.0 and scores["PSC_total"] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("submission, message", [
+    (frame([("a", 1)]), "1 ground-truth observation(s) have no prediction, e.g. b"),
+    (frame([("a", 1), ("b", 1), ("b", 2)]), "1 observation id(s) appear more than once"),
+    (frame([("a", 1), ("b", 1), ("zz", 2)]), "1 submitted observation id(s) are not in the ground truth, e.g. zz"),
+    (frame([("a", "cobra"), ("b", 1.5)]), "2 submission row(s) have a class_id that is not an integer"),
+    (pd.DataFrame({"observation_id": ["a", "b"]}), "lacks column(s) ['class_id']"),
+])
+def test_malformed_submissions_are_named_not_merged(submission, message):
+    with pytest.raises(SubmissionError) as error:
+        official_scores(frame([("a", 1), ("b", 10)]), submission, VENOMOUS)
+    assert message in str(error.value)
+
+
+def test_score_cli_exits_2_with_a_sentence(tmp_path, capsys):
+    truth, bad, venomous = tmp_path / "gt.csv", tmp_path / "sub.csv", tmp_path / "v.csv"
+    frame([("a", 1), ("b", 10)]).to_csv(truth, index=False)
+    frame([("a", 1)]).to_csv(bad, index=False)
+    pd.DataFrame({"class_id": [10], "MIVS": [1]}).to_csv(venomous, index=False)
+    assert main(["score", "--metadata", str(truth), "--predictions", str(bad), "--venomous", str(venomous)]) == 2
+    err = capsys.readouterr().err
+    assert "have no prediction" in err and "Traceback" not in err
+
+
+def test_per_species_table_and_venom_confusion():
+    truth = np.array([1, 1, 10, 10, 2])
+    predicted = np.array([1, 10, 1, 10, 1])
+    table = per_species_table(truth, predicted, VENOMOUS, {1: "A a", 10: "V v"}).set_index("class_id")
+    assert table.loc[1, "support"] == 2 and table.loc[1, "precision"] == pytest.approx(1 / 3)
+    assert table.loc[1, "recall"] == 0.5 and table.loc[1, "most_confused_with"] == 10
+    assert table.loc[1, "share_c01"] == 1.0 and table.loc[10, "share_c10"] == 1.0
+    assert table.loc[2, "f1"] == 0.0 and bool(table.loc[10, "venomous"])
+    confusion = venom_confusion(truth, predicted, VENOMOUS)
+    assert confusion.loc["venomous", "harmless"] == 1 and confusion.loc["harmless", "venomous"] == 1
+    assert int(confusion.values.sum()) == 5
