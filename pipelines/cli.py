@@ -25,6 +25,7 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, help="folder with one subfolder of photos per species")
     parser.add_argument("--metadata", type=Path, nargs="+", default=[], help="SnakeCLEF metadata CSV(s)")
     parser.add_argument("--image-root", type=Path, help="folder that the metadata's image_path is relative to")
+    parser.add_argument("--country-table", type=Path, help="Species_Relevance.csv, recorded for identify --country")
     parser.add_argument("--species", type=Path, nargs="+", default=[],
                         help="species table CSV(s): class_id, binomial_name, venomous/MIVS (e.g. class_list.csv)")
 
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     identify.add_argument("--top-k", type=int, default=5)
     identify.add_argument("--neighbours", type=int, default=12)
     identify.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    identify.add_argument("--country-table", type=Path, help="species x country CSV (default: the one recorded by build)")
+    identify.add_argument("--uncertain-below", type=float, default=0.0,
+                          help="say 'uncertain' and list candidates when the top probability is below this (e.g. 0.5)")
     identify.add_argument("--each", action="store_true", help="every image is its own observation")
     identify.add_argument("--json", action="store_true", help="print JSON (one object per observation)")
     score = sub.add_parser("score", help="official SnakeCLEF metrics of a submission")
@@ -94,7 +98,29 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--prior", choices=("country", "none"), default="none")
     export.add_argument("--country-table", type=Path, help="species x country CSV (Species_Relevance.csv) for --prior country")
     export.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+
+    evaluate = sub.add_parser("evaluate", help="official metrics of the store's head on a held-out split")
+    _store_arg(evaluate)
+    evaluate.add_argument("--split", default="test", help="test (default), val or train")
+    evaluate.add_argument("--country-table", type=Path, help="Species_Relevance.csv: also report with the country prior")
+    evaluate.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    evaluate.add_argument("--json", action="store_true")
     return parser
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from snakeweb.decisions import CountryPrior
+    from snakeweb.evaluation import evaluate
+
+    prior = CountryPrior.from_csv(args.country_table) if args.country_table else None
+    report = evaluate(Store(args.store), args.split, prior, args.aggregation)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head")
+    print(f"{'variant':<22}{'F1':>8}{'Acc':>8}{'Track1':>8}{'Track2':>8}   PSC % [h>h, h>v, v>h, v>v]")
+    for name, s in report["variants"].items():
+        print(f"{name:<22}{s['F1 Score']:>8.2f}{s['Accuracy']:>8.2f}{s['Track1 Metric']:>8.2f}{s['Track2 Metric']:>8}   {s['PSC']}")
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -135,7 +161,7 @@ def _ingest(args: argparse.Namespace) -> None:
 
     table = read_species_table(args.species) if args.species else None
     counts = ingest(Store(args.store), images=args.images, metadata=args.metadata, image_root=args.image_root,
-                    species_table=table)
+                    species_table=table, country_table=args.country_table)
     print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store")
 
 
@@ -162,12 +188,15 @@ def _print_identification(result, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.to_json()))
         return
-    print("observation: " + ", ".join(result.inputs))
+    print("observation: " + ", ".join(result.inputs) + (f" (country prior: {result.country})" if result.country else ""))
     for name, why in result.rejected.items():
         print(f"  skipped {name}: {why}")
     for rank, s in enumerate(result.species, 1):
         flag = "VENOMOUS" if s.venomous else "harmless"
         print(f"  {rank}. {s.binomial_name} (class {s.class_id})  {s.probability:6.1%}  {flag}")
+    if result.uncertain:
+        print("  UNCERTAIN: the candidates above are possibilities, not an identification.")
+    print(f"  {result.explanation}")
     print("  nearest reference images:")
     for n in result.neighbours:
         print(f"    image {n.image_id}  similarity {n.similarity:.4f}  {n.binomial_name or 'unlabelled'}  {n.path}")
@@ -176,12 +205,13 @@ def _print_identification(result, as_json: bool) -> None:
 def _identify(args: argparse.Namespace) -> int:
     from snakeweb.identify import Identifier
 
-    identifier = Identifier(Store(args.store), device=args.device if hasattr(args, "device") else None)
+    identifier = Identifier(Store(args.store), country_table=args.country_table)
     groups = [[p] for p in args.images] if args.each else [args.images]
     failures = 0
     for group in groups:
         try:
-            result = identifier.identify([(str(p), p) for p in group], args.top_k, args.neighbours, args.aggregation)
+            result = identifier.identify([(str(p), p) for p in group], args.top_k, args.neighbours, args.aggregation,
+                                         country=args.country, uncertain_below=args.uncertain_below)
         except SnakewebError as exc:
             failures += 1
             if args.json:
@@ -214,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             stages.project(store, force=args.force)
         elif args.command == "identify":
             return _identify(args)
+        elif args.command == "evaluate":
+            _evaluate(args)
         elif args.command == "score":
             _score(args)
         elif args.command == "export":

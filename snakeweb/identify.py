@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.aggregate import combine, top_k
+from snakeweb.decisions import CountryPrior, cost_aware_choice
 from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index, search
@@ -40,6 +41,10 @@ class Identification:
     species: list[SpeciesCandidate] = field(default_factory=list)
     neighbours: list[Neighbour] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # input -> why it could not be used
+    country: str | None = None  # ISO code of the prior applied, if any
+    uncertain: bool = False  # top probability below the user's threshold: candidates, not an answer
+    venom_aware: SpeciesCandidate | None = None  # the class minimising expected Track2 cost
+    explanation: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -48,8 +53,10 @@ class Identification:
 class Identifier:
     """Loads a store's backbone, head and index once; identifies any number of observations."""
 
-    def __init__(self, store: Store, device: str | None = None):
+    def __init__(self, store: Store, device: str | None = None, country_table: str | Path | None = None):
         self.store = store.require()
+        table = country_table or store.get_meta("country_table")
+        self.prior = CountryPrior.from_csv(table) if table else None
         self.backbone = store_backbone(store, device)
         self.feature_kind = store.get_meta("feature_kind")
         self.head = load_head(store)
@@ -73,25 +80,48 @@ class Identifier:
 
     def identify(
         self, sources: list[tuple[str, str | Path | bytes]], top: int = 5, neighbours: int = 12,
-        aggregation: str = "mean-log",
+        aggregation: str = "mean-log", country: str | None = None, uncertain_below: float = 0.0,
     ) -> Identification:
         """`sources` are (name, path or bytes) photos of one animal: they form one observation."""
         names, vectors, rejected = self.embed(sources)
         result = Identification(inputs=[n for n, _ in sources], rejected=rejected)
         if not names:
             raise SnakewebError("None of the photos could be read: " + "; ".join(f"{k}: {v}" for k, v in rejected.items()))
-        return self.identify_vectors(vectors, result, top, neighbours, aggregation)
-
-    def identify_vectors(self, vectors: np.ndarray, result: Identification, top: int, neighbours: int, aggregation: str) -> Identification:
         probabilities = combine(self.head.predict_log_proba(vectors, self.index), aggregation)
+        if country:
+            if self.prior is None:
+                raise SnakewebError("A country needs the species x country table: pass --country-table Species_Relevance.csv.")
+            result.country = CountryPrior.country_code(country)
+            class_names = [self.names.get(int(c), "") for c in self.head.label_map.class_ids]
+            probabilities = self.prior.apply(probabilities[None, :], class_names, [result.country])[0]
         indices, probs = top_k(probabilities[None, :], top)
-        for class_id, probability in zip(self.head.label_map.to_class_ids(indices[0]), probs[0]):
-            class_id = int(class_id)
-            result.species.append(SpeciesCandidate(
-                class_id, self.names.get(class_id, f"class {class_id}"), float(probability), bool(self.venomous.get(class_id, False))
-            ))
+        result.species = [self.candidate(int(c), float(p)) for c, p in zip(self.head.label_map.to_class_ids(indices[0]), probs[0])]
+        venomous = np.array([self.venomous.get(int(c), False) for c in self.head.label_map.class_ids])
+        chosen = int(cost_aware_choice(probabilities[None, :], venomous)[0])
+        result.venom_aware = self.candidate(int(self.head.label_map.class_ids[chosen]), float(probabilities[chosen]))
+        result.uncertain = bool(probabilities.max() < uncertain_below)
+        result.explanation = self.explain(result, float(probabilities[venomous].sum()) if venomous.any() else 0.0)
         result.neighbours = self.nearest(vectors, neighbours)
         return result
+
+    def candidate(self, class_id: int, probability: float) -> SpeciesCandidate:
+        return SpeciesCandidate(class_id, self.names.get(class_id, f"class {class_id}"), probability, bool(self.venomous.get(class_id, False)))
+
+    @staticmethod
+    def explain(result: Identification, venomous_mass: float) -> str:
+        top, safe = result.species[0], result.venom_aware
+        lead = ""
+        if result.uncertain:
+            candidates = ", ".join(s.binomial_name for s in result.species[:3])
+            lead = f"Uncertain: no species reaches the confidence you asked for; the candidates are {candidates}. "
+        if safe is not None and safe.class_id != top.class_id:
+            return lead + (
+                f"The venomous species carry {venomous_mass:.0%} of the probability, so the venom-aware call is "
+                f"{safe.binomial_name} (mistaking a venomous snake for a harmless one costs 5x a harmless mix-up)."
+            )
+        return lead + (
+            f"The venom-aware call agrees with the most likely species ({venomous_mass:.0%} of the probability is on venomous species)."
+        )
 
     def nearest(self, vectors: np.ndarray, k: int) -> list[Neighbour]:
         """The k most similar stored images to any of the query photos (best similarity per image)."""

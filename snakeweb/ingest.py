@@ -92,8 +92,10 @@ def ingest(
     metadata: Sequence[Path] = (),
     image_root: Path | None = None,
     species_table: pd.DataFrame | None = None,
+    country_table: Path | None = None,
 ) -> dict[str, int]:
-    """Add photos to the store; returns counts of what was added and what was already there."""
+    """Add photos to the store; returns counts of what was added and what was already there. A species x
+    country table, when given, is checked and recorded for country priors at identify time."""
     if (images is None) == (not metadata):
         raise SnakewebError("Give either --images DIR or --metadata CSV... with --image-root DIR.")
     if images is not None:
@@ -136,6 +138,11 @@ def ingest(
         subsets = dict(zip(fresh["observation_id"], fresh["subset"])) if "subset" in fresh else {}
         _update_splits(con, subsets)
         set_meta(con, "source", source)
+        if country_table is not None:
+            from snakeweb.decisions import CountryPrior
+
+            CountryPrior.from_csv(country_table)  # fail now, not at identify time
+            set_meta(con, "country_table", str(Path(country_table).resolve()))
     log.info("ingest: %d new image(s), %d already in the store", len(fresh), len(listing) - len(fresh))
     return {"added": len(fresh), "already_present": len(listing) - len(fresh)}
 

@@ -126,3 +126,45 @@ def test_vectors_are_deterministic(built_store, tiny_model_dir):
     path = built_store.query(f"SELECT path FROM images WHERE image_id = {ids[0]}")["path"][0]
     _, again, _ = identifier.embed([("x", path)])
     assert np.allclose(again[0], vectors[0], atol=1e-5)
+
+
+def test_identify_country_prior_uncertain_and_venom_aware_call(built_store, photo_folder, tmp_path, capsys):
+    table = tmp_path / "relevance.csv"
+    # Vipera berus absent from Germany in this made-up table, Natrix natrix present
+    table.write_text(";germany;france\nNatrix natrix;1;1\nVipera berus;0;1\nZamenis longissimus;1;1\n")
+    photo = photo_folder / "Vipera_berus" / "02.jpg"
+    args = ["identify", "--store", str(built_store.root), str(photo), "--json", "--country-table", str(table)]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*args, "--country", "DE", "--uncertain-below", "1.01"]) == 0
+    german = json.loads(capsys.readouterr().out)
+    p_plain = {s["class_id"]: s["probability"] for s in plain["species"]}
+    p_german = {s["class_id"]: s["probability"] for s in german["species"]}
+    assert german["country"] == "DE" and p_german[1740] < p_plain[1740] and p_german[1740] > 0
+    assert german["uncertain"] is True and plain["uncertain"] is False
+    assert "Uncertain" in german["explanation"]
+    assert plain["venom_aware"]["class_id"] == 1740  # the most likely species is itself venomous
+
+
+def test_evaluate_and_export_make_a_submission_that_scores(built_store, tmp_path, capsys):
+    import pandas as pd
+
+    from snakeweb.evaluation import venom_safety
+
+    assert main(["evaluate", "--store", str(built_store.root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["variants"]) == {"argmax/prior=none", "cost/prior=none"}
+    assert report["variants"]["argmax/prior=none"]["Accuracy"] == 100.0
+    assert not venom_safety(built_store).empty
+    out = tmp_path / "submission.csv"
+    assert main(["export", "--store", str(built_store.root), "--out", str(out), "--decision", "cost"]) == 0
+    submission = pd.read_csv(out)
+    assert submission["observation_id"].is_unique and submission["class_id"].dtype.kind == "i"
+    truth = tmp_path / "truth.csv"
+    built_store.query("SELECT observation_id, class_id FROM observations WHERE observation_id IN "
+                      "(SELECT observation_id FROM predictions)").to_csv(truth, index=False)
+    venomous = tmp_path / "venomous.csv"
+    pd.DataFrame({"class_id": [1740], "MIVS": [1]}).to_csv(venomous, index=False)
+    capsys.readouterr()
+    assert main(["score", "--metadata", str(truth), "--predictions", str(out), "--venomous", str(venomous), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["Accuracy"] == 100.0

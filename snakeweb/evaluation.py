@@ -1,0 +1,78 @@
+"""Evaluate a store's head per observation with the official metric: argmax vs the venom-aware rule, with
+and without the country prior, plus the per-species table (stored in DuckDB for the dashboard)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from snakeweb.decisions import CountryPrior, decide
+from snakeweb.errors import SnakewebError
+from snakeweb.scoring import official_scores, per_species_table, venom_confusion
+from snakeweb.stages import observation_probabilities
+from snakeweb.store import Store, set_meta
+
+SPECIES_METRICS_TABLE = """
+CREATE OR REPLACE TABLE species_metrics (
+    variant VARCHAR, class_id BIGINT, binomial_name VARCHAR, venomous BOOLEAN, support INTEGER, precision DOUBLE,
+    recall DOUBLE, f1 DOUBLE, most_confused_with BIGINT, errors INTEGER,
+    share_c00 DOUBLE, share_c01 DOUBLE, share_c10 DOUBLE, share_c11 DOUBLE
+)
+"""
+
+
+def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = None, aggregation: str = "mean-log") -> dict:
+    """Official scores of every decision variant on one split's labelled observations; stores the report
+    (run_metadata 'evaluation') and per-species tables (`species_metrics`, one set per variant)."""
+    observation_ids, probabilities, head = observation_probabilities(store, aggregation)
+    observations = store.query("SELECT observation_id, class_id, country_code, split FROM observations").set_index("observation_id")
+    keep = np.array([observations["split"].get(o) == split and pd.notna(observations["class_id"].get(o)) for o in observation_ids])
+    if not keep.any():
+        raise SnakewebError(f"No labelled observations with predictions in the {split!r} split; choose another --split.")
+    ids = [o for o, k in zip(observation_ids, keep) if k]
+    probabilities = probabilities[keep]
+    species = store.species().set_index("class_id")
+    class_ids = head.label_map.class_ids
+    names = species["binomial_name"].to_dict()
+    venomous_set = set(species.index[species["venomous"]].astype(int))
+    venomous = np.array([c in venomous_set for c in class_ids])
+    truth = pd.DataFrame({"observation_id": ids, "class_id": observations.loc[ids, "class_id"].astype(np.int64).to_numpy()})
+
+    variants = {"none": probabilities}
+    if prior is not None:
+        countries = [c if isinstance(c, str) else None for c in observations.loc[ids, "country_code"]]
+        variants["country"] = prior.apply(probabilities, [names.get(c, "") for c in class_ids], countries)
+    report: dict = {"split": split, "observations": len(ids), "aggregation": aggregation, "head": head.kind, "variants": {}}
+    tables = []
+    for prior_name, probs in variants.items():
+        for rule in ("argmax", "cost"):
+            variant = f"{rule}/prior={prior_name}"
+            predicted = head.label_map.to_class_ids(decide(probs, venomous, rule))
+            submission = pd.DataFrame({"observation_id": ids, "class_id": predicted})
+            scores = official_scores(truth, submission, venomous_set)
+            confusion = venom_confusion(truth["class_id"].to_numpy(), predicted, venomous_set)
+            report["variants"][variant] = {**scores, "venom_confusion": confusion.to_dict()}
+            table = per_species_table(truth["class_id"].to_numpy(), predicted, venomous_set, names)
+            table.insert(0, "variant", variant)
+            tables.append(table)
+    if prior is not None:
+        report["prior_coverage"] = prior.coverage([names.get(c, "") for c in class_ids])
+    report["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    all_tables = pd.concat(tables, ignore_index=True)
+    with store.transaction() as con:
+        con.execute(SPECIES_METRICS_TABLE)
+        con.register("new_metrics", all_tables)
+        con.execute("INSERT INTO species_metrics SELECT * FROM new_metrics")
+        set_meta(con, "evaluation", report)
+    return report
+
+
+def venom_safety(store: Store) -> pd.DataFrame:
+    """Per venomous species: how often it is called harmless under each stored decision variant."""
+    return store.query(
+        "SELECT variant, class_id, binomial_name, support, share_c10 * errors AS called_harmless, "
+        "share_c10 * errors / NULLIF(support, 0) AS called_harmless_rate FROM species_metrics "
+        "WHERE venomous AND support > 0 ORDER BY binomial_name, variant"
+    )
