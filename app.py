@@ -1,75 +1,72 @@
-"""snakeweb dashboard: `streamlit run app.py`. A thin view over `snakeweb`; no logic lives here."""
+"""snakeweb dashboard: `streamlit run app.py`. Login gate, store choice and page navigation; every page is a
+thin view over `snakeweb` (see views/)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from snakeweb.auth import check_reviewer
 from snakeweb.errors import SnakewebError
-from snakeweb.identify import Identifier
-from snakeweb.settings import store_path
-from snakeweb.store import Store
+from views.common import current_store, identifier
 
 st.set_page_config(page_title="snakeweb", page_icon="🐍", layout="wide")
 
 
-@st.cache_resource(show_spinner="Loading model, head and index…")
-def load_identifier(root: str) -> Identifier:
-    return Identifier(Store(root))
-
-
-def build_help(store: Store) -> None:
-    st.title("snakeweb: build a store first")
-    st.write(f"There is no store at `{store.root}` yet. Build one from a folder with one subfolder of photos per species:")
-    st.code(
-        f"python -m pipelines build --store {store.root} --images PATH/TO/PHOTOS \\\n"
-        "    --species ../shared/data/snakeclef/class_list.csv --model dinov2-small-offline",
-        language="bash",
-    )
-    st.write("Then reload this page. To use a store elsewhere, start the app with `SNAKEWEB_STORE=DIR streamlit run app.py`.")
-
-
-def identify_page(store: Store) -> None:
+def configured_secrets() -> dict:
     try:
-        identifier = load_identifier(str(store.root))
-    except SnakewebError as exc:
-        st.error(str(exc))
-        return
-    meta = store.get_meta("model")
-    st.sidebar.write(f"**Store** `{store.root}`")
-    st.sidebar.write(f"**Model** {meta['config']['name']}")
-    st.sidebar.caption(meta["config"]["description"])
-    st.sidebar.write(f"**Head** {identifier.head.kind}, {len(identifier.head.label_map)} species")
-
-    st.title("Identify a snake")
-    uploads = st.file_uploader("Photos of one animal", type=None, accept_multiple_files=True)
-    if not uploads:
-        st.info("Upload one or more photos of the same snake.")
-        return
-    try:
-        result = identifier.identify([(u.name, u.getvalue()) for u in uploads])
-    except SnakewebError as exc:
-        st.error(str(exc))
-        return
-    for name, why in result.rejected.items():
-        st.warning(f"{name} was skipped: {why}")
-    top = result.species[0]
-    if any(s.venomous for s in result.species if s.probability >= 0.1):
-        st.error("⚠️ A venomous species is among the likely candidates: treat this snake as dangerous.")
-    st.subheader(f"{top.binomial_name}: {top.probability:.0%}")
-    st.dataframe(
-        [{"species": s.binomial_name, "class id": s.class_id, "probability": round(s.probability, 4),
-          "venomous": "VENOMOUS" if s.venomous else "harmless"} for s in result.species],
-        hide_index=True,
-    )
-    st.subheader("Nearest reference images")
-    columns = st.columns(4)
-    for i, neighbour in enumerate(result.neighbours):
-        with columns[i % 4]:
-            st.image(neighbour.path, caption=f"{neighbour.binomial_name or 'unlabelled'} · {neighbour.similarity:.3f}")
+        return {key: st.secrets[key] for key in ("auth", "reviewers") if key in st.secrets}
+    except (FileNotFoundError, KeyError, st.errors.StreamlitSecretNotFoundError):
+        return {}
 
 
-store = Store(store_path())
+def login_gate() -> None:
+    """With authentication configured, nothing else renders until the user is logged in; the reviewer
+    identity is then the logged-in user."""
+    secrets = configured_secrets()
+    if "auth" in secrets:
+        if not st.user.is_logged_in:
+            st.title("snakeweb")
+            st.write("Log in to use this dashboard.")
+            st.button("Log in", on_click=st.login, type="primary")
+            st.stop()
+        st.session_state["reviewer"] = st.user.get("email") or st.user.get("name")
+        st.sidebar.button("Log out", on_click=st.logout)
+    elif "reviewers" in secrets and not st.session_state.get("reviewer"):
+        st.title("snakeweb")
+        with st.form("login"):
+            name = st.text_input("Reviewer name")
+            password = st.text_input("Password", type="password")
+            if st.form_submit_button("Log in", type="primary"):
+                if check_reviewer(dict(secrets["reviewers"]), name, password):
+                    st.session_state["reviewer"] = name
+                    st.rerun()
+                st.error("Unknown reviewer or wrong password.")
+        st.stop()
+
+
+login_gate()
+store = current_store()
+pages = {
+    "build": st.Page("views/build.py", title="Build", icon="🛠️", url_path="build"),
+    "identify": st.Page("views/identify.py", title="Identify", icon="🐍", url_path="identify"),
+    "search": st.Page("views/search.py", title="Search", icon="🔎", url_path="search"),
+    "explore": st.Page("views/explore.py", title="Explore", icon="🗺️", url_path="explore"),
+    "metrics": st.Page("views/metrics.py", title="Metrics", icon="📊", url_path="metrics"),
+    "review": st.Page("views/review.py", title="Review", icon="✅", url_path="review"),
+}
 if store.exists():
-    identify_page(store)
+    order = ["identify", "search", "explore", "metrics", "review", "build"]
+    with st.sidebar:
+        st.write(f"**Store** `{store.root}`")
+        try:
+            loaded = identifier(store)
+            st.write(f"**Model** {loaded.backbone.config.name}")
+            st.caption(loaded.backbone.config.description)
+            st.write(f"**Head** {loaded.head.kind}, {len(loaded.head.label_map)} species")
+        except SnakewebError as exc:
+            st.warning(str(exc))
+        if st.session_state.get("reviewer"):
+            st.write(f"**Reviewer** {st.session_state['reviewer']}")
 else:
-    build_help(store)
+    order = ["build"]
+st.navigation([pages[name] for name in order]).run()

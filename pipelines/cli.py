@@ -44,6 +44,7 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    parser.add_argument("--include-reviews", action="store_true", help="train on reviewers' corrected labels too")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,7 +178,7 @@ def _build(args: argparse.Namespace) -> None:
     _ingest(args)
     _embed(args)
     stages.index(store)
-    stages.train(store, _train_config(args), force=args.force)
+    stages.train(store, _train_config(args), force=args.force, include_reviews=args.include_reviews)
     stages.predict(store, args.aggregation)
     if not args.skip_project:
         stages.project(store)
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "index":
             stages.index(store, force=args.force)
         elif args.command == "train":
-            stages.train(store, _train_config(args), force=args.force)
+            stages.train(store, _train_config(args), force=args.force, include_reviews=args.include_reviews)
         elif args.command == "predict":
             stages.predict(store, args.aggregation)
         elif args.command == "project":

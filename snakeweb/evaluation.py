@@ -23,14 +23,21 @@ CREATE OR REPLACE TABLE species_metrics (
 """
 
 
-def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = None, aggregation: str = "mean-log") -> dict:
-    """Official scores of every decision variant on one split's labelled observations; stores the report
-    (run_metadata 'evaluation') and per-species tables (`species_metrics`, one set per variant)."""
+def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = None, aggregation: str = "mean-log",
+             countries: list[str] | None = None, save: bool = True) -> dict:
+    """Official scores of every decision variant on one split's labelled observations (optionally only those
+    from some countries); with `save`, stores the report (run_metadata 'evaluation') and per-species tables
+    (`species_metrics`, one set per variant). The report carries the tables too, as records."""
     observation_ids, probabilities, head = observation_probabilities(store, aggregation)
     observations = store.query("SELECT observation_id, class_id, country_code, split FROM observations").set_index("observation_id")
-    keep = np.array([observations["split"].get(o) == split and pd.notna(observations["class_id"].get(o)) for o in observation_ids])
+    keep = np.array([
+        observations["split"].get(o) == split and pd.notna(observations["class_id"].get(o))
+        and (not countries or observations["country_code"].get(o) in countries)
+        for o in observation_ids
+    ])
     if not keep.any():
-        raise SnakewebError(f"No labelled observations with predictions in the {split!r} split; choose another --split.")
+        where = f" from {', '.join(countries)}" if countries else ""
+        raise SnakewebError(f"No labelled observations{where} with predictions in the {split!r} split; choose another split or country.")
     ids = [o for o, k in zip(observation_ids, keep) if k]
     probabilities = probabilities[keep]
     species = store.species().set_index("class_id")
@@ -60,7 +67,10 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     if prior is not None:
         report["prior_coverage"] = prior.coverage([names.get(c, "") for c in class_ids])
     report["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["countries"] = countries or []
     all_tables = pd.concat(tables, ignore_index=True)
+    if not save:
+        return {**report, "species_metrics": all_tables.to_dict("records")}
     with store.transaction() as con:
         con.execute(SPECIES_METRICS_TABLE)
         con.register("new_metrics", all_tables)

@@ -13,7 +13,8 @@ from snakeweb.aggregate import combine, top_k
 from snakeweb.decisions import CountryPrior, cost_aware_choice
 from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
-from snakeweb.index import load_index, search
+from snakeweb.index import load_index
+from snakeweb.search import image_catalogue, search_images
 from snakeweb.stages import load_head, store_backbone
 from snakeweb.store import Store
 
@@ -64,8 +65,7 @@ class Identifier:
         species = store.species().set_index("class_id")
         self.names = species["binomial_name"].to_dict()
         self.venomous = species["venomous"].astype(bool).to_dict()
-        images = store.query("SELECT image_id, path, class_id FROM images WHERE status = 'ok'")
-        self.image_rows = images.set_index("image_id")
+        self.catalogue = image_catalogue(store)
 
     def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         names, vectors, rejected = [], [], {}
@@ -125,14 +125,9 @@ class Identifier:
 
     def nearest(self, vectors: np.ndarray, k: int) -> list[Neighbour]:
         """The k most similar stored images to any of the query photos (best similarity per image)."""
-        sims, ids = search(self.index, vectors, k)
-        best: dict[int, float] = {}
-        for sim, image_id in zip(sims.ravel(), ids.ravel()):
-            if image_id >= 0 and sim > best.get(int(image_id), -np.inf):
-                best[int(image_id)] = float(sim)
-        found = []
-        for image_id, sim in sorted(best.items(), key=lambda kv: -kv[1])[:k]:
-            row = self.image_rows.loc[image_id]
-            class_id = None if pd.isna(row["class_id"]) else int(row["class_id"])
-            found.append(Neighbour(image_id, row["path"], class_id, self.names.get(class_id), sim))
-        return found
+        found = search_images(self.index, self.catalogue, vectors, k)
+        return [
+            Neighbour(int(r.image_id), r.path, None if pd.isna(r.class_id) else int(r.class_id),
+                      None if pd.isna(r.class_id) else r.binomial_name, float(r.similarity))
+            for r in found.itertuples()
+        ]

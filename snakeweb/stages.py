@@ -173,23 +173,37 @@ def _training_digest(ids: np.ndarray, labels: np.ndarray, config: TrainConfig, f
     return digest.hexdigest()[:16]
 
 
-def labelled_embeddings(store: Store, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image ids, vectors, class ids) of embedded, labelled images of one split."""
-    ids, vectors = store.embeddings(f"i.class_id IS NOT NULL AND i.split = '{split}'")
-    labels = store.query(
-        f"SELECT class_id FROM images WHERE class_id IS NOT NULL AND split = '{split}' AND image_id IN "
-        "(SELECT image_id FROM embeddings) ORDER BY image_id"
-    )["class_id"].to_numpy(np.int64)
+def labelled_embeddings(store: Store, split: str, include_reviews: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image ids, vectors, class ids) of embedded, labelled images of one split. With `include_reviews`,
+    a reviewer's latest label replaces the ingested one, and reviewed unlabelled photos join training."""
+    reviewed = "SELECT NULL::VARCHAR AS observation_id, NULL::BIGINT AS class_id WHERE FALSE"
+    if include_reviews:
+        from snakeweb.review import ensure_reviews_table
+
+        ensure_reviews_table(store)
+        reviewed = "SELECT observation_id, arg_max(new_class_id, review_id) AS class_id FROM reviews GROUP BY observation_id"
+    with store.connect(read_only=True) as con:
+        rows = con.execute(
+            f"WITH r AS ({reviewed}), labelled AS ("
+            "  SELECT i.image_id, COALESCE(r.class_id, i.class_id) AS class_id,"
+            "         CASE WHEN i.split = 'unlabelled' AND r.class_id IS NOT NULL THEN 'train' ELSE i.split END AS split"
+            "  FROM images i LEFT JOIN r USING (observation_id))"
+            " SELECT l.image_id, l.class_id, e.vector FROM labelled l JOIN embeddings e USING (image_id)"
+            " WHERE l.class_id IS NOT NULL AND l.split = ? ORDER BY l.image_id", [split]
+        ).fetchnumpy()
+    ids = np.asarray(rows["image_id"], dtype=np.int64)
+    labels = np.asarray(rows["class_id"], dtype=np.int64)
+    vectors = np.stack(rows["vector"]).astype(np.float32) if len(ids) else np.zeros((0, 0), np.float32)
     return ids, vectors, labels
 
 
-def train(store: Store, config: TrainConfig | None = None, force: bool = False) -> dict:
+def train(store: Store, config: TrainConfig | None = None, force: bool = False, include_reviews: bool = False) -> dict:
     """Train the head on the train split, early-stopping on the val split; skipped when nothing changed."""
     store.require()
     config = config or TrainConfig()
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
-    train_ids, train_x, train_y = labelled_embeddings(store, "train")
-    _, val_x, val_y = labelled_embeddings(store, "val")
+    train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
+    _, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
     digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind)
     recorded = store.get_meta("head")
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
@@ -203,12 +217,12 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False) 
             bar.set_postfix(train_loss=f"{train_loss:.3f}", val_loss="-" if val_loss is None else f"{val_loss:.3f}")
 
         started = time.perf_counter()
-        head = train_head(train_x, train_y, val_x if len(val_y) else np.zeros((0, train_x.shape[1]), np.float32),
+        head = train_head(train_x, train_y, val_x if len(val_y) else np.zeros((0, train_x.shape[1] if train_x.ndim == 2 else 0), np.float32),
                           val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress)
     head.save(store.head_path)
     info = {
         "kind": config.kind, "classes": len(head.label_map), "train_images": int(len(train_ids)),
-        "val_images": int(len(val_y)), "config": asdict(config), "training_digest": digest,
+        "val_images": int(len(val_y)), "config": asdict(config), "training_digest": digest, "include_reviews": include_reviews,
         "seconds": round(time.perf_counter() - started, 2),
         "best_epoch": head.history.get("best_epoch"), "epochs_run": head.history.get("epochs_run"),
     }

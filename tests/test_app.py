@@ -1,32 +1,116 @@
-"""The dashboard, driven by Streamlit's AppTest on a real (tiny-model) store."""
+"""Every dashboard page, driven by Streamlit's AppTest on a real store built with the tiny model."""
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from pipelines.cli import main
+from snakeweb.auth import hash_password
+from snakeweb.review import reviews
+from snakeweb.store import Store
 from tests.conftest import REPO
 
+APP = str(REPO / "app.py")
 
-def test_fresh_clone_without_store_says_how_to_build(tmp_path, monkeypatch):
-    monkeypatch.setenv("SNAKEWEB_STORE", str(tmp_path / "no-store"))
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
-    assert not app.exception
-    assert "build a store first" in app.title[0].value
-    assert "python -m pipelines build" in app.code[0].value
+
+def app_test(monkeypatch, store_root) -> AppTest:
+    monkeypatch.setenv("SNAKEWEB_STORE", str(store_root))
+    return AppTest.from_file(APP, default_timeout=180)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
     root = tmp_path_factory.mktemp("app") / "store"
     assert main(["build", "--store", str(root), "--images", str(photo_folder), "--species", str(species_csv),
-                 "--model", str(tiny_model_dir), "--skip-project"]) == 0
+                 "--model", str(tiny_model_dir)]) == 0
     return root
 
 
-def test_identify_page_renders_with_a_store(store, monkeypatch):
-    monkeypatch.setenv("SNAKEWEB_STORE", str(store))
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+def test_fresh_clone_without_store_opens_the_build_page(tmp_path, monkeypatch):
+    app = app_test(monkeypatch, tmp_path / "no-store").run()
     assert not app.exception
-    assert app.title[0].value == "Identify a snake"
-    assert any("Upload one or more photos" in i.value for i in app.info)
+    assert app.title[0].value == "Build a store"
+    assert any("python -m pipelines build" in i.value for i in app.info)
+    assert app.text_input[0].label.startswith("Image folder")
+
+
+def test_identify_page_identifies_an_upload(store, photo_folder, monkeypatch):
+    app = app_test(monkeypatch, store).run()
+    assert not app.exception and app.title[0].value == "Identify a snake"
     assert any("3 species" in m.value for m in app.sidebar.markdown)
+    photo = (photo_folder / "Vipera_berus" / "04.jpg").read_bytes()
+    app.file_uploader[0].set_value([("viper.jpg", photo, "image/jpeg")]).run()
+    assert not app.exception
+    assert any("Vipera berus" in e.value for e in app.error)  # the venomous warning names it
+    table = app.dataframe[0].value
+    assert table["species"].iloc[0] == "Vipera berus" and len(table) == 3
+    assert sum(b.label == "Search similar" for b in app.button) == 12  # 12 neighbours, each opens Search
+
+
+def test_identify_rejects_a_non_image_upload_with_a_sentence(store, monkeypatch):
+    app = app_test(monkeypatch, store).run()
+    app.file_uploader[0].set_value([("notes.jpg", b"<html>not an image</html>", "image/jpeg")]).run()
+    assert not app.exception
+    assert any("None of the photos could be read" in e.value for e in app.error)
+
+
+def test_search_page_by_store_image_with_filters(store, monkeypatch):
+    app = app_test(monkeypatch, store).run()
+    app.switch_page("views/search.py").run()
+    assert not app.exception and app.title[0].value == "Search similar images"
+    app.radio[0].set_value("a store image").run()
+    app.number_input[0].set_value(3).run()
+    assert not app.exception
+    assert any("result(s)" in c.value for c in app.caption)
+    app.selectbox[0].set_value("venomous only").run()
+    assert any("among 8 images passing the filters" in c.value for c in app.caption)
+
+
+def test_explore_page_draws_the_map(store, monkeypatch):
+    app = app_test(monkeypatch, store).run()
+    app.switch_page("views/explore.py").run()
+    assert not app.exception and app.title[0].value == "Explore the embedding map"
+    assert any("24 points" in c.value and "All points shown" in c.value for c in app.caption)
+    assert app.selectbox[0].options == ["species", "genus", "venomous flag", "correct / incorrect"]
+
+
+def test_metrics_page_shows_official_numbers(store, monkeypatch):
+    app = app_test(monkeypatch, store).run()
+    app.switch_page("views/metrics.py").run()
+    assert not app.exception and app.title[0].value == "Metrics"
+    official = app.dataframe[0].value
+    assert set(official["decision"]) == {"argmax", "venom-aware"}
+    assert {"macro F1", "Track1 ↑", "Track2 ↓", "venomous→harmless %"} <= set(official.columns)
+    app.button[0].click().run()  # prepare the submission CSV
+    assert not app.exception
+
+
+def test_review_page_saves_a_review_and_reads_it_back(store, monkeypatch):
+    app = app_test(monkeypatch, store).run()
+    app.switch_page("views/review.py").run()
+    assert not app.exception and app.title[0].value == "Review predictions"
+    app.text_input[0].set_value("ana").run()
+    observation = app.selectbox[0].value
+    app.selectbox[1].set_value(7).run()  # correct it to Zamenis longissimus
+    app.button[0].click().run()
+    assert not app.exception
+    saved = reviews(Store(store))
+    assert saved.iloc[-1]["observation_id"] == observation and saved.iloc[-1]["reviewer"] == "ana"
+    assert saved.iloc[-1]["new_class_id"] == 7 and saved.iloc[-1]["new_species"] == "Zamenis longissimus"
+    assert observation in app.dataframe[-1].value["observation_id"].tolist()
+
+
+def test_login_gate_blocks_every_page_until_logged_in(store, monkeypatch):
+    app = app_test(monkeypatch, store)
+    app.secrets["reviewers"] = {"ana": hash_password("s3cret", iterations=1000)}
+    app.run()
+    assert not app.exception
+    assert [t.value for t in app.title] == ["snakeweb"]
+    assert not app.dataframe and not app.sidebar.markdown  # no store data before login
+    app.text_input[0].set_value("ana")
+    app.text_input[1].set_value("wrong")
+    app.button[0].click().run()
+    assert any("wrong password" in e.value for e in app.error) and not app.dataframe
+    app.text_input[1].set_value("s3cret")
+    app.button[0].click().run()
+    assert app.title[0].value == "Identify a snake"
+    assert any("ana" in m.value for m in app.sidebar.markdown)

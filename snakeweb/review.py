@@ -1,0 +1,120 @@
+"""Team review: a queue of observations worth a second look, and reviews stored in DuckDB with reviewer,
+time, old and new label. Writes from many reviewers go through one lock per store (DuckDB allows one
+writer per file) and retry briefly when another process holds the file."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import duckdb
+import pandas as pd
+
+from snakeweb.errors import SnakewebError
+from snakeweb.store import Store
+
+REVIEWS_TABLE = """
+CREATE SEQUENCE IF NOT EXISTS review_ids START 1;
+CREATE TABLE IF NOT EXISTS reviews (
+    review_id BIGINT PRIMARY KEY DEFAULT nextval('review_ids'),
+    observation_id VARCHAR NOT NULL,
+    reviewer VARCHAR NOT NULL,
+    reviewed_at TIMESTAMP NOT NULL,
+    old_class_id BIGINT,
+    new_class_id BIGINT NOT NULL,
+    note VARCHAR
+);
+"""
+QUEUES = ("low-confidence", "venomous-runner-up")
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _store_lock(store: Store) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(str(store.db_path.resolve()), threading.Lock())
+
+
+def ensure_reviews_table(store: Store) -> None:
+    with _store_lock(store), store.connect() as con:
+        con.execute(REVIEWS_TABLE)
+
+
+def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) -> pd.DataFrame:
+    """Observations to check: lowest top-1 probability first, or those whose runner-up is a venomous species
+    while the top-1 is harmless (closest calls first). Already reviewed observations are left out."""
+    ensure_reviews_table(store)
+    base = (
+        "SELECT p1.observation_id, p1.class_id AS top_class_id, s1.binomial_name AS top_species, p1.probability AS top_probability, "
+        "COALESCE(s1.venomous, FALSE) AS top_venomous, p2.class_id AS second_class_id, s2.binomial_name AS second_species, "
+        "p2.probability AS second_probability, COALESCE(s2.venomous, FALSE) AS second_venomous, o.class_id AS label "
+        "FROM predictions p1 LEFT JOIN predictions p2 ON p2.observation_id = p1.observation_id AND p2.rank = 2 "
+        "LEFT JOIN species s1 ON s1.class_id = p1.class_id LEFT JOIN species s2 ON s2.class_id = p2.class_id "
+        "JOIN observations o ON o.observation_id = p1.observation_id "
+        "WHERE p1.rank = 1 AND p1.observation_id NOT IN (SELECT observation_id FROM reviews) "
+    )
+    if kind == "low-confidence":
+        sql = base + "ORDER BY p1.probability ASC, p1.observation_id LIMIT ?"
+    elif kind == "venomous-runner-up":
+        sql = base + ("AND COALESCE(s2.venomous, FALSE) AND NOT COALESCE(s1.venomous, FALSE) "
+                      "ORDER BY p1.probability - p2.probability ASC, p1.observation_id LIMIT ?")
+    else:
+        raise SnakewebError(f"Unknown review queue {kind!r}; use one of {', '.join(QUEUES)}.")
+    return store.query(sql, [limit])
+
+
+def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: int, note: str = "",
+               retries: int = 50) -> None:
+    """Store one review. The old label is the observation's current label (the latest review's, else the
+    ingested one)."""
+    if not reviewer.strip():
+        raise SnakewebError("A review needs the reviewer's name.")
+    for attempt in range(retries):
+        try:
+            with _store_lock(store), store.connect() as con:
+                con.execute(REVIEWS_TABLE)
+                con.execute("BEGIN TRANSACTION")
+                known = con.execute("SELECT count(*) FROM species WHERE class_id = ?", [int(new_class_id)]).fetchall()[0][0]
+                current = con.execute(
+                    "SELECT COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 ORDER BY review_id DESC LIMIT 1), "
+                    "(SELECT class_id FROM observations WHERE observation_id = $1)), "
+                    "(SELECT count(*) FROM observations WHERE observation_id = $1)", [str(observation_id)]
+                ).fetchall()[0]
+                if not current[1]:
+                    con.execute("ROLLBACK")
+                    raise SnakewebError(f"Observation {observation_id!r} is not in this store.")
+                if not known:
+                    con.execute("ROLLBACK")
+                    raise SnakewebError(f"Class id {new_class_id} is not in this store's species table.")
+                con.execute(
+                    "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [str(observation_id), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), current[0], int(new_class_id), note],
+                )
+                con.execute("COMMIT")
+            return
+        except SnakewebError as exc:
+            if "in use by another process" not in str(exc):
+                raise
+        except (duckdb.TransactionException, duckdb.IOException):
+            pass
+        time.sleep(min(0.02 * (attempt + 1), 0.5))
+    raise SnakewebError("The store stayed busy; your review was not saved. Try again in a moment.")
+
+
+def reviews(store: Store) -> pd.DataFrame:
+    ensure_reviews_table(store)
+    return store.query(
+        "SELECT r.*, so.binomial_name AS old_species, sn.binomial_name AS new_species FROM reviews r "
+        "LEFT JOIN species so ON so.class_id = r.old_class_id LEFT JOIN species sn ON sn.class_id = r.new_class_id "
+        "ORDER BY review_id"
+    )
+
+
+def reviewed_labels(store: Store) -> pd.DataFrame:
+    """The latest reviewed label per observation: what `train --include-reviews` learns from."""
+    ensure_reviews_table(store)
+    return store.query(
+        "SELECT observation_id, arg_max(new_class_id, review_id) AS class_id FROM reviews GROUP BY observation_id"
+    )

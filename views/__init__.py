@@ -1,0 +1,1 @@
+"""Dashboard pages: thin Streamlit views over `snakeweb` (run through `app.py`)."""

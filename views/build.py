@@ -1,0 +1,63 @@
+"""Build: make a store from an image folder with live progress, or open an existing store."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from snakeweb.build_job import build_command, run_streaming
+from snakeweb.models import REGISTRY
+from snakeweb.store import Store
+from views.common import current_store
+
+store = current_store()
+st.title("Build a store")
+if not store.exists():
+    st.info(f"There is no store at `{store.root}` yet. Build one below, or open an existing one. "
+            f"From a terminal: `python -m pipelines build --store {store.root} --images PATH/TO/PHOTOS`.")
+
+with st.form("build"):
+    images = st.text_input("Image folder (one subfolder of photos per species)")
+    species = st.text_input("Species table CSV (optional: class_id, binomial_name, MIVS, e.g. class_list.csv)")
+    country_table = st.text_input("Species x country CSV (optional, e.g. Species_Relevance.csv)")
+    target = st.text_input("Store directory", str(store.root))
+    left, middle, right = st.columns(3)
+    model = left.selectbox("Model", ["auto", *REGISTRY], help="auto: hub DINOv2-B when reachable, else the offline weights")
+    features = middle.selectbox("Features", ["cls", "cls+mean"])
+    head = right.selectbox("Head", ["linear", "mlp", "knn"])
+    start = st.form_submit_button("Build", type="primary")
+if start:
+    if not images or not Path(images).is_dir():
+        st.error("Give an existing image folder.")
+    else:
+        lines: list[str] = []
+        with st.status("Building…", expanded=True) as status:
+            log = st.empty()
+
+            def show(line: str) -> None:
+                lines.append(line)
+                log.code("\n".join(lines[-15:]))
+
+            code = run_streaming(build_command(target, images, species or None, model, features, head, country_table or None), show)
+            if code == 0:
+                status.update(label="Build finished", state="complete")
+                st.session_state["store_root"] = target
+            else:
+                status.update(label=f"Build failed (exit {code}); the last lines above say why", state="error")
+
+st.subheader("Open an existing store")
+chosen = st.text_input("Store directory to open", str(store.root), key="open_store")
+if st.button("Open"):
+    if Store(chosen).exists():
+        st.session_state["store_root"] = chosen
+        st.rerun()
+    else:
+        st.error(f"No store at {chosen}.")
+
+if store.exists():
+    rejected = store.query("SELECT path, error FROM images WHERE status = 'error' ORDER BY path")
+    counts = store.query("SELECT status, count(*) AS images FROM images GROUP BY status ORDER BY status")
+    st.subheader("This store")
+    st.dataframe(counts, hide_index=True)
+    if not rejected.empty:
+        st.write(f"{len(rejected)} file(s) could not be used:")
+        st.dataframe(rejected, hide_index=True)

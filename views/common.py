@@ -1,0 +1,58 @@
+"""What every page shares: the chosen store, heavy objects loaded once per process, image grids."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from snakeweb.identify import Identifier
+from snakeweb.search import image_catalogue
+from snakeweb.settings import store_path
+from snakeweb.store import Store
+
+
+def current_store() -> Store:
+    return Store(st.session_state.get("store_root") or store_path())
+
+
+def _version(store: Store) -> tuple:
+    """Changes whenever a rebuild replaces the head, index or database, so caches reload."""
+    return tuple(os.path.getmtime(p) if p.exists() else 0 for p in (store.db_path, store.head_path, store.index_path))
+
+
+@st.cache_resource(show_spinner="Loading model, head and index…", max_entries=2)
+def _identifier(root: str, version: tuple) -> Identifier:
+    return Identifier(Store(root))
+
+
+def identifier(store: Store) -> Identifier:
+    """Model, head and index: loaded once per process and shared by all sessions (read-only use)."""
+    return _identifier(str(store.root), _version(store))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _catalogue(root: str, version: tuple) -> pd.DataFrame:
+    return image_catalogue(Store(root))
+
+
+def catalogue(store: Store) -> pd.DataFrame:
+    return _catalogue(str(store.root), _version(store))
+
+
+def image_grid(rows: pd.DataFrame, columns: int = 4, key: str = "grid", search_button: bool = False) -> None:
+    """Images with species and similarity captions; optionally a button that opens the image in Search."""
+    if rows.empty:
+        st.info("No images to show.")
+        return
+    cells = st.columns(columns)
+    for i, row in enumerate(rows.itertuples()):
+        with cells[i % columns]:
+            name = row.binomial_name if isinstance(row.binomial_name, str) else "unlabelled"
+            flag = " ☠️" if getattr(row, "venomous", False) else ""
+            similarity = f" · {row.similarity:.3f}" if hasattr(row, "similarity") else ""
+            st.image(row.path, caption=f"{name}{flag}{similarity}", width="stretch")
+            if search_button and st.button("Search similar", key=f"{key}-{row.image_id}"):
+                st.session_state["search_image_id"] = int(row.image_id)
+                st.switch_page("views/search.py")
