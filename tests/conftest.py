@@ -63,3 +63,25 @@ def photo_folder(tmp_path_factory) -> Path:
     (root / "Natrix_natrix" / "empty.jpg").write_bytes(b"")
     (root / "Vipera_berus" / "notes.jpg").write_text("not a photo")
     return root
+
+
+@pytest.fixture(scope="session")
+def imagenet_store(tmp_path_factory) -> Path:
+    """A store of the 17 real ImageNet snake photos (one folder per taxon) built with the offline weights."""
+    import shutil
+
+    import pandas as pd
+
+    from pipelines.cli import main
+
+    source = shared("images", "imagenet-snakes")
+    root = tmp_path_factory.mktemp("imagenet-snakes")
+    for row in pd.read_csv(source / "mapping.csv").itertuples():
+        folder = root / "photos" / row.wordnet_taxon.split(" (")[0]
+        folder.mkdir(parents=True)
+        shutil.copy(source / row.file, folder / row.file)
+    store = root / "store"
+    assert main(["build", "--store", str(store), "--images", str(root / "photos"), "--model", "dinov2-small-offline",
+                 "--species", str(shared("snakeclef", "class_list.csv")),
+                 "--country-table", str(shared("snakeclef", "Species_Relevance.csv"))]) == 0
+    return store

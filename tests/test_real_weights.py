@@ -1,8 +1,6 @@
 """Integration: the real offline DINOv2 weights, on the real photos in ../shared/data."""
 
 import json
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,27 +35,11 @@ def test_converted_weights_equal_the_onnx_backbone():
     assert np.abs(actual - expected).max() < 1e-4
 
 
-@pytest.fixture(scope="module")
-def imagenet_folder(tmp_path_factory):
-    """The 17 ImageNet snake photos, one folder per taxon as the mapping names it."""
-    source = shared("images", "imagenet-snakes")
-    root = tmp_path_factory.mktemp("imagenet-snakes")
-    mapping = pd.read_csv(source / "mapping.csv")
-    for row in mapping.itertuples():
-        folder = root / row.wordnet_taxon.split(" (")[0]
-        folder.mkdir()
-        shutil.copy(source / row.file, folder / row.file)
-    return root, mapping
-
-
-def test_build_on_real_photos_identifies_each_as_its_own_species(imagenet_folder, tmp_path, capsys):
-    root, mapping = imagenet_folder
-    store = tmp_path / "store"
-    assert main(["build", "--store", str(store), "--images", str(root), "--model", "dinov2-small-offline",
-                 "--species", str(shared("snakeclef", "class_list.csv")), "--skip-project"]) == 0
-    photos = sorted(root.rglob("*.JPEG"))
+def test_build_on_real_photos_identifies_each_as_its_own_species(imagenet_store, capsys):
+    mapping = pd.read_csv(shared("images", "imagenet-snakes", "mapping.csv"))
+    photos = sorted((imagenet_store.parent / "photos").rglob("*.JPEG"))
     capsys.readouterr()
-    assert main(["identify", "--store", str(store), *map(str, photos), "--each", "--json", "--neighbours", "1"]) == 0
+    assert main(["identify", "--store", str(imagenet_store), *map(str, photos), "--each", "--json", "--neighbours", "1"]) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(results) == 17
     known = mapping.dropna(subset=["snakeclef_class_id"]).set_index("file")["snakeclef_class_id"].astype(int)
