@@ -29,7 +29,7 @@ HEAD_FORMAT = 1
 @dataclass
 class TrainConfig:
     kind: str = "linear"
-    max_epochs: int = 200
+    max_epochs: int = 1000  # a cap; early stopping on validation loss decides
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 256

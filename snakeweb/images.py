@@ -94,3 +94,13 @@ def to_pixels(image: Image.Image, config: BackboneConfig) -> torch.Tensor:
     array = np.asarray(crop, dtype=np.float32) / 255.0
     array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def thumbnail_jpeg(path: str | Path, size: int = 320) -> bytes:
+    """A small upright JPEG of a stored photo for image grids: the browser gets ~20 kB instead of the
+    original (SnakeCLEF photos reach several MB)."""
+    image = read_image(path, min_side=size).image
+    image.thumbnail((size, size), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()

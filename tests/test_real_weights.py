@@ -1,6 +1,7 @@
 """Integration: the real offline DINOv2 weights, on the real photos in ../shared/data."""
 
 import json
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from snakeweb.identify import Identifier
+from snakeweb.images import ImageReadError, thumbnail_jpeg
 from snakeweb.search import image_catalogue
 from snakeweb.settings import store_path
 from snakeweb.store import Store
@@ -41,6 +42,14 @@ def catalogue(store: Store) -> pd.DataFrame:
     return _catalogue(str(store.root), _version(store))
 
 
+@st.cache_data(show_spinner=False, max_entries=5000)
+def thumbnail(path: str) -> bytes | None:
+    try:
+        return thumbnail_jpeg(path)
+    except ImageReadError:
+        return None
+
+
 def image_grid(rows: pd.DataFrame, columns: int = 4, key: str = "grid", search_button: bool = False) -> None:
     """Images with species and similarity captions; optionally a button that opens the image in Search."""
     if rows.empty:
@@ -52,7 +61,11 @@ def image_grid(rows: pd.DataFrame, columns: int = 4, key: str = "grid", search_b
             name = row.binomial_name if isinstance(row.binomial_name, str) else "unlabelled"
             flag = " ☠️" if getattr(row, "venomous", False) else ""
             similarity = f" · {row.similarity:.3f}" if hasattr(row, "similarity") else ""
-            st.image(row.path, caption=f"{name}{flag}{similarity}", width="stretch")
+            picture = thumbnail(row.path)
+            if picture is None:
+                st.warning(f"{row.path} can no longer be read.")
+            else:
+                st.image(picture, caption=f"{name}{flag}{similarity}", width="stretch")
             if search_button and st.button("Search similar", key=f"{key}-{row.image_id}"):
                 st.session_state["search_image_id"] = int(row.image_id)
                 st.switch_page("views/search.py")

@@ -4,7 +4,7 @@ import streamlit as st
 
 from snakeweb.errors import SnakewebError
 from snakeweb.search import filter_ids, search_images, stored_vector
-from views.common import catalogue, current_store, identifier, image_grid
+from views.common import catalogue, current_store, identifier, image_grid, thumbnail
 
 store = current_store()
 st.title("Search similar images")
@@ -33,7 +33,7 @@ if by == "a store image":
         st.error(f"Image {image_id} is not in this store (or could not be read when it was built).")
         st.stop()
     query_row = images.loc[image_id]
-    st.image(query_row["path"], caption=f"image {image_id}: {query_row['binomial_name'] or 'unlabelled'}", width=320)
+    st.image(thumbnail(query_row["path"]), caption=f"image {image_id}: {query_row['binomial_name'] or 'unlabelled'}", width=320)
     query = stored_vector(store, image_id)
     exclude = {image_id}
 else:
