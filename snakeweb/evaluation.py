@@ -17,7 +17,7 @@ from snakeweb.store import Store, set_meta
 SPECIES_METRICS_TABLE = """
 CREATE OR REPLACE TABLE species_metrics (
     variant VARCHAR, class_id BIGINT, binomial_name VARCHAR, venomous BOOLEAN, support INTEGER, precision DOUBLE,
-    recall DOUBLE, f1 DOUBLE, most_confused_with BIGINT, errors INTEGER,
+    recall DOUBLE, f1 DOUBLE, most_confused_with BIGINT, most_confused_with_name VARCHAR, errors INTEGER,
     share_c00 DOUBLE, share_c01 DOUBLE, share_c10 DOUBLE, share_c11 DOUBLE
 )
 """

@@ -121,6 +121,7 @@ def per_species_table(truth: np.ndarray, predicted: np.ndarray, venomous: set[in
             "class_id": int(class_id), "binomial_name": (names or {}).get(int(class_id), f"class {class_id}"),
             "venomous": int(class_id) in venomous, "support": int(is_true.sum()), "precision": precision,
             "recall": recall, "f1": f1, "most_confused_with": int(confused.iloc[0]) if len(confused) else None,
+            "most_confused_with_name": (names or {}).get(int(confused.iloc[0]), f"class {confused.iloc[0]}") if len(confused) else None,
             "errors": len(errors), "share_c00": kinds[0] / n_errors, "share_c01": kinds[1] / n_errors,
             "share_c10": kinds[2] / n_errors, "share_c11": kinds[3] / n_errors,
         })
