@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
-from snakeweb.species import SPECIES_COLUMNS, normalise_name, species_for_names
+from snakeweb.species import SPECIES_COLUMNS, normalise_name, species_for_names, with_names_from
 from snakeweb.store import Store, set_meta
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,7 @@ def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) ->
     })
     rows["genus"] = rows["binomial_name"].str.split(" ").str[0]
     rows["venomous"] = False
-    if table is not None:
-        rows = pd.concat([table, rows[~rows["class_id"].isin(table["class_id"])]], ignore_index=True)
-    return rows[SPECIES_COLUMNS]
+    return rows[SPECIES_COLUMNS] if table is None else with_names_from(table, rows)
 
 
 def _update_splits(con, subsets: dict[str, object]) -> None:

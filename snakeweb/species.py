@@ -22,6 +22,19 @@ from snakeweb.errors import SnakewebError
 log = logging.getLogger(__name__)
 
 SPECIES_COLUMNS = ["class_id", "binomial_name", "genus", "venomous"]
+PLACEHOLDER_PREFIX = "class "  # the name of a class whose binomial name no table gives
+
+
+def with_names_from(table: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
+    """`table` plus the rows of `named` it lacks; placeholder names in `table` are filled from `named`
+    (e.g. a venomous list without names, completed by the names in SnakeCLEF metadata)."""
+    merged = table.set_index("class_id").copy()
+    other = named.set_index("class_id")
+    fill = merged["binomial_name"].str.startswith(PLACEHOLDER_PREFIX) & merged.index.isin(other.index)
+    merged.loc[fill, "binomial_name"] = other.loc[merged.index[fill], "binomial_name"]
+    merged.loc[fill, "genus"] = other.loc[merged.index[fill], "genus"]
+    extra = other[~other.index.isin(merged.index)]
+    return pd.concat([merged, extra]).reset_index()[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
 
 
 def normalise_name(name: str) -> str:
@@ -72,7 +85,7 @@ def _complete(frame: pd.DataFrame) -> pd.DataFrame:
         frame["binomial_name"] = None
     names = frame["binomial_name"].map(lambda n: normalise_name(n) if isinstance(n, str) else "")
     # 19 SnakeCLEF classes have no known name; they keep a readable placeholder rather than a blank.
-    frame["binomial_name"] = names.where(names != "", "class " + frame["class_id"].astype(str))
+    frame["binomial_name"] = names.where(names != "", PLACEHOLDER_PREFIX + frame["class_id"].astype(str))
     if "genus" not in frame.columns:
         frame["genus"] = None
     frame["genus"] = frame["genus"].fillna(frame["binomial_name"].str.split(" ").str[0])

@@ -41,8 +41,8 @@ def test_identify_page_identifies_an_upload(store, photo_folder, monkeypatch):
     app.file_uploader[0].set_value([("viper.jpg", photo, "image/jpeg")]).run()
     assert not app.exception
     assert any("Vipera berus" in e.value for e in app.error)  # the venomous warning names it
-    table = app.dataframe[0].value
-    assert table["species"].iloc[0] == "Vipera berus" and len(table) == 3
+    table = app.table[0].value
+    assert table.index[0] == "Vipera berus" and len(table) == 3
     assert sum(b.label == "Search similar" for b in app.button) == 12  # 12 neighbours, each opens Search
 
 

@@ -43,11 +43,9 @@ if result.uncertain:
 else:
     st.subheader(f"{top.binomial_name} · {top.probability:.0%} · {'VENOMOUS' if top.venomous else 'harmless'}")
 st.caption(result.explanation)
-st.dataframe(
-    pd.DataFrame([{"species": s.binomial_name, "class id": s.class_id, "probability": s.probability,
-                   "venomous": "☠️ venomous" if s.venomous else "harmless"} for s in result.species]),
-    hide_index=True, column_config={"probability": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)},
-)
+# a static table: drawn at once, unlike the interactive grid (identify is the page people wait on)
+st.table(pd.DataFrame([{"species": s.binomial_name, "class id": s.class_id, "probability": f"{s.probability:.1%}",
+                        "venomous": "☠️ venomous" if s.venomous else "harmless"} for s in result.species]).set_index("species"))
 st.subheader("Nearest reference images")
 neighbours = pd.DataFrame([n.__dict__ for n in result.neighbours])
 neighbours["venomous"] = [model.venomous.get(c, False) if c is not None else False for c in neighbours["class_id"]]

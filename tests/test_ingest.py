@@ -1,0 +1,104 @@
+"""Ingest from SnakeCLEF metadata and from folders with loose images; reviews feeding training."""
+
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from snakeweb.errors import SnakewebError
+from snakeweb.heads import Head
+from snakeweb.ingest import assign_splits
+from snakeweb.review import add_review, review_queue, reviews
+from snakeweb.stages import labelled_embeddings
+from snakeweb.store import Store
+from tests.conftest import SYNTHETIC_COLOURS, SYNTHETIC_SPECIES, make_photo, shared
+
+
+@pytest.fixture(scope="module")
+def snakeclef_layout(tmp_path_factory):
+    """Real SnakeCLEF metadata columns and ids; photos generated at their image_path."""
+    root = tmp_path_factory.mktemp("snakeclef")
+    rows = []
+    for species, colour in SYNTHETIC_COLOURS.items():
+        for i in range(6):
+            observation = f"HM {SYNTHETIC_SPECIES[species]}{i // 2}"  # two photos per observation
+            path = f"HMP/{species.replace(' ', '_')}/{i}.jpg"
+            make_photo(root / "images" / path, colour, seed=i)
+            rows.append({"observation_id": observation, "binomial_name": species, "image_path": path,
+                         "subset": "train-hm" if i < 4 else "val", "code": "DE", "endemic": False,
+                         "class_id": SYNTHETIC_SPECIES[species]})
+    metadata = root / "metadata.csv"
+    pd.DataFrame(rows).to_csv(metadata, index=False)
+    return root, metadata
+
+
+def test_snakeclef_metadata_uses_its_subset_and_observations(snakeclef_layout, tmp_path, tiny_model_dir, capsys):
+    root, metadata = snakeclef_layout
+    store = Store(tmp_path / "store")
+    assert main(["build", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root / "images"),
+                 "--species", str(shared("snakeclef", "venomous_status_list.csv")), "--model", str(tiny_model_dir),
+                 "--skip-project"]) == 0
+    observations = store.query("SELECT * FROM observations ORDER BY observation_id")
+    assert len(observations) == 9 and set(observations["country_code"]) == {"DE"}
+    assert observations.groupby("split").size().to_dict() == {"train": 6, "val": 3}
+    species = store.species().set_index("class_id")
+    assert species.loc[1740, "binomial_name"] == "Vipera berus"
+    assert bool(species.loc[1740, "venomous"]) == bool(pd.read_csv(shared("snakeclef", "venomous_status_list.csv"))
+                                                       .set_index("class_id").loc[1740, "MIVS"])
+    predictions = store.query("SELECT count(DISTINCT observation_id) n FROM predictions")["n"][0]
+    assert predictions == 9  # one prediction per observation, not per image
+
+
+def test_metadata_missing_columns_is_a_sentence(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("observation_id,class_id\n1,2\n")
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--metadata", str(bad), "--image-root", str(tmp_path)]) == 2
+    assert "lacks column(s) ['image_path']" in capsys.readouterr().err
+
+
+def test_loose_images_are_indexed_not_trained(tmp_path, tiny_model_dir):
+    photos = tmp_path / "photos"
+    for species, colour in SYNTHETIC_COLOURS.items():
+        for i in range(4):
+            make_photo(photos / species / f"{i}.jpg", colour, seed=i)
+    make_photo(photos / "mystery.jpg", (90, 90, 90), seed=1)
+    store = Store(tmp_path / "store")
+    assert main(["build", "--store", str(store.root), "--images", str(photos), "--model", str(tiny_model_dir), "--skip-project"]) == 0
+    loose = store.query("SELECT * FROM images WHERE path LIKE '%mystery.jpg'")
+    assert loose["class_id"].isna().all() and loose["split"].tolist() == ["unlabelled"] and loose["status"].tolist() == ["ok"]
+    head = Head.load(store.head_path)
+    assert head.history["epochs_run"] >= 1 and len(head.label_map) == 3
+    train_ids, _, _ = labelled_embeddings(store, "train")
+    assert int(loose["image_id"][0]) not in set(train_ids.tolist())
+    from snakeweb.index import index_ids, load_index
+    assert int(loose["image_id"][0]) in set(index_ids(load_index(store.index_path)).tolist())
+
+
+def test_splits_are_stratified_deterministic_and_keep_small_classes_for_training():
+    observations = pd.DataFrame({"observation_id": [f"o{i}" for i in range(22)],
+                                 "class_id": [1] * 20 + [2] * 2})
+    first, second = assign_splits(observations), assign_splits(observations.sample(frac=1, random_state=3))
+    assert first.equals(second.sort_index())
+    assert first[:20].value_counts().to_dict() == {"train": 14, "test": 3, "val": 3}
+    assert first[20:].tolist() == ["train", "train"]
+
+
+def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, photo_folder, species_csv):
+    store = Store(tmp_path / "store")
+    assert main(["build", "--store", str(store.root), "--images", str(photo_folder), "--species", str(species_csv),
+                 "--model", str(tiny_model_dir), "--skip-project"]) == 0
+    queue = review_queue(store, "low-confidence", limit=5)
+    assert len(queue) == 5 and queue["top_probability"].is_monotonic_increasing
+    target = store.query("SELECT observation_id FROM images WHERE split = 'train' AND class_id = 7 LIMIT 1")["observation_id"][0]
+    add_review(store, target, "ana", 1740, "scales say viper")
+    saved = reviews(store).iloc[-1]
+    assert (saved["old_class_id"], saved["new_class_id"], saved["reviewer"]) == (7, 1740, "ana")
+    assert target not in review_queue(store, "low-confidence", limit=100)["observation_id"].tolist()
+    with pytest.raises(SnakewebError, match="not in this store"):
+        add_review(store, "no-such-observation", "ana", 7)
+    with pytest.raises(SnakewebError, match="not in this store's species table"):
+        add_review(store, target, "ana", 999999)
+    ids, _, labels = labelled_embeddings(store, "train", include_reviews=True)
+    image_id = store.query(f"SELECT image_id FROM images WHERE observation_id = '{target}'")["image_id"][0]
+    assert labels[list(ids).index(image_id)] == 1740
+    assert main(["train", "--store", str(store.root), "--include-reviews"]) == 0
+    assert store.get_meta("head")["include_reviews"] is True
