@@ -12,10 +12,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build_command(store: str | Path, images: str | Path, species: str | Path | None = None, model: str = "auto",
-                  features: str = "cls", head: str = "linear", country_table: str | Path | None = None) -> list[str]:
-    command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--images", str(images),
-               "--model", model, "--features", features, "--head", head]
+def build_command(store: str | Path, images: str | Path | None = None, species: str | Path | None = None, model: str = "auto",
+                  features: str = "cls", head: str = "linear", country_table: str | Path | None = None,
+                  metadata: list[str] | None = None, image_root: str | Path | None = None) -> list[str]:
+    """The `python -m pipelines build` command for an image folder, or for SnakeCLEF metadata + image root."""
+    command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--model", model, "--features", features,
+               "--head", head]
+    if metadata:
+        command += ["--metadata", *map(str, metadata), "--image-root", str(image_root)]
+    else:
+        command += ["--images", str(images)]
     if species:
         command += ["--species", str(species)]
     if country_table:

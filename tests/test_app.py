@@ -114,3 +114,21 @@ def test_login_gate_blocks_every_page_until_logged_in(store, monkeypatch):
     app.button[0].click().run()
     assert app.title[0].value == "Identify a snake"
     assert any("ana" in m.value for m in app.sidebar.markdown)
+
+
+def test_build_page_builds_a_store_with_live_progress(tmp_path, monkeypatch, photo_folder, species_csv):
+    target = tmp_path / "built-from-page"
+    app = app_test(monkeypatch, target).run()
+    app.text_input[0].set_value(str(photo_folder))
+    app.text_input[1].set_value(str(species_csv))
+    app.text_input[3].set_value(str(target))
+    app.selectbox[0].set_value("dinov2-small-offline")
+    app.button[0].click().run()  # the form's Build button: runs the real build in a child process
+    assert not app.exception
+    log = "\n".join(c.value for c in app.code)
+    assert "build: done" in log and "predict:" in log  # the streamed progress lines are on the page
+    assert app.session_state["store_root"] == str(target)
+    app.run()  # the page now shows the new store, its counts and the files it could not use
+    assert any(str(target) in m.value for m in app.sidebar.markdown)
+    rejected = app.dataframe[-1].value
+    assert sorted(p.rsplit("/", 1)[-1] for p in rejected["path"]) == ["empty.jpg", "notes.jpg"]

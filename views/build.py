@@ -15,8 +15,15 @@ if not store.exists():
     st.info(f"There is no store at `{store.root}` yet. Build one below, or open an existing one. "
             f"From a terminal: `python -m pipelines build --store {store.root} --images PATH/TO/PHOTOS`.")
 
+source = st.radio("Photos from", ["an image folder", "SnakeCLEF metadata CSVs"], horizontal=True)
 with st.form("build"):
-    images = st.text_input("Image folder (one subfolder of photos per species)")
+    if source == "an image folder":
+        images = st.text_input("Image folder (one subfolder of photos per species)")
+        metadata, image_root = [], ""
+    else:
+        images = ""
+        metadata = [p.strip() for p in st.text_area("Metadata CSV paths, one per line").splitlines() if p.strip()]
+        image_root = st.text_input("Image root (the folder image_path is relative to)")
     species = st.text_input("Species table CSV (optional: class_id, binomial_name, MIVS, e.g. class_list.csv)")
     country_table = st.text_input("Species x country CSV (optional, e.g. Species_Relevance.csv)")
     target = st.text_input("Store directory", str(store.root))
@@ -26,8 +33,12 @@ with st.form("build"):
     head = right.selectbox("Head", ["linear", "mlp", "knn"])
     start = st.form_submit_button("Build", type="primary")
 if start:
-    if not images or not Path(images).is_dir():
+    missing = [p for p in metadata if not Path(p).is_file()]
+    if source == "an image folder" and (not images or not Path(images).is_dir()):
         st.error("Give an existing image folder.")
+    elif source != "an image folder" and (not metadata or missing or not Path(image_root or "").is_dir()):
+        st.error("Give existing metadata CSV files and an existing image root"
+                 + (f" (not found: {', '.join(missing)})" if missing else "") + ".")
     else:
         lines: list[str] = []
         with st.status("Building…", expanded=True) as status:
@@ -37,7 +48,9 @@ if start:
                 lines.append(line)
                 log.code("\n".join(lines[-15:]))
 
-            code = run_streaming(build_command(target, images, species or None, model, features, head, country_table or None), show)
+            command = build_command(target, images or None, species or None, model, features, head, country_table or None,
+                                    metadata, image_root or None)
+            code = run_streaming(command, show)
             if code == 0:
                 status.update(label="Build finished", state="complete")
                 st.session_state["store_root"] = target
