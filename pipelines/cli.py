@@ -163,7 +163,9 @@ def _ingest(args: argparse.Namespace) -> None:
     table = read_species_table(args.species) if args.species else None
     counts = ingest(Store(args.store), images=args.images, metadata=args.metadata, image_root=args.image_root,
                     species_table=table, country_table=args.country_table)
-    print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store")
+    print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store"
+          + (f", {counts['rejected']} rejected (see the Build page or `images` rows with status 'error')" if counts["rejected"] else "")
+          + (f", {len(counts['skipped'])} non-photo file(s) skipped" if counts["skipped"] else ""))
 
 
 def _embed(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from snakeweb.errors import SnakewebError
 from snakeweb.species import normalise_name
+from snakeweb.tables import read_user_csv
 
 log = logging.getLogger(__name__)
 # Country names are matched by pycountry; these are only the former or colloquial names it does not know.
@@ -81,10 +82,7 @@ class CountryPrior:
     @classmethod
     def from_csv(cls, path: str | Path, floor: float = 0.02) -> CountryPrior:
 
-        try:
-            table = pd.read_csv(path, sep=";", index_col=0)
-        except (OSError, pd.errors.ParserError) as exc:
-            raise SnakewebError(f"Cannot read the species x country table {path}: {exc}.") from exc
+        table = read_user_csv(path, "species x country table", sep=";", index_col=0)
         codes, unmatched = {}, []
         for name in table.columns:
             code = _country_code_or_none(name)

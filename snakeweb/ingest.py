@@ -11,11 +11,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
 from snakeweb.species import SPECIES_COLUMNS, normalise_name, species_for_names, with_names_from
 from snakeweb.store import Store, set_meta
+from snakeweb.tables import read_user_csv
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +27,48 @@ TRAIN_SUBSETS = {"train", "train-hm", "train-in"}
 VAL_SUBSETS = {"val", "valid", "validation"}
 
 
-def scan_folder(root: Path) -> pd.DataFrame:
-    """One row per file: species folders give labelled images, loose files at the top are unlabelled."""
+# Files that live beside photos and are not photos: listed in the ingest summary, never stored as images.
+COMPANION_SUFFIXES = {".csv", ".txt", ".md", ".json", ".db", ".ini", ".xml", ".yaml", ".yml", ".pdf"}
+
+
+def outside_root(path: Path, root: Path) -> bool:
+    """True when `path` (after following links and `..`) is not inside `root`."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return False
+    except ValueError:
+        return True
+
+
+def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """(one row per candidate photo, companion files skipped). Species folders give labelled photos, files
+    at the top are unlabelled. Every other file is kept: one that is not a usable image is recorded with
+    its reason by the embed stage, and a link that leads outside the folder is rejected here."""
     if not root.is_dir():
         raise SnakewebError(f"{root} is not a folder. Give a folder with one subfolder of photos per species.")
-    rows = []
+    rows, skipped = [], []
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
         relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_dir() and not path.is_symlink() and path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue  # a species folder; a folder named like an image is kept and rejected with its reason
+        if path.suffix.lower() in COMPANION_SUFFIXES or path.name in {"Thumbs.db", "desktop.ini"}:
+            skipped.append(relative.as_posix())
+            continue
         species = normalise_name(relative.parts[0]) if len(relative.parts) > 1 else None
-        rows.append({"path": str(path.resolve()), "observation_id": relative.as_posix(), "species": species})
+        error = "it links to a file outside the image folder, which snakeweb does not read" if outside_root(path, root) else None
+        rows.append({"path": str(path.absolute()), "observation_id": relative.as_posix(), "species": species, "error": error})
     if not rows:
-        raise SnakewebError(f"No image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}.")
-    return pd.DataFrame(rows)
+        raise SnakewebError(f"No photos under {root}.")
+    return pd.DataFrame(rows), skipped
 
 
 def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
     """SnakeCLEF metadata rows with absolute paths; missing columns are a clear error."""
     frames = []
     for csv_path in csv_paths:
-        try:
-            frame = pd.read_csv(csv_path, dtype={"observation_id": str})
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise SnakewebError(f"Cannot read metadata {csv_path}: {exc}.") from exc
+        frame = read_user_csv(csv_path, "metadata", dtype={"observation_id": str})
         missing = METADATA_COLUMNS - set(frame.columns)
         if missing:
             raise SnakewebError(
@@ -57,7 +77,18 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
             )
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
-    frame["path"] = [str((image_root / p).resolve()) for p in frame["image_path"].astype(str)]
+    frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"].astype(str)]
+    frame["error"] = [
+        "its image_path leads outside the image root, which snakeweb does not read" if outside_root(Path(p), image_root) else None
+        for p in frame["path"]
+    ]
+    if "class_id" in frame.columns:
+        ids = pd.to_numeric(frame["class_id"], errors="coerce")
+        bad = frame[frame["class_id"].notna() & (ids.isna() | (ids != ids.round()))]
+        if len(bad):
+            log.warning("%d metadata row(s) have a class_id that is not an integer (e.g. %s); they are ingested unlabelled",
+                        len(bad), ", ".join(map(repr, bad["class_id"].head(3))))
+        frame["class_id"] = ids.where(ids == ids.round())
     duplicated = frame["path"].duplicated()
     if duplicated.any():
         log.warning("%d metadata rows repeat an image path; the first of each is kept", int(duplicated.sum()))
@@ -98,8 +129,9 @@ def ingest(
     country table, when given, is checked and recorded for country priors at identify time."""
     if (images is None) == (not metadata):
         raise SnakewebError("Give either --images DIR or --metadata CSV... with --image-root DIR.")
+    skipped: list[str] = []
     if images is not None:
-        listing = scan_folder(Path(images))
+        listing, skipped = scan_folder(Path(images))
         species = species_for_names(listing["species"].dropna(), species_table)
         by_name = dict(zip(species["binomial_name"], species["class_id"]))
         listing["class_id"] = listing["species"].map(by_name)
@@ -126,10 +158,11 @@ def ingest(
         fresh["class_id"] = fresh["class_id"].astype("Int64")
         fresh["observation_id"] = fresh["observation_id"].astype(str)
         fresh["subset"] = fresh["subset"].astype(object) if "subset" in fresh else None
-        con.register("fresh", fresh[["image_id", "observation_id", "path", "class_id", "country_code", "subset"]])
+        fresh["status"] = np.where(fresh["error"].notna(), "error", "pending")
+        con.register("fresh", fresh[["image_id", "observation_id", "path", "class_id", "country_code", "subset", "status", "error"]])
         con.execute(
-            "INSERT INTO images (image_id, observation_id, path, class_id, split) "
-            "SELECT image_id, observation_id, path, class_id, 'unassigned' FROM fresh"
+            "INSERT INTO images (image_id, observation_id, path, class_id, split, status, error) "
+            "SELECT image_id, observation_id, path, class_id, 'unassigned', status, error FROM fresh"
         )
         con.execute(
             "INSERT INTO observations SELECT observation_id, first(class_id), first(country_code), 'unassigned' "
@@ -143,8 +176,10 @@ def ingest(
 
             CountryPrior.from_csv(country_table)  # fail now, not at identify time
             set_meta(con, "country_table", str(Path(country_table).resolve()))
-    log.info("ingest: %d new image(s), %d already in the store", len(fresh), len(listing) - len(fresh))
-    return {"added": len(fresh), "already_present": len(listing) - len(fresh)}
+    rejected = int(fresh["error"].notna().sum())
+    if skipped:
+        log.warning("ingest: %d file(s) that are not photos were skipped: %s", len(skipped), ", ".join(skipped[:5]))
+    return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped}
 
 
 def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) -> pd.DataFrame:

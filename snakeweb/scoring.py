@@ -13,6 +13,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from snakeweb.errors import SnakewebError
+from snakeweb.tables import read_user_csv
 
 OFFICIAL_KEYS = ("F1 Score", "Accuracy", "PSC", "PSC_total", "Track1 Metric", "Track2 Metric")
 
@@ -28,10 +29,7 @@ def _examples(values) -> str:
 
 
 def read_csv(path: str | Path, what: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype={"observation_id": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SubmissionError(f"Cannot read the {what} {path}: {exc}.") from exc
+    return read_user_csv(path, what, SubmissionError, dtype={"observation_id": str})
 
 
 def read_venomous(path: str | Path) -> set[int]:

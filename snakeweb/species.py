@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
+from snakeweb.tables import read_user_csv
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,7 @@ def read_species_table(paths: Sequence[str | Path]) -> pd.DataFrame:
     """
     merged: pd.DataFrame | None = None
     for path in paths:
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise SnakewebError(f"Cannot read species table {path}: {exc}. Give a CSV with a class_id column.") from exc
+        frame = read_user_csv(path, "species table (a CSV with a class_id column)")
         if "class_id" not in frame.columns:
             raise SnakewebError(f"Species table {path} has no class_id column; its columns are {list(frame.columns)}.")
         if "MIVS" in frame.columns and "venomous" not in frame.columns:

@@ -27,7 +27,7 @@ def test_build_stores_every_image_once_and_records_bad_ones(built_store):
     assert len(images) == 26 and images["path"].is_unique and images["image_id"].is_unique
     bad = images[images["status"] == "error"].set_index(images[images["status"] == "error"]["path"].str.rsplit("/", n=1).str[-1])
     assert set(bad.index) == {"empty.jpg", "notes.jpg"}
-    assert "empty" in bad.loc["empty.jpg", "error"] and "not a readable image" in bad.loc["notes.jpg", "error"]
+    assert "empty" in bad.loc["empty.jpg", "error"] and "not an image" in bad.loc["notes.jpg", "error"]
     ok = images[images["status"] == "ok"]
     assert ok["sha256"].notna().all() and (ok["width"] == 96).all() and (ok["height"] == 72).all()
     assert int(built_store.query("SELECT count(*) n FROM embeddings")["n"][0]) == 24
