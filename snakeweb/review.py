@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
-from snakeweb.store import Store
+from snakeweb.store import Store, StoreBusyError
 
 REVIEWS_TABLE = """
 CREATE SEQUENCE IF NOT EXISTS review_ids START 1;
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS reviews (
 QUEUES = ("low-confidence", "venomous-runner-up")
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+_tables_ready: set[str] = set()  # stores whose reviews table this process has already made sure of
 
 
 def _store_lock(store: Store) -> threading.Lock:
@@ -37,8 +38,12 @@ def _store_lock(store: Store) -> threading.Lock:
 
 
 def ensure_reviews_table(store: Store) -> None:
+    key = str(store.db_path.resolve())
+    if key in _tables_ready:
+        return
     with _store_lock(store), store.connect() as con:
         con.execute(REVIEWS_TABLE)
+    _tables_ready.add(key)
 
 
 def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) -> pd.DataFrame:
@@ -70,10 +75,10 @@ def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: i
     ingested one)."""
     if not reviewer.strip():
         raise SnakewebError("A review needs the reviewer's name.")
+    ensure_reviews_table(store)
     for attempt in range(retries):
         try:
             with _store_lock(store), store.connect() as con:
-                con.execute(REVIEWS_TABLE)
                 con.execute("BEGIN TRANSACTION")
                 known = con.execute("SELECT count(*) FROM species WHERE class_id = ?", [int(new_class_id)]).fetchall()[0][0]
                 current = con.execute(
@@ -94,9 +99,8 @@ def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: i
                 )
                 con.execute("COMMIT")
             return
-        except SnakewebError as exc:
-            if "in use by another process" not in str(exc):
-                raise
+        except StoreBusyError:
+            pass
         except (duckdb.TransactionException, duckdb.IOException):
             pass
         time.sleep(min(0.02 * (attempt + 1), 0.5))

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS run_metadata (key VARCHAR PRIMARY KEY, value VARCHAR 
 """
 
 
+class StoreBusyError(SnakewebError):
+    """Another process holds the store's DuckDB file (a build, or another dashboard writing a review)."""
+
+
 class Store:
     """A store directory; `connect()` opens its DuckDB file."""
 
@@ -93,13 +98,21 @@ class Store:
         return self
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        try:
-            con = duckdb.connect(str(self.db_path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise SnakewebError(
-                f"The store {self.db_path} is in use by another process ({exc}). Wait for it to finish and try again."
-            ) from exc
+    def connect(self, read_only: bool = False, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the DuckDB file. DuckDB lets one process write a file at a time; the build and
+        other writers hold it only for a batch at a time, so waiting a little usually succeeds."""
+        deadline, delay = time.monotonic() + wait_s, 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.db_path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreBusyError(
+                        f"The store {self.root} is being rebuilt or written by another process; try again in a moment."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
         try:
             yield con
         finally:

@@ -1,0 +1,62 @@
+"""Many reviewers at once: threads through the Review page's library calls, and separate processes."""
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pipelines.cli import main
+from snakeweb.review import add_review, reviews
+from snakeweb.store import Store
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
+    root = tmp_path_factory.mktemp("concurrency") / "store"
+    assert main(["build", "--store", str(root), "--images", str(photo_folder), "--species", str(species_csv),
+                 "--model", str(tiny_model_dir), "--skip-project"]) == 0
+    return Store(root)
+
+
+def observations(store: Store) -> list[str]:
+    return store.query("SELECT observation_id FROM observations WHERE class_id IS NOT NULL ORDER BY 1")["observation_id"].tolist()
+
+
+def test_eight_reviewer_threads_store_every_review(store):
+    targets = observations(store)
+    before = len(reviews(store))
+
+    def reviewer(n: int) -> None:
+        for i in range(200):
+            add_review(store, targets[(n * 200 + i) % len(targets)], f"reviewer-{n}", 1130 if i % 2 else 1740, f"#{i}")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(reviewer, range(8)))
+    stored = reviews(store).iloc[before:]
+    assert len(stored) == 1600
+    assert stored.groupby("reviewer").size().to_dict() == {f"reviewer-{n}": 200 for n in range(8)}
+    assert stored["review_id"].is_unique
+
+
+WRITER = """
+import sys
+from snakeweb.review import add_review
+from snakeweb.store import Store
+store, name, targets = Store(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
+for i in range(200):
+    add_review(store, targets[i % len(targets)], name, 7, "from a process")
+"""
+
+
+def test_four_reviewer_processes_store_every_review(store):
+    targets = ",".join(observations(store)[:10])
+    before = len(reviews(store))
+    processes = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.root), f"process-{n}", targets], cwd=REPO,
+                                  stderr=subprocess.PIPE, text=True) for n in range(4)]
+    errors = [p.communicate(timeout=600)[1] for p in processes]
+    assert all(p.returncode == 0 for p in processes), errors
+    stored = reviews(store).iloc[before:]
+    assert len(stored) == 800
+    assert stored.groupby("reviewer").size().to_dict() == {f"process-{n}": 200 for n in range(4)}
