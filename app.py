@@ -3,6 +3,8 @@ thin view over `snakeweb` (see views/)."""
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from snakeweb.auth import check_reviewer
@@ -23,6 +25,8 @@ def login_gate() -> None:
     """With authentication configured, nothing else renders until the user is logged in; the reviewer
     identity is then the logged-in user."""
     secrets = configured_secrets()
+    # hosted: reviewers may read and review, but not build stores or open other directories from the page
+    st.session_state["hosted"] = bool(secrets) and os.environ.get("SNAKEWEB_ALLOW_BUILD") != "1"
     if "auth" in secrets:
         if not st.user.is_logged_in:
             st.title("snakeweb")
