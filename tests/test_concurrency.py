@@ -60,3 +60,35 @@ def test_four_reviewer_processes_store_every_review(store):
     stored = reviews(store).iloc[before:]
     assert len(stored) == 800
     assert stored.groupby("reviewer").size().to_dict() == {f"process-{n}": 200 for n in range(4)}
+
+
+HOLDER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("BEGIN TRANSACTION")
+con.execute("UPDATE images SET status = status")
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("COMMIT")
+"""
+
+
+def test_reads_during_a_rebuild_wait_or_say_so_and_loaded_models_keep_identifying(store, photo_folder):
+    from snakeweb.identify import Identifier
+    from snakeweb.store import StoreBusyError
+
+    identifier = Identifier(store)  # loaded before the rebuild starts, as the dashboard's cached one is
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.db_path), "8"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    try:
+        with pytest.raises(StoreBusyError, match="being rebuilt"):
+            with store.connect(read_only=True, wait_s=1.0):
+                pass
+        result = identifier.identify([("x", photo_folder / "Natrix_natrix" / "02.jpg")])
+        assert result.species[0].binomial_name == "Natrix natrix"
+        # a read that starts during the rebuild and may wait long enough succeeds once the writer lets go
+        with store.connect(read_only=True, wait_s=20.0) as con:
+            assert len(con.execute("SELECT * FROM species").fetchall()) == 3
+    finally:
+        holder.wait(timeout=30)
+    assert len(store.query("SELECT * FROM species")) == 3
