@@ -73,4 +73,7 @@ if store.exists():
             st.write(f"**Reviewer** {st.session_state['reviewer']}")
 else:
     order = ["build"]
-st.navigation([pages[name] for name in order]).run()
+try:
+    st.navigation([pages[name] for name in order]).run()
+except SnakewebError as exc:  # e.g. the store is being rebuilt: a sentence, never a traceback
+    st.error(str(exc))

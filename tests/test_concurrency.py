@@ -92,3 +92,18 @@ def test_reads_during_a_rebuild_wait_or_say_so_and_loaded_models_keep_identifyin
     finally:
         holder.wait(timeout=30)
     assert len(store.query("SELECT * FROM species")) == 3
+
+
+def test_dashboard_pages_say_the_store_is_being_rebuilt(store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SNAKEWEB_STORE", str(store.root))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()  # loads while the store is free
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.db_path), "20"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    try:
+        app.switch_page("views/review.py").run()
+        assert not app.exception
+        assert any("being rebuilt" in e.value for e in app.error)
+    finally:
+        holder.wait(timeout=60)
