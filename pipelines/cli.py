@@ -31,8 +31,10 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _embed_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="auto, a registry name (dinov2-small|base|large|giant, dinov2-small-offline) or a folder")
-    parser.add_argument("--features", choices=FEATURE_KINDS, help="cls (the paper) or cls+mean (DINOv2 linear eval)")
+    parser.add_argument("--model", help="auto, a registry name (dinov2-small|base|large|giant, dinov2-small-offline, "
+                                        "efficientnet-lite0-offline) or a folder")
+    parser.add_argument("--features", choices=FEATURE_KINDS,
+                        help="ViTs: cls (the paper) or cls+mean (DINOv2 linear eval); CNNs: pool (default: the model's first)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--reembed", action="store_true", help="replace embeddings made by another model or feature kind")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")

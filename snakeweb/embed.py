@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snakeweb.errors import SnakewebError
 from snakeweb.images import DecodedImage, ImageReadError, decode_bytes, read_image, to_pixels
-from snakeweb.models import FEATURE_KINDS, LoadedBackbone
+from snakeweb.models import LoadedBackbone
 
 
 def default_device() -> str:
@@ -20,24 +19,13 @@ def default_device() -> str:
 
 
 def feature_dim(backbone: LoadedBackbone, feature_kind: str) -> int:
-    hidden = int(backbone.model.config.hidden_size)
-    return hidden * (2 if feature_kind == "cls+mean" else 1)
-
-
-def features_from_hidden(hidden: torch.Tensor, feature_kind: str) -> torch.Tensor:
-    """[CLS] (the paper), or [CLS] + mean of patch tokens (DINOv2's linear evaluation)."""
-    if feature_kind == "cls":
-        return hidden[:, 0]
-    if feature_kind == "cls+mean":
-        return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1)
-    raise SnakewebError(f"Unknown feature kind {feature_kind!r}; use one of {', '.join(FEATURE_KINDS)}.")
+    return backbone.feature_dim(feature_kind)
 
 
 @torch.inference_mode()
 def embed_pixels(backbone: LoadedBackbone, pixels: torch.Tensor, feature_kind: str) -> np.ndarray:
     device = next(backbone.model.parameters()).device
-    hidden = backbone.model(pixel_values=pixels.to(device)).last_hidden_state
-    return features_from_hidden(hidden, feature_kind).float().cpu().numpy()
+    return backbone.features(pixels.to(device), feature_kind).float().cpu().numpy()
 
 
 @dataclass

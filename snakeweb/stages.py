@@ -71,10 +71,12 @@ def embed(
     config = resolve_model(model) if model else (
         BackboneConfig(**recorded_model["config"]) if recorded_model else resolve_model("auto")
     )
-    feature_kind = feature_kind or recorded_features or "cls"
+    if feature_kind is None:
+        feature_kind = recorded_features if recorded_features in config.feature_kinds else config.feature_kinds[0]
     if feature_kind not in FEATURE_KINDS:
         raise SnakewebError(f"Unknown feature kind {feature_kind!r}; use one of {', '.join(FEATURE_KINDS)}.")
     backbone = load_backbone(config, device=device or default_device())
+    backbone.check_feature_kind(feature_kind)
     changed = recorded_model is not None and (
         recorded_model["fingerprint"] != backbone.fingerprint or recorded_features != feature_kind
     )

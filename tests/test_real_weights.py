@@ -62,3 +62,21 @@ def test_hub_loading_is_real_code():
     backbone = load_backbone(config)
     assert backbone.fingerprint.startswith("facebook/dinov2-small@")
     assert backbone.model.config.hidden_size == 384
+
+
+def test_efficientnet_lite0_offline_backbone_embeds_with_its_own_normalisation():
+    import torch
+
+    from snakeweb.embed import embed_images
+    from snakeweb.errors import SnakewebError
+
+    backbone = load_backbone(REGISTRY["efficientnet-lite0-offline"])
+    assert backbone.fingerprint.startswith("efficientnet-lite0-offline@sha256:")
+    assert backbone.config.mean == (0.498, 0.498, 0.498) and backbone.feature_dim("pool") == 1280
+    with pytest.raises(SnakewebError, match="gives pool features"):
+        backbone.check_feature_kind("cls")
+    photos = sorted(shared("images", "imagenet-snakes").glob("*.JPEG"))[:3]
+    batch = next(embed_images(backbone, [(p.name, p) for p in photos], "pool"))
+    vectors = np.stack(batch.vectors)
+    assert vectors.shape == (3, 1280) and np.isfinite(vectors).all() and (vectors >= 0).all()  # Lite uses ReLU6: pooled features are >= 0
+    assert not torch.allclose(torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]))
