@@ -65,6 +65,8 @@ class Head:
     reference_ids: np.ndarray | None = None
     reference_labels: np.ndarray | None = None
     history: dict[str, Any] = field(default_factory=dict)
+    # fitted on validation after training, so probabilities (and the venom-aware rule that trusts them) are calibrated
+    temperature: float = 1.0
 
     def predict_log_proba(self, vectors: np.ndarray, index=None, exclude_self_ids: np.ndarray | None = None) -> np.ndarray:
         """Log-probabilities [n, K] in label-map order. kNN needs the store's FAISS index; when the queries
@@ -80,7 +82,7 @@ class Head:
         self.module.eval()
         with torch.inference_mode():
             logits = self.module(torch.from_numpy(x) * self.config.input_scale)
-            return torch.log_softmax(logits, dim=1).numpy()
+            return torch.log_softmax(logits / self.temperature, dim=1).numpy()
 
     def _knn_log_proba(self, x: np.ndarray, index, exclude_self_ids: np.ndarray | None) -> np.ndarray:
         if index is None:
@@ -110,6 +112,7 @@ class Head:
             "feature_dim": self.feature_dim, "config": asdict(self.config), "history": self.history,
             "state_dict": self.module.state_dict() if self.module is not None else None,
             "reference_ids": self.reference_ids, "reference_labels": self.reference_labels,
+            "temperature": self.temperature,
         }
         write_atomically(Path(path), lambda tmp: torch.save(payload, tmp))
 
@@ -141,7 +144,7 @@ class Head:
             kind=payload["kind"], label_map=label_map, feature_kind=payload["feature_kind"],
             model_fingerprint=payload["model_fingerprint"], feature_dim=payload["feature_dim"], config=config,
             module=module, reference_ids=payload["reference_ids"], reference_labels=payload["reference_labels"],
-            history=payload["history"],
+            history=payload["history"], temperature=float(payload.get("temperature", 1.0)),
         )
 
 
@@ -228,4 +231,14 @@ def train_head(
     history["best_epoch"] = best_epoch or len(history["train_loss"])
     history["epochs_run"] = len(history["train_loss"])
     head.module, head.history = module, history
+    if x_val is not None and len(y_val) >= 10:
+        from snakeweb.calibration import expected_calibration_error, fit_temperature, softmax
+
+        with torch.inference_mode():
+            val_logits = module(x_val).numpy()
+        truth = y_val.numpy()
+        head.temperature = fit_temperature(val_logits, truth)
+        history["temperature"] = head.temperature
+        history["val_ece_before"] = expected_calibration_error(softmax(val_logits), truth)
+        history["val_ece_after"] = expected_calibration_error(softmax(val_logits, head.temperature), truth)
     return head

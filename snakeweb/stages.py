@@ -227,6 +227,8 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         "val_images": int(len(val_y)), "config": asdict(config), "training_digest": digest, "include_reviews": include_reviews,
         "seconds": round(time.perf_counter() - started, 2),
         "best_epoch": head.history.get("best_epoch"), "epochs_run": head.history.get("epochs_run"),
+        "temperature": head.temperature, "val_ece_before": head.history.get("val_ece_before"),
+        "val_ece_after": head.history.get("val_ece_after"),
     }
     with store.transaction() as con:
         set_meta(con, "head", info)

@@ -69,3 +69,19 @@ def test_head_refuses_wrong_feature_width():
     head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(max_epochs=2))
     with pytest.raises(SnakewebError, match="16-d features"):
         head.predict_log_proba(np.zeros((1, 8), np.float32))
+
+
+def test_head_is_temperature_calibrated_on_validation(tmp_path):
+    # overlapping clusters: an uncalibrated head is overconfident on them
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    def sample(n):
+        labels = rng.integers(0, 3, n)
+        return (centres[labels] + rng.normal(0, 1.2, (n, 16))).astype(np.float32), CLASS_IDS[labels]
+    x, y = sample(300)
+    vx, vy = sample(300)
+    head = train_head(x, y, vx, vy, "cls", "m", TrainConfig(max_epochs=300, patience=300))
+    assert head.temperature != 1.0
+    assert head.history["val_ece_after"] <= head.history["val_ece_before"]
+    head.save(tmp_path / "head.pt")
+    assert Head.load(tmp_path / "head.pt").temperature == head.temperature
