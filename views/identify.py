@@ -8,11 +8,7 @@ from views.common import current_store, identifier, image_grid
 
 store = current_store()
 st.title("Identify a snake")
-try:
-    model = identifier(store)
-except SnakewebError as exc:
-    st.error(str(exc))
-    st.stop()
+model = identifier(store)  # a SnakewebError here is shown as a sentence by app.py
 
 uploads = st.file_uploader("Photos of one animal (they are combined into one identification)", accept_multiple_files=True)
 left, right = st.columns(2)

@@ -2,17 +2,12 @@
 
 import streamlit as st
 
-from snakeweb.errors import SnakewebError
 from snakeweb.search import filter_ids, search_images, stored_vector
 from views.common import catalogue, current_store, identifier, image_grid, thumbnail
 
 store = current_store()
 st.title("Search similar images")
-try:
-    model = identifier(store)
-except SnakewebError as exc:
-    st.error(str(exc))
-    st.stop()
+model = identifier(store)  # a SnakewebError here is shown as a sentence by app.py
 images = catalogue(store)
 
 by = st.radio("Search by", ["a store image", "an upload"], horizontal=True,
