@@ -202,7 +202,9 @@ def _print_identification(result, as_json: bool) -> None:
     for rank, s in enumerate(result.species, 1):
         flag = "VENOMOUS" if s.venomous else "harmless"
         print(f"  {rank}. {s.binomial_name} (class {s.class_id})  {s.probability:6.1%}  {flag}")
-    if result.uncertain:
+    if result.out_of_store:
+        print("  NOT A SNAKE IN THIS STORE: the photo is farther from every reference than validation snakes are.")
+    elif result.uncertain:
         print("  UNCERTAIN: the candidates above are possibilities, not an identification.")
     print(f"  {result.explanation}")
     print("  nearest reference images:")

@@ -44,6 +44,7 @@ class Identification:
     rejected: dict[str, str] = field(default_factory=dict)  # input -> why it could not be used
     country: str | None = None  # ISO code of the prior applied, if any
     uncertain: bool = False  # top probability below the user's threshold: candidates, not an answer
+    out_of_store: bool = False  # farther from every reference than validation snakes ever are
     venom_aware: SpeciesCandidate | None = None  # the class minimising expected Track2 cost
     explanation: str = ""
 
@@ -66,6 +67,7 @@ class Identifier:
         self.names = species["binomial_name"].to_dict()
         self.venomous = species["venomous"].astype(bool).to_dict()
         self.catalogue = image_catalogue(store)
+        self.novelty = store.get_meta("novelty")
 
     def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         names, vectors, rejected = [], [], {}
@@ -102,6 +104,15 @@ class Identifier:
         result.uncertain = bool(probabilities.max() < uncertain_below)
         result.explanation = self.explain(result, float(probabilities[venomous].sum()) if venomous.any() else 0.0)
         result.neighbours = self.nearest(vectors, neighbours)
+        if self.novelty and result.neighbours:
+            best, threshold = result.neighbours[0].similarity, self.novelty["similarity_threshold"]
+            if best < threshold:
+                result.out_of_store = True
+                result.explanation = (
+                    f"This does not look like a snake in this store: its closest reference image has similarity {best:.3f}, "
+                    f"below the {threshold:.3f} that {1 - self.novelty['target_false_rejection']:.0%} of validation snakes reach. "
+                    + result.explanation
+                )
         return result
 
     def candidate(self, class_id: int, probability: float) -> SpeciesCandidate:

@@ -230,8 +230,12 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         "temperature": head.temperature, "val_ece_before": head.history.get("val_ece_before"),
         "val_ece_after": head.history.get("val_ece_after"),
     }
+    from snakeweb.novelty import similarity_threshold
+
+    novelty = similarity_threshold(train_x, val_x) if len(val_y) else None
     with store.transaction() as con:
         set_meta(con, "head", info)
+        set_meta(con, "novelty", novelty)
     print(f"train: {config.kind} head, {info['classes']} classes, {info['train_images']} train / {info['val_images']} val images")
     return info
 

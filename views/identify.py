@@ -34,7 +34,9 @@ if likely_venomous:
     st.error(f"☠️ Venomous species among the likely candidates: {', '.join(s.binomial_name for s in likely_venomous)}. "
              "Keep your distance and treat this snake as dangerous.")
 top = result.species[0]
-if result.uncertain:
+if result.out_of_store:
+    st.warning("This does not look like a snake in this store. The closest matches are shown, but trust none of them.")
+elif result.uncertain:
     st.warning(f"Uncertain: no species reaches {threshold:.0%}. Candidates are listed below; ask an expert.")
 else:
     st.subheader(f"{top.binomial_name} · {top.probability:.0%} · {'VENOMOUS' if top.venomous else 'harmless'}")

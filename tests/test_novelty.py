@@ -1,0 +1,48 @@
+"""'Not a snake in this store': thresholds chosen on validation, checked on real non-snake photos."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.cli import main
+from snakeweb.identify import Identifier
+from snakeweb.novelty import similarity_threshold
+from snakeweb.store import Store
+from tests.conftest import SYNTHETIC_COLOURS, make_photo
+
+
+def test_threshold_rejects_at_most_the_target_share_of_validation():
+    rng = np.random.default_rng(0)
+    train, val = rng.normal(size=(200, 8)), rng.normal(size=(100, 8))
+    chosen = similarity_threshold(train, val, false_rejection=0.05)
+    assert chosen["val_false_rejection"] <= 0.05 and chosen["val_images"] == 100
+    assert similarity_threshold(train, val[:5]) is None  # too few to choose from
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("novelty")
+    for name, colour in SYNTHETIC_COLOURS.items():
+        for i in range(50):
+            make_photo(root / "photos" / name / f"{i:02d}.jpg", colour, seed=i)
+    assert main(["build", "--store", str(root / "store"), "--images", str(root / "photos"), "--model", str(tiny_model_dir),
+                 "--skip-project"]) == 0
+    return Store(root / "store")
+
+
+def test_real_non_snake_photos_are_called_out_of_store_and_held_out_snakes_are_not(store, tmp_path):
+    import skimage.data
+
+    novelty = store.get_meta("novelty")
+    assert novelty is not None and novelty["val_false_rejection"] <= 0.05
+    identifier = Identifier(store)
+    outsiders = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        path = tmp_path / f"{name}.jpg"
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(path)
+        outsiders.append(identifier.identify([(name, path)]))
+    assert sum(r.out_of_store for r in outsiders) >= 3
+    assert all("does not look like a snake" in r.explanation for r in outsiders if r.out_of_store)
+    held_out = store.query("SELECT path FROM images WHERE split = 'test'")["path"].tolist()
+    rejected = [identifier.identify([("x", p)]).out_of_store for p in held_out]
+    assert np.mean(rejected) <= 0.1
