@@ -62,7 +62,9 @@ REGISTRY: dict[str, BackboneConfig] = {
     ),
 }
 AUTO_HUB_MODEL = "dinov2-base"
-AUTO_OFFLINE_MODEL = "dinov2-small-offline"
+# Chosen by measurement on the HackerEarth-35 validation split (linear head): EfficientNet-Lite0 pool features
+# 36.6% top-1 / 26.8% macro-F1 vs the saliency-tuned DINOv2-S 27.5% / 17.8% (README, "Figures").
+AUTO_OFFLINE_MODEL = "efficientnet-lite0-offline"
 
 
 def _hub_available(hub_id: str, timeout: float = 3.0) -> bool:
