@@ -21,7 +21,7 @@ from snakeweb.aggregate import combine_by_observation, top_k
 from snakeweb.embed import default_device, embed_images, feature_dim
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head, TrainConfig, train_head
-from snakeweb.index import build_index, ids_digest, index_ids, load_index, save_index
+from snakeweb.index import build_index, ids_digest, load_index, save_index
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
 from snakeweb.store import Store, set_meta
@@ -328,12 +328,6 @@ def project(store: Store, force: bool = False) -> dict:
         set_meta(con, "projection", settings)
     print(f"project: {len(image_ids)} points with {settings['method']}")
     return settings
-
-
-def check_index_agreement(store: Store) -> bool:
-    """True when the FAISS index holds exactly the stored embeddings' image ids."""
-    stored, _ = store.embeddings()
-    return set(index_ids(load_index(store.index_path)).tolist()) == set(stored.tolist())
 
 
 def export_submission(

@@ -8,7 +8,7 @@ import pytest
 from pipelines.cli import main
 from snakeweb.heads import Head
 from snakeweb.index import index_ids, load_index
-from snakeweb.stages import check_index_agreement
+from snakeweb.integrity import check_store
 from snakeweb.store import Store
 from tests.conftest import SYNTHETIC_SPECIES
 
@@ -48,7 +48,7 @@ def test_faiss_ids_are_duckdb_image_ids(built_store):
     index = load_index(built_store.index_path)
     stored = built_store.query("SELECT image_id FROM images WHERE status = 'ok' ORDER BY image_id")["image_id"]
     assert sorted(index_ids(index).tolist()) == stored.tolist()
-    assert check_index_agreement(built_store)
+    assert {v.name: v.ok for v in check_store(built_store)}["index"]
     # a stored vector searched finds its own image id, whatever the insertion order was
     ids, vectors = built_store.embeddings()
     from snakeweb.index import search

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from snakeweb.stages import check_index_agreement
+from snakeweb.integrity import check_store
 from snakeweb.store import Store
 from tests.conftest import REPO, SYNTHETIC_COLOURS, make_photo
 
@@ -41,4 +41,4 @@ def test_kill_mid_embed_then_rerun_stores_each_image_once(tmp_path, tiny_model_d
     embedded = killed.query("SELECT image_id FROM embeddings")["image_id"]
     assert len(embedded) == 450 and embedded.is_unique
     assert set(embedded) == set(images["image_id"])
-    assert check_index_agreement(killed)
+    assert all(v.ok for v in check_store(killed))
