@@ -88,7 +88,8 @@ def embed(
     with store.transaction() as con:
         if reembed:
             con.execute("DELETE FROM embeddings")
-            con.execute("UPDATE images SET status = 'pending', error = NULL")
+            # rejected files stay rejected: a link out of the image root must never be read, even on a re-embed
+            con.execute("UPDATE images SET status = 'pending' WHERE status = 'ok'")
         set_meta(con, "model", {"config": backbone.config.to_json(), "fingerprint": backbone.fingerprint, **backbone.details})
         set_meta(con, "feature_kind", feature_kind)
         set_meta(con, "feature_dim", feature_dim(backbone, feature_kind))

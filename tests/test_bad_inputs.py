@@ -242,3 +242,13 @@ def test_score_with_a_binary_file_is_a_sentence(tmp_path, capsys):
     assert main(["score", "--metadata", str(truth), "--predictions", str(garbage), "--venomous", str(venomous)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.startswith("error: ")
+
+
+def test_reembed_never_reads_files_rejected_at_ingest(corpus, tmp_path, tiny_model_dir):
+    store = Store(tmp_path / "store")
+    args = ["build", "--store", str(store.root), "--images", str(corpus / "photos"), "--model", str(tiny_model_dir), "--skip-project"]
+    assert main(args) == 0
+    assert main(["embed", "--store", str(store.root), "--model", str(tiny_model_dir), "--reembed"]) == 0
+    link = store.query("SELECT status, error FROM images WHERE path LIKE '%link-outside.jpg'").iloc[0]
+    assert link["status"] == "error" and "outside the image folder" in link["error"]
+    assert store.query("SELECT count(*) n FROM images WHERE status = 'pending'")["n"][0] == 0
