@@ -15,6 +15,7 @@ from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index
 from snakeweb.search import image_catalogue, search_images
+from snakeweb.species import venomous_mask
 from snakeweb.stages import load_head, store_backbone
 from snakeweb.store import Store
 
@@ -63,9 +64,9 @@ class Identifier:
         self.feature_kind = store.get_meta("feature_kind")
         self.head = load_head(store)
         self.index = load_index(store.index_path)
-        species = store.species().set_index("class_id")
-        self.names = species["binomial_name"].to_dict()
-        self.venomous = species["venomous"].astype(bool).to_dict()
+        self.species = store.species().set_index("class_id")
+        self.names = self.species["binomial_name"].to_dict()
+        self.venomous = self.species["venomous"].astype(bool).to_dict()
         self.catalogue = image_catalogue(store)
         self.novelty = store.get_meta("novelty")
 
@@ -98,7 +99,7 @@ class Identifier:
             probabilities = self.prior.apply(probabilities[None, :], class_names, [result.country])[0]
         indices, probs = top_k(probabilities[None, :], top)
         result.species = [self.candidate(int(c), float(p)) for c, p in zip(self.head.label_map.to_class_ids(indices[0]), probs[0])]
-        venomous = np.array([self.venomous.get(int(c), False) for c in self.head.label_map.class_ids])
+        venomous = venomous_mask(self.species, self.head.label_map.class_ids)
         chosen = int(cost_aware_choice(probabilities[None, :], venomous)[0])
         result.venom_aware = self.candidate(int(self.head.label_map.class_ids[chosen]), float(probabilities[chosen]))
         result.uncertain = bool(probabilities.max() < uncertain_below)

@@ -42,7 +42,7 @@ def _index(store: Store) -> Verdict:
         index = load_index(store.index_path)
     except (RuntimeError, SnakewebError) as exc:
         return Verdict("index", False, f"index.faiss cannot be read ({exc}); run `index --force`")
-    stored, _ = store.embeddings("TRUE")
+    stored = store.embedded_ids()
     ids = index_ids(index)
     same = ids_digest(ids) == ids_digest(stored) and len(set(ids.tolist())) == len(ids)
     dim_ok = index.d == store.get_meta("feature_dim")

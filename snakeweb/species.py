@@ -121,6 +121,12 @@ def species_for_names(names: Iterable[str], table: pd.DataFrame | None) -> pd.Da
     return pd.DataFrame(rows, columns=SPECIES_COLUMNS)
 
 
+def venomous_mask(species: pd.DataFrame, class_ids: Sequence[int]) -> np.ndarray:
+    """Venomous flag per class id (species indexed by class_id); ids missing from the table are harmless."""
+    flags = species["venomous"].astype(bool)
+    return np.array([bool(flags.get(int(c), False)) for c in class_ids])
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """Class ids (any integers, sorted) <-> head output indices 0..K-1."""

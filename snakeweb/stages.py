@@ -24,6 +24,7 @@ from snakeweb.heads import Head, TrainConfig, train_head
 from snakeweb.index import build_index, ids_digest, load_index, save_index
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
+from snakeweb.species import venomous_mask
 from snakeweb.store import Store, set_meta
 
 log = logging.getLogger(__name__)
@@ -152,14 +153,15 @@ def _write_batch(store: Store, batch) -> None:
 def index(store: Store, force: bool = False) -> dict:
     """Build the FAISS index from all stored embeddings (skipped when it already holds exactly them)."""
     store.require()
-    image_ids, vectors = store.embeddings()
-    if len(image_ids) == 0:
+    embedded = store.embedded_ids()
+    if len(embedded) == 0:
         raise SnakewebError("No embeddings to index; run the embed stage first.")
-    digest = ids_digest(image_ids)
+    digest = ids_digest(embedded)
     recorded = store.get_meta("index")
     if not force and recorded and recorded["ids_digest"] == digest and store.index_path.is_file():
-        print(f"index: up to date ({len(image_ids)} vectors)")
+        print(f"index: up to date ({len(embedded)} vectors)")
         return recorded
+    image_ids, vectors = store.embeddings()  # read the vectors only when the index must be rebuilt
     built = build_index(image_ids, vectors)
     save_index(built, store.index_path)
     info = {"kind": "IDMap2,FlatIP", "metric": "inner product on L2-normalised vectors", "count": int(built.ntotal),
@@ -312,12 +314,12 @@ def held_out_summary(store: Store) -> dict:
 def project(store: Store, force: bool = False) -> dict:
     """UMAP (after PCA to 50) of all embeddings into the `projection` table."""
     store.require()
-    image_ids, vectors = store.embeddings()
-    digest = ids_digest(image_ids)
+    digest = ids_digest(store.embedded_ids())
     recorded = store.get_meta("projection")
     if not force and recorded and recorded.get("ids_digest") == digest:
-        print(f"project: up to date ({len(image_ids)} points)")
+        print(f"project: up to date ({recorded.get('n')} points)")
         return recorded
+    image_ids, vectors = store.embeddings()
     started = time.perf_counter()
     coords, settings = project_2d(vectors)
     settings.update(ids_digest=digest, seconds=round(time.perf_counter() - started, 2))
@@ -347,7 +349,7 @@ def export_submission(
         names = [species["binomial_name"].get(c, f"class {c}") for c in class_ids]
         countries = [observations["country_code"].get(o) for o in observation_ids]
         probabilities = prior.apply(probabilities, names, [c if isinstance(c, str) else None for c in countries])
-    venomous = np.array([bool(species["venomous"].get(c, False)) for c in class_ids])
+    venomous = venomous_mask(species, class_ids)
     chosen = head.label_map.to_class_ids(decide(probabilities, venomous, decision))
     submission = pd.DataFrame({"observation_id": observation_ids, "class_id": chosen.astype(np.int64)})
     if split is not None:

@@ -147,6 +147,10 @@ class Store:
     def species(self) -> pd.DataFrame:
         return self.query("SELECT * FROM species ORDER BY class_id")
 
+    def embedded_ids(self) -> np.ndarray:
+        """Image ids that have an embedding, sorted; cheap, for up-to-date and integrity checks."""
+        return self.query("SELECT image_id FROM embeddings ORDER BY image_id")["image_id"].to_numpy(np.int64)
+
     def embeddings(self, where: str = "TRUE") -> tuple[np.ndarray, np.ndarray]:
         """(image_ids, vectors) of embedded images matching a condition on `images i`, ordered by id."""
         with self.connect(read_only=True) as con:
