@@ -13,7 +13,7 @@ from snakeweb.aggregate import AGGREGATIONS
 from snakeweb.decisions import DECISIONS
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import HEAD_KINDS, TrainConfig
-from snakeweb.models import FEATURE_KINDS
+from snakeweb.models import FEATURE_KINDS, TTA_MODES
 from snakeweb.store import Store
 
 
@@ -32,7 +32,8 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
 
 def _embed_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="auto, a registry name (dinov2-small|base|large|giant, dinov2-small-offline, "
-                                        "efficientnet-lite0-offline) or a folder")
+                                        "efficientnet-lite0|1|2-offline), concat:A+B (joined features) or a folder")
+    parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation: flip averages each photo with its mirror image")
     parser.add_argument("--features", choices=FEATURE_KINDS,
                         help="ViTs: cls (the paper) or cls+mean (DINOv2 linear eval); CNNs: pool (default: the model's first)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -41,10 +42,11 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--head", choices=HEAD_KINDS, default="linear")
+    parser.add_argument("--head", choices=HEAD_KINDS, default=TrainConfig.kind)
     parser.add_argument("--balanced", action="store_true", help="class-balanced loss weights")
     parser.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
-    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--lr", type=float, nargs="+", default=list(TrainConfig.learning_rates),
+                        help="learning rates trained together; the best on validation is kept")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     parser.add_argument("--include-reviews", action="store_true", help="train on reviewers' corrected labels too")
 
@@ -158,7 +160,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(kind=args.head, balanced=args.balanced, max_epochs=args.epochs, learning_rate=args.lr)
+    return TrainConfig(kind=args.head, balanced=args.balanced, max_epochs=args.epochs, learning_rates=tuple(args.lr))
 
 
 def _ingest(args: argparse.Namespace) -> None:
@@ -175,7 +177,7 @@ def _ingest(args: argparse.Namespace) -> None:
 
 def _embed(args: argparse.Namespace) -> None:
     counts = stages.embed(Store(args.store), model=args.model, feature_kind=args.features,
-                          batch_size=args.batch_size, reembed=args.reembed, device=args.device)
+                          batch_size=args.batch_size, reembed=args.reembed, device=args.device, tta=args.tta)
     print(f"embed: {counts['embedded']} embedded, {counts['errors']} unreadable, "
           f"{counts['images_per_second'] or '-'} images/s")
 

@@ -13,11 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build_command(store: str | Path, images: str | Path | None = None, species: str | Path | None = None, model: str = "auto",
-                  features: str = "cls", head: str = "linear", country_table: str | Path | None = None,
+                  features: str | None = None, head: str = "linear+knn", country_table: str | Path | None = None,
                   metadata: list[str] | None = None, image_root: str | Path | None = None) -> list[str]:
     """The `python -m pipelines build` command for an image folder, or for SnakeCLEF metadata + image root."""
-    command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--model", model, "--features", features,
-               "--head", head]
+    command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--model", model, "--head", head]
+    if features:  # else the model's own default feature kind
+        command += ["--features", features]
     if metadata:
         command += ["--metadata", *map(str, metadata), "--image-root", str(image_root)]
     else:

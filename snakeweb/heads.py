@@ -1,4 +1,8 @@
-"""Heads on frozen embeddings: linear (the paper's), a small MLP, and kNN over the FAISS index.
+"""Heads on frozen embeddings: linear (the paper's), a small MLP, kNN over the FAISS index, and a linear+kNN blend.
+
+Like DINOv2's linear evaluation, several learning rates and weight decays are trained together and the best on
+validation is kept; a post-hoc logit adjustment for the long tail (Menon et al. 2021) and, for the blend, the
+kNN weight are chosen on validation too. Test data is never seen here.
 
 A head file carries its `LabelMap`, feature kind and the backbone fingerprint it was trained for; loading it
 against embeddings of another model or feature kind is refused. Heads see L2-normalised embeddings.
@@ -22,16 +26,20 @@ from snakeweb.species import LabelMap
 from snakeweb.store import write_atomically
 
 log = logging.getLogger(__name__)
-HEAD_KINDS = ("linear", "mlp", "knn")
-HEAD_FORMAT = 1
+HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")
+HEAD_FORMAT = 2
 
 
 @dataclass
 class TrainConfig:
-    kind: str = "linear"
+    kind: str = "linear+knn"  # best on HackerEarth-35 validation; the blend weight falls to 1.0 where kNN does not help
     max_epochs: int = 1000  # a cap; early stopping on validation loss decides
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
+    # trained together, one head per (learning rate, weight decay); the best on validation accuracy is kept
+    learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    weight_decays: tuple[float, ...] = (0.0, 1e-4)
+    # post-hoc logit adjustment strengths tau (logits - tau * log class prior), chosen on validation
+    logit_adjustments: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    blend_weights: tuple[float, ...] = (0.5, 0.7, 0.85)  # linear+knn: weight of the linear head's probabilities
     batch_size: int = 256
     patience: int = 15  # epochs without validation improvement before stopping
     balanced: bool = False  # weight classes by inverse frequency
@@ -67,6 +75,8 @@ class Head:
     history: dict[str, Any] = field(default_factory=dict)
     # fitted on validation after training, so probabilities (and the venom-aware rule that trusts them) are calibrated
     temperature: float = 1.0
+    logit_offset: np.ndarray | None = None  # tau * log(class prior), subtracted from the logits
+    blend_weight: float = 1.0  # linear+knn: p = w * p_linear + (1 - w) * p_knn
 
     def predict_log_proba(self, vectors: np.ndarray, index=None, exclude_self_ids: np.ndarray | None = None) -> np.ndarray:
         """Log-probabilities [n, K] in label-map order. kNN needs the store's FAISS index; when the queries
@@ -78,11 +88,19 @@ class Head:
             )
         if self.kind == "knn":
             return self._knn_log_proba(x, index, exclude_self_ids)
+        log_probs = _log_softmax(self.logits(x) / self.temperature)
+        if self.kind == "linear+knn" and self.blend_weight < 1.0:
+            knn = np.exp(self._knn_log_proba(x, index, exclude_self_ids))
+            return np.log(self.blend_weight * np.exp(log_probs) + (1 - self.blend_weight) * knn).astype(np.float32)
+        return log_probs
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Adjusted, uncalibrated logits of L2-normalised features."""
         assert self.module is not None
         self.module.eval()
         with torch.inference_mode():
-            logits = self.module(torch.from_numpy(x) * self.config.input_scale)
-            return torch.log_softmax(logits / self.temperature, dim=1).numpy()
+            logits = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) * self.config.input_scale).numpy()
+        return logits - self.logit_offset if self.logit_offset is not None else logits
 
     def _knn_log_proba(self, x: np.ndarray, index, exclude_self_ids: np.ndarray | None) -> np.ndarray:
         if index is None:
@@ -112,7 +130,7 @@ class Head:
             "feature_dim": self.feature_dim, "config": asdict(self.config), "history": self.history,
             "state_dict": self.module.state_dict() if self.module is not None else None,
             "reference_ids": self.reference_ids, "reference_labels": self.reference_labels,
-            "temperature": self.temperature,
+            "temperature": self.temperature, "logit_offset": self.logit_offset, "blend_weight": self.blend_weight,
         }
         write_atomically(Path(path), lambda tmp: torch.save(payload, tmp))
 
@@ -133,18 +151,20 @@ class Head:
                 f"The head {path} was trained on {payload['feature_kind']!r} features, but this store has "
                 f"{feature_kind!r} features. Retrain it with `python -m pipelines train --store ...`."
             )
-        config = TrainConfig(**payload["config"])
+        known = TrainConfig.__dataclass_fields__
+        config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items() if k in known})
         label_map = LabelMap.from_json(payload["class_ids"])
         module = None
         if payload["state_dict"] is not None:
-            module = _module(payload["kind"], payload["feature_dim"], len(label_map), config.hidden)
-            module.load_state_dict(payload["state_dict"])
+            module = _module(payload["kind"].removesuffix("+knn"), payload["feature_dim"], len(label_map), config.hidden)
+            module.load_state_dict(payload["state_dict"])  # the selected head of the sweep
             module.eval()
         return cls(
             kind=payload["kind"], label_map=label_map, feature_kind=payload["feature_kind"],
             model_fingerprint=payload["model_fingerprint"], feature_dim=payload["feature_dim"], config=config,
             module=module, reference_ids=payload["reference_ids"], reference_labels=payload["reference_labels"],
             history=payload["history"], temperature=float(payload.get("temperature", 1.0)),
+            logit_offset=payload.get("logit_offset"), blend_weight=float(payload.get("blend_weight", 1.0)),
         )
 
 
@@ -176,6 +196,12 @@ def train_head(
         head.reference_labels = np.asarray(train_class_ids, dtype=np.int64)
         return head
 
+    if config.kind == "linear+knn" and train_image_ids is None:
+        raise ValueError("the linear+kNN head needs the training image ids")
+    if config.kind == "linear+knn":
+        head.reference_ids = np.asarray(train_image_ids, dtype=np.int64)
+        head.reference_labels = np.asarray(train_class_ids, dtype=np.int64)
+
     torch.manual_seed(config.seed)
     x_train = torch.from_numpy(l2_normalise(train_vectors)) * config.input_scale
     y_train = torch.from_numpy(label_map.to_indices(train_class_ids))
@@ -185,60 +211,104 @@ def train_head(
     y_val = torch.from_numpy(label_map.to_indices(val_class_ids[seen])) if seen.any() else None
 
     weights = None
+    counts = torch.bincount(y_train, minlength=len(label_map)).float().clamp(min=1)
     if config.balanced:
-        counts = torch.bincount(y_train, minlength=len(label_map)).float().clamp(min=1)
         weights = counts.sum() / (len(label_map) * counts)
-    module = _module(config.kind, dim, len(label_map), config.hidden)
-    optimiser = torch.optim.Adam(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    grid = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays] if x_val is not None else [
+        (config.learning_rates[len(config.learning_rates) // 2], config.weight_decays[0])]  # nothing to choose on
+    modules = nn.ModuleList(_module(config.kind.removesuffix("+knn"), dim, len(label_map), config.hidden) for _ in grid)
+    optimiser = torch.optim.AdamW([{"params": m.parameters(), "lr": lr, "weight_decay": wd} for m, (lr, wd) in zip(modules, grid)])
     loss_fn = nn.NLLLoss(weight=weights)
     generator = torch.Generator().manual_seed(config.seed)
-    best_loss, best_state, best_epoch, stale = float("inf"), None, 0, 0
-    history: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
+    best = [{"loss": float("inf"), "state": None, "epoch": 0, "stale": 0} for _ in grid]
+    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "grid": grid}
     for epoch in range(config.max_epochs):
-        module.train()
+        modules.train()
         order = torch.randperm(len(x_train), generator=generator)
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
             optimiser.zero_grad()
-            loss = loss_fn(torch.log_softmax(module(x_train[batch]), dim=1), y_train[batch])
+            loss = sum(loss_fn(torch.log_softmax(m(x_train[batch]), dim=1), y_train[batch]) for m in modules)
             loss.backward()
             optimiser.step()
-            total += loss.item() * len(batch)
+            total += loss.item() / len(modules) * len(batch)
         history["train_loss"].append(total / len(order))
         if x_val is None:
             if progress:
                 progress(epoch + 1, config.max_epochs, history["train_loss"][-1], None)
             continue
-        module.eval()
+        modules.eval()
         with torch.inference_mode():
-            log_probs = torch.log_softmax(module(x_val), dim=1)
-            val_loss = float(nn.functional.nll_loss(log_probs, y_val))
-            val_accuracy = float((log_probs.argmax(1) == y_val).float().mean())
-        history["val_loss"].append(val_loss)
-        history["val_accuracy"].append(val_accuracy)
+            val_log_probs = [torch.log_softmax(m(x_val), dim=1) for m in modules]
+        losses = [float(nn.functional.nll_loss(lp, y_val)) for lp in val_log_probs]
+        for i, (m, val_loss) in enumerate(zip(modules, losses)):
+            if val_loss < best[i]["loss"] - 1e-4:
+                best[i].update(loss=val_loss, state=copy.deepcopy(m.state_dict()), epoch=epoch + 1, stale=0)
+            else:
+                best[i]["stale"] += 1
+        history["val_loss"].append(min(losses))
+        history["val_accuracy"].append(max(float((lp.argmax(1) == y_val).float().mean()) for lp in val_log_probs))
         if progress:
-            progress(epoch + 1, config.max_epochs, history["train_loss"][-1], val_loss)
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_state, best_epoch, stale = val_loss, copy.deepcopy(module.state_dict()), epoch + 1, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    history["best_epoch"] = best_epoch or len(history["train_loss"])
-    history["epochs_run"] = len(history["train_loss"])
-    head.module, head.history = module, history
-    if x_val is not None and len(y_val) >= 10:
-        from snakeweb.calibration import expected_calibration_error, fit_temperature, softmax
-
+            progress(epoch + 1, config.max_epochs, history["train_loss"][-1], min(losses))
+        if all(b["stale"] >= config.patience for b in best):
+            break
+    for m, b in zip(modules, best):
+        if b["state"] is not None:
+            m.load_state_dict(b["state"])
+    modules.eval()
+    chosen = 0
+    if x_val is not None:
         with torch.inference_mode():
-            val_logits = module(x_val).numpy()
-        truth = y_val.numpy()
-        head.temperature = fit_temperature(val_logits, truth)
-        history["temperature"] = head.temperature
-        history["val_ece_before"] = expected_calibration_error(softmax(val_logits), truth)
-        history["val_ece_after"] = expected_calibration_error(softmax(val_logits, head.temperature), truth)
+            scores = [(float((m(x_val).argmax(1) == y_val).float().mean()), -b["loss"]) for m, b in zip(modules, best)]
+        chosen = max(range(len(grid)), key=lambda i: scores[i])
+        history["sweep"] = [{"lr": lr, "weight_decay": wd, "val_accuracy": sc[0], "val_loss": -sc[1], "best_epoch": b["epoch"]}
+                            for (lr, wd), sc, b in zip(grid, scores, best)]
+    head.module = modules[chosen]
+    history["best_epoch"] = best[chosen]["epoch"] or len(history["train_loss"])
+    history["epochs_run"] = len(history["train_loss"])
+    history["learning_rate"], history["weight_decay"] = grid[chosen]
+    head.history = history
+    if x_val is not None and len(y_val) >= 10:
+        _choose_on_validation(head, config, x_val.numpy() / config.input_scale, y_val.numpy(), counts.numpy(), val_vectors[seen],
+                              train_vectors, train_image_ids)
     return head
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, counts: np.ndarray,
+                          val_vectors: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray | None) -> None:
+    """Logit adjustment (by mean of accuracy and macro-F1), then temperature, then the kNN blend weight."""
+    from sklearn.metrics import f1_score
+
+    from snakeweb.calibration import expected_calibration_error, fit_temperature, nll, softmax
+
+    def quality(predicted: np.ndarray) -> float:
+        return ((predicted == y_val).mean() + f1_score(y_val, predicted, average="macro")) / 2
+
+    log_prior = np.log(counts / counts.sum()).astype(np.float32)
+    raw = head.logits(x_val)
+    taus = {tau: quality((raw - tau * log_prior).argmax(1)) for tau in config.logit_adjustments}
+    tau = max(taus, key=lambda t: (taus[t], -t))
+    head.logit_offset = (tau * log_prior).astype(np.float32) if tau else None
+    logits = head.logits(x_val)
+    head.temperature = fit_temperature(logits, y_val)
+    head.history.update(
+        logit_adjustment=tau, logit_adjustment_val_quality={str(k): round(v, 4) for k, v in taus.items()},
+        temperature=head.temperature, val_ece_before=expected_calibration_error(softmax(logits), y_val),
+        val_ece_after=expected_calibration_error(softmax(logits, head.temperature), y_val),
+        val_nll_before=nll(logits, y_val, 1.0), val_nll_after=nll(logits, y_val, head.temperature),
+    )
+    if head.kind == "linear+knn":
+        from snakeweb.index import build_index
+
+        index = build_index(train_image_ids, train_vectors)
+        linear = softmax(logits, head.temperature)
+        knn = np.exp(head._knn_log_proba(x_val, index, None))
+        weights = {w: quality((w * linear + (1 - w) * knn).argmax(1)) for w in (*config.blend_weights, 1.0)}
+        head.blend_weight = max(weights, key=lambda w: (weights[w], w))
+        head.history["blend_weight_val_quality"] = {str(k): round(v, 4) for k, v in weights.items()}

@@ -8,7 +8,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -21,7 +21,7 @@ from snakeweb.aggregate import combine_by_observation, top_k
 from snakeweb.embed import default_device, embed_images, feature_dim
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head, TrainConfig, train_head
-from snakeweb.index import build_index, ids_digest, load_index, save_index
+from snakeweb.index import build_index, describe, ids_digest, load_index, save_index
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
 from snakeweb.species import venomous_mask
@@ -63,15 +63,18 @@ def store_backbone(store: Store, device: str | None = None) -> LoadedBackbone:
 
 def embed(
     store: Store, model: str | None = None, feature_kind: str | None = None, batch_size: int = 32,
-    reembed: bool = False, device: str | None = None,
+    reembed: bool = False, device: str | None = None, tta: str | None = None,
 ) -> dict[str, int]:
-    """Embed every pending image; commits per batch, so a killed run loses at most one batch."""
+    """Embed every pending image; commits per batch, so a killed run loses at most one batch. `tta` "flip"
+    averages each photo with its mirror image (identify then does the same: it is part of the recorded model)."""
     store.require()
     recorded_model, recorded_features = store.get_meta("model"), store.get_meta("feature_kind")
     n_embedded = int(store.query("SELECT count(*) AS n FROM embeddings")["n"][0])
     config = resolve_model(model) if model else (
         BackboneConfig(**recorded_model["config"]) if recorded_model else resolve_model("auto")
     )
+    if tta is not None:
+        config = replace(config, tta=tta)
     if feature_kind is None:
         feature_kind = recorded_features if recorded_features in config.feature_kinds else config.feature_kinds[0]
     if feature_kind not in FEATURE_KINDS:
@@ -164,11 +167,11 @@ def index(store: Store, force: bool = False) -> dict:
     image_ids, vectors = store.embeddings()  # read the vectors only when the index must be rebuilt
     built = build_index(image_ids, vectors)
     save_index(built, store.index_path)
-    info = {"kind": "IDMap2,FlatIP", "metric": "inner product on L2-normalised vectors", "count": int(built.ntotal),
+    info = {**describe(built), "metric": "inner product on L2-normalised vectors", "count": int(built.ntotal),
             "dim": int(vectors.shape[1]), "ids_digest": digest}
     with store.transaction() as con:
         set_meta(con, "index", info)
-    print(f"index: {built.ntotal} vectors, exact inner product")
+    print(f"index: {built.ntotal} vectors, {info['kind']}" + (" (exact)" if info["exact"] else f" (approximate, nprobe {info['nprobe']})"))
     return info
 
 
@@ -214,7 +217,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
         print(f"train: head up to date ({recorded['kind']}, {recorded['classes']} classes)")
         return recorded
-    if config.kind == "knn" and not store.index_path.is_file():
+    if config.kind in ("knn", "linear+knn") and not store.index_path.is_file():
         index(store)
     with tqdm(total=config.max_epochs, desc=f"train {config.kind}", unit="epoch") as bar:
         def progress(epoch, total, train_loss, val_loss):
@@ -254,7 +257,7 @@ def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk
     observation with at least one embedded image."""
     store.require()
     head = load_head(store)
-    faiss_index = load_index(store.index_path) if head.kind == "knn" else None
+    faiss_index = load_index(store.index_path) if head.kind in ("knn", "linear+knn") else None
     image_ids, vectors = store.embeddings()
     observations = store.query(
         "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"

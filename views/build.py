@@ -5,7 +5,8 @@ from pathlib import Path
 import streamlit as st
 
 from snakeweb.build_job import build_command, run_streaming
-from snakeweb.models import REGISTRY
+from snakeweb.heads import HEAD_KINDS
+from snakeweb.models import AUTO_OFFLINE_MODEL, REGISTRY
 from snakeweb.store import Store
 from views.common import current_store
 
@@ -32,9 +33,10 @@ else:
         country_table = st.text_input("Species x country CSV (optional, e.g. Species_Relevance.csv)")
         target = st.text_input("Store directory", str(store.root))
         left, middle, right = st.columns(3)
-        model = left.selectbox("Model", ["auto", *REGISTRY], help="auto: hub DINOv2-B when reachable, else the offline weights")
-        features = middle.selectbox("Features", ["cls", "cls+mean"])
-        head = right.selectbox("Head", ["linear", "mlp", "knn"])
+        model = left.selectbox("Model", ["auto", AUTO_OFFLINE_MODEL, *REGISTRY],
+                               help="auto: hub DINOv2-B when reachable, else the best offline backbone (EfficientNet-Lite0 + Lite2)")
+        features = middle.selectbox("Features", ["model default", "cls", "cls+mean"], help="cls / cls+mean apply to ViTs only")
+        head = right.selectbox("Head", list(HEAD_KINDS))
         start = st.form_submit_button("Build", type="primary")
     if start:
         missing = [p for p in metadata if not Path(p).is_file()]
@@ -52,7 +54,8 @@ else:
                     lines.append(line)
                     log.code("\n".join(lines[-15:]))
 
-                command = build_command(target, images or None, species or None, model, features, head, country_table or None,
+                command = build_command(target, images or None, species or None, model, None if features == "model default" else features,
+                                        head, country_table or None,
                                         metadata, image_root or None)
                 code = run_streaming(command, show)
                 if code == 0:
