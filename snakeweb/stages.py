@@ -63,10 +63,11 @@ def store_backbone(store: Store, device: str | None = None) -> LoadedBackbone:
 
 def embed(
     store: Store, model: str | None = None, feature_kind: str | None = None, batch_size: int = 32,
-    reembed: bool = False, device: str | None = None, tta: str | None = None,
+    reembed: bool = False, device: str | None = None, tta: str | None = None, backend: str = "local",
 ) -> dict[str, int]:
     """Embed every pending image; commits per batch, so a killed run loses at most one batch. `tta` "flip"
-    averages each photo with its mirror image (identify then does the same: it is part of the recorded model)."""
+    averages each photo with its mirror image (identify then does the same: it is part of the recorded model).
+    `backend` "ray" runs decoding and the model on a Ray Data actor pool (snakeweb/ray_backend.py)."""
     store.require()
     recorded_model, recorded_features = store.get_meta("model"), store.get_meta("feature_kind")
     n_embedded = int(store.query("SELECT count(*) AS n FROM embeddings")["n"][0])
@@ -110,14 +111,22 @@ def embed(
     pending = store.query("SELECT image_id, path FROM images WHERE status = 'pending' ORDER BY image_id")
     counts = {"embedded": 0, "errors": 0, "already_done": n_embedded if not reembed else 0}
     started = time.perf_counter()
-    with tqdm(total=len(pending), desc="embed", unit="img") as bar:
+    if backend == "ray":
+        from snakeweb.ray_backend import embed_with_ray
+
+        frames = embed_with_ray(backbone.config, feature_kind, pending, batch_size, device or default_device())
+    elif backend == "local":
         items = zip(pending["image_id"].tolist(), pending["path"].tolist())
-        for batch in embed_images(backbone, items, feature_kind, batch_size=batch_size):
-            _write_batch(store, batch)
-            errors = sum(e is not None for e in batch.errors)
+        frames = (batch_rows(batch) for batch in embed_images(backbone, items, feature_kind, batch_size=batch_size))
+    else:
+        raise SnakewebError(f"Unknown embed backend {backend!r}; use local or ray.")
+    with tqdm(total=len(pending), desc="embed", unit="img") as bar:
+        for frame in frames:
+            _write_rows(store, frame)
+            errors = int((frame["status"] == "error").sum())
             counts["errors"] += errors
-            counts["embedded"] += len(batch.keys) - errors
-            bar.update(len(batch.keys))
+            counts["embedded"] += len(frame) - errors
+            bar.update(len(frame))
             bar.set_postfix(errors=counts["errors"])
     elapsed = time.perf_counter() - started
     counts["images_per_second"] = round(len(pending) / elapsed, 2) if pending.shape[0] and elapsed > 0 else None
@@ -126,8 +135,9 @@ def embed(
     return counts
 
 
-def _write_batch(store: Store, batch) -> None:
-    rows = pd.DataFrame({
+def batch_rows(batch) -> pd.DataFrame:
+    """One row per image of an embedded batch: what the store records about it, and its vector (or None)."""
+    return pd.DataFrame({
         "image_id": batch.keys,
         "status": ["error" if e else "ok" for e in batch.errors],
         "error": batch.errors,
@@ -135,11 +145,17 @@ def _write_batch(store: Store, batch) -> None:
         "size_bytes": [d.size_bytes if d else None for d in batch.decoded],
         "width": [d.width if d else None for d in batch.decoded],
         "height": [d.height if d else None for d in batch.decoded],
+        "vector": batch.vectors,
     })
+
+
+def _write_rows(store: Store, frame: pd.DataFrame) -> None:
+    has_vector = frame["vector"].map(lambda v: v is not None and not (np.isscalar(v) and pd.isna(v)) and len(v) > 0)
     vectors = pd.DataFrame({
-        "image_id": [k for k, v in zip(batch.keys, batch.vectors) if v is not None],
-        "vector": [v.tolist() for v in batch.vectors if v is not None],
+        "image_id": frame.loc[has_vector, "image_id"].astype("int64"),
+        "vector": [np.asarray(v, dtype=np.float32).tolist() for v in frame.loc[has_vector, "vector"]],
     })
+    rows = frame.drop(columns="vector")
     with store.transaction() as con:
         con.register("batch_vectors", vectors)
         con.execute(
