@@ -6,6 +6,8 @@ import numpy as np
 
 from snakeweb.embed import l2_normalise
 
+SEEDED_UP_TO = 50_000
+
 
 def project_2d(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> tuple[np.ndarray, dict]:
     """Coordinates [n, 2] and the settings used. Very small stores (under 10 images) get PCA alone: UMAP
@@ -23,7 +25,11 @@ def project_2d(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> tup
     import umap
 
     neighbours = min(n_neighbors, n - 1)
+    # A seed makes UMAP reproducible but single-threaded; above SEEDED_UP_TO points the layout runs on every
+    # core instead (SnakeCLEF's 182k points: benchmarks/run.py, umap_182k).
+    seeded = n <= SEEDED_UP_TO
     reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, min_dist=0.1, metric="euclidean",
-                        random_state=seed, n_jobs=1)  # a seed makes UMAP single-threaded anyway; say so
+                        random_state=seed if seeded else None, n_jobs=1 if seeded else -1, low_memory=True)
     coords = reducer.fit_transform(reduced)
-    return coords, {"method": "umap", "pca_components": components, "n_neighbors": neighbours, "min_dist": 0.1, "n": n}
+    return coords, {"method": "umap", "pca_components": components, "n_neighbors": neighbours, "min_dist": 0.1, "n": n,
+                    "seed": seed if seeded else None}

@@ -250,7 +250,9 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         "seconds": round(time.perf_counter() - started, 2),
         "best_epoch": head.history.get("best_epoch"), "epochs_run": head.history.get("epochs_run"),
         "temperature": head.temperature, "val_ece_before": head.history.get("val_ece_before"),
-        "val_ece_after": head.history.get("val_ece_after"),
+        "val_ece_after": head.history.get("val_ece_after"), "learning_rate": head.history.get("learning_rate"),
+        "weight_decay": head.history.get("weight_decay"), "sweep": head.history.get("sweep"),
+        "logit_adjustment": head.history.get("logit_adjustment"), "blend_weight": head.blend_weight,
     }
     from snakeweb.novelty import similarity_threshold
 
@@ -258,7 +260,10 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     with store.transaction() as con:
         set_meta(con, "head", info)
         set_meta(con, "novelty", novelty)
-    print(f"train: {config.kind} head, {info['classes']} classes, {info['train_images']} train / {info['val_images']} val images")
+    print(f"train: {config.kind} head, {info['classes']} classes, {info['train_images']} train / {info['val_images']} val images"
+          + (f"; chosen on validation: lr {info['learning_rate']}, weight decay {info['weight_decay']}, logit adjustment "
+             f"{info['logit_adjustment']}, temperature {info['temperature']:.2f}" if info["logit_adjustment"] is not None else "")
+          + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else ""))
     return info
 
 

@@ -43,7 +43,7 @@ def test_balanced_weights_and_early_stopping_restore_the_best_epoch():
     rng = np.random.default_rng(0)
     x, vx = rng.normal(size=(60, 16)).astype(np.float32), rng.normal(size=(30, 16)).astype(np.float32)
     y, vy = rng.choice(CLASS_IDS, 60), rng.choice(CLASS_IDS, 30)
-    head = train_head(x, y, vx, vy, "cls", "m", TrainConfig(max_epochs=300, patience=3, balanced=True, learning_rates=(1e-3,),
+    head = train_head(x, y, vx, vy, "cls", "m", TrainConfig(kind="linear", max_epochs=300, patience=3, balanced=True, learning_rates=(1e-3,),
                                                             weight_decays=(0.0,)))
     assert head.history["epochs_run"] < 300
     val_loss = head.history["val_loss"]
@@ -53,7 +53,7 @@ def test_balanced_weights_and_early_stopping_restore_the_best_epoch():
 
 def test_saved_head_round_trips_and_refuses_other_embeddings(tmp_path):
     x, y = clusters(10, seed=0)
-    head = train_head(x, y, x[:0], y[:0], "cls+mean", "dinov2-small@rev1", TrainConfig(max_epochs=20))
+    head = train_head(x, y, x[:0], y[:0], "cls+mean", "dinov2-small@rev1", TrainConfig(kind="linear", max_epochs=20))
     path = tmp_path / "head.pt"
     head.save(path)
     loaded = Head.load(path, "dinov2-small@rev1", "cls+mean")
@@ -67,7 +67,7 @@ def test_saved_head_round_trips_and_refuses_other_embeddings(tmp_path):
 
 def test_head_refuses_wrong_feature_width():
     x, y = clusters(5, seed=0)
-    head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(max_epochs=2))
+    head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(kind="linear", max_epochs=2))
     with pytest.raises(SnakewebError, match="16-d features"):
         head.predict_log_proba(np.zeros((1, 8), np.float32))
 
@@ -81,7 +81,8 @@ def test_head_is_temperature_calibrated_on_validation(tmp_path):
         return (centres[labels] + rng.normal(0, 1.2, (n, 16))).astype(np.float32), CLASS_IDS[labels]
     x, y = sample(300)
     vx, vy = sample(300)
-    head = train_head(x, y, vx, vy, "cls", "m", TrainConfig(max_epochs=300, patience=300, learning_rates=(1e-2,), weight_decays=(0.0,)))
+    config = TrainConfig(kind="linear", max_epochs=300, patience=300, learning_rates=(1e-2,), weight_decays=(0.0,))
+    head = train_head(x, y, vx, vy, "cls", "m", config)
     assert head.temperature != 1.0
     # temperature scaling minimises validation NLL (ECE usually follows, but need not when already small)
     assert head.history["val_nll_after"] <= head.history["val_nll_before"]
@@ -100,7 +101,7 @@ def test_sweep_keeps_the_best_learning_rate_and_adjusts_for_the_long_tail():
 
     x, y = sample([60, 30, 6])
     vx, vy = sample([40, 40, 40])
-    config = TrainConfig(max_epochs=150, patience=10, learning_rates=(1e-4, 1e-2), weight_decays=(0.0,))
+    config = TrainConfig(kind="linear", max_epochs=150, patience=10, learning_rates=(1e-4, 1e-2), weight_decays=(0.0,))
     head = train_head(x, y, vx, vy, "cls", "m", config)
     sweep = {row["lr"]: row["val_accuracy"] for row in head.history["sweep"]}
     assert head.history["learning_rate"] == max(sweep, key=sweep.get)
