@@ -58,7 +58,7 @@ def main() -> None:
     from snakeweb.species import read_species_table
     from snakeweb.store import Store
 
-    table = read_species_table(args.species) if args.species else None
+    table = read_species_table([args.species]) if args.species else None
     results = []
     for model in args.models:
         for tta in args.tta:

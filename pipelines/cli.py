@@ -127,7 +127,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head")
+    print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head on {report['model']}")
+    chosen = {k: v for k, v in report["chosen_on_validation"].items() if v is not None}
+    print("chosen on validation: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()))
     print(f"{'variant':<22}{'F1':>8}{'Acc':>8}{'Track1':>8}{'Track2':>8}   PSC % [h>h, h>v, v>h, v>v]")
     for name, s in report["variants"].items():
         print(f"{name:<22}{s['F1 Score']:>8.2f}{s['Accuracy']:>8.2f}{s['Track1 Metric']:>8.2f}{s['Track2 Metric']:>8}   {s['PSC']}")

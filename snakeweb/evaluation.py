@@ -53,6 +53,11 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
         countries = [c if isinstance(c, str) else None for c in observations.loc[ids, "country_code"]]
         variants["country"] = prior.apply(probabilities, [names.get(c, "") for c in class_ids], countries)
     report: dict = {"split": split, "observations": len(ids), "aggregation": aggregation, "head": head.kind, "variants": {}}
+    trained = store.get_meta("head") or {}
+    # what validation chose (the test split is only read here, after every choice was made)
+    report["chosen_on_validation"] = {k: trained.get(k) for k in (
+        "learning_rate", "weight_decay", "logit_adjustment", "temperature", "blend_weight", "val_ece_before", "val_ece_after")}
+    report["model"] = (store.get_meta("model") or {}).get("fingerprint")
     tables = []
     for prior_name, probs in variants.items():
         for rule in ("argmax", "cost"):
