@@ -38,8 +38,11 @@ def evaluate_store(store, head: str) -> list[dict]:
         rows.append({
             "head": head, "decision": rule, "val_accuracy": val["Accuracy"], "val_f1": val["F1 Score"],
             "test_accuracy": test["Accuracy"], "test_f1": test["F1 Score"], "test_track1": test["Track1 Metric"],
-            "test_venomous_called_harmless_pct": p10, "val_ece_before": round(info["val_ece_before"] or 0, 4),
-            "val_ece_after": round(info["val_ece_after"] or 0, 4), "temperature": round(info["temperature"], 3),
+            "test_venomous_called_harmless_pct": p10,
+            # kNN votes are not temperature-calibrated: no ECE for that head
+            "val_ece_before": None if info["val_ece_before"] is None else round(info["val_ece_before"], 4),
+            "val_ece_after": None if info["val_ece_after"] is None else round(info["val_ece_after"], 4),
+            "temperature": round(info["temperature"], 3),
         })
     return rows
 
