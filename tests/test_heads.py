@@ -134,8 +134,9 @@ def test_large_stores_get_an_ivf_index_keyed_by_image_id_and_filters_still_work(
     from snakeweb.index import build_index, describe, index_ids, index_spec
     from snakeweb.search import search_images
 
-    assert index_spec(1000)[0] == "Flat" and index_spec(1_000_000) == ("IVF1024,SQ8", 32)
-    monkeypatch.setattr(index_module, "EXACT_UP_TO", 500)
+    assert index_spec(4414, 2560)[0] == "Flat" and index_spec(1_000_000, 768) == ("IVF1024,SQ8", 170)
+    assert index_spec(200_000, 1280)[0].startswith("IVF")  # a flat scan would read 1 GB per query
+    monkeypatch.setattr(index_module, "EXACT_UP_TO_FLOATS", 500 * 32)
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 32))
     x = (centres[rng.integers(0, 40, 4000)] + rng.normal(0, 0.3, (4000, 32))).astype(np.float32)
