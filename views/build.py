@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from snakeweb.build_job import build_command, run_streaming
-from snakeweb.heads import HEAD_KINDS
+from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import AUTO_OFFLINE_MODEL, REGISTRY
 from snakeweb.store import Store
 from views.common import current_store
@@ -36,7 +36,7 @@ else:
         model = left.selectbox("Model", ["auto", AUTO_OFFLINE_MODEL, *REGISTRY],
                                help="auto: hub DINOv2-B when reachable, else the best offline backbone (EfficientNet-Lite0 + Lite2)")
         features = middle.selectbox("Features", ["model default", "cls", "cls+mean"], help="cls / cls+mean apply to ViTs only")
-        head = right.selectbox("Head", list(HEAD_KINDS))
+        head = right.selectbox("Head", list(HEAD_KINDS), index=HEAD_KINDS.index(TrainConfig.kind))
         start = st.form_submit_button("Build", type="primary")
     if start:
         missing = [p for p in metadata if not Path(p).is_file()]
