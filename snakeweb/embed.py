@@ -18,10 +18,6 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def feature_dim(backbone: LoadedBackbone, feature_kind: str) -> int:
-    return backbone.feature_dim(feature_kind)
-
-
 @torch.inference_mode()
 def embed_pixels(backbone: LoadedBackbone, pixels: torch.Tensor, feature_kind: str) -> np.ndarray:
     device = next(backbone.model.parameters()).device

@@ -27,6 +27,7 @@ from snakeweb.store import write_atomically
 
 log = logging.getLogger(__name__)
 HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")
+INDEX_HEADS = ("knn", "linear+knn")  # heads that vote with the store's FAISS index
 HEAD_FORMAT = 2
 
 
@@ -53,7 +54,8 @@ class TrainConfig:
 
 
 def _module(kind: str, dim: int, classes: int, hidden: int) -> nn.Module:
-    if kind == "linear":
+    """The trained part of a head (`linear+knn` trains a linear one)."""
+    if kind in ("linear", "linear+knn"):
         return nn.Linear(dim, classes)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.2), nn.Linear(hidden, classes))
@@ -156,7 +158,7 @@ class Head:
         label_map = LabelMap.from_json(payload["class_ids"])
         module = None
         if payload["state_dict"] is not None:
-            module = _module(payload["kind"].removesuffix("+knn"), payload["feature_dim"], len(label_map), config.hidden)
+            module = _module(payload["kind"], payload["feature_dim"], len(label_map), config.hidden)
             module.load_state_dict(payload["state_dict"])  # the selected head of the sweep
             module.eval()
         return cls(
@@ -189,18 +191,13 @@ def train_head(
     label_map = LabelMap.from_labels(train_class_ids)
     dim = int(train_vectors.shape[1])
     head = Head(config.kind, label_map, feature_kind, model_fingerprint, dim, config)
-    if config.kind == "knn":
+    if config.kind in INDEX_HEADS:
         if train_image_ids is None:
-            raise ValueError("the kNN head needs the training image ids")
+            raise ValueError(f"the {config.kind} head needs the training image ids")
         head.reference_ids = np.asarray(train_image_ids, dtype=np.int64)
         head.reference_labels = np.asarray(train_class_ids, dtype=np.int64)
-        return head
-
-    if config.kind == "linear+knn" and train_image_ids is None:
-        raise ValueError("the linear+kNN head needs the training image ids")
-    if config.kind == "linear+knn":
-        head.reference_ids = np.asarray(train_image_ids, dtype=np.int64)
-        head.reference_labels = np.asarray(train_class_ids, dtype=np.int64)
+        if config.kind == "knn":
+            return head
 
     torch.manual_seed(config.seed)
     x_train = torch.from_numpy(l2_normalise(train_vectors)) * config.input_scale
@@ -216,7 +213,7 @@ def train_head(
         weights = counts.sum() / (len(label_map) * counts)
     grid = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays] if x_val is not None else [
         (config.learning_rates[len(config.learning_rates) // 2], config.weight_decays[0])]  # nothing to choose on
-    modules = nn.ModuleList(_module(config.kind.removesuffix("+knn"), dim, len(label_map), config.hidden) for _ in grid)
+    modules = nn.ModuleList(_module(config.kind, dim, len(label_map), config.hidden) for _ in grid)
     optimiser = torch.optim.AdamW([{"params": m.parameters(), "lr": lr, "weight_decay": wd} for m, (lr, wd) in zip(modules, grid)])
     loss_fn = nn.NLLLoss(weight=weights)
     generator = torch.Generator().manual_seed(config.seed)

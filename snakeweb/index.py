@@ -44,28 +44,34 @@ def build_index(image_ids: np.ndarray, vectors: np.ndarray, spec: str | None = N
     auto_spec, auto_nprobe = index_spec(*x.shape)
     spec = spec or auto_spec
     inner = faiss.index_factory(int(x.shape[1]), spec, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.try_extract_index_ivf(inner)
     if not inner.is_trained:
-        lists = faiss.extract_index_ivf(inner).nlist if "IVF" in spec else 0
+        lists = ivf.nlist if ivf is not None else 0
         sample = np.random.default_rng(0).choice(len(x), min(len(x), max(lists * IVF_TRAIN_SAMPLE, 10_000)), replace=False)
         inner.train(x[np.sort(sample)])
-    if "IVF" in spec:
-        faiss.extract_index_ivf(inner).nprobe = nprobe or auto_nprobe
+    if ivf is not None:
+        ivf.nprobe = nprobe or auto_nprobe
     index = faiss.IndexIDMap2(inner)
     index.add_with_ids(x, np.asarray(image_ids, dtype=np.int64))
     return index
 
 
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index inside the image-id map."""
+    return faiss.downcast_index(faiss.downcast_index(index).index)
+
+
 def selector_parameters(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
     """Search parameters restricting results to `selector` (IVF indexes need their own kind, with nprobe)."""
-    inner = faiss.downcast_index(faiss.downcast_index(index).index)
-    if isinstance(inner, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=selector, nprobe=inner.nprobe)
+    ivf = faiss.try_extract_index_ivf(_inner(index))
+    if ivf is not None:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
     return faiss.SearchParameters(sel=selector)
 
 
 def describe(index: faiss.Index) -> dict:
     """What kind of index this is, for the store's run metadata."""
-    inner = faiss.downcast_index(faiss.downcast_index(index).index)
+    inner = _inner(index)
     if isinstance(inner, faiss.IndexFlat):
         return {"kind": "IDMap2,Flat", "exact": True}
     ivf = faiss.extract_index_ivf(inner)

@@ -143,10 +143,9 @@ class LoadedBackbone:
     fingerprint: str  # changes whenever the weights change
     details: dict[str, Any] = field(default_factory=dict)
     # CNNs on CPU: a frozen TorchScript graph (batch norm folded into the convolutions) fed channels-last
-    # micro-batches; measured 4.3x faster than eager batch 32 here (benchmarks/run.py, embed_cnn_cpu)
+    # micro-batches; the Lite0 embed stage runs 2.1x eager batch 32 here (benchmarks/run.py, embed_cpu_efficientnet_lite0)
     cpu_runner: Any = None
     micro_batch: int = 0
-
     parts: list[LoadedBackbone] = field(default_factory=list)  # a composite's backbones
 
     def __post_init__(self) -> None:
@@ -194,7 +193,6 @@ class LoadedBackbone:
         if feature_kind == "cls":
             return hidden[:, 0]
         return torch_cat_cls_mean(hidden)
-
 
     def _pixels_for(self, part: LoadedBackbone, pixels):
         """Re-normalise and resize the composite's pixels for one part (its own size, mean and std)."""

@@ -18,9 +18,9 @@ import pandas as pd
 from tqdm.auto import tqdm as _tqdm
 
 from snakeweb.aggregate import combine_by_observation, top_k
-from snakeweb.embed import default_device, embed_images, feature_dim
+from snakeweb.embed import default_device, embed_images
 from snakeweb.errors import SnakewebError
-from snakeweb.heads import Head, TrainConfig, train_head
+from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, train_head
 from snakeweb.index import build_index, describe, ids_digest, load_index, save_index
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
@@ -97,7 +97,7 @@ def embed(
             con.execute("UPDATE images SET status = 'pending' WHERE status = 'ok'")
         set_meta(con, "model", {"config": backbone.config.to_json(), "fingerprint": backbone.fingerprint, **backbone.details})
         set_meta(con, "feature_kind", feature_kind)
-        set_meta(con, "feature_dim", feature_dim(backbone, feature_kind))
+        set_meta(con, "feature_dim", backbone.feature_dim(feature_kind))
         set_meta(con, "preprocessing", {
             "exif_transpose": True, "mode": "RGB", "resize_short_side": config.resize_size,
             "interpolation": "bicubic", "centre_crop": config.image_size, "mean": config.mean, "std": config.std,
@@ -150,7 +150,7 @@ def batch_rows(batch) -> pd.DataFrame:
 
 
 def _write_rows(store: Store, frame: pd.DataFrame) -> None:
-    has_vector = frame["vector"].map(lambda v: v is not None and not (np.isscalar(v) and pd.isna(v)) and len(v) > 0)
+    has_vector = frame["vector"].map(lambda v: v is not None)
     vectors = pd.DataFrame({
         "image_id": frame.loc[has_vector, "image_id"].astype("int64"),
         "vector": [np.asarray(v, dtype=np.float32).tolist() for v in frame.loc[has_vector, "vector"]],
@@ -233,7 +233,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
         print(f"train: head up to date ({recorded['kind']}, {recorded['classes']} classes)")
         return recorded
-    if config.kind in ("knn", "linear+knn") and not store.index_path.is_file():
+    if config.kind in INDEX_HEADS and not store.index_path.is_file():
         index(store)
     with tqdm(total=config.max_epochs, desc=f"train {config.kind}", unit="epoch") as bar:
         def progress(epoch, total, train_loss, val_loss):
@@ -278,7 +278,7 @@ def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk
     observation with at least one embedded image."""
     store.require()
     head = load_head(store)
-    faiss_index = load_index(store.index_path) if head.kind in ("knn", "linear+knn") else None
+    faiss_index = load_index(store.index_path) if head.kind in INDEX_HEADS else None
     image_ids, vectors = store.embeddings()
     observations = store.query(
         "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"
