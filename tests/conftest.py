@@ -18,6 +18,15 @@ SYNTHETIC_SPECIES = {"Natrix natrix": 1130, "Vipera berus": 1740, "Zamenis longi
 SYNTHETIC_COLOURS = {"Natrix natrix": (40, 160, 60), "Vipera berus": (170, 50, 40), "Zamenis longissimus": (50, 60, 170)}
 
 
+def build_photo_store(root: Path, model_dir: Path, photos: Path, species_csv: Path, *extra: str) -> Path:
+    """`python -m pipelines build` of the synthetic photo folder with the tiny model; asserts it succeeded."""
+    from pipelines.cli import main
+
+    assert main(["build", "--store", str(root), "--images", str(photos), "--species", str(species_csv),
+                 "--model", str(model_dir), *extra]) == 0
+    return root
+
+
 def shared(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

@@ -3,11 +3,10 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipelines.cli import main
 from snakeweb.auth import hash_password
 from snakeweb.review import reviews
 from snakeweb.store import Store
-from tests.conftest import REPO
+from tests.conftest import REPO, build_photo_store
 
 APP = str(REPO / "app.py")
 
@@ -19,10 +18,7 @@ def app_test(monkeypatch, store_root) -> AppTest:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
-    root = tmp_path_factory.mktemp("app") / "store"
-    assert main(["build", "--store", str(root), "--images", str(photo_folder), "--species", str(species_csv),
-                 "--model", str(tiny_model_dir)]) == 0
-    return root
+    return build_photo_store(tmp_path_factory.mktemp("app") / "store", tiny_model_dir, photo_folder, species_csv)
 
 
 def test_fresh_clone_without_store_opens_the_build_page(tmp_path, monkeypatch):

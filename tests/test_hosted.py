@@ -12,9 +12,8 @@ import urllib.request
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipelines.cli import main
 from snakeweb.auth import hash_password
-from tests.conftest import REPO
+from tests.conftest import REPO, build_photo_store
 
 PASSWORD = "correct-horse-battery"
 PAGES = ["views/identify.py", "views/search.py", "views/explore.py", "views/metrics.py", "views/review.py", "views/build.py"]
@@ -22,10 +21,7 @@ PAGES = ["views/identify.py", "views/search.py", "views/explore.py", "views/metr
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
-    root = tmp_path_factory.mktemp("hosted") / "store"
-    assert main(["build", "--store", str(root), "--images", str(photo_folder), "--species", str(species_csv),
-                 "--model", str(tiny_model_dir)]) == 0
-    return root
+    return build_photo_store(tmp_path_factory.mktemp("hosted") / "store", tiny_model_dir, photo_folder, species_csv)
 
 
 def gated_app(store, monkeypatch) -> AppTest:

@@ -10,7 +10,7 @@ from snakeweb.ingest import assign_splits
 from snakeweb.review import add_review, review_queue, reviews
 from snakeweb.stages import labelled_embeddings
 from snakeweb.store import Store
-from tests.conftest import SYNTHETIC_COLOURS, SYNTHETIC_SPECIES, make_photo, shared
+from tests.conftest import SYNTHETIC_COLOURS, SYNTHETIC_SPECIES, build_photo_store, make_photo, shared
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,7 @@ def test_splits_are_stratified_deterministic_and_keep_small_classes_for_training
 
 def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, photo_folder, species_csv):
     store = Store(tmp_path / "store")
-    assert main(["build", "--store", str(store.root), "--images", str(photo_folder), "--species", str(species_csv),
-                 "--model", str(tiny_model_dir), "--skip-project"]) == 0
+    build_photo_store(store.root, tiny_model_dir, photo_folder, species_csv, "--skip-project")
     queue = review_queue(store, "low-confidence", limit=5)
     assert len(queue) == 5 and queue["top_probability"].is_monotonic_increasing
     target = store.query("SELECT observation_id FROM images WHERE split = 'train' AND class_id = 7 LIMIT 1")["observation_id"][0]

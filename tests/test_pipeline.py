@@ -10,16 +10,13 @@ from snakeweb.heads import Head
 from snakeweb.index import index_ids, load_index
 from snakeweb.integrity import check_store
 from snakeweb.store import Store
-from tests.conftest import SYNTHETIC_SPECIES
+from tests.conftest import SYNTHETIC_SPECIES, build_photo_store
 
 
 @pytest.fixture(scope="module")
 def built_store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
-    store = tmp_path_factory.mktemp("built") / "store"
-    code = main(["build", "--store", str(store), "--images", str(photo_folder), "--species", str(species_csv),
-                 "--model", str(tiny_model_dir), "--features", "cls+mean", "--batch-size", "5"])
-    assert code == 0
-    return Store(store)
+    root = tmp_path_factory.mktemp("built") / "store"
+    return Store(build_photo_store(root, tiny_model_dir, photo_folder, species_csv, "--features", "cls+mean", "--batch-size", "5"))
 
 
 def test_build_stores_every_image_once_and_records_bad_ones(built_store):
