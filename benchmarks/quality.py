@@ -36,13 +36,13 @@ def evaluate_store(store, head: str) -> list[dict]:
         val, test = reports["val"]["variants"][variant], reports["test"]["variants"][variant]
         p10 = test["PSC"][2]
         rows.append({
-            "head": head, "decision": rule, "val_accuracy": val["Accuracy"], "val_f1": val["F1 Score"],
+            "head": head, "decision": rule, "val_accuracy": val["Accuracy"], "val_f1": val["F1 Score"], "val_track1": val["Track1 Metric"],
             "test_accuracy": test["Accuracy"], "test_f1": test["F1 Score"], "test_track1": test["Track1 Metric"],
             "test_venomous_called_harmless_pct": p10,
             # kNN votes are not temperature-calibrated: no ECE for that head
             "val_ece_before": None if info["val_ece_before"] is None else round(info["val_ece_before"], 4),
             "val_ece_after": None if info["val_ece_after"] is None else round(info["val_ece_after"], 4),
-            "temperature": round(info["temperature"], 3),
+            "temperature": round(info["temperature"], 3), "venom_weight": info.get("venom_weight"),
         })
     return rows
 
@@ -75,12 +75,15 @@ def main() -> None:
                     results.append(row)
                     print(json.dumps(row), flush=True)
     best = max((r for r in results if r["decision"] == "argmax"), key=lambda r: r["val_accuracy"] + r["val_f1"])
-    print("\n| backbone | TTA | head | decision | val top-1 | val F1 | test top-1 | test F1 | test Track1 | test venomous->harmless % |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| backbone | TTA | head | decision | val top-1 | val F1 | val Track1 | test top-1 | test F1 | test Track1 "
+          "| test venomous->harmless % | venom weight (val) | val ECE (after T) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         mark = " **(best on val)**" if r is best else ""
         print(f"| {r['backbone']}{mark} | {r['tta']} | {r['head']} | {r['decision']} | {r['val_accuracy']:.1f} | {r['val_f1']:.1f} | "
-              f"{r['test_accuracy']:.1f} | {r['test_f1']:.1f} | {r['test_track1']:.2f} | {r['test_venomous_called_harmless_pct']:.1f} |")
+              f"{r['val_track1']:.2f} | "
+              f"{r['test_accuracy']:.1f} | {r['test_f1']:.1f} | {r['test_track1']:.2f} | {r['test_venomous_called_harmless_pct']:.1f} | "
+              f"{r['venom_weight'] if r['decision'] == 'cost' else '-'} | {'-' if r['val_ece_after'] is None else r['val_ece_after']} |")
 
 
 if __name__ == "__main__":

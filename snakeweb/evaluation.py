@@ -56,13 +56,14 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     trained = store.get_meta("head") or {}
     # what validation chose (the test split is only read here, after every choice was made)
     report["chosen_on_validation"] = {k: trained.get(k) for k in (
-        "learning_rate", "weight_decay", "logit_adjustment", "temperature", "blend_weight", "val_ece_before", "val_ece_after")}
+        "learning_rate", "weight_decay", "logit_adjustment", "temperature", "blend_weight", "venom_weight", "val_ece_before",
+        "val_ece_after")}
     report["model"] = (store.get_meta("model") or {}).get("fingerprint")
     tables = []
     for prior_name, probs in variants.items():
         for rule in ("argmax", "cost"):
             variant = f"{rule}/prior={prior_name}"
-            predicted = head.label_map.to_class_ids(decide(probs, venomous, rule))
+            predicted = head.label_map.to_class_ids(decide(probs, venomous, rule, head.venom_weight))
             submission = pd.DataFrame({"observation_id": ids, "class_id": predicted})
             scores = official_scores(truth, submission, venomous_set)
             confusion = venom_confusion(truth["class_id"].to_numpy(), predicted, venomous_set)

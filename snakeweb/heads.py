@@ -79,6 +79,7 @@ class Head:
     temperature: float = 1.0
     logit_offset: np.ndarray | None = None  # tau * log(class prior), subtracted from the logits
     blend_weight: float = 1.0  # linear+knn: p = w * p_linear + (1 - w) * p_knn
+    venom_weight: float = 1.0  # the venom-aware rule's weight on venomous errors, chosen on validation by Track1
 
     def predict_log_proba(self, vectors: np.ndarray, index=None, exclude_self_ids: np.ndarray | None = None) -> np.ndarray:
         """Log-probabilities [n, K] in label-map order. kNN needs the store's FAISS index; when the queries
@@ -133,6 +134,7 @@ class Head:
             "state_dict": self.module.state_dict() if self.module is not None else None,
             "reference_ids": self.reference_ids, "reference_labels": self.reference_labels,
             "temperature": self.temperature, "logit_offset": self.logit_offset, "blend_weight": self.blend_weight,
+            "venom_weight": self.venom_weight,
         }
         write_atomically(Path(path), lambda tmp: torch.save(payload, tmp))
 
@@ -167,6 +169,7 @@ class Head:
             module=module, reference_ids=payload["reference_ids"], reference_labels=payload["reference_labels"],
             history=payload["history"], temperature=float(payload.get("temperature", 1.0)),
             logit_offset=payload.get("logit_offset"), blend_weight=float(payload.get("blend_weight", 1.0)),
+            venom_weight=float(payload.get("venom_weight", 1.0)),
         )
 
 
@@ -180,8 +183,10 @@ def train_head(
     config: TrainConfig,
     train_image_ids: np.ndarray | None = None,
     progress=None,
+    venomous_class_ids: set[int] | None = None,
 ) -> Head:
     """Train a head on class ids (any integers): they are mapped to head indices here and only here.
+    With `venomous_class_ids`, the venom-aware rule's weight is chosen on validation too.
 
     Linear and MLP: log-softmax + NLL (cross-entropy) with Adam, early stopping on validation loss when a
     validation split exists (else a fixed number of epochs), optionally class-balanced.
@@ -268,7 +273,7 @@ def train_head(
     head.history = history
     if x_val is not None and len(y_val) >= 10:
         _choose_on_validation(head, config, x_val.numpy() / config.input_scale, y_val.numpy(), counts.numpy(), val_vectors[seen],
-                              train_vectors, train_image_ids)
+                              train_vectors, train_image_ids, venomous_class_ids)
     return head
 
 
@@ -278,8 +283,10 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, counts: np.ndarray,
-                          val_vectors: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray | None) -> None:
-    """Logit adjustment (by mean of accuracy and macro-F1), then temperature, then the kNN blend weight."""
+                          val_vectors: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray | None,
+                          venomous_class_ids: set[int] | None) -> None:
+    """Logit adjustment (by mean of accuracy and macro-F1), then temperature, then the kNN blend weight, then
+    the venom-aware rule's weight (by the official Track1)."""
     from sklearn.metrics import f1_score
 
     from snakeweb.calibration import expected_calibration_error, fit_temperature, nll, softmax
@@ -300,12 +307,19 @@ def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_
         val_ece_after=expected_calibration_error(softmax(logits, head.temperature), y_val),
         val_nll_before=nll(logits, y_val, 1.0), val_nll_after=nll(logits, y_val, head.temperature),
     )
+    probabilities = softmax(logits, head.temperature)
     if head.kind == "linear+knn":
         from snakeweb.index import build_index
 
         index = build_index(train_image_ids, train_vectors)
-        linear = softmax(logits, head.temperature)
         knn = np.exp(head._knn_log_proba(x_val, index, None))
-        weights = {w: quality((w * linear + (1 - w) * knn).argmax(1)) for w in (*config.blend_weights, 1.0)}
+        weights = {w: quality((w * probabilities + (1 - w) * knn).argmax(1)) for w in (*config.blend_weights, 1.0)}
         head.blend_weight = max(weights, key=lambda w: (weights[w], w))
         head.history["blend_weight_val_quality"] = {str(k): round(v, 4) for k, v in weights.items()}
+        probabilities = head.blend_weight * probabilities + (1 - head.blend_weight) * knn
+    if venomous_class_ids:
+        from snakeweb.decisions import choose_venom_weight
+
+        venomous = np.isin(head.label_map.class_ids, list(venomous_class_ids))
+        head.venom_weight, track1 = choose_venom_weight(probabilities, y_val, venomous)
+        head.history["venom_weight_val_track1"] = {str(k): v for k, v in track1.items()}

@@ -100,10 +100,11 @@ class Identifier:
         indices, probs = top_k(probabilities[None, :], top)
         result.species = [self.candidate(int(c), float(p)) for c, p in zip(self.head.label_map.to_class_ids(indices[0]), probs[0])]
         venomous = venomous_mask(self.species, self.head.label_map.class_ids)
-        chosen = int(cost_aware_choice(probabilities[None, :], venomous)[0])
+        chosen = int(cost_aware_choice(probabilities[None, :], venomous, self.head.venom_weight)[0])
         result.venom_aware = self.candidate(int(self.head.label_map.class_ids[chosen]), float(probabilities[chosen]))
         result.uncertain = bool(probabilities.max() < uncertain_below)
-        result.explanation = self.explain(result, float(probabilities[venomous].sum()) if venomous.any() else 0.0)
+        result.explanation = self.explain(result, float(probabilities[venomous].sum()) if venomous.any() else 0.0,
+                                          self.head.venom_weight)
         result.neighbours = self.nearest(vectors, neighbours)
         if self.novelty and result.neighbours:
             best, threshold = result.neighbours[0].similarity, self.novelty["similarity_threshold"]
@@ -120,7 +121,7 @@ class Identifier:
         return SpeciesCandidate(class_id, self.names.get(class_id, f"class {class_id}"), probability, bool(self.venomous.get(class_id, False)))
 
     @staticmethod
-    def explain(result: Identification, venomous_mass: float) -> str:
+    def explain(result: Identification, venomous_mass: float, venom_weight: float = 1.0) -> str:
         top, safe = result.species[0], result.venom_aware
         lead = ""
         if result.uncertain:
@@ -129,7 +130,7 @@ class Identifier:
         if safe is not None and safe.class_id != top.class_id:
             return lead + (
                 f"The venomous species carry {venomous_mass:.0%} of the probability, so the venom-aware call is "
-                f"{safe.binomial_name} (mistaking a venomous snake for a harmless one costs 5x a harmless mix-up)."
+                f"{safe.binomial_name} (mistaking a venomous snake for a harmless one costs {5 * venom_weight:g}x a harmless mix-up)."
             )
         return lead + (
             f"The venom-aware call agrees with the most likely species ({venomous_mass:.0%} of the probability is on venomous species)."

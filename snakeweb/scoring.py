@@ -84,8 +84,11 @@ def psc_counts(truth: np.ndarray, predicted: np.ndarray, venomous: set[int]) -> 
 def official_scores(truth: pd.DataFrame, submission: pd.DataFrame, venomous: set[int]) -> dict:
     """The organisers' numbers with their key names."""
     merged = merge_one_to_one(truth, submission)
-    y_true = merged["truth"].to_numpy(np.int64)
-    y_pred = merged["predicted"].to_numpy(np.int64)
+    return scores_of_arrays(merged["truth"].to_numpy(np.int64), merged["predicted"].to_numpy(np.int64), venomous)
+
+
+def scores_of_arrays(y_true: np.ndarray, y_pred: np.ndarray, venomous: set[int]) -> dict:
+    """The official numbers of aligned truth and prediction arrays (class ids)."""
     f1 = round(100 * f1_score(y_true, y_pred, average="macro"), 2)
     accuracy = round(100 * float((y_true == y_pred).mean()), 2)
     c00, c01, c10, c11 = psc_counts(y_true, y_pred, venomous)

@@ -242,7 +242,8 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
 
         started = time.perf_counter()
         head = train_head(train_x, train_y, val_x if len(val_y) else np.zeros((0, train_x.shape[1] if train_x.ndim == 2 else 0), np.float32),
-                          val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress)
+                          val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress,
+                          venomous_class_ids=_venomous_class_ids(store))
     head.save(store.head_path)
     info = {
         "kind": config.kind, "classes": len(head.label_map), "train_images": int(len(train_ids)),
@@ -253,6 +254,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         "val_ece_after": head.history.get("val_ece_after"), "learning_rate": head.history.get("learning_rate"),
         "weight_decay": head.history.get("weight_decay"), "sweep": head.history.get("sweep"),
         "logit_adjustment": head.history.get("logit_adjustment"), "blend_weight": head.blend_weight,
+        "venom_weight": head.venom_weight,
     }
     from snakeweb.novelty import similarity_threshold
 
@@ -263,8 +265,14 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     print(f"train: {config.kind} head, {info['classes']} classes, {info['train_images']} train / {info['val_images']} val images"
           + (f"; chosen on validation: lr {info['learning_rate']}, weight decay {info['weight_decay']}, logit adjustment "
              f"{info['logit_adjustment']}, temperature {info['temperature']:.2f}" if info["logit_adjustment"] is not None else "")
-          + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else ""))
+          + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else "")
+          + (f", venom weight {head.venom_weight:g}" if "venom_weight_val_track1" in head.history else ""))
     return info
+
+
+def _venomous_class_ids(store: Store) -> set[int]:
+    species = store.species()
+    return set(species.loc[species["venomous"].astype(bool), "class_id"].astype(int))
 
 
 def load_head(store: Store) -> Head:
@@ -374,7 +382,7 @@ def export_submission(
         countries = [observations["country_code"].get(o) for o in observation_ids]
         probabilities = prior.apply(probabilities, names, [c if isinstance(c, str) else None for c in countries])
     venomous = venomous_mask(species, class_ids)
-    chosen = head.label_map.to_class_ids(decide(probabilities, venomous, decision))
+    chosen = head.label_map.to_class_ids(decide(probabilities, venomous, decision, head.venom_weight))
     submission = pd.DataFrame({"observation_id": observation_ids, "class_id": chosen.astype(np.int64)})
     if split is not None:
         submission = submission[submission["observation_id"].map(observations["split"]) == split]

@@ -1,21 +1,51 @@
 import numpy as np
 import pytest
 
-from snakeweb.decisions import CountryPrior, cost_aware_choice, expected_cost_matrix, is_uncertain
+from snakeweb.decisions import (
+    VENOM_WEIGHTS,
+    CountryPrior,
+    choose_venom_weight,
+    cost_aware_choice,
+    expected_cost_matrix,
+    is_uncertain,
+)
+from snakeweb.scoring import scores_of_arrays
 from tests.conftest import shared
 
 
-def test_cost_rule_equals_brute_force_on_random_inputs():
+@pytest.mark.parametrize("venom_weight", [1.0, 1.5, 4.0])
+def test_cost_rule_equals_brute_force_on_random_inputs(venom_weight):
     rng = np.random.default_rng(0)
     for _ in range(200):
         k = int(rng.integers(2, 12))
         venomous = rng.random(k) < 0.3
         probs = rng.dirichlet(np.full(k, 0.3), size=20)
-        brute = (probs @ expected_cost_matrix(venomous)).argmin(1)
-        fast = cost_aware_choice(probs, venomous)
-        fast_cost = (probs @ expected_cost_matrix(venomous))[np.arange(20), fast]
-        brute_cost = (probs @ expected_cost_matrix(venomous))[np.arange(20), brute]
-        assert np.allclose(fast_cost, brute_cost)
+        expected = probs @ expected_cost_matrix(venomous, venom_weight)
+        fast = cost_aware_choice(probs, venomous, venom_weight)
+        assert np.allclose(expected[np.arange(20), fast], expected.min(1))
+
+
+def test_a_larger_venom_weight_never_calls_fewer_snakes_venomous():
+    rng = np.random.default_rng(1)
+    venomous = rng.random(30) < 0.3
+    probs = rng.dirichlet(np.full(30, 0.2), size=500)
+    called_venomous = [venomous[cost_aware_choice(probs, venomous, w)].sum() for w in VENOM_WEIGHTS]
+    assert called_venomous == sorted(called_venomous) and called_venomous[-1] > called_venomous[0]
+
+
+def test_venom_weight_is_the_best_track1_on_the_rows_given():
+    # a head that under-states venom: venomous truths keep only a fifth of their probability on a venomous class
+    rng = np.random.default_rng(2)
+    venomous = np.array([False] * 8 + [True] * 2)
+    truth = rng.integers(0, 10, 400)
+    probs = rng.dirichlet(np.full(10, 0.5), size=400) * 0.5
+    probs[np.arange(400), truth] += 0.5
+    probs[:, venomous] *= np.where(venomous[truth], 0.2, 1.0)[:, None]
+    probs /= probs.sum(1, keepdims=True)
+    chosen, track1 = choose_venom_weight(probs, truth, venomous)
+    by_hand = {w: scores_of_arrays(truth, cost_aware_choice(probs, venomous, w), {8, 9})["Track1 Metric"] for w in VENOM_WEIGHTS}
+    assert track1 == by_hand and chosen == max(by_hand, key=lambda w: (by_hand[w], -w))
+    assert chosen > 1.0 and track1[chosen] > track1[1.0]
 
 
 def test_cost_rule_prefers_a_likely_venomous_species():

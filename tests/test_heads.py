@@ -127,6 +127,20 @@ def test_linear_knn_blend_chooses_its_weight_on_validation_and_round_trips(tmp_p
     assert np.allclose(loaded.predict_log_proba(tx, index), log_probs, atol=1e-5)
 
 
+def test_venom_weight_is_chosen_on_validation_by_track1_and_round_trips(tmp_path):
+    x, y = clusters(20, seed=0)
+    vx, vy = clusters(10, seed=1)
+    vx = vx + np.random.default_rng(3).normal(0, 2.0, vx.shape).astype(np.float32)  # hard validation: errors to weigh
+    config = TrainConfig(kind="linear", max_epochs=30, learning_rates=(1e-2,), weight_decays=(0.0,))
+    plain = train_head(x, y, vx, vy, "cls", "m", config)
+    assert plain.venom_weight == 1.0 and "venom_weight_val_track1" not in plain.history
+    head = train_head(x, y, vx, vy, "cls", "m", config, venomous_class_ids={7})
+    track1 = head.history["venom_weight_val_track1"]
+    assert len(track1) == 5 and track1[str(head.venom_weight)] == max(track1.values())
+    head.save(tmp_path / "head.pt")
+    assert Head.load(tmp_path / "head.pt").venom_weight == head.venom_weight
+
+
 def test_large_stores_get_an_ivf_index_keyed_by_image_id_and_filters_still_work(monkeypatch):
     import pandas as pd
 
