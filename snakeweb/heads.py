@@ -202,6 +202,12 @@ def train_head(
         head.reference_ids = np.asarray(train_image_ids, dtype=np.int64)
         head.reference_labels = np.asarray(train_class_ids, dtype=np.int64)
         if config.kind == "knn":
+            seen = np.isin(val_class_ids, head.label_map.class_ids)
+            if venomous_class_ids and seen.sum() >= 10:
+                from snakeweb.index import build_index
+
+                votes = head._knn_log_proba(l2_normalise(val_vectors[seen]), build_index(train_image_ids, train_vectors), None)
+                _choose_venom_weight(head, np.exp(votes), label_map.to_indices(val_class_ids[seen]), venomous_class_ids)
             return head
 
     torch.manual_seed(config.seed)
@@ -318,8 +324,12 @@ def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_
         head.history["blend_weight_val_quality"] = {str(k): round(v, 4) for k, v in weights.items()}
         probabilities = head.blend_weight * probabilities + (1 - head.blend_weight) * knn
     if venomous_class_ids:
-        from snakeweb.decisions import choose_venom_weight
+        _choose_venom_weight(head, probabilities, y_val, venomous_class_ids)
 
-        venomous = np.isin(head.label_map.class_ids, list(venomous_class_ids))
-        head.venom_weight, track1 = choose_venom_weight(probabilities, y_val, venomous)
-        head.history["venom_weight_val_track1"] = {str(k): v for k, v in track1.items()}
+
+def _choose_venom_weight(head: Head, probabilities: np.ndarray, y_val: np.ndarray, venomous_class_ids: set[int]) -> None:
+    from snakeweb.decisions import choose_venom_weight
+
+    venomous = np.isin(head.label_map.class_ids, list(venomous_class_ids))
+    head.venom_weight, track1 = choose_venom_weight(probabilities, y_val, venomous)
+    head.history["venom_weight_val_track1"] = {str(k): v for k, v in track1.items()}

@@ -139,6 +139,8 @@ def test_venom_weight_is_chosen_on_validation_by_track1_and_round_trips(tmp_path
     assert len(track1) == 5 and track1[str(head.venom_weight)] == max(track1.values())
     head.save(tmp_path / "head.pt")
     assert Head.load(tmp_path / "head.pt").venom_weight == head.venom_weight
+    knn = train_head(x, y, vx, vy, "cls", "m", TrainConfig(kind="knn"), train_image_ids=np.arange(60), venomous_class_ids={7})
+    assert str(knn.venom_weight) in knn.history["venom_weight_val_track1"]
 
 
 def test_large_stores_get_an_ivf_index_keyed_by_image_id_and_filters_still_work(monkeypatch):

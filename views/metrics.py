@@ -38,7 +38,8 @@ except SnakewebError as exc:
     st.stop()
 
 st.caption(f"{report['observations']} {split} observations, {report['head']} head, per observation "
-           f"({report['aggregation']} over each observation's photos). Venom-aware = minimum expected Track2 cost.")
+           f"({report['aggregation']} over each observation's photos). Venom-aware = minimum expected Track2 cost, "
+           f"venomous errors weighted x{report['chosen_on_validation'].get('venom_weight') or 1:g} (chosen on validation by Track1).")
 rows = []
 for name, s in report["variants"].items():
     rule, prior = name.split("/prior=")
