@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")
 INDEX_HEADS = ("knn", "linear+knn")  # heads that vote with the store's FAISS index
 HEAD_FORMAT = 2
+SWEEP_SAMPLE = 30_000  # above this many training rows the learning-rate x weight-decay sweep runs on a sample
+PATIENCE_STEPS_PER_EPOCH = 13  # early-stopping patience is config.patience epochs of this many steps (HackerEarth-35)
 
 
 @dataclass
@@ -210,7 +212,6 @@ def train_head(
                 _choose_venom_weight(head, np.exp(votes), label_map.to_indices(val_class_ids[seen]), venomous_class_ids)
             return head
 
-    torch.manual_seed(config.seed)
     x_train = torch.from_numpy(l2_normalise(train_vectors)) * config.input_scale
     y_train = torch.from_numpy(label_map.to_indices(train_class_ids))
     # validation images of classes the head never saw cannot be scored by it; they are left out
@@ -224,12 +225,54 @@ def train_head(
         weights = counts.sum() / (len(label_map) * counts)
     grid = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays] if x_val is not None else [
         (config.learning_rates[len(config.learning_rates) // 2], config.weight_decays[0])]  # nothing to choose on
-    modules = nn.ModuleList(_module(config.kind, dim, len(label_map), config.hidden) for _ in grid)
+    history: dict[str, Any] = {}
+    if len(grid) > 1 and len(x_train) > SWEEP_SAMPLE:
+        # SnakeCLEF scale: choose on a stratified sample, then train only the chosen head on everything
+        sample = _stratified_sample(y_train.numpy(), SWEEP_SAMPLE, config.seed)
+        modules, best, _ = _fit(config, grid, x_train[sample], y_train[sample], x_val, y_val, weights, len(label_map), None)
+        chosen, history["sweep"] = _choose(modules, best, grid, x_val, y_val)
+        history["sweep_sample"] = len(sample)
+        grid = [grid[chosen]]
+    modules, best, history["curves"] = _fit(config, grid, x_train, y_train, x_val, y_val, weights, len(label_map), progress)
+    chosen = 0
+    if x_val is not None and len(grid) > 1:
+        chosen, history["sweep"] = _choose(modules, best, grid, x_val, y_val)
+    head.module = modules[chosen]
+    curves = history.pop("curves")
+    history.update(curves, best_epoch=best[chosen]["epoch"] or len(curves["train_loss"]), epochs_run=len(curves["train_loss"]))
+    history["learning_rate"], history["weight_decay"] = grid[chosen]
+    head.history = history
+    if x_val is not None and len(y_val) >= 10:
+        _choose_on_validation(head, config, x_val.numpy() / config.input_scale, y_val.numpy(), counts.numpy(), val_vectors[seen],
+                              train_vectors, train_image_ids, venomous_class_ids)
+    return head
+
+
+def _stratified_sample(labels: np.ndarray, size: int, seed: int) -> torch.Tensor:
+    """Row indices: `size` rows spread over the classes in proportion, at least one of each class."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    rank = np.empty(len(labels), np.int64)
+    for cls_rows in np.split(order[np.argsort(labels[order], kind="stable")], np.cumsum(np.bincount(labels))[:-1]):
+        rank[cls_rows] = np.arange(len(cls_rows))
+    share = rank / np.bincount(labels)[labels]  # 0 for each class's first row, then evenly up to 1
+    return torch.from_numpy(np.sort(np.argsort(share, kind="stable")[:size]))
+
+
+def _fit(config: TrainConfig, grid: list[tuple[float, float]], x_train: torch.Tensor, y_train: torch.Tensor,
+         x_val: torch.Tensor | None, y_val: torch.Tensor | None, weights: torch.Tensor | None, classes: int, progress):
+    """Train one head per (learning rate, weight decay) together, each early-stopped on validation loss;
+    returns the modules (each at its best epoch), their best records and the loss curves."""
+    torch.manual_seed(config.seed)
+    modules = nn.ModuleList(_module(config.kind, x_train.shape[1], classes, config.hidden) for _ in grid)
     optimiser = torch.optim.AdamW([{"params": m.parameters(), "lr": lr, "weight_decay": wd} for m, (lr, wd) in zip(modules, grid)])
     loss_fn = nn.NLLLoss(weight=weights)
     generator = torch.Generator().manual_seed(config.seed)
+    # patience counts optimiser steps, so a SnakeCLEF-sized epoch (hundreds of steps) is not waited out 15 times
+    steps_per_epoch = -(-len(x_train) // config.batch_size)
+    patience = max(2, min(config.patience, -(-config.patience * PATIENCE_STEPS_PER_EPOCH // steps_per_epoch)))
     best = [{"loss": float("inf"), "state": None, "epoch": 0, "stale": 0} for _ in grid]
-    history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "grid": grid}
+    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for epoch in range(config.max_epochs):
         modules.train()
         order = torch.randperm(len(x_train), generator=generator)
@@ -241,46 +284,41 @@ def train_head(
             loss.backward()
             optimiser.step()
             total += loss.item() / len(modules) * len(batch)
-        history["train_loss"].append(total / len(order))
+        curves["train_loss"].append(total / len(order))
         if x_val is None:
             if progress:
-                progress(epoch + 1, config.max_epochs, history["train_loss"][-1], None)
+                progress(epoch + 1, config.max_epochs, curves["train_loss"][-1], None)
             continue
         modules.eval()
         with torch.inference_mode():
             val_log_probs = [torch.log_softmax(m(x_val), dim=1) for m in modules]
         losses = [float(nn.functional.nll_loss(lp, y_val)) for lp in val_log_probs]
-        for i, (m, val_loss) in enumerate(zip(modules, losses)):
-            if val_loss < best[i]["loss"] - 1e-4:
-                best[i].update(loss=val_loss, state=copy.deepcopy(m.state_dict()), epoch=epoch + 1, stale=0)
+        for m, record, val_loss in zip(modules, best, losses):
+            if val_loss < record["loss"] - 1e-4:
+                record.update(loss=val_loss, state=copy.deepcopy(m.state_dict()), epoch=epoch + 1, stale=0)
             else:
-                best[i]["stale"] += 1
-        history["val_loss"].append(min(losses))
-        history["val_accuracy"].append(max(float((lp.argmax(1) == y_val).float().mean()) for lp in val_log_probs))
+                record["stale"] += 1
+        curves["val_loss"].append(min(losses))
+        curves["val_accuracy"].append(max(float((lp.argmax(1) == y_val).float().mean()) for lp in val_log_probs))
         if progress:
-            progress(epoch + 1, config.max_epochs, history["train_loss"][-1], min(losses))
-        if all(b["stale"] >= config.patience for b in best):
+            progress(epoch + 1, config.max_epochs, curves["train_loss"][-1], min(losses))
+        if all(record["stale"] >= patience for record in best):
             break
-    for m, b in zip(modules, best):
-        if b["state"] is not None:
-            m.load_state_dict(b["state"])
+    for m, record in zip(modules, best):
+        if record["state"] is not None:
+            m.load_state_dict(record["state"])
     modules.eval()
-    chosen = 0
-    if x_val is not None:
-        with torch.inference_mode():
-            scores = [(float((m(x_val).argmax(1) == y_val).float().mean()), -b["loss"]) for m, b in zip(modules, best)]
-        chosen = max(range(len(grid)), key=lambda i: scores[i])
-        history["sweep"] = [{"lr": lr, "weight_decay": wd, "val_accuracy": sc[0], "val_loss": -sc[1], "best_epoch": b["epoch"]}
-                            for (lr, wd), sc, b in zip(grid, scores, best)]
-    head.module = modules[chosen]
-    history["best_epoch"] = best[chosen]["epoch"] or len(history["train_loss"])
-    history["epochs_run"] = len(history["train_loss"])
-    history["learning_rate"], history["weight_decay"] = grid[chosen]
-    head.history = history
-    if x_val is not None and len(y_val) >= 10:
-        _choose_on_validation(head, config, x_val.numpy() / config.input_scale, y_val.numpy(), counts.numpy(), val_vectors[seen],
-                              train_vectors, train_image_ids, venomous_class_ids)
-    return head
+    return modules, best, curves
+
+
+def _choose(modules: nn.ModuleList, best: list[dict], grid: list[tuple[float, float]], x_val: torch.Tensor,
+            y_val: torch.Tensor) -> tuple[int, list[dict]]:
+    """The most accurate head on validation (ties: lower validation loss), and the sweep's table."""
+    with torch.inference_mode():
+        scores = [(float((m(x_val).argmax(1) == y_val).float().mean()), -record["loss"]) for m, record in zip(modules, best)]
+    chosen = max(range(len(grid)), key=lambda i: scores[i])
+    return chosen, [{"lr": lr, "weight_decay": wd, "val_accuracy": sc[0], "val_loss": -sc[1], "best_epoch": record["epoch"]}
+                    for (lr, wd), sc, record in zip(grid, scores, best)]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -110,6 +110,24 @@ def test_sweep_keeps_the_best_learning_rate_and_adjusts_for_the_long_tail():
     assert quality[str(head.history["logit_adjustment"])] == max(quality.values())
 
 
+def test_large_training_sets_sweep_on_a_stratified_sample_then_train_only_the_chosen_head(monkeypatch):
+    import snakeweb.heads as heads
+
+    x, y = clusters(40, seed=0)
+    vx, vy = clusters(10, seed=1)
+    monkeypatch.setattr(heads, "SWEEP_SAMPLE", 30)
+    config = TrainConfig(kind="linear", max_epochs=20, learning_rates=(1e-4, 1e-2), weight_decays=(0.0, 1e-4))
+    head = train_head(x, y, vx, vy, "cls", "m", config)
+    assert head.history["sweep_sample"] == 30 and len(head.history["sweep"]) == 4
+    best = max(head.history["sweep"], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert (head.history["learning_rate"], head.history["weight_decay"]) == (best["lr"], best["weight_decay"])
+    assert (head.label_map.to_class_ids(head.predict_log_proba(vx).argmax(1)) == vy).mean() > 0.95
+    # the sample keeps every class (even one with a single row) in proportion
+    labels = np.repeat([0, 1, 2], [1, 30, 69])
+    sample = heads._stratified_sample(labels, 20, seed=0).numpy()
+    assert len(set(sample)) == 20 and np.bincount(labels[sample]).tolist() in ([1, 6, 13], [1, 5, 14])
+
+
 def test_linear_knn_blend_chooses_its_weight_on_validation_and_round_trips(tmp_path):
     x, y = clusters(20, seed=0)
     vx, vy = clusters(10, seed=1)
