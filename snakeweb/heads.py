@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")
 INDEX_HEADS = ("knn", "linear+knn")  # heads that vote with the store's FAISS index
 HEAD_FORMAT = 2
 SWEEP_SAMPLE = 30_000  # above this many training rows the learning-rate x weight-decay sweep runs on a sample
+SWEEP_SAMPLE_EPOCHS = 8  # ... for at most this many epochs (~950 steps): a slow learning rate that has not won by then loses
 PATIENCE_STEPS_PER_EPOCH = 13  # early-stopping patience is config.patience epochs of this many steps (HackerEarth-35)
 
 
@@ -229,7 +230,8 @@ def train_head(
     if len(grid) > 1 and len(x_train) > SWEEP_SAMPLE:
         # SnakeCLEF scale: choose on a stratified sample, then train only the chosen head on everything
         sample = _stratified_sample(y_train.numpy(), SWEEP_SAMPLE, config.seed)
-        modules, best, _ = _fit(config, grid, x_train[sample], y_train[sample], x_val, y_val, weights, len(label_map), None)
+        sweep_config = replace(config, max_epochs=min(config.max_epochs, SWEEP_SAMPLE_EPOCHS))
+        modules, best, _ = _fit(sweep_config, grid, x_train[sample], y_train[sample], x_val, y_val, weights, len(label_map), None)
         chosen, history["sweep"] = _choose(modules, best, grid, x_val, y_val)
         history["sweep_sample"] = len(sample)
         grid = [grid[chosen]]
@@ -275,15 +277,17 @@ def _fit(config: TrainConfig, grid: list[tuple[float, float]], x_train: torch.Te
     curves: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for epoch in range(config.max_epochs):
         modules.train()
+        # a head past its patience stops training (its best state is kept), so the sweep costs what is still learning
+        live = [m for m, record in zip(modules, best) if record["stale"] < patience]
         order = torch.randperm(len(x_train), generator=generator)
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
             optimiser.zero_grad()
-            loss = sum(loss_fn(torch.log_softmax(m(x_train[batch]), dim=1), y_train[batch]) for m in modules)
+            loss = sum(loss_fn(torch.log_softmax(m(x_train[batch]), dim=1), y_train[batch]) for m in live)
             loss.backward()
             optimiser.step()
-            total += loss.item() / len(modules) * len(batch)
+            total += loss.item() / len(live) * len(batch)
         curves["train_loss"].append(total / len(order))
         if x_val is None:
             if progress:
