@@ -11,7 +11,7 @@ import pandas as pd
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.scoring import official_scores, per_species_table, venom_confusion
-from snakeweb.species import venomous_mask
+from snakeweb.species import venomous_class_ids, venomous_mask
 from snakeweb.stages import observation_probabilities
 from snakeweb.store import Store, set_meta
 
@@ -44,7 +44,7 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     species = store.species().set_index("class_id")
     class_ids = head.label_map.class_ids
     names = species["binomial_name"].to_dict()
-    venomous_set = set(species.index[species["venomous"]].astype(int))
+    venomous_set = venomous_class_ids(species)
     venomous = venomous_mask(species, class_ids)
     truth = pd.DataFrame({"observation_id": ids, "class_id": observations.loc[ids, "class_id"].astype(np.int64).to_numpy()})
 

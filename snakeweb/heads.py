@@ -204,19 +204,16 @@ def train_head(
             raise ValueError(f"the {config.kind} head needs the training image ids")
         head.reference_ids = np.asarray(train_image_ids, dtype=np.int64)
         head.reference_labels = np.asarray(train_class_ids, dtype=np.int64)
-        if config.kind == "knn":
-            seen = np.isin(val_class_ids, head.label_map.class_ids)
-            if venomous_class_ids and seen.sum() >= 10:
-                from snakeweb.index import build_index
-
-                votes = head._knn_log_proba(l2_normalise(val_vectors[seen]), build_index(train_image_ids, train_vectors), None)
-                _choose_venom_weight(head, np.exp(votes), label_map.to_indices(val_class_ids[seen]), venomous_class_ids)
-            return head
+    # validation images of classes the head never saw cannot be scored by it; they are left out
+    seen = np.isin(val_class_ids, label_map.class_ids)
+    if config.kind == "knn":
+        if venomous_class_ids and seen.sum() >= 10:
+            votes = _knn_probabilities(head, l2_normalise(val_vectors[seen]), train_vectors, train_image_ids)
+            _choose_venom_weight(head, votes, label_map.to_indices(val_class_ids[seen]), venomous_class_ids)
+        return head
 
     x_train = torch.from_numpy(l2_normalise(train_vectors)) * config.input_scale
     y_train = torch.from_numpy(label_map.to_indices(train_class_ids))
-    # validation images of classes the head never saw cannot be scored by it; they are left out
-    seen = np.isin(val_class_ids, label_map.class_ids)
     x_val = torch.from_numpy(l2_normalise(val_vectors[seen])) * config.input_scale if seen.any() else None
     y_val = torch.from_numpy(label_map.to_indices(val_class_ids[seen])) if seen.any() else None
 
@@ -235,12 +232,11 @@ def train_head(
         chosen, history["sweep"] = _choose(modules, best, grid, x_val, y_val)
         history["sweep_sample"] = len(sample)
         grid = [grid[chosen]]
-    modules, best, history["curves"] = _fit(config, grid, x_train, y_train, x_val, y_val, weights, len(label_map), progress)
+    modules, best, curves = _fit(config, grid, x_train, y_train, x_val, y_val, weights, len(label_map), progress)
     chosen = 0
     if x_val is not None and len(grid) > 1:
         chosen, history["sweep"] = _choose(modules, best, grid, x_val, y_val)
     head.module = modules[chosen]
-    curves = history.pop("curves")
     history.update(curves, best_epoch=best[chosen]["epoch"] or len(curves["train_loss"]), epochs_run=len(curves["train_loss"]))
     history["learning_rate"], history["weight_decay"] = grid[chosen]
     head.history = history
@@ -357,16 +353,20 @@ def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_
     )
     probabilities = softmax(logits, head.temperature)
     if head.kind == "linear+knn":
-        from snakeweb.index import build_index
-
-        index = build_index(train_image_ids, train_vectors)
-        knn = np.exp(head._knn_log_proba(x_val, index, None))
+        knn = _knn_probabilities(head, x_val, train_vectors, train_image_ids)
         weights = {w: quality((w * probabilities + (1 - w) * knn).argmax(1)) for w in (*config.blend_weights, 1.0)}
         head.blend_weight = max(weights, key=lambda w: (weights[w], w))
         head.history["blend_weight_val_quality"] = {str(k): round(v, 4) for k, v in weights.items()}
         probabilities = head.blend_weight * probabilities + (1 - head.blend_weight) * knn
     if venomous_class_ids:
         _choose_venom_weight(head, probabilities, y_val, venomous_class_ids)
+
+
+def _knn_probabilities(head: Head, x_val: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray) -> np.ndarray:
+    """kNN vote probabilities of normalised validation features over an index of the training references."""
+    from snakeweb.index import build_index
+
+    return np.exp(head._knn_log_proba(x_val, build_index(train_image_ids, train_vectors), None))
 
 
 def _choose_venom_weight(head: Head, probabilities: np.ndarray, y_val: np.ndarray, venomous_class_ids: set[int]) -> None:

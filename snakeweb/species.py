@@ -121,6 +121,11 @@ def species_for_names(names: Iterable[str], table: pd.DataFrame | None) -> pd.Da
     return pd.DataFrame(rows, columns=SPECIES_COLUMNS)
 
 
+def venomous_class_ids(species: pd.DataFrame) -> set[int]:
+    """The venomous class ids of a species table (indexed by class_id)."""
+    return set(species.index[species["venomous"].astype(bool)].astype(int))
+
+
 def venomous_mask(species: pd.DataFrame, class_ids: Sequence[int]) -> np.ndarray:
     """Venomous flag per class id (species indexed by class_id); ids missing from the table are harmless."""
     flags = species["venomous"].astype(bool)

@@ -24,7 +24,7 @@ from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, train_head
 from snakeweb.index import build_index, describe, ids_digest, load_index, save_index
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
-from snakeweb.species import venomous_mask
+from snakeweb.species import venomous_class_ids, venomous_mask
 from snakeweb.store import Store, set_meta
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         started = time.perf_counter()
         head = train_head(train_x, train_y, val_x if len(val_y) else np.zeros((0, train_x.shape[1] if train_x.ndim == 2 else 0), np.float32),
                           val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress,
-                          venomous_class_ids=_venomous_class_ids(store))
+                          venomous_class_ids=venomous_class_ids(store.species().set_index("class_id")))
     head.save(store.head_path)
     info = {
         "kind": config.kind, "classes": len(head.label_map), "train_images": int(len(train_ids)),
@@ -268,11 +268,6 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
           + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else "")
           + (f", venom weight {head.venom_weight:g}" if "venom_weight_val_track1" in head.history else ""))
     return info
-
-
-def _venomous_class_ids(store: Store) -> set[int]:
-    species = store.species()
-    return set(species.loc[species["venomous"].astype(bool), "class_id"].astype(int))
 
 
 def load_head(store: Store) -> Head:
