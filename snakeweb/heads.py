@@ -228,10 +228,13 @@ def train_head(
         # SnakeCLEF scale: choose on a stratified sample, then train only the chosen head on everything
         sample = _stratified_sample(y_train.numpy(), SWEEP_SAMPLE, config.seed)
         sweep_config = replace(config, max_epochs=min(config.max_epochs, SWEEP_SAMPLE_EPOCHS))
-        modules, best, _ = _fit(sweep_config, grid, x_train[sample], y_train[sample], x_val, y_val, weights, len(label_map), None)
+        modules, best, sweep_curves = _fit(sweep_config, grid, x_train[sample], y_train[sample], x_val, y_val, weights,
+                                           len(label_map), progress)
         chosen, history["sweep"] = _choose(modules, best, grid, x_val, y_val)
         history["sweep_sample"] = len(sample)
         grid = [grid[chosen]]
+        if progress:  # the full run's epochs continue on the same progress bar after the sample sweep's
+            progress = _offset_progress(progress, len(sweep_curves["train_loss"]))
     modules, best, curves = _fit(config, grid, x_train, y_train, x_val, y_val, weights, len(label_map), progress)
     chosen = 0
     if x_val is not None and len(grid) > 1:
@@ -244,6 +247,10 @@ def train_head(
         _choose_on_validation(head, config, x_val.numpy() / config.input_scale, y_val.numpy(), counts.numpy(), val_vectors[seen],
                               train_vectors, train_image_ids, venomous_class_ids)
     return head
+
+
+def _offset_progress(progress, offset: int):
+    return lambda epoch, total, train_loss, val_loss: progress(offset + epoch, total, train_loss, val_loss)
 
 
 def _stratified_sample(labels: np.ndarray, size: int, seed: int) -> torch.Tensor:

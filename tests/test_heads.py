@@ -117,8 +117,11 @@ def test_large_training_sets_sweep_on_a_stratified_sample_then_train_only_the_ch
     vx, vy = clusters(10, seed=1)
     monkeypatch.setattr(heads, "SWEEP_SAMPLE", 30)
     config = TrainConfig(kind="linear", max_epochs=20, learning_rates=(1e-4, 1e-2), weight_decays=(0.0, 1e-4))
-    head = train_head(x, y, vx, vy, "cls", "m", config)
+    epochs_reported = []
+    head = train_head(x, y, vx, vy, "cls", "m", config, progress=lambda epoch, *_: epochs_reported.append(epoch))
     assert head.history["sweep_sample"] == 30 and len(head.history["sweep"]) == 4
+    # the sample sweep and the full run both report progress, on one rising count of epochs
+    assert epochs_reported == list(range(1, len(epochs_reported) + 1)) and len(epochs_reported) > head.history["epochs_run"]
     best = max(head.history["sweep"], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     assert (head.history["learning_rate"], head.history["weight_decay"]) == (best["lr"], best["weight_decay"])
     assert (head.label_map.to_class_ids(head.predict_log_proba(vx).argmax(1)) == vy).mean() > 0.95
