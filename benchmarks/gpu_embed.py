@@ -3,14 +3,16 @@
 Self-contained (torch, transformers, torchvision, Pillow, numpy; no snakeweb import, no hub access) so it runs
 as one command on a bare GPU machine:
 
-    python benchmarks/gpu_embed.py [--photos DIR] [--images 4096] [--model base]
+    python benchmarks/gpu_embed.py [--photos DIR] [--images 16384] [--naive-images 1024] [--model base]
 
 Naive = the seed paper's way: HF image processor on PIL images + Dinov2Model, fp32, eager attention, batch 8,
 the whole last_hidden_state copied to the host. Fast = bytes read by CPU threads, batched nvJPEG decode on the
-GPU on a side stream (overlapping the model on the main stream), resize/crop/normalise on the GPU, bf16 weights,
-SDPA attention, torch.compile, batch 256, only [CLS] + mean-patch copied back through pinned memory. A CPU-decode
-variant (Pillow `draft` in threads) and a model-only ceiling are printed too, for large photos as well, so the
-decode share is visible. Weights are random (compute is the same as the real checkpoint's).
+GPU in 1, 3 or 4 producer threads, each on its own side stream (overlapping the model on the main stream),
+resize/crop/normalise on the GPU (per photo, or batched: one grid_sample over a padded batch), bf16 weights,
+SDPA attention, torch.compile, batch 256, only [CLS] + mean-patch copied back through pinned memory. A
+CPU-decode variant (Pillow `draft` in worker processes), a model-only ceiling and a one-thread profile of the
+producer (read, +decode, +resize, no model) are printed too, for large photos as well, so the decode share is
+visible. Weights are random (compute is the same as the real checkpoint's).
 Prints one JSON object per line and writes them to --out if given.
 """
 
@@ -178,6 +180,31 @@ def gpu_resize_crop(images: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(out).clamp_(0, 255).to(torch.uint8)
 
 
+def gpu_resize_crop_batched(images: list[torch.Tensor], supersample: int = 3) -> torch.Tensor:
+    """The same crop + resize for the whole batch in a few kernels instead of ~3 per photo: each centre crop is
+    copied into one padded buffer, one `grid_sample` reads a `supersample`-times finer grid per photo (its own
+    scale) and an average pool brings it to 224 (the box filter stands in for antialiasing)."""
+    import torch.nn.functional as F
+
+    sides, corners = [], []
+    for img in images:
+        _, h, w = img.shape
+        side = int(min(h, w) * 224 / 256)
+        sides.append(side)
+        corners.append(((h - side) // 2, (w - side) // 2))
+    size = max(sides)
+    buffer = images[0].new_zeros((len(images), 3, size, size))
+    for i, (img, side, (top, left)) in enumerate(zip(images, sides, corners)):
+        buffer[i, :, :side, :side] = img[:, top:top + side, left:left + side]
+    fine = 224 * supersample
+    base = (torch.arange(fine, device=buffer.device, dtype=torch.float32) + 0.5) / fine  # 0..1 across the crop
+    scale = torch.tensor(sides, device=buffer.device, dtype=torch.float32).view(-1, 1) / size
+    coords = 2 * base.view(1, -1) * scale - 1  # [N, fine], grid_sample's normalised coordinates
+    grid = torch.stack(torch.broadcast_tensors(coords[:, None, :, None], coords[:, :, None, None]), dim=-1).squeeze(-2)
+    sampled = F.grid_sample(buffer.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.avg_pool2d(sampled, supersample).round_().clamp_(0, 255).to(torch.uint8)
+
+
 def read_bytes(paths: list[Path]) -> list[torch.Tensor]:
     return [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
 
@@ -208,52 +235,57 @@ class PillowChunks(torch.utils.data.Dataset):
         return torch.from_numpy(np.stack([_pil_prepare(p) for p in self.chunks[i]]))
 
 
-def end_to_end(embedder: FastEmbedder, paths: list[Path], pil_share: float, workers: int) -> tuple[float, np.ndarray]:
-    """A producer thread prepares batch i+1 (a `pil_share` of it decoded by Pillow in worker processes, the rest
-    by batched nvJPEG on a side stream) while the main thread runs the model on batch i."""
+def end_to_end(embedder: FastEmbedder, paths: list[Path], pil_share: float, workers: int, producers: int = 1,
+               resize=gpu_resize_crop) -> tuple[float, np.ndarray]:
+    """`producers` threads, each on its own CUDA stream, prepare batches i+1.. (a `pil_share` of each decoded by
+    Pillow in worker processes, the rest by batched nvJPEG, then `resize`) while the main thread runs the model
+    on batch i; batch i comes from producer i % producers, so the order is kept."""
     import queue
     import threading
 
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    if pil_share and producers != 1:
+        raise ValueError("the Pillow share is fed by one producer")
     started = time.perf_counter()  # worker start-up counts
     batches = [paths[i:i + embedder.batch] for i in range(0, len(paths), embedder.batch)]
-    side = torch.cuda.Stream()
-    ready: queue.Queue = queue.Queue(maxsize=2)
+    ready: list[queue.Queue] = [queue.Queue(maxsize=2) for _ in range(producers)]
 
     shares = [int(round(len(b) * pil_share)) for b in batches]
     loader = iter(torch.utils.data.DataLoader(
         PillowChunks([b[:n] for b, n in zip(batches, shares) if n]), batch_size=None, num_workers=workers,
         pin_memory=True, prefetch_factor=4, persistent_workers=False)) if pil_share else None
 
-    def produce(readers: ThreadPoolExecutor) -> None:
+    def produce(me: int, readers: ThreadPoolExecutor) -> None:
         try:
+            side = torch.cuda.Stream()
             with torch.inference_mode(), torch.cuda.stream(side):
-                for i, batch in enumerate(batches):
-                    n_pil = shares[i]
+                for i in range(me, len(batches), producers):
+                    batch, n_pil = batches[i], shares[i]
                     parts = []
                     rest = batch[n_pil:]
                     if rest:
                         chunk = max(1, len(rest) // 4)
                         data = [t for part in readers.map(read_bytes, [rest[j:j + chunk] for j in range(0, len(rest), chunk)]) for t in part]
-                        parts.append(gpu_resize_crop(decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")))
+                        parts.append(resize(decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")))
                     if n_pil:
                         parts.insert(0, next(loader).to("cuda", non_blocking=True).permute(0, 3, 1, 2))
                     pixels = torch.cat(parts) if len(parts) > 1 else parts[0].contiguous()
                     event = torch.cuda.Event()
                     event.record(side)
-                    ready.put((pixels, event))
+                    ready[me].put((pixels, event))
         except BaseException as exc:  # surface producer errors in the main thread
-            ready.put(exc)
+            ready[me].put(exc)
             return
 
     vectors = []
-    with ThreadPoolExecutor(4) as readers, torch.inference_mode():
-        producer = threading.Thread(target=produce, args=(readers,), daemon=True)
-        producer.start()
+    with ThreadPoolExecutor(4 * producers) as readers, torch.inference_mode():
+        threads = [threading.Thread(target=produce, args=(me, readers), daemon=True) for me in range(producers)]
+        for thread in threads:
+            thread.start()
         outputs = []
-        for _ in batches:
-            item = ready.get()
+        for i in range(len(batches)):
+            item = ready[i % producers].get()
             if isinstance(item, BaseException):
                 raise item
             pixels, event = item
@@ -270,8 +302,37 @@ def end_to_end(embedder: FastEmbedder, paths: list[Path], pil_share: float, work
         torch.cuda.synchronize()
         vectors.extend(v.numpy() for _, v in outputs)
         elapsed = time.perf_counter() - started
-        producer.join()
+        for thread in threads:
+            thread.join()
     return len(paths) / elapsed, np.concatenate(vectors)
+
+
+def decode_profile(paths: list[Path], batch: int) -> None:
+    """Where the producer's time goes, one thread, no model: reading bytes, batched nvJPEG, each resize."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    batches = [paths[i:i + batch] for i in range(0, len(paths), batch)]
+    with ThreadPoolExecutor(4) as readers, torch.inference_mode():
+        def read(batch_paths):
+            chunk = max(1, len(batch_paths) // 4)
+            return [t for part in readers.map(read_bytes, [batch_paths[j:j + chunk] for j in range(0, len(batch_paths), chunk)]) for t in part]
+
+        def decode(b):
+            return decode_jpeg(read(b), mode=ImageReadMode.RGB, device="cuda")
+
+        for label, work in (("read", read), ("read_decode", decode),
+                            ("read_decode_resize_loop", lambda b: gpu_resize_crop(decode(b))),
+                            ("read_decode_resize_batched", lambda b: gpu_resize_crop_batched(decode(b)))):
+            work(batches[0])
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            for b in batches:
+                work(b)
+            torch.cuda.synchronize()
+            emit(name=f"gpu_producer_{label}", value=round(len(paths) / (time.perf_counter() - started), 1), unit="img/s",
+                 threads=1, what="one producer thread, no model")
 
 
 def main() -> int:
@@ -310,16 +371,7 @@ def main() -> int:
         emit(name="gpu_compile_failed_fell_back_to_eager", value=1, unit="")
     emit(name=f"gpu_model_only_vit_{args.model}", value=round(embedder.model_only(), 1), unit="img/s", batch=args.batch, dtype="bf16")
     workers = max(1, (os.cpu_count() or 4) - 4)  # leave cores for the nvJPEG producer, readers and the model thread
-    for label, paths in (("photos", photos), ("large", large)):
-        for pil_share in (0.0, 0.3, 0.45, 1.0):
-            try:
-                end_to_end(embedder, paths[: args.batch * 2], pil_share, workers)  # warm nvJPEG and the threads
-                value, vectors = end_to_end(embedder, paths, pil_share, workers)
-                assert vectors.shape[0] == len(paths) and np.isfinite(vectors).all()
-                emit(name=f"gpu_e2e_{label}_vit_{args.model}_pil{int(pil_share * 100)}", value=round(value, 1), unit="img/s",
-                     **ratio(value), decode=f"{int(pil_share * 100)}% Pillow in {workers} processes, rest nvJPEG", batch=args.batch)
-            except Exception:
-                traceback.print_exc()
+    decode_profile(photos, args.batch)
     # fidelity of the fast path: bf16 vs fp32 on the same decoded pixels
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -331,8 +383,31 @@ def main() -> int:
             fast = embedder(pixels)[:, : ref.shape[1]]
         cosine = torch.nn.functional.cosine_similarity(ref, fast).min().item()
         emit(name="gpu_bf16_cls_cosine_min_vs_fp32", value=round(cosine, 5), unit="cosine", images=64)
+        batched_pixels = gpu_resize_crop_batched(decode_jpeg(read_bytes(photos[:64]), mode=ImageReadMode.RGB, device="cuda"))
+        emit(name="gpu_batched_resize_mean_abs_diff_vs_loop", value=round((batched_pixels.float() - pixels.float()).abs().mean().item(), 3),
+             unit="grey levels of 255", images=64)
     except Exception:
         traceback.print_exc()
+    one, three, four = dict(pil_share=0.0), dict(pil_share=0.0, producers=3), dict(pil_share=0.0, producers=4)
+    batched = dict(resize=gpu_resize_crop_batched)
+    runs = [("photos", photos, "pil0", one), ("photos", photos, "pil100", dict(pil_share=1.0)),
+            ("photos", photos, "batched_resize", {**one, **batched}), ("large", large, "pil0", one),
+            # several producers after: should concurrent nvJPEG calls break the CUDA context, the above is measured
+            *[("photos", photos, f"3_producers_rep{r}", three) for r in range(3)],
+            *[("photos", photos, f"4_producers_rep{r}", four) for r in range(3)],
+            ("photos", photos, "3_producers_batched_resize", {**three, **batched}), ("large", large, "3_producers", three)]
+    for label, paths, variant, options in runs:
+        try:
+            options = {"workers": workers, **options}
+            end_to_end(embedder, paths[: args.batch * 4], **options)  # warm nvJPEG and the threads
+            value, vectors = end_to_end(embedder, paths, **options)
+            assert vectors.shape[0] == len(paths) and np.isfinite(vectors).all()
+            decode = f"{int(options['pil_share'] * 100)}% Pillow, rest nvJPEG"
+            emit(name=f"gpu_e2e_{label}_vit_{args.model}_{variant}", value=round(value, 1), unit="img/s", **ratio(value),
+                 decode=decode, pillow_processes=options["workers"], batch=args.batch,
+                 producers=options.get("producers", 1), resize=options.get("resize", gpu_resize_crop).__name__)
+        except Exception:
+            traceback.print_exc()
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
     return 0
