@@ -8,44 +8,60 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Work in torch (float64, all cores): with SnakeCLEF's 1,784 classes a validation split is ~30M logits, and the
-# NumPy softmax took 0.7 s per evaluation here, 46 s for one temperature fit.
+# Work in torch (float32 passes, float64 means, all cores): with SnakeCLEF's 1,784 classes a validation split
+# is ~30M logits; a NumPy float64 softmax took 0.7 s per pass here, a torch float32 one ~0.15 s.
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float64) / temperature, dim=1).numpy()
+    return torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float32) / temperature, dim=1).numpy()
 
 
 def nll(logits: np.ndarray, true_index: np.ndarray, temperature: float) -> float:
-    return _nll_of(torch.as_tensor(np.asarray(logits), dtype=torch.float64), torch.as_tensor(np.asarray(true_index)))(temperature)
-
-
-def _nll_of(logits: torch.Tensor, true_index: torch.Tensor):
-    picked = logits[torch.arange(len(true_index)), true_index]
-
-    def at(temperature: float) -> float:
-        return float((torch.logsumexp(logits / temperature, dim=1) - picked / temperature).mean())
-
-    return at
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
+    picked = z[torch.arange(len(true_index)), torch.as_tensor(np.asarray(true_index))]
+    return float(((torch.logsumexp(z / temperature, dim=1) - picked / temperature)).double().mean())
 
 
 def fit_temperature(logits: np.ndarray, true_index: np.ndarray, low: float = 0.05, high: float = 20.0) -> float:
-    """The temperature minimising validation NLL (golden-section search on log T; NLL is unimodal in it)."""
-    nll_at = _nll_of(torch.as_tensor(np.asarray(logits), dtype=torch.float64), torch.as_tensor(np.asarray(true_index)))
-    a, b = np.log(low), np.log(high)
-    ratio = (np.sqrt(5) - 1) / 2
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = nll_at(np.exp(c)), nll_at(np.exp(d))
-    for _ in range(40):  # the bracket shrinks to 0.618^40 ~ 4e-9 of log(high / low)
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = nll_at(np.exp(c))
+    """The temperature in [low, high] minimising validation NLL.
+
+    NLL is convex in beta = 1/T (a log-sum-exp of functions linear in beta, minus one), with derivative
+    mean(E_p[z] - z_true) and second derivative mean(Var_p[z]) under p = softmax(beta z), so damped Newton steps
+    on beta reach the minimum in a handful of passes over the logits (a golden-section search took ~40).
+    """
+    # float32 passes (half the memory traffic of float64; 18k x 1,784 logits take ~0.15 s a pass here), means in
+    # float64; Newton stops when its step is under 1e-6 of beta, far below what moves a probability
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
+    picked = z[torch.arange(len(true_index)), torch.as_tensor(np.asarray(true_index))]
+
+    def at(beta: float) -> tuple[float, torch.Tensor]:  # NLL and the row log-normalisers, one pass
+        lse = torch.logsumexp(beta * z, dim=1)
+        return float((lse - beta * picked).double().mean()), lse
+
+    beta, lowest, highest = 1.0, 1.0 / high, 1.0 / low
+    current, lse = at(beta)
+    for _ in range(50):
+        weighted = torch.exp(beta * z - lse[:, None]).mul_(z)  # p * z, p = softmax(beta z)
+        mean_z = weighted.sum(1)
+        gradient = float((mean_z - picked).double().mean())
+        curvature = float(((weighted.mul_(z)).sum(1).double() - mean_z.double() ** 2).mean())
+        if curvature <= 0:  # every softmax is one-hot or uniform: NLL is linear in beta, its minimum at a bound
+            return float(1.0 / (lowest if gradient > 0 else highest))
+        step = gradient / curvature
+        if abs(step) <= 1e-6 * beta:
+            break
+        for _ in range(30):  # halve the step until NLL does not rise (pure Newton can overshoot on a convex function)
+            candidate = float(np.clip(beta - step, lowest, highest))
+            value, candidate_lse = at(candidate)
+            if value <= current:
+                break
+            step /= 2
         else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = nll_at(np.exp(d))
-    return float(np.exp((a + b) / 2))
+            break  # no step lowers NLL: at its minimum to float precision
+        if candidate == beta:
+            break
+        beta, current, lse = candidate, value, candidate_lse
+    return float(1.0 / beta)
 
 
 def expected_calibration_error(probabilities: np.ndarray, true_index: np.ndarray, bins: int = 15) -> float:

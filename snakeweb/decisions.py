@@ -38,20 +38,32 @@ def cost_aware_choice(probabilities: np.ndarray, venomous: np.ndarray, venom_wei
     (P_H - p_j) * 1 + P_V * 5w, and calling venomous class j costs P_H * 2 + (P_V - p_j) * 2w; so only the
     most likely harmless and the most likely venomous class can win. `venom_weight` w = 1 is Track2's own cost.
     """
-    probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
-    venomous = np.asarray(venomous, dtype=bool)
-    harmless_p = np.where(venomous, -np.inf, probabilities)
-    venomous_p = np.where(venomous, probabilities, -np.inf)
-    best_harmless, best_venomous = harmless_p.argmax(1), venomous_p.argmax(1)
-    total_v = np.where(venomous, probabilities, 0.0).sum(1)
-    total_h = probabilities.sum(1) - total_v
-    rows = np.arange(len(probabilities))
-    cost_h = COST_HARMLESS_AS_HARMLESS * (total_h - probabilities[rows, best_harmless]) + venom_weight * COST_VENOMOUS_AS_HARMLESS * total_v
-    cost_v = (COST_HARMLESS_AS_VENOMOUS * total_h
-              + venom_weight * COST_VENOMOUS_AS_VENOMOUS * (total_v - probabilities[rows, best_venomous]))
-    cost_h = np.where(venomous.all(), np.inf, cost_h)
-    cost_v = np.where(venomous.any(), cost_v, np.inf)
-    return np.where(cost_v < cost_h, best_venomous, best_harmless)
+    return _VenomSplit(probabilities, venomous).choice(venom_weight)
+
+
+class _VenomSplit:
+    """The O(K) part of the cost-aware rule, which does not depend on the venom weight: each row's most likely
+    harmless and venomous class, their probabilities and the harmless/venomous totals."""
+
+    def __init__(self, probabilities: np.ndarray, venomous: np.ndarray):
+        probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+        venomous = np.asarray(venomous, dtype=bool)
+        self.any_harmless, self.any_venomous = not venomous.all(), bool(venomous.any())
+        rows = np.arange(len(probabilities))
+        self.best_harmless = np.where(venomous, -np.inf, probabilities).argmax(1)
+        self.best_venomous = np.where(venomous, probabilities, -np.inf).argmax(1)
+        self.p_harmless, self.p_venomous = probabilities[rows, self.best_harmless], probabilities[rows, self.best_venomous]
+        self.total_v = probabilities @ venomous.astype(np.float64)
+        self.total_h = probabilities.sum(1) - self.total_v
+
+    def choice(self, venom_weight: float) -> np.ndarray:
+        cost_h = (COST_HARMLESS_AS_HARMLESS * (self.total_h - self.p_harmless)
+                  + venom_weight * COST_VENOMOUS_AS_HARMLESS * self.total_v)
+        cost_v = (COST_HARMLESS_AS_VENOMOUS * self.total_h
+                  + venom_weight * COST_VENOMOUS_AS_VENOMOUS * (self.total_v - self.p_venomous))
+        cost_h = cost_h if self.any_harmless else np.full_like(cost_h, np.inf)
+        cost_v = cost_v if self.any_venomous else np.full_like(cost_v, np.inf)
+        return np.where(cost_v < cost_h, self.best_venomous, self.best_harmless)
 
 
 def expected_cost_matrix(venomous: np.ndarray, venom_weight: float = 1.0) -> np.ndarray:
@@ -80,8 +92,8 @@ def choose_venom_weight(probabilities: np.ndarray, truth: np.ndarray, venomous: 
 
     venomous = np.asarray(venomous, dtype=bool)
     venomous_indices = set(np.flatnonzero(venomous).tolist())
-    track1 = {w: scores_of_arrays(truth, cost_aware_choice(probabilities, venomous, w), venomous_indices)["Track1 Metric"]
-              for w in weights}
+    split = _VenomSplit(probabilities, venomous)  # computed once for all weights
+    track1 = {w: scores_of_arrays(truth, split.choice(w), venomous_indices)["Track1 Metric"] for w in weights}
     return max(track1, key=lambda w: (track1[w], -w)), track1
 
 

@@ -47,8 +47,22 @@ def test_balanced_weights_and_early_stopping_restore_the_best_epoch():
                                                             weight_decays=(0.0,)))
     assert head.history["epochs_run"] < 300
     val_loss = head.history["val_loss"]
-    assert val_loss[head.history["best_epoch"] - 1] <= min(val_loss) + 1e-4  # improvements under 1e-4 don't count
+    assert val_loss[head.history["best_evaluation"] - 1] <= min(val_loss) + 1e-4  # improvements under 1e-4 don't count
     assert head.history["best_epoch"] < head.history["epochs_run"]
+
+
+def test_long_epochs_are_validated_every_half_patience_and_stop_within_patience_steps():
+    # 4,000 rows of random labels at batch 64: 63 steps an epoch, patience 1 epoch of HackerEarth's 13 steps, so
+    # validation is read every 6 steps and training stops 3 readings after the best (not a whole epoch later)
+    rng = np.random.default_rng(0)
+    x, vx = rng.normal(size=(4000, 16)).astype(np.float32), rng.normal(size=(200, 16)).astype(np.float32)
+    y, vy = rng.choice(CLASS_IDS, 4000), rng.choice(CLASS_IDS, 200)
+    head = train_head(x, y, vx, vy, "cls", "m", TrainConfig(kind="linear", max_epochs=50, patience=1, batch_size=64,
+                                                            learning_rates=(1e-1,), weight_decays=(0.0,)))
+    epochs = head.history["epoch"]
+    assert epochs[:3] == [round(6 / 63, 3), round(12 / 63, 3), round(18 / 63, 3)]
+    assert len(epochs) - head.history["best_evaluation"] == 3 and head.history["epochs_run"] < 50
+    assert head.history["best_epoch"] == epochs[head.history["best_evaluation"] - 1]
 
 
 def test_saved_head_round_trips_and_refuses_other_embeddings(tmp_path):
@@ -119,7 +133,8 @@ def test_large_training_sets_sweep_on_a_stratified_sample_then_train_only_the_ch
     config = TrainConfig(kind="linear", max_epochs=20, learning_rates=(1e-4, 1e-2), weight_decays=(0.0, 1e-4))
     epochs_reported = []
     head = train_head(x, y, vx, vy, "cls", "m", config, progress=lambda epoch, *_: epochs_reported.append(epoch))
-    assert head.history["sweep_sample"] == 30 and len(head.history["sweep"]) == 4
+    # at scale only learning rates are swept (with the first weight decay)
+    assert head.history["sweep_sample"] == 30 and [(r["lr"], r["weight_decay"]) for r in head.history["sweep"]] == [(1e-4, 0.0), (1e-2, 0.0)]
     # the sample sweep and the full run both report progress, on one rising count of epochs
     assert epochs_reported == list(range(1, len(epochs_reported) + 1)) and len(epochs_reported) > head.history["epochs_run"]
     best = max(head.history["sweep"], key=lambda r: (r["val_accuracy"], -r["val_loss"]))
