@@ -18,3 +18,19 @@ def test_fit_temperature_recovers_the_generating_temperature():
 def test_ece_of_a_perfectly_confident_correct_model_is_zero():
     probs = np.eye(3)[[0, 1, 2, 1]]
     assert expected_calibration_error(probs, np.array([0, 1, 2, 1])) == 0.0
+
+
+def test_fit_temperature_is_the_nll_minimum_on_a_fine_grid_and_stops_at_the_bounds():
+    from snakeweb.calibration import nll
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 4, size=(3000, 40))
+    labels = np.where(rng.random(3000) < 0.4, logits.argmax(1), rng.integers(0, 40, 3000))  # over-confident logits
+    fitted = fit_temperature(logits, labels)
+    grid = np.exp(np.linspace(np.log(fitted) - 0.05, np.log(fitted) + 0.05, 201))
+    best_on_grid = grid[np.argmin([nll(logits, labels, t) for t in grid])]
+    assert fitted == pytest.approx(best_on_grid, rel=1e-3) and fitted > 1.0
+    # always right by a wide margin: sharper is always better, up to the lowest allowed temperature
+    assert fit_temperature(np.eye(5)[[0, 1, 2, 3, 4] * 20] * 10, np.array([0, 1, 2, 3, 4] * 20), low=0.05) == pytest.approx(0.05)
+    # never right: flatter is always better, up to the highest
+    assert fit_temperature(np.eye(5)[[0, 1, 2, 3, 4] * 20] * 10, np.array([1, 2, 3, 4, 0] * 20), high=20.0) == pytest.approx(20.0)
