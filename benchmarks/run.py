@@ -182,36 +182,38 @@ def bench_identify(model: str, vectors_in_index: int = 200_000, queries: int = 6
 def bench_index(n: int = 1_000_000, dim: int = 768, n_queries: int = 200) -> None:
     import faiss
 
-    from snakeweb.index import build_index, describe, index_spec
+    from snakeweb.index import IndexSpec, build_index, describe, index_spec
 
     vectors, _ = clustered_vectors(n + n_queries, dim, 5000, seed=1)
     queries, vectors = vectors[:n_queries], vectors[n_queries:]
     ids = np.arange(n, dtype=np.int64) * 7 + 3  # ids are never positions
     truth = None
 
-    def measure(label: str, spec: str | None, subset: int, nprobe: int | None = None, **extra) -> None:
+    def hnsw(subset: int) -> faiss.Index:
+        inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efSearch = 128
+        index = faiss.IndexIDMap2(inner)
+        index.add_with_ids(vectors[:subset], ids[:subset])
+        return index
+
+    def measure(label: str, spec: IndexSpec | None, subset: int, **extra) -> None:
         nonlocal truth
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
-        index = build_index(ids[:subset], vectors[:subset], spec=spec, nprobe=nprobe) if spec != "HNSW32" else None
-        if index is None:
-            inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efSearch = 128
-            index = faiss.IndexIDMap2(inner)
-            index.add_with_ids(vectors[:subset], ids[:subset])
+        index = hnsw(subset) if spec is None else build_index(ids[:subset], vectors[:subset], spec=spec)
         build_s = time.perf_counter() - started
         size_gb = faiss.serialize_index(index).nbytes / 1e9
         found = np.stack([index.search(q[None], 10)[1][0] for q in queries[:20]])  # warm
         started = time.perf_counter()
         found = np.stack([index.search(q[None], 10)[1][0] for q in queries])
         per_query = (time.perf_counter() - started) / len(queries) * 1000
-        if spec == "Flat" and subset == n:
+        if spec is not None and spec.factory == "Flat" and subset == n:
             truth = found
         reference = truth if subset == n else exact_for(subset)
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, reference)]))
         emit(f"index_{label}_{subset // 1000}k_query_ms", per_query, "ms/query", recall_at_10=round(recall, 4), build_s=round(build_s, 1),
              index_gb=round(size_gb, 3), rss_growth_gb=round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1e6, 2),
-             **extra)
+             **({} if spec is None else {"kind": describe(index)["kind"], "nprobe": spec.nprobe, "k_factor": spec.k_factor}), **extra)
 
     exact_cache: dict[int, np.ndarray] = {}
 
@@ -222,14 +224,17 @@ def bench_index(n: int = 1_000_000, dim: int = 768, n_queries: int = 200) -> Non
             exact_cache[subset] = ids[flat.search(queries, 10)[1]]
         return exact_cache[subset]
 
-    measure("flat", "Flat", n)
-    auto, nprobe = index_spec(n, dim)
-    measure("ivf_sq8_auto", auto, n, nprobe=nprobe, chosen_by="snakeweb.index.index_spec")
-    measure("hnsw32", "HNSW32", 50_000,
-            note="HNSW built on 50k only (about 2,400 vectors/s here, so 1M takes 7+ min, and HNSW32 over float vectors needs over 3 GB)")
-    measure("flat", "Flat", 50_000)
+    measure("flat", IndexSpec("Flat"), n)
+    auto = index_spec(n, dim)
+    measure("auto", auto, n, chosen_by="snakeweb.index.index_spec", target="<= 1.5 GB, recall@10 >= 0.95, <= 10 ms")
+    lists = int(auto.factory.split(",")[0][3:])
+    measure("ivf_sq8", IndexSpec(f"IVF{lists},SQ8", nprobe=lists // 6), n, note="the previous automatic choice")
+    measure("hnsw32", None, 50_000,
+            note="HNSW built on 50k only (about 1,000-2,400 vectors/s here, so 1M takes 7+ min, and HNSW32 over float vectors needs over 3 GB)")
+    measure("flat", IndexSpec("Flat"), 50_000)
     small = describe(build_index(ids[:1000], vectors[:1000]))["kind"]
-    emit("index_auto_choice", float(n), "vectors", chosen=f"{small} up to 16M floats, {auto} at {n} x {dim}")
+    emit("index_auto_choice", float(n), "vectors", chosen=f"{small} up to 16M floats, {auto.factory} (nprobe {auto.nprobe}, "
+         f"k_factor {auto.k_factor}) at {n} x {dim}")
 
 
 # ------------------------------------------------------------------ head training and UMAP at SnakeCLEF scale

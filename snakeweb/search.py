@@ -56,7 +56,7 @@ def search_images(index: faiss.Index, catalogue: pd.DataFrame, query: np.ndarray
     if allowed_ids is not None:
         if len(allowed_ids) == 0:
             return catalogue.iloc[:0].reset_index().assign(similarity=[])
-        params = selector_parameters(index, faiss.IDSelectorBatch(np.asarray(allowed_ids, dtype=np.int64)))
+        params = selector_parameters(index, np.asarray(allowed_ids, dtype=np.int64))
     sims, ids = index.search(queries, min(fetch, index.ntotal), params=params)
     best: dict[int, float] = {}
     for sim, image_id in zip(sims.ravel(), ids.ravel()):

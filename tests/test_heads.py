@@ -179,15 +179,17 @@ def test_venom_weight_is_chosen_on_validation_by_track1_and_round_trips(tmp_path
     assert str(knn.venom_weight) in knn.history["venom_weight_val_track1"]
 
 
-def test_large_stores_get_an_ivf_index_keyed_by_image_id_and_filters_still_work(monkeypatch):
+def test_large_stores_get_an_ivf_index_keyed_by_image_id_and_filters_still_work(monkeypatch, tmp_path):
     import pandas as pd
 
     from snakeweb import index as index_module
     from snakeweb.index import build_index, describe, index_ids, index_spec
     from snakeweb.search import search_images
 
-    assert index_spec(4414, 2560)[0] == "Flat" and index_spec(1_000_000, 768) == ("IVF1024,SQ8", 170)
-    assert index_spec(200_000, 1280)[0].startswith("IVF")  # a flat scan would read 1 GB per query
+    assert index_spec(4414, 2560).factory == "Flat"
+    assert index_spec(1_000_000, 768) == index_module.IndexSpec("IVF1024,PQ96x4fs,Refine(SQ8)", nprobe=512, k_factor=40)
+    assert index_spec(200_000, 1280).factory.startswith("IVF")  # a flat scan would read 1 GB per query
+    assert index_spec(200_000, 1284).factory.startswith("IVF512,PQ107x4fs")  # 12-d sub-quantisers where 8 does not divide
     monkeypatch.setattr(index_module, "EXACT_UP_TO_FLOATS", 500 * 32)
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 32))
@@ -195,7 +197,10 @@ def test_large_stores_get_an_ivf_index_keyed_by_image_id_and_filters_still_work(
     ids = np.arange(4000, dtype=np.int64) * 5 + 11
     built = build_index(ids, x)
     info = describe(built)
-    assert info["kind"].startswith("IDMap2,IVF") and not info["exact"]
+    assert info == {"kind": "IDMap2,IVF64,PQ4x4fs,Refine(SQ8)", "exact": False, "nprobe": 32, "k_factor": 40}
+    saved = tmp_path / "index.faiss"
+    index_module.save_index(built, saved)
+    assert describe(index_module.load_index(saved)) == info  # nprobe and k_factor travel with the file
     assert (np.sort(index_ids(built)) == ids).all()
     _, found = built.search(x[:50] / np.linalg.norm(x[:50], axis=1, keepdims=True), 1)
     assert (found[:, 0] == ids[:50]).mean() >= 0.95  # each vector finds itself
