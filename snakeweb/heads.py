@@ -315,7 +315,7 @@ def _fit(config: TrainConfig, grid: list[tuple[float, float]], x_train: torch.Te
             period_rows += len(batch)
             if step % period and step < max_steps:
                 continue
-            epoch = round(step / steps_per_epoch, 3)
+            epoch = step // steps_per_epoch if step % steps_per_epoch == 0 else round(step / steps_per_epoch, 3)
             curves["epoch"].append(epoch)
             curves["train_loss"].append(period_loss / period_rows)
             period_loss, period_rows = 0.0, 0
