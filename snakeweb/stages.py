@@ -187,7 +187,8 @@ def index(store: Store, force: bool = False) -> dict:
             "dim": int(vectors.shape[1]), "ids_digest": digest}
     with store.transaction() as con:
         set_meta(con, "index", info)
-    print(f"index: {built.ntotal} vectors, {info['kind']}" + (" (exact)" if info["exact"] else f" (approximate, nprobe {info['nprobe']})"))
+    approximate = f" (approximate, nprobe {info.get('nprobe')}, {info.get('k_factor', 1)} x k re-ranked)"
+    print(f"index: {built.ntotal} vectors, {info['kind']}" + (" (exact)" if info["exact"] else approximate))
     return info
 
 
