@@ -1,5 +1,5 @@
 """Every CPU benchmark, each against the naive way measured in the same run. One JSON object per line:
-{"name", "value", "unit", "baseline", "ratio", ...}. About 10 minutes on 2 cores.
+{"name", "value", "unit", "baseline", "ratio", ...}. About 15 minutes on 2 cores (14.5 measured).
 
     python benchmarks/run.py [--only embed,identify,index,head,umap] [--out results.jsonl]
 
