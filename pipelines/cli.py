@@ -15,6 +15,7 @@ from snakeweb.errors import SnakewebError
 from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import FEATURE_KINDS, TTA_MODES
 from snakeweb.store import Store
+from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, TRAIN_VIEWS
 
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,9 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="auto, a registry name (dinov2-small|base|large|giant, dinov2-small-offline, "
                                         "efficientnet-lite0|1|2-offline), concat:A+B (joined features) or a folder")
     parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation: flip averages each photo with its mirror image")
+    parser.add_argument("--views", nargs="+", choices=("none", *TRAIN_VIEWS),
+                        help="augmented views of training photos embedded as extra rows for the head "
+                             f"(default: what the store recorded, else {' '.join(DEFAULT_TRAIN_VIEWS)}; none for no views)")
     parser.add_argument("--features", choices=FEATURE_KINDS,
                         help="ViTs: cls (the paper) or cls+mean (DINOv2 linear eval); CNNs: pool (default: the model's first)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -181,9 +185,11 @@ def _ingest(args: argparse.Namespace) -> None:
 
 def _embed(args: argparse.Namespace) -> None:
     counts = stages.embed(Store(args.store), model=args.model, feature_kind=args.features,
-                          batch_size=args.batch_size, reembed=args.reembed, device=args.device, tta=args.tta, backend=args.backend)
+                          batch_size=args.batch_size, reembed=args.reembed, device=args.device, tta=args.tta, backend=args.backend,
+                          views=args.views)
     print(f"embed: {counts['embedded']} embedded, {counts['errors']} unreadable, "
-          f"{counts['images_per_second'] or '-'} images/s")
+          f"{counts['images_per_second'] or '-'} images/s"
+          + (f"; {counts['view_vectors']} augmented training view(s)" if counts["view_vectors"] else ""))
 
 
 def _build(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from snakeweb.images import DecodedImage, ImageReadError, decode_bytes, read_image, to_pixels
 from snakeweb.models import LoadedBackbone
+from snakeweb.train_views import view_pixels
 
 
 def default_device() -> str:
@@ -38,8 +39,10 @@ def embed_images(
     feature_kind: str,
     batch_size: int = 32,
     workers: int = 2,
+    view: str | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Embed (key, path-or-bytes) items batch by batch; unreadable images come back with their error.
+    With `view` (a name in `snakeweb.train_views.TRAIN_VIEWS`), each photo's augmented view is embedded instead.
 
     Decoding of the next batch runs in threads while the model works on this one (Pillow releases the
     GIL while decoding and resizing).
@@ -73,17 +76,18 @@ def embed_images(
         for batch in batches():
             submitted = pool.map(prepare, batch)
             if pending is not None:
-                yield _run(backbone, list(pending), feature_kind)
+                yield _run(backbone, list(pending), feature_kind, view)
             pending = submitted
         if pending is not None:
-            yield _run(backbone, list(pending), feature_kind)
+            yield _run(backbone, list(pending), feature_kind, view)
 
 
-def _run(backbone: LoadedBackbone, prepared: Sequence[tuple], feature_kind: str) -> EmbeddedBatch:
+def _run(backbone: LoadedBackbone, prepared: Sequence[tuple], feature_kind: str, view: str | None) -> EmbeddedBatch:
     good = [i for i, p in enumerate(prepared) if p[2] is not None]
     vectors: list[np.ndarray | None] = [None] * len(prepared)
     if good:
-        stacked = embed_pixels(backbone, torch.stack([prepared[i][2] for i in good]), feature_kind)
+        pixels = torch.stack([prepared[i][2] for i in good])
+        stacked = embed_pixels(backbone, pixels if view is None else view_pixels(pixels, view), feature_kind)
         for row, i in enumerate(good):
             vectors[i] = stacked[row]
     return EmbeddedBatch(

@@ -59,6 +59,8 @@ class TrainConfig:
     knn_k: int = 10
     knn_temperature: float = 0.05
     seed: int = 0
+    # augmented training views to train on (snakeweb/train_views.py): None = every view the embed stage made
+    views: tuple[str, ...] | None = None
 
 
 def _module(kind: str, dim: int, classes: int, hidden: int) -> nn.Module:
@@ -192,9 +194,13 @@ def train_head(
     train_image_ids: np.ndarray | None = None,
     progress=None,
     venomous_class_ids: set[int] | None = None,
+    view_vectors: np.ndarray | None = None,
+    view_class_ids: np.ndarray | None = None,
 ) -> Head:
     """Train a head on class ids (any integers): they are mapped to head indices here and only here.
-    With `venomous_class_ids`, the venom-aware rule's weight is chosen on validation too.
+    With `venomous_class_ids`, the venom-aware rule's weight is chosen on validation too. `view_vectors`
+    (augmented views of training photos, e.g. their mirror images) are extra rows for the trained linear or
+    MLP part only: the kNN references, the class prior and everything chosen on validation stay per photo.
 
     Linear and MLP: log-softmax + NLL (cross-entropy) with Adam, early stopping on validation loss when a
     validation split exists (else a fixed number of epochs), optionally class-balanced.
@@ -219,11 +225,14 @@ def train_head(
 
     x_train = torch.from_numpy(l2_normalise(train_vectors)) * config.input_scale
     y_train = torch.from_numpy(label_map.to_indices(train_class_ids))
+    counts = torch.bincount(y_train, minlength=len(label_map)).float().clamp(min=1)
+    if view_vectors is not None and len(view_vectors):
+        x_train = torch.cat([x_train, torch.from_numpy(l2_normalise(view_vectors)) * config.input_scale])
+        y_train = torch.cat([y_train, torch.from_numpy(label_map.to_indices(view_class_ids))])
     x_val = torch.from_numpy(l2_normalise(val_vectors[seen])) * config.input_scale if seen.any() else None
     y_val = torch.from_numpy(label_map.to_indices(val_class_ids[seen])) if seen.any() else None
 
     weights = None
-    counts = torch.bincount(y_train, minlength=len(label_map)).float().clamp(min=1)
     if config.balanced:
         weights = counts.sum() / (len(label_map) * counts)
     grid = [(lr, wd) for lr in config.learning_rates for wd in config.weight_decays] if x_val is not None else [

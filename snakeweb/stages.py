@@ -25,7 +25,8 @@ from snakeweb.index import build_index, describe, ids_digest, load_index, save_i
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
 from snakeweb.species import venomous_class_ids, venomous_mask
-from snakeweb.store import Store, set_meta
+from snakeweb.store import SCHEMA, Store, set_meta
+from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, parse_views
 
 log = logging.getLogger(__name__)
 STORED_TOP_K = 10
@@ -64,10 +65,13 @@ def store_backbone(store: Store, device: str | None = None) -> LoadedBackbone:
 def embed(
     store: Store, model: str | None = None, feature_kind: str | None = None, batch_size: int = 32,
     reembed: bool = False, device: str | None = None, tta: str | None = None, backend: str = "local",
+    views: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, int]:
     """Embed every pending image; commits per batch, so a killed run loses at most one batch. `tta` "flip"
     averages each photo with its mirror image (identify then does the same: it is part of the recorded model).
-    `backend` "ray" runs decoding and the model on a Ray Data actor pool (snakeweb/ray_backend.py)."""
+    `backend` "ray" runs decoding and the model on a Ray Data actor pool (snakeweb/ray_backend.py). Then
+    train-split photos get their augmented `views` (snakeweb/train_views.py; default: what the store recorded,
+    else DEFAULT_TRAIN_VIEWS), extra rows for the head."""
     store.require()
     recorded_model, recorded_features = store.get_meta("model"), store.get_meta("feature_kind")
     n_embedded = int(store.query("SELECT count(*) AS n FROM embeddings")["n"][0])
@@ -90,9 +94,14 @@ def embed(
             f"This store holds {n_embedded} embeddings of {recorded_model['fingerprint']} ({recorded_features}); "
             f"you asked for {backbone.fingerprint} ({feature_kind}). Add --reembed to replace them, or use another --store."
         )
+    views = _views_for(store, views, backbone)
     with store.transaction() as con:
+        con.execute(SCHEMA)  # stores made before a table was added get it here
+        con.execute("DELETE FROM view_embeddings WHERE NOT list_contains(?::VARCHAR[], view)", [list(views)])
+        set_meta(con, "train_views", list(views))
         if reembed:
             con.execute("DELETE FROM embeddings")
+            con.execute("DELETE FROM view_embeddings")
             # rejected files stay rejected: a link out of the image root must never be read, even on a re-embed
             con.execute("UPDATE images SET status = 'pending' WHERE status = 'ok'")
         set_meta(con, "model", {"config": backbone.config.to_json(), "fingerprint": backbone.fingerprint, **backbone.details})
@@ -132,7 +141,67 @@ def embed(
     counts["images_per_second"] = round(len(pending) / elapsed, 2) if pending.shape[0] and elapsed > 0 else None
     if counts["errors"]:
         print(f"embed: {counts['errors']} image(s) could not be read; see `images` rows with status 'error'.")
+    counts["view_vectors"] = _embed_views(store, backbone, feature_kind, views, batch_size)
     return counts
+
+
+def _views_for(store: Store, views, backbone: LoadedBackbone) -> tuple[str, ...]:
+    recorded = store.get_meta("train_views")
+    views = parse_views(views if views is not None else recorded if recorded is not None else DEFAULT_TRAIN_VIEWS)
+    if backbone.config.tta == "flip" and any("flip" in v for v in views):
+        # with mirror TTA a photo and its mirror image have one vector: a flipped view would repeat a row
+        views = tuple(v for v in views if "flip" not in v)
+        print("embed: mirrored training views skipped (the flip TTA already averages each photo with its mirror image)")
+    return views
+
+
+def _embed_views(store: Store, backbone: LoadedBackbone, feature_kind: str, views: tuple[str, ...], batch_size: int) -> int:
+    """Embed the missing augmented views of train-split photos (resumable: committed per batch)."""
+    done = failed = 0
+    for view in views:
+        pending = store.query(
+            "SELECT image_id, path FROM images i WHERE split = 'train' AND status = 'ok' AND NOT EXISTS "
+            "(SELECT 1 FROM view_embeddings v WHERE v.image_id = i.image_id AND v.view = ?) ORDER BY image_id", [view])
+        if pending.empty:
+            continue
+        items = zip(pending["image_id"].tolist(), pending["path"].tolist())
+        with tqdm(total=len(pending), desc=f"embed view {view}", unit="img") as bar:
+            for batch in embed_images(backbone, items, feature_kind, batch_size=batch_size, view=view):
+                rows = pd.DataFrame({
+                    "image_id": [k for k, v in zip(batch.keys, batch.vectors) if v is not None],
+                    "vector": [np.asarray(v, np.float32).tolist() for v in batch.vectors if v is not None],
+                })
+                with store.transaction() as con:
+                    con.register("batch_views", rows)
+                    con.execute("INSERT OR REPLACE INTO view_embeddings SELECT image_id, ?, vector::FLOAT[] FROM batch_views", [view])
+                done += len(rows)
+                failed += sum(e is not None for e in batch.errors)
+                bar.update(len(batch.keys))
+    if failed:
+        print(f"embed: {failed} training view(s) could not be made (the photo could not be read again); "
+              "the next embed run retries them, and training uses the views that exist.")
+    return done
+
+
+def training_views(store: Store, train_ids: np.ndarray, train_labels: np.ndarray,
+                   views: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, class ids) of the augmented views of these training photos (ids sorted ascending): the
+    given views, or every view the embed stage made."""
+    made = store.get_meta("train_views") or []
+    views = [v for v in made if views is None or v in views]
+    empty = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    if not views or len(train_ids) == 0:
+        return empty
+    with store.connect(read_only=True) as con:
+        rows = con.execute(
+            f"SELECT image_id, vector FROM view_embeddings WHERE view IN ({', '.join('?' * len(views))}) ORDER BY image_id, view",
+            list(views)).fetchnumpy()
+    ids = np.asarray(rows["image_id"], dtype=np.int64)
+    position = np.clip(np.searchsorted(train_ids, ids), 0, len(train_ids) - 1)
+    keep = train_ids[position] == ids  # views of photos now outside training (a changed split) are left out
+    if not keep.any():
+        return empty
+    return np.stack(rows["vector"][keep]).astype(np.float32), train_labels[position[keep]]
 
 
 def batch_rows(batch) -> pd.DataFrame:
@@ -192,9 +261,10 @@ def index(store: Store, force: bool = False) -> dict:
     return info
 
 
-def _training_digest(ids: np.ndarray, labels: np.ndarray, config: TrainConfig, fingerprint: str, feature_kind: str) -> str:
+def _training_digest(ids: np.ndarray, labels: np.ndarray, config: TrainConfig, fingerprint: str, feature_kind: str,
+                     view_rows: int) -> str:
     digest = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + np.asarray(labels, np.int64).tobytes())
-    digest.update(json.dumps([asdict(config), fingerprint, feature_kind], sort_keys=True).encode())
+    digest.update(json.dumps([asdict(config), fingerprint, feature_kind, view_rows], sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -229,7 +299,8 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
     train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
     _, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
-    digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind)
+    view_x, view_y = training_views(store, train_ids, train_y, config.views)
+    digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, len(view_y))
     recorded = store.get_meta("head")
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
         print(f"train: head up to date ({recorded['kind']}, {recorded['classes']} classes)")
@@ -244,10 +315,12 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         started = time.perf_counter()
         head = train_head(train_x, train_y, val_x if len(val_y) else np.zeros((0, train_x.shape[1] if train_x.ndim == 2 else 0), np.float32),
                           val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress,
-                          venomous_class_ids=venomous_class_ids(store.species().set_index("class_id")))
+                          venomous_class_ids=venomous_class_ids(store.species().set_index("class_id")),
+                          view_vectors=view_x, view_class_ids=view_y)
     head.save(store.head_path)
     info = {
         "kind": config.kind, "classes": len(head.label_map), "train_images": int(len(train_ids)),
+        "train_view_vectors": int(len(view_y)),
         "val_images": int(len(val_y)), "config": asdict(config), "training_digest": digest, "include_reviews": include_reviews,
         "seconds": round(time.perf_counter() - started, 2),
         "best_epoch": head.history.get("best_epoch"), "epochs_run": head.history.get("epochs_run"),
@@ -264,6 +337,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         set_meta(con, "head", info)
         set_meta(con, "novelty", novelty)
     print(f"train: {config.kind} head, {info['classes']} classes, {info['train_images']} train / {info['val_images']} val images"
+          + (f" (+{info['train_view_vectors']} augmented training views)" if info["train_view_vectors"] else "")
           + (f"; chosen on validation: lr {info['learning_rate']}, weight decay {info['weight_decay']}, logit adjustment "
              f"{info['logit_adjustment']}, temperature {info['temperature']:.2f}" if info["logit_adjustment"] is not None else "")
           + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else "")

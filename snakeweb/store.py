@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS images (
     error VARCHAR
 );
 CREATE TABLE IF NOT EXISTS embeddings (image_id BIGINT PRIMARY KEY, vector FLOAT[] NOT NULL);
+CREATE TABLE IF NOT EXISTS view_embeddings (
+    image_id BIGINT NOT NULL, view VARCHAR NOT NULL, vector FLOAT[] NOT NULL, PRIMARY KEY (image_id, view)
+);
 CREATE TABLE IF NOT EXISTS predictions (
     observation_id VARCHAR NOT NULL, rank INTEGER NOT NULL, class_id BIGINT NOT NULL, probability DOUBLE NOT NULL,
     PRIMARY KEY (observation_id, rank)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head, TrainConfig, train_head
@@ -26,6 +27,30 @@ def test_head_predicts_class_ids_not_indices(kind):
     assert (predicted == ty).mean() > 0.95
     assert set(predicted.tolist()) <= set(CLASS_IDS.tolist())
     assert head.history["best_epoch"] >= 1
+
+
+def test_training_views_reach_the_trained_part_only():
+    """Views of class 1740's photos lie along a direction its photos never take: only a head that trained on
+    them calls a photo there 1740; the kNN references stay one per photo."""
+    x, y = clusters(30, seed=0)
+    vx, vy = clusters(10, seed=1)
+    views = np.zeros((30, 16), np.float32)
+    views[:, 5] = 5
+    views += np.random.default_rng(3).normal(0, 0.5, views.shape).astype(np.float32)
+    probe = views[:10] + 0.1
+    config = TrainConfig(kind="linear+knn", max_epochs=200, patience=50)
+    ids = np.arange(100, 190)
+    plain = train_head(x, y, vx, vy, "cls", "m", config, train_image_ids=ids)
+    seen = train_head(x, y, vx, vy, "cls", "m", config, train_image_ids=ids, view_vectors=views,
+                      view_class_ids=np.full(30, 1740))
+    assert seen.reference_ids.tolist() == ids.tolist() and seen.reference_labels.tolist() == y.tolist()
+    inputs = torch.from_numpy(probe / np.linalg.norm(probe, axis=1, keepdims=True)) * config.input_scale
+
+    def linear_part_calls(head):  # the trained part alone (the blend would add kNN votes from the photos)
+        with torch.no_grad():
+            return head.label_map.to_class_ids(head.module(inputs).argmax(1).numpy())
+
+    assert (linear_part_calls(seen) == 1740).all() and not (linear_part_calls(plain) == 1740).all()
 
 
 def test_knn_head_uses_index_ids_and_skips_self_matches():

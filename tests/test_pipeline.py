@@ -165,3 +165,32 @@ def test_evaluate_and_export_make_a_submission_that_scores(built_store, tmp_path
     capsys.readouterr()
     assert main(["score", "--metadata", str(truth), "--predictions", str(out), "--venomous", str(venomous), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["Accuracy"] == 100.0
+
+
+def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(built_store, tiny_model_dir, capsys):
+    from snakeweb import stages
+    from snakeweb.embed import embed_pixels
+    from snakeweb.images import read_image, to_pixels
+    from snakeweb.models import load_backbone, resolve_model
+
+    train = built_store.query("SELECT image_id, path FROM images WHERE split = 'train' AND status = 'ok' ORDER BY image_id")
+    views = built_store.query("SELECT image_id, view, vector FROM view_embeddings ORDER BY image_id")
+    assert built_store.get_meta("train_views") == ["flip"]  # the default
+    assert views["image_id"].tolist() == train["image_id"].tolist() and set(views["view"]) == {"flip"}
+    assert built_store.get_meta("head")["train_view_vectors"] == len(train)
+    # the flip view of a photo is the embedding of its mirrored crop (the tiny model is not mirror-symmetric)
+    backbone = load_backbone(resolve_model(str(tiny_model_dir)))
+    pixels = to_pixels(read_image(train["path"][0]).image, backbone.config)[None]
+    stored = np.asarray(views["vector"][0], np.float32)
+    assert np.abs(embed_pixels(backbone, pixels.flip(-1), "cls+mean")[0] - stored).max() < 1e-4
+    assert np.abs(built_store.embeddings(f"i.image_id = {int(train['image_id'][0])}")[1][0] - stored).max() > 1e-2
+    # resumable: nothing left to do; `--views none` drops them and the head retrains without them
+    assert stages.embed(built_store)["view_vectors"] == 0
+    assert main(["embed", "--store", str(built_store.root), "--views", "none"]) == 0
+    assert int(built_store.query("SELECT count(*) n FROM view_embeddings")["n"][0]) == 0
+    assert stages.train(built_store)["train_view_vectors"] == 0
+    assert main(["embed", "--store", str(built_store.root), "--views", "flip", "zoom"]) == 0
+    assert f"{2 * len(train)} augmented training view(s)" in capsys.readouterr().out
+    info = stages.train(built_store)
+    assert info["train_view_vectors"] == 2 * len(train)
+    assert Head.load(built_store.head_path).reference_ids.tolist() == train["image_id"].tolist()  # kNN votes per photo
