@@ -33,6 +33,20 @@ def _counts(store: Store) -> Verdict:
     return Verdict("counts", bool(ok), detail + ("" if ok else " (every embedded image needs exactly one embedding)"))
 
 
+def _views(store: Store) -> Verdict:
+    views = store.get_meta("train_views") or []
+    if not views:
+        return Verdict("training views", True, "none (the head trains on one vector per photo)")
+    rows = store.query(
+        "SELECT v.view, count(*) AS n FROM view_embeddings v JOIN images i USING (image_id) "
+        "WHERE i.split = 'train' AND i.status = 'ok' GROUP BY v.view")
+    made = dict(zip(rows["view"], rows["n"]))
+    photos = int(store.query("SELECT count(*) AS n FROM images WHERE split = 'train' AND status = 'ok'")["n"][0])
+    short = [v for v in views if made.get(v, 0) != photos]
+    return Verdict("training views", not short, ", ".join(f"{v}: {made.get(v, 0)} of {photos} train photos" for v in views)
+                   + (f"; run the embed stage to finish {', '.join(short)}" if short else ""))
+
+
 def _index(store: Store) -> Verdict:
     from snakeweb.index import ids_digest, index_ids, load_index
 
@@ -107,7 +121,7 @@ def _predictions(store: Store) -> Verdict:
                    f"{row['projected']} of {row['embedded']} embeddings on the map")
 
 
-CHECKS = (_counts, _index, _head, _model, _files, _predictions)
+CHECKS = (_counts, _views, _index, _head, _model, _files, _predictions)
 
 
 def check_store(store: Store) -> list[Verdict]:

@@ -167,17 +167,19 @@ def test_evaluate_and_export_make_a_submission_that_scores(built_store, tmp_path
     assert json.loads(capsys.readouterr().out)["Accuracy"] == 100.0
 
 
-def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(built_store, tiny_model_dir, capsys):
+def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(built_store, tiny_model_dir, photo_folder, capsys):
     from snakeweb import stages
     from snakeweb.embed import embed_pixels
     from snakeweb.images import read_image, to_pixels
     from snakeweb.models import load_backbone, resolve_model
 
     train = built_store.query("SELECT image_id, path FROM images WHERE split = 'train' AND status = 'ok' ORDER BY image_id")
+    assert built_store.get_meta("train_views") == [] and built_store.get_meta("head")["train_view_vectors"] == 0  # the default
+    assert main(["build", "--store", str(built_store.root), "--images", str(photo_folder), "--views", "flip"]) == 0
+    assert f"+{len(train)} augmented training views" in capsys.readouterr().out
     views = built_store.query("SELECT image_id, view, vector FROM view_embeddings ORDER BY image_id")
-    assert built_store.get_meta("train_views") == ["flip"]  # the default
     assert views["image_id"].tolist() == train["image_id"].tolist() and set(views["view"]) == {"flip"}
-    assert built_store.get_meta("head")["train_view_vectors"] == len(train)
+    assert built_store.get_meta("train_views") == ["flip"] and built_store.get_meta("head")["train_view_vectors"] == len(train)
     # the flip view of a photo is the embedding of its mirrored crop (the tiny model is not mirror-symmetric)
     backbone = load_backbone(resolve_model(str(tiny_model_dir)))
     pixels = to_pixels(read_image(train["path"][0]).image, backbone.config)[None]
@@ -191,6 +193,12 @@ def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(bui
     assert stages.train(built_store)["train_view_vectors"] == 0
     assert main(["embed", "--store", str(built_store.root), "--views", "flip", "zoom"]) == 0
     assert f"{2 * len(train)} augmented training view(s)" in capsys.readouterr().out
+    with built_store.transaction() as con:  # as if a run was killed half-way through the zoom views
+        con.execute("DELETE FROM view_embeddings WHERE view = 'zoom' AND image_id % 2 = 0")
+    verdict = {v.name: v for v in check_store(built_store)}["training views"]
+    assert not verdict.ok and "run the embed stage to finish zoom" in verdict.detail
+    assert 0 < stages.embed(built_store)["view_vectors"] < len(train)
+    assert {v.name: v.ok for v in check_store(built_store)}["training views"]
     info = stages.train(built_store)
     assert info["train_view_vectors"] == 2 * len(train)
     assert Head.load(built_store.head_path).reference_ids.tolist() == train["image_id"].tolist()  # kNN votes per photo
