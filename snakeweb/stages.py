@@ -299,7 +299,8 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
     train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
     _, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
-    view_x, view_y = training_views(store, train_ids, train_y, config.views)
+    # kNN votes with the photos in the index: views would only be carried along
+    view_x, view_y = training_views(store, train_ids, train_y, () if config.kind == "knn" else config.views)
     digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, len(view_y))
     recorded = store.get_meta("head")
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
