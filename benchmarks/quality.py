@@ -21,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODELS = ("efficientnet-lite0-offline", "efficientnet-lite2-offline",
-                  "concat:efficientnet-lite0-offline+efficientnet-lite2-offline", "dinov2-small-offline")
+DEFAULT_MODELS = ("efficientnet-lite0-offline", "efficientnet-lite1-offline", "efficientnet-lite2-offline",
+                  "concat:efficientnet-lite0-offline+efficientnet-lite2-offline",
+                  "concat:efficientnet-lite0-offline+efficientnet-lite1-offline+efficientnet-lite2-offline", "dinov2-small-offline")
 
 
 def evaluate_store(store, head: str, views: tuple[str, ...] | None = None) -> list[dict]:

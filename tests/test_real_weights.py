@@ -82,26 +82,29 @@ def test_efficientnet_lite0_offline_backbone_embeds_with_its_own_normalisation()
     assert not torch.allclose(torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]))
 
 
-def test_concat_backbone_joins_lite0_and_lite2_and_flip_tta_changes_the_fingerprint():
+def test_default_offline_concat_backbone_joins_its_parts_and_flip_tta_changes_the_fingerprint():
     import dataclasses
 
     from snakeweb.embed import embed_images
     from snakeweb.models import AUTO_OFFLINE_MODEL, resolve_model
 
     config = resolve_model(AUTO_OFFLINE_MODEL)
-    assert config.source == "concat" and config.image_size == 260  # the larger part's input size
+    names = config.location.split("+")
+    assert config.source == "concat" and names[0] == "efficientnet-lite0-offline"
+    assert config.image_size == max(REGISTRY[n].image_size for n in names)  # the largest part's input size
     backbone = load_backbone(config)
-    assert backbone.feature_dim("concat") == 2560
+    assert backbone.feature_dim("concat") == 1280 * len(names)
     photos = sorted(shared("images", "imagenet-snakes").glob("*.JPEG"))[:2]
     joined = np.stack(next(embed_images(backbone, [(p.name, p) for p in photos], "concat")).vectors)
-    # each part is unit-normalised and scaled by 1/sqrt(2): the two halves have equal weight
-    assert np.allclose(np.linalg.norm(joined[:, :1280], axis=1), 2 ** -0.5, atol=1e-4)
+    # each part is unit-normalised and scaled by 1/sqrt(parts): the parts have equal weight
+    for part in range(len(names)):
+        assert np.allclose(np.linalg.norm(joined[:, 1280 * part:1280 * (part + 1)], axis=1), len(names) ** -0.5, atol=1e-4)
     assert np.allclose(np.linalg.norm(joined, axis=1), 1.0, atol=1e-4)
-    # the Lite0 half equals Lite0 run alone on its own 224-px input, up to resampling of the shared crop
+    # the Lite0 part equals Lite0 run alone on its own 224-px input, up to resampling of the shared crop
     lite0 = load_backbone(REGISTRY["efficientnet-lite0-offline"])
     alone = np.stack(next(embed_images(lite0, [(p.name, p) for p in photos], "pool")).vectors)
     alone /= np.linalg.norm(alone, axis=1, keepdims=True)
-    assert (np.sum(joined[:, :1280] * 2 ** 0.5 * alone, axis=1) > 0.9).all()
+    assert (np.sum(joined[:, :1280] * len(names) ** 0.5 * alone, axis=1) > 0.9).all()
     flipped = load_backbone(dataclasses.replace(config, tta="flip"))
     assert flipped.fingerprint == backbone.fingerprint + "|tta=flip"
     averaged = np.stack(next(embed_images(flipped, [(p.name, p) for p in photos], "concat")).vectors)

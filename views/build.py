@@ -34,7 +34,7 @@ else:
         target = st.text_input("Store directory", str(store.root))
         left, middle, right = st.columns(3)
         model = left.selectbox("Model", ["auto", AUTO_OFFLINE_MODEL, *REGISTRY],
-                               help="auto: hub DINOv2-B when reachable, else the best offline backbone (EfficientNet-Lite0 + Lite2)")
+                               help="auto: hub DINOv2-B when reachable, else the best offline backbone (EfficientNet-Lite0 + Lite1 + Lite2)")
         features = middle.selectbox("Features", ["model default", "cls", "cls+mean"], help="cls / cls+mean apply to ViTs only")
         head = right.selectbox("Head", list(HEAD_KINDS), index=HEAD_KINDS.index(TrainConfig.kind))
         start = st.form_submit_button("Build", type="primary")
