@@ -6,7 +6,8 @@ from PIL import Image
 
 from pipelines.cli import main
 from snakeweb.identify import Identifier
-from snakeweb.novelty import similarity_threshold
+from snakeweb.novelty import nearest_training_similarity, similarity_threshold
+from snakeweb.stages import labelled_embeddings
 from snakeweb.store import Store
 from tests.conftest import SYNTHETIC_COLOURS, make_photo
 
@@ -43,6 +44,9 @@ def test_real_non_snake_photos_are_called_out_of_store_and_held_out_snakes_are_n
         outsiders.append(identifier.identify([(name, path)]))
     assert sum(r.out_of_store for r in outsiders) >= 3
     assert all("does not look like a snake" in r.explanation for r in outsiders if r.out_of_store)
-    held_out = store.query("SELECT path FROM images WHERE split = 'test'")["path"].tolist()
-    rejected = [identifier.identify([("x", p)]).out_of_store for p in held_out]
-    assert np.mean(rejected) <= 0.1
+    # held-out snakes are in the store's index (identify would find each one itself): measure them against the
+    # training photos, the references the threshold was chosen with
+    _, train, _ = labelled_embeddings(store, "train")
+    _, held_out, _ = labelled_embeddings(store, "test")
+    assert len(held_out) >= 20
+    assert np.mean(nearest_training_similarity(train, held_out) < novelty["similarity_threshold"]) <= 0.1
