@@ -183,12 +183,15 @@ def _embed_views(store: Store, backbone: LoadedBackbone, feature_kind: str, view
     return done
 
 
-def training_views(store: Store, train_ids: np.ndarray, train_labels: np.ndarray,
-                   views: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors, class ids) of the augmented views of these training photos (ids sorted ascending): the
-    given views, or every view the embed stage made."""
+def views_to_train_on(store: Store, config: TrainConfig) -> list[str]:
+    """The embedded training views this head trains on: `config.views`, or every view the embed stage made;
+    none for kNN (it votes with the photos in the index: views would only be carried along)."""
     made = store.get_meta("train_views") or []
-    views = [v for v in made if views is None or v in views]
+    return [] if config.kind == "knn" else [v for v in made if config.views is None or v in config.views]
+
+
+def training_views(store: Store, train_ids: np.ndarray, train_labels: np.ndarray, views: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, class ids) of these augmented views of the training photos (ids sorted ascending)."""
     empty = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     if not views or len(train_ids) == 0:
         return empty
@@ -262,9 +265,9 @@ def index(store: Store, force: bool = False) -> dict:
 
 
 def _training_digest(ids: np.ndarray, labels: np.ndarray, config: TrainConfig, fingerprint: str, feature_kind: str,
-                     view_rows: int) -> str:
+                     views: list[str], view_rows: int) -> str:
     digest = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + np.asarray(labels, np.int64).tobytes())
-    digest.update(json.dumps([asdict(config), fingerprint, feature_kind, view_rows], sort_keys=True).encode())
+    digest.update(json.dumps([asdict(config), fingerprint, feature_kind, views, view_rows], sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -299,9 +302,9 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
     train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
     _, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
-    # kNN votes with the photos in the index: views would only be carried along
-    view_x, view_y = training_views(store, train_ids, train_y, () if config.kind == "knn" else config.views)
-    digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, len(view_y))
+    views = views_to_train_on(store, config)
+    view_x, view_y = training_views(store, train_ids, train_y, views)
+    digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, views, len(view_y))
     recorded = store.get_meta("head")
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
         print(f"train: head up to date ({recorded['kind']}, {recorded['classes']} classes)")

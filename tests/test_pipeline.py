@@ -202,3 +202,10 @@ def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(bui
     info = stages.train(built_store)
     assert info["train_view_vectors"] == 2 * len(train)
     assert Head.load(built_store.head_path).reference_ids.tolist() == train["image_id"].tolist()  # kNN votes per photo
+    # other views, as many rows: the head is stale and retrains
+    assert main(["embed", "--store", str(built_store.root), "--views", "flip"]) == 0
+    assert stages.train(built_store)["train_view_vectors"] == len(train)
+    assert main(["embed", "--store", str(built_store.root), "--views", "zoom"]) == 0
+    capsys.readouterr()
+    assert stages.train(built_store)["train_view_vectors"] == len(train)
+    assert "head up to date" not in capsys.readouterr().out
