@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -23,6 +25,12 @@ from snakeweb.models import BackboneConfig
 # allocated; 120 Mpx still admits any real camera photo.
 MAX_PIXELS = 120_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# A strip longer than 50:1 holds no usable snake once centre-cropped to a square (the crop would show a
+# sliver of it), and resizing its short side would blow its long side up: 2 x 3000 px became 256 x 384,000.
+MAX_ASPECT_RATIO = 50
+# Modes whose channels may be averaged by `Image.reduce` (palette indices may not; Pillow cannot reduce I;16).
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "I", "F")
+_PILLOW_ORDERS_PASSES = int(PIL.__version__.split(".")[0]) >= 13  # see `_vertical_first`
 
 
 class ImageReadError(Exception):
@@ -53,12 +61,34 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _ratio_text(width: int, height: int) -> str:
+    """The long side over the short, rounded up (so a refused ratio never reads as the allowed 50)."""
+    ratio = max(width, height) / min(width, height)
+    return f"{ratio:,.0f}" if ratio >= 1000 else f"{math.ceil(ratio * 100) / 100:g}"
+
+
+def _reduce(image: Image.Image, min_side: int) -> Image.Image:
+    """Shrink by the integer factor that keeps the short side >= 2 x `min_side` (box averaging, cheap).
+
+    Only images at least 4 x `min_side` on their short side change at all, so ordinary photos reach
+    `to_pixels` exactly as decoded. For the huge ones it halves the peak memory of turning and RGB conversion
+    (an 8000 x 6000 RGBA PNG: 0.9 GB -> 0.37 GB above the baseline), and the bicubic resize after it still
+    shrinks by 2x or more: the model input moves by a few grey levels on average, as with JPEG's `draft`.
+    """
+    factor = min(image.size) // (2 * min_side)
+    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+        return image
+    return image.reduce(factor)
+
+
 def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
     """Decode image bytes into an upright RGB image (the first frame of an animation).
 
-    `min_side` lets JPEG decoding skip detail that resizing would throw away anyway (DCT scaling via
-    `draft`), which makes large photos several times cheaper to read. The declared size is checked before
-    any pixel is decoded, so a decompression bomb never allocates its declared size.
+    `min_side` lets decoding skip detail that resizing would throw away anyway: JPEG through DCT scaling
+    (`draft`), which makes large photos several times cheaper to read; other formats decode in full, then
+    are shrunk by an integer factor (`_reduce`) before the copies that turning and RGB conversion make.
+    The declared size is checked before any pixel is decoded, so a decompression bomb never allocates its
+    declared size, and a strip beyond `MAX_ASPECT_RATIO` is refused unread.
     """
     if not data:
         raise ImageReadError("the file is empty (0 bytes)")
@@ -72,10 +102,17 @@ def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
                 raise ImageReadError(f"the image declares {width} x {height} pixels, more than the {MAX_PIXELS:,} allowed")
             if width < 1 or height < 1:
                 raise ImageReadError("the image has no pixels")
+            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):  # a quarter turn keeps the ratio
+                raise ImageReadError(
+                    f"the image is {width} x {height} pixels, a {_ratio_text(width, height)}:1 strip; snakeweb accepts "
+                    f"aspect ratios up to {MAX_ASPECT_RATIO}:1 (crop it to the snake)"
+                )
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says turned a quarter: upright is tall
                 width, height = height, width
             if min_side and image.format == "JPEG":
                 image.draft("RGB", (min_side, min_side))
+            elif min_side:
+                image = _reduce(image, min_side)
             image = ImageOps.exif_transpose(image)
             image = _to_rgb(image)
     except ImageReadError:
@@ -110,17 +147,47 @@ def read_image(path: str | Path, min_side: int = 0) -> DecodedImage:
     return decode_bytes(data, min_side=min_side)
 
 
+def _source_span(start: int, size: int, source: int, resized: int) -> tuple[float, float, int, int]:
+    """Where resized pixels `start`..`start + size` lie along one axis of the source (a `source` -> `resized`
+    resize): the box edges, and the whole source pixels the bicubic filter reads for them."""
+    step = source / resized
+    low, high = start * step, min(source, (start + size) * step)  # min: the product may overshoot by a rounding error
+    reach = 2 * max(step, 1.0) + 1  # bicubic support: 2 pixels, widened by the step when shrinking; + 1 for rounding
+    return low, high, max(0, math.floor(low - reach)), min(source, math.ceil(high + reach))
+
+
+def _vertical_first(width: int, height: int, new_width: int, new_height: int) -> bool:
+    """Whether Pillow resizes `width` x `height` to `new_width` x `new_height` vertically first: Pillow 13 does
+    when the height loses more than twice as many pixels as the width (libImaging/Resample.c); earlier
+    versions always go horizontally first."""
+    return _PILLOW_ORDERS_PASSES and 0 < height - new_height and height - new_height > 2 * (width - new_width)
+
+
 def to_pixels(image: Image.Image, config: BackboneConfig) -> torch.Tensor:
-    """Resize the short side to `resize_size` (bicubic), centre-crop `image_size`, normalise: [3, S, S]."""
+    """Resize the short side to `resize_size` (bicubic), centre-crop `image_size`, normalise: [3, S, S].
+
+    Only the crop is resampled: its box is mapped back into the source and handed to `resize(box=...)`,
+    which reads just the source pixels under it plus the filter's reach. Memory and time thus depend on the
+    model input and the short side, never on the long side (resize-then-crop made 256 x 384,000 pixels of a
+    2 x 3000 strip). The output equals resize-then-crop up to Pillow's rounding of the box to float32.
+    """
     width, height = image.size
+    size = config.image_size
     scale = config.resize_size / min(width, height)
-    resized = image.resize(
-        (max(config.image_size, round(width * scale)), max(config.image_size, round(height * scale))),
-        Image.Resampling.BICUBIC,
-    )
-    left = (resized.size[0] - config.image_size) // 2
-    top = (resized.size[1] - config.image_size) // 2
-    crop = resized.crop((left, top, left + config.image_size, top + config.image_size))
+    resized_width, resized_height = max(size, round(width * scale)), max(size, round(height * scale))
+    left, right, first_column, end_column = _source_span((resized_width - size) // 2, size, width, resized_width)
+    top, bottom, first_row, end_row = _source_span((resized_height - size) // 2, size, height, resized_height)
+    # Two one-axis passes in the order Pillow takes for the whole resize: each pass rounds to 8 bits, so the
+    # other order differs by up to 20 grey levels on noisy content, and a single boxed resize would choose
+    # its order from the crop's size instead. In each call the other axis is an exact copy (scale 1 at
+    # whole-pixel offsets).
+    bicubic = Image.Resampling.BICUBIC
+    if _vertical_first(width, height, resized_width, resized_height):
+        columns = image.resize((end_column - first_column, size), bicubic, box=(first_column, top, end_column, bottom))
+        crop = columns.resize((size, size), bicubic, box=(left - first_column, 0, right - first_column, size))
+    else:
+        rows = image.resize((size, end_row - first_row), bicubic, box=(left, first_row, right, end_row))
+        crop = rows.resize((size, size), bicubic, box=(0, top - first_row, size, bottom - first_row))
     array = np.asarray(crop, dtype=np.float32) / 255.0
     array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
