@@ -4,11 +4,55 @@ from pathlib import Path
 
 import streamlit as st
 
-from snakeweb.build_job import build_command, run_streaming
+from snakeweb.build_job import BuildJob, build_command
 from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import AUTO_OFFLINE_MODEL, REGISTRY
 from snakeweb.store import Store
 from views.common import current_store
+
+SHOWN_LINES = 15  # enough to follow a build and to see the error that ended it
+
+
+def show_job(job: BuildJob, target: str) -> None:
+    """The job's latest lines in a status box, with a Cancel button while it runs."""
+    if job.running:
+        with st.status(f"Building `{target}`…", expanded=True):
+            st.code("\n".join(job.tail(SHOWN_LINES)) or "starting…")
+            if st.button("Cancel build", key="cancel_build"):
+                job.cancel()
+                st.rerun(scope="app")  # a full run: shows the cancelled job and stops the auto refresh
+        return
+    code = job.returncode
+    if code == 0:
+        label, state = "Build finished", "complete"
+    elif job.cancelled:
+        label, state = "Build cancelled", "error"
+    else:
+        label, state = f"Build failed (exit {code}); the last lines below say why", "error"
+    with st.status(label, state=state, expanded=True):
+        st.code("\n".join(job.tail(SHOWN_LINES)) or "(no output)")
+
+
+def build_progress() -> None:
+    """Follow the background build, if any. While it runs, the box is a fragment rerun every second, so a browser
+    sees live progress without a click and without rerunning (and re-querying) the whole page."""
+    job: BuildJob | None = st.session_state.get("build_job")
+    if job is None:
+        return
+    target = st.session_state["build_target"]
+
+    def progress() -> None:
+        if job.done and st.session_state.get("build_reported") is not job:
+            # first run to see it finished: record the outcome once, then rerun the whole app so the sidebar and
+            # the sections below show the new store, and the fragment is redefined without its 1 s refresh
+            st.session_state["build_reported"] = job
+            if job.returncode == 0:
+                st.session_state["store_root"] = target
+            st.rerun(scope="app")
+        show_job(job, target)
+
+    st.fragment(progress, run_every=1.0 if job.running else None)()
+
 
 store = current_store()
 st.title("Build a store")
@@ -40,29 +84,22 @@ else:
         start = st.form_submit_button("Build", type="primary")
     if start:
         missing = [p for p in metadata if not Path(p).is_file()]
-        if source == "an image folder" and (not images or not Path(images).is_dir()):
+        running = st.session_state.get("build_job")
+        if running is not None and running.running:
+            st.warning("A build is already running: wait for it to finish, or cancel it below, before starting another.")
+        elif source == "an image folder" and (not images or not Path(images).is_dir()):
             st.error("Give an existing image folder.")
         elif source != "an image folder" and (not metadata or missing or not Path(image_root or "").is_dir()):
             st.error("Give existing metadata CSV files and an existing image root"
                      + (f" (not found: {', '.join(missing)})" if missing else "") + ".")
         else:
-            lines: list[str] = []
-            with st.status("Building…", expanded=True) as status:
-                log = st.empty()
-
-                def show(line: str) -> None:
-                    lines.append(line)
-                    log.code("\n".join(lines[-15:]))
-
-                command = build_command(target, images or None, species or None, model, None if features == "model default" else features,
-                                        head, country_table or None,
-                                        metadata, image_root or None)
-                code = run_streaming(command, show)
-                if code == 0:
-                    status.update(label="Build finished", state="complete")
-                    st.session_state["store_root"] = target
-                else:
-                    status.update(label=f"Build failed (exit {code}); the last lines above say why", state="error")
+            command = build_command(target, images or None, species or None, model, None if features == "model default" else features,
+                                    head, country_table or None,
+                                    metadata, image_root or None)
+            # started in the background: this script run returns at once and the progress box below follows the job
+            st.session_state["build_job"] = BuildJob(command)
+            st.session_state["build_target"] = target
+    build_progress()
 
     st.subheader("Open an existing store")
     chosen = st.text_input("Store directory to open", str(store.root), key="open_store")
@@ -73,7 +110,11 @@ else:
         else:
             st.error(f"No store at {chosen}.")
 
-if store.exists():
+job = st.session_state.get("build_job")
+if store.exists() and job is not None and job.running and Store(st.session_state["build_target"]).root.resolve() == store.root.resolve():
+    # the build is rewriting this very store: reading it now could see half-written tables
+    st.info("A build is writing this store; its integrity and counts show here when the build ends.")
+elif store.exists():
     from snakeweb.integrity import check_store
 
     st.subheader("Integrity")
