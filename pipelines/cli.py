@@ -1,11 +1,20 @@
-"""`python -m pipelines STAGE ...`: argument parsing and printing only; the work is in `snakeweb`."""
+"""`python -m pipelines STAGE ...`: argument parsing and printing only; the work is in `snakeweb`.
+
+Exit codes: 0 done; 1 a check failed (`check`) or nothing could be identified for a reason other than the
+input; 2 bad input (an argument, a table or a photo snakeweb cannot use: the message says which and why);
+130 interrupted. With `--json`, stdout carries only JSON: every library print and log goes to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from snakeweb import stages
@@ -16,6 +25,72 @@ from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import FEATURE_KINDS, TTA_MODES
 from snakeweb.store import Store
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, TRAIN_VIEWS
+
+_results = None  # where JSON results go while library output is sent to stderr (see _json_only_on_stdout)
+
+
+def _emit(text: str) -> None:
+    """Print a result (JSON) on the real stdout, even while stdout is redirected to stderr."""
+    stream = _results or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+@contextlib.contextmanager
+def _json_only_on_stdout() -> Iterator[None]:
+    """Send everything printed to stdout (Python prints of libraries, and C code writing to file descriptor 1)
+    to stderr, keeping the real stdout for `_emit`: `--json` output must parse as JSON."""
+    global _results
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        fd = None
+    if fd == 1:  # a real process: move file descriptor 1 too
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        _results = os.fdopen(saved, "w", buffering=1, encoding="utf-8")
+    else:  # in-process callers (tests) that replaced sys.stdout
+        _results = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        _results.flush()
+        if fd == 1:
+            os.dup2(_results.fileno(), 1)
+            _results.close()
+        _results = None
+
+
+def _whole(minimum: int):
+    """An argparse type: a whole number >= minimum (a usage sentence otherwise, never a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is too small: give {minimum} or more")
+        return value
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _number(low: float, high: float = float("inf"), low_open: bool = False):
+    """An argparse type: a finite number in [low, high] (or (low, high] with `low_open`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            bounds = f"{'above' if low_open else 'at least'} {low:g}" + (f" and at most {high:g}" if high != float("inf") else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a number {bounds}")
+        return value
+    parse.__name__ = "number"
+    return parse
 
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +115,7 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
                              f"(default: what the store recorded, else {' '.join(DEFAULT_TRAIN_VIEWS)}; none for no views)")
     parser.add_argument("--features", choices=FEATURE_KINDS,
                         help="ViTs: cls (the paper) or cls+mean (DINOv2 linear eval); CNNs: pool (default: the model's first)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=_whole(1), default=32)
     parser.add_argument("--reembed", action="store_true", help="replace embeddings made by another model or feature kind")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -50,8 +125,8 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
 def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", choices=HEAD_KINDS, default=TrainConfig.kind)
     parser.add_argument("--balanced", action="store_true", help="class-balanced loss weights")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.max_epochs)
-    parser.add_argument("--lr", type=float, nargs="+", default=list(TrainConfig.learning_rates),
+    parser.add_argument("--epochs", type=_whole(1), default=TrainConfig.max_epochs)
+    parser.add_argument("--lr", type=_number(0.0, 10.0, low_open=True), nargs="+", default=list(TrainConfig.learning_rates),
                         help="learning rates trained together; the best on validation is kept")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     parser.add_argument("--include-reviews", action="store_true", help="train on reviewers' corrected labels too")
@@ -87,11 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     _store_arg(identify)
     identify.add_argument("images", nargs="+", type=Path)
     identify.add_argument("--country", help="ISO country code or name where the photo was taken")
-    identify.add_argument("--top-k", type=int, default=5)
-    identify.add_argument("--neighbours", type=int, default=12)
+    identify.add_argument("--top-k", type=_whole(1), default=5, help="species to list (1 or more)")
+    identify.add_argument("--neighbours", type=_whole(0), default=12, help="nearest reference images to list (0 for none)")
     identify.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
     identify.add_argument("--country-table", type=Path, help="species x country CSV (default: the one recorded by build)")
-    identify.add_argument("--uncertain-below", type=float, default=0.0,
+    identify.add_argument("--uncertain-below", type=_number(0.0, 1.0), default=0.0,
                           help="say 'uncertain' and list candidates when the top probability is below this (e.g. 0.5)")
     identify.add_argument("--each", action="store_true", help="every image is its own observation")
     identify.add_argument("--json", action="store_true", help="print JSON (one object per observation)")
@@ -115,10 +190,14 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="official metrics of the store's head on a held-out split")
     _store_arg(evaluate)
-    evaluate.add_argument("--split", default="test", help="test (default), val or train")
+    evaluate.add_argument("--split", default="test", choices=("test", "val", "train"), help="test (default), val or train")
     evaluate.add_argument("--country-table", type=Path, help="Species_Relevance.csv: also report with the country prior")
     evaluate.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
     evaluate.add_argument("--json", action="store_true")
+
+    import_reviews = sub.add_parser("import-reviews", help="add reviews from a review export (the Review page's CSV)")
+    _store_arg(import_reviews)
+    import_reviews.add_argument("csv", type=Path, help="reviews CSV: observation_id, reviewer, new_class_id[, reviewed_at, note]")
     return parser
 
 
@@ -126,10 +205,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     from snakeweb.decisions import CountryPrior
     from snakeweb.evaluation import evaluate
 
+    store = Store(args.store).require()
     prior = CountryPrior.from_csv(args.country_table) if args.country_table else None
-    report = evaluate(Store(args.store), args.split, prior, args.aggregation)
+    if prior is not None:
+        prior.require_species(store.species()["binomial_name"].tolist())
+    report = evaluate(store, args.split, prior, args.aggregation)
     if args.json:
-        print(json.dumps(report))
+        _emit(json.dumps(report))
         return
     print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head on {report['model']}")
     chosen = {k: v for k, v in report["chosen_on_validation"].items() if v is not None}
@@ -140,12 +222,20 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from snakeweb.scoring import official_scores, read_csv, read_venomous
+    from snakeweb.scoring import official_scores, read_submission, read_truth, read_venomous_list
 
-    scores = official_scores(read_csv(args.metadata, "ground truth"), read_csv(args.predictions, "submission"),
-                             read_venomous(args.venomous))
+    truth, flags = read_truth(args.metadata), read_venomous_list(args.venomous)
+    unlabelled = truth.drop_duplicates("observation_id")["class_id"].isna()
+    if unlabelled.any() and not unlabelled.all():
+        print(f"note: {int(unlabelled.sum())} ground-truth observation(s) have no class_id and are not scored; "
+              f"{int((~unlabelled).sum())} are.", file=sys.stderr)
+    unlisted = sorted(set(truth["class_id"].dropna().astype(int)) - set(flags.index))
+    if unlisted:
+        print(f"note: {len(unlisted)} ground-truth class id(s) are not in the venomous list (e.g. "
+              f"{', '.join(map(str, unlisted[:5]))}); the official metric counts them as harmless.", file=sys.stderr)
+    scores = official_scores(truth, read_submission(args.predictions), set(flags.index[flags.to_numpy()].astype(int)))
     if args.json:
-        print(json.dumps(scores))
+        _emit(json.dumps(scores))
         return
     p00, p01, p10, p11 = scores["PSC"]
     c00, c01, c10, c11 = scores["PSC_total"]
@@ -163,6 +253,7 @@ def _export(args: argparse.Namespace) -> None:
         if args.country_table is None:
             raise SnakewebError("--prior country needs --country-table Species_Relevance.csv.")
         prior = CountryPrior.from_csv(args.country_table)
+        prior.require_species(Store(args.store).require().species()["binomial_name"].tolist())
     submission = stages.export_submission(Store(args.store), args.out, args.decision, prior, args.aggregation)
     print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
 
@@ -206,14 +297,17 @@ def _build(args: argparse.Namespace) -> None:
 
 def _print_identification(result, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result.to_json()))
+        _emit(json.dumps(result.to_json()))
         return
-    print("observation: " + ", ".join(result.inputs) + (f" (country prior: {result.country})" if result.country else ""))
-    for name, why in result.rejected.items():
-        print(f"  skipped {name}: {why}")
+    print("observation: " + ", ".join(result.inputs)
+          + (f" (country prior: {result.country})" if result.country_prior_applied else ""))
+    for failure in result.failures:
+        print(f"  skipped photo {failure.index + 1} ({failure.name}): {failure.reason}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    flags = {"venomous": "VENOMOUS", "harmless": "harmless", "unknown": "venom status UNKNOWN (treat as possibly venomous)"}
     for rank, s in enumerate(result.species, 1):
-        flag = "VENOMOUS" if s.venomous else "harmless"
-        print(f"  {rank}. {s.binomial_name} (class {s.class_id})  {s.probability:6.1%}  {flag}")
+        print(f"  {rank}. {s.binomial_name} (class {s.class_id})  {s.probability:6.1%}  {flags[s.venom_status]}")
     if result.out_of_store:
         print("  NOT A SNAKE IN THIS STORE: the photo is farther from every reference than validation snakes are.")
     elif result.uncertain:
@@ -225,8 +319,13 @@ def _print_identification(result, as_json: bool) -> None:
 
 
 def _identify(args: argparse.Namespace) -> int:
+    """0 when at least one observation was identified (photos that could not be read are reported with it),
+    2 when none could be."""
+    from snakeweb.countries import resolve_country
     from snakeweb.identify import Identifier
 
+    if args.country:
+        resolve_country(args.country, "--country")  # before loading any model: a wrong country stops at once
     identifier = Identifier(Store(args.store), country_table=args.country_table)
     groups = [[p] for p in args.images] if args.each else [args.images]
     failures = 0
@@ -237,17 +336,31 @@ def _identify(args: argparse.Namespace) -> int:
         except SnakewebError as exc:
             failures += 1
             if args.json:
-                print(json.dumps({"inputs": [str(p) for p in group], "error": str(exc)}))
+                _emit(json.dumps({"inputs": [str(p) for p in group], "error": str(exc)}))
             else:
                 print(f"error: {exc}", file=sys.stderr)
             continue
         _print_identification(result, args.json)
-    return 1 if failures == len(groups) else 0
+    return 2 if failures == len(groups) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if getattr(args, "json", False):
+        with _json_only_on_stdout():
+            return _run(args)
+    return _run(args)
+
+
+def _import_reviews(args: argparse.Namespace) -> None:
+    from snakeweb.review import import_reviews
+
+    counts = import_reviews(Store(args.store).require(), args.csv)
+    print(f"import-reviews: {counts['added']} review(s) added, {counts['already_present']} already in the store")
+
+
+def _run(args: argparse.Namespace) -> int:
     store = Store(args.store) if getattr(args, "store", None) else None
     try:
         if args.command == "build":
@@ -279,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             _score(args)
         elif args.command == "export":
             _export(args)
+        elif args.command == "import-reviews":
+            _import_reviews(args)
     except SnakewebError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,16 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from snakeweb.countries import country_name, lookup_country, resolve_country
 from snakeweb.errors import SnakewebError
-from snakeweb.species import normalise_name
-from snakeweb.tables import read_user_csv
+from snakeweb.species import taxon_key
+from snakeweb.tables import read_table
 
 log = logging.getLogger(__name__)
-# Country names are matched by pycountry; these are only the former or colloquial names it does not know.
-FORMER_COUNTRY_NAMES = {
-    "burma": "Myanmar", "turkey": "Türkiye", "ivory coast": "Côte d'Ivoire", "swaziland": "Eswatini",
-    "east timor": "Timor-Leste", "democratic republic of the congo": "Congo, The Democratic Republic of the",
-}
 DECISIONS = ("argmax", "cost")
 # Track2 costs of calling truth i as j != i
 COST_HARMLESS_AS_HARMLESS, COST_HARMLESS_AS_VENOMOUS = 1.0, 2.0
@@ -104,46 +100,76 @@ def is_uncertain(probabilities: np.ndarray, threshold: float) -> np.ndarray:
 
 @dataclass
 class CountryPrior:
-    """Species x country presence (Species_Relevance.csv) keyed by ISO alpha-2 code."""
+    """Species x country presence (e.g. Species_Relevance.csv) keyed by ISO alpha-2 code.
 
-    presence: pd.DataFrame  # index binomial_name, columns ISO alpha-2 codes, values 0/1
+    The table's first column holds species names, every other header a country (name or code, matched
+    strictly by `snakeweb.countries`), cells a presence flag (1/0 and the other spellings `Table.flags`
+    reads; empty = no record). Species are matched by `taxon_key`.
+    """
+
+    presence: pd.DataFrame  # index taxon_key of the species, columns ISO alpha-2 codes, values 1/0, -1 = no record
     unmatched_countries: list[str]
     floor: float = 0.02  # an unlisted species keeps 2% of its probability: unlikely, never impossible
+    source: str = ""
 
     @classmethod
     def from_csv(cls, path: str | Path, floor: float = 0.02) -> CountryPrior:
-
-        table = read_user_csv(path, "species x country table", sep=";", index_col=0)
-        codes, unmatched = {}, []
-        for name in table.columns:
-            code = _country_code_or_none(name)
+        """Read and check a species x country table; a SnakewebError says what is wrong with it."""
+        table = read_table(path, "species x country table")
+        if table.frame.shape[1] < 2 or not len(table):
+            raise table.fail("it needs species names in the first column and one column per country.")
+        names, countries = table.frame.columns[0], list(table.frame.columns[1:])
+        codes: dict[str, str] = {}
+        unmatched: list[str] = []
+        for column in countries:
+            code = lookup_country(column.replace("_", " "))
             if code:
-                codes[name] = code
+                codes[column] = code
             else:
-                unmatched.append(name)
-        presence = table[list(codes)].rename(columns=codes)
+                unmatched.append(table.headers.get(column, column))
+        if not codes:
+            raise table.fail(f"none of its column headers is a country snakeweb knows (e.g. {', '.join(countries[:3])}); "
+                             "give one column per country, headed by its name or ISO code.")
+        if unmatched:
+            log.warning("%d column(s) of the species x country table %s name no country snakeweb knows and are not used: %s",
+                        len(unmatched), path, ", ".join(unmatched[:10]))
+        flags = pd.DataFrame({column: table.flags(column) for column in codes})
+        presence = flags.apply(lambda col: col.map(lambda v: -1 if v is None else int(v))).astype(np.int8)
+        presence.columns = [codes[c] for c in presence.columns]
         presence = presence.T.groupby(level=0).max().T  # two names of one country: present if either says so
-        presence.index = [normalise_name(str(n)) for n in presence.index]
-        presence = presence[~presence.index.duplicated()]
-        return cls(presence=presence.astype(np.int8), unmatched_countries=unmatched, floor=floor)
+        presence.index = [taxon_key(n) for n in table.frame[names]]
+        presence = presence[presence.index != ""].groupby(level=0).max()
+        return cls(presence=presence, unmatched_countries=unmatched, floor=floor, source=str(path))
 
     @staticmethod
     def country_code(country: str) -> str:
-        code = _country_code_or_none(country)
-        if code is None:
-            raise SnakewebError(f"Unknown country {country!r}; give an ISO code such as US or a name such as Germany.")
-        return code
+        """The alpha-2 code of a country a user typed; a CountryError (a SnakewebError) when it is not exactly one."""
+        return resolve_country(country)
+
+    def knows(self, country: str | None) -> bool:
+        """Whether the table has a column for this alpha-2 code."""
+        return bool(country) and country in self.presence.columns
+
+    def require_species(self, species_names: list[str]) -> None:
+        """Refuse a table whose species match none of a store's: it would silently change nothing."""
+        if not self.coverage(species_names)["species_matched"]:
+            shown = ", ".join(repr(n) for n in list(self.presence.index[:3]))
+            raise SnakewebError(
+                f"None of the {len(species_names)} species in this store is in the species x country table {self.source} "
+                f"(its species look like {shown}); give the table that lists these species."
+            )
 
     def weights(self, species_names: list[str], country: str | None) -> np.ndarray:
         """Per-species multipliers for one country: 1 where present, `floor` where absent, 1 where the table
-        knows nothing (species not in the table, or no/unknown country)."""
+        knows nothing (species not in the table, an empty cell, or no/unknown country)."""
         weights = np.ones(len(species_names))
-        if not country or country not in self.presence.columns:
+        if not self.knows(country):
             return weights
         column = self.presence[country]
         for i, name in enumerate(species_names):
-            if name in column.index:
-                weights[i] = 1.0 if column[name] else self.floor
+            value = column.get(taxon_key(name), -1)
+            if value >= 0:
+                weights[i] = 1.0 if value else self.floor
         return weights
 
     def apply(self, probabilities: np.ndarray, species_names: list[str], countries: list[str | None]) -> np.ndarray:
@@ -157,23 +183,12 @@ class CountryPrior:
         return out / out.sum(1, keepdims=True)
 
     def coverage(self, species_names: list[str]) -> dict[str, int]:
-        matched = sum(name in self.presence.index for name in species_names)
+        matched = sum(taxon_key(name) in self.presence.index for name in species_names)
         return {"species_matched": matched, "species_total": len(species_names),
                 "countries_matched": int(self.presence.shape[1]), "countries_unmatched": len(self.unmatched_countries)}
 
-
-def _country_code_or_none(name: str) -> str | None:
-    import pycountry
-
-    key = " ".join(str(name).strip().lower().split())
-    key = FORMER_COUNTRY_NAMES.get(key, key)
-    key = key.replace("st ", "saint ", 1) if key.startswith("st ") else key
-    for candidate in (key, key.replace(" ", "-")):
-        try:
-            return pycountry.countries.lookup(candidate).alpha_2
-        except LookupError:
-            continue
-    try:
-        return pycountry.countries.search_fuzzy(key)[0].alpha_2
-    except LookupError:
-        return None
+    def note(self, country: str) -> str | None:
+        """A sentence when the table has no records for `country`, so the prior changes nothing."""
+        if self.knows(country):
+            return None
+        return f"The species x country table has no records for {country_name(country)} ({country}); no country prior was applied."

@@ -11,7 +11,7 @@ import pandas as pd
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.scoring import official_scores, per_species_table, venom_confusion
-from snakeweb.species import venomous_class_ids, venomous_mask
+from snakeweb.species import UNKNOWN, possibly_venomous_class_ids, possibly_venomous_mask
 from snakeweb.stages import observation_probabilities
 from snakeweb.store import Store, set_meta
 
@@ -44,15 +44,17 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     species = store.species().set_index("class_id")
     class_ids = head.label_map.class_ids
     names = species["binomial_name"].to_dict()
-    venomous_set = venomous_class_ids(species)
-    venomous = venomous_mask(species, class_ids)
+    # species of unknown venom status count as venomous here, as in the venom-aware rule (the report says how many)
+    venomous_set = possibly_venomous_class_ids(species)
+    venomous = possibly_venomous_mask(species, class_ids)
     truth = pd.DataFrame({"observation_id": ids, "class_id": observations.loc[ids, "class_id"].astype(np.int64).to_numpy()})
 
     variants = {"none": probabilities}
     if prior is not None:
         countries = [c if isinstance(c, str) else None for c in observations.loc[ids, "country_code"]]
         variants["country"] = prior.apply(probabilities, [names.get(c, "") for c in class_ids], countries)
-    report: dict = {"split": split, "observations": len(ids), "aggregation": aggregation, "head": head.kind, "variants": {}}
+    report: dict = {"split": split, "observations": len(ids), "aggregation": aggregation, "head": head.kind, "variants": {},
+                    "classes_with_unknown_venom_status": int((species["venom_status"] == UNKNOWN).sum())}
     trained = store.get_meta("head") or {}
     # what validation chose (the test split is only read here, after every choice was made)
     report["chosen_on_validation"] = {k: trained.get(k) for k in (

@@ -14,7 +14,7 @@ def map_points(store: Store, max_points: int = MAX_POINTS, seed: int = 0) -> tup
     """(points, sampling rate). Sampling is stratified by species so small species stay visible."""
     points = store.query(
         "SELECT p.image_id, p.x, p.y, i.path, i.observation_id, COALESCE(s.binomial_name, 'unlabelled') AS binomial_name, "
-        "COALESCE(s.genus, 'unlabelled') AS genus, COALESCE(s.venomous, FALSE) AS venomous, "
+        "COALESCE(s.genus, 'unlabelled') AS genus, COALESCE(s.venom_status, 'unlabelled') AS venom_status, "
         "CASE WHEN i.class_id IS NULL OR pr.class_id IS NULL THEN 'unknown' "
         "     WHEN pr.class_id = i.class_id THEN 'correct' ELSE 'incorrect' END AS prediction "
         "FROM projection p JOIN images i USING (image_id) LEFT JOIN species s ON s.class_id = i.class_id "

@@ -15,7 +15,7 @@ from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index
 from snakeweb.search import image_catalogue, search_images
-from snakeweb.species import venomous_mask
+from snakeweb.species import UNKNOWN, VENOMOUS, possibly_venomous_mask
 from snakeweb.stages import load_head, store_backbone
 from snakeweb.store import Store
 
@@ -25,7 +25,17 @@ class SpeciesCandidate:
     class_id: int
     binomial_name: str
     probability: float
-    venomous: bool
+    venom_status: str  # venomous / harmless / unknown (never read as harmless)
+    venomous: bool | None  # the same as a flag: None when unknown
+
+
+@dataclass
+class InputFailure:
+    """A photo that could not be used, by its position among the inputs (file names may repeat)."""
+
+    index: int  # 0-based position in the inputs
+    name: str
+    reason: str
 
 
 @dataclass
@@ -42,8 +52,10 @@ class Identification:
     inputs: list[str]
     species: list[SpeciesCandidate] = field(default_factory=list)
     neighbours: list[Neighbour] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)  # input -> why it could not be used
-    country: str | None = None  # ISO code of the prior applied, if any
+    failures: list[InputFailure] = field(default_factory=list)  # inputs that could not be used, and why
+    country: str | None = None  # ISO alpha-2 code of the country given, if any
+    country_prior_applied: bool = False  # False when no country was given or the table has no records for it
+    notes: list[str] = field(default_factory=list)  # sentences a reader must see (e.g. no records for the country)
     uncertain: bool = False  # top probability below the user's threshold: candidates, not an answer
     out_of_store: bool = False  # farther from every reference than validation snakes ever are
     venom_aware: SpeciesCandidate | None = None  # the class minimising expected Track2 cost
@@ -66,46 +78,66 @@ class Identifier:
         self.index = load_index(store.index_path)
         self.species = store.species().set_index("class_id")
         self.names = self.species["binomial_name"].to_dict()
-        self.venomous = self.species["venomous"].astype(bool).to_dict()
+        self.venom_status = self.species["venom_status"].to_dict()
+        if self.prior is not None and country_table:
+            self.prior.require_species(self.species["binomial_name"].tolist())
         self.catalogue = image_catalogue(store)
         self.novelty = store.get_meta("novelty")
 
-    def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[str], np.ndarray, dict[str, str]]:
-        names, vectors, rejected = [], [], {}
-        for batch in embed_images(self.backbone, sources, self.feature_kind, batch_size=16):
-            for name, vector, error in zip(batch.keys, batch.vectors, batch.errors):
+    def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[int], np.ndarray, list[InputFailure]]:
+        """(positions of the usable inputs, their vectors [n, d], failures). Inputs are keyed by position, so
+        three uploads all named image.jpg each get their own vector or failure."""
+        positions, vectors, failures = [], [], []
+        items = [(i, source) for i, (_, source) in enumerate(sources)]
+        for batch in embed_images(self.backbone, items, self.feature_kind, batch_size=16):
+            for position, vector, error in zip(batch.keys, batch.vectors, batch.errors):
                 if error:
-                    rejected[name] = error
+                    failures.append(InputFailure(int(position), str(sources[position][0]), error))
                 else:
-                    names.append(name)
+                    positions.append(int(position))
                     vectors.append(vector)
-        return names, (np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)), rejected
+        return positions, (np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)), failures
 
     def identify(
         self, sources: list[tuple[str, str | Path | bytes]], top: int = 5, neighbours: int = 12,
         aggregation: str = "mean-log", country: str | None = None, uncertain_below: float = 0.0,
     ) -> Identification:
-        """`sources` are (name, path or bytes) photos of one animal: they form one observation."""
-        names, vectors, rejected = self.embed(sources)
-        result = Identification(inputs=[n for n, _ in sources], rejected=rejected)
-        if not names:
-            raise SnakewebError("None of the photos could be read: " + "; ".join(f"{k}: {v}" for k, v in rejected.items()))
-        probabilities = combine(self.head.predict_log_proba(vectors, self.index), aggregation)
+        """`sources` are (name, path or bytes) photos of one animal: they form one observation.
+
+        `top` >= 1 species and `neighbours` >= 0 reference images are returned; `country` is an ISO code or
+        name (a CountryError for anything that is not exactly one country). Raises SnakewebError when no photo
+        can be read.
+        """
+        if top < 1 or neighbours < 0 or not 0.0 <= uncertain_below <= 1.0:
+            raise SnakewebError("Ask for at least 1 species, 0 or more reference images, and an uncertainty threshold in 0..1.")
+        code = None
         if country:
             if self.prior is None:
                 raise SnakewebError("A country needs the species x country table: pass --country-table Species_Relevance.csv.")
-            result.country = CountryPrior.country_code(country)
-            class_names = [self.names.get(int(c), "") for c in self.head.label_map.class_ids]
-            probabilities = self.prior.apply(probabilities[None, :], class_names, [result.country])[0]
+            code = CountryPrior.country_code(country)
+        positions, vectors, failures = self.embed(sources)
+        result = Identification(inputs=[str(n) for n, _ in sources], failures=failures, country=code)
+        if not positions:
+            raise SnakewebError("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures))
+        probabilities = combine(self.head.predict_log_proba(vectors, self.index), aggregation)
+        if code:
+            note = self.prior.note(code)
+            if note:
+                result.notes.append(note)
+            else:
+                class_names = [self.names.get(int(c), "") for c in self.head.label_map.class_ids]
+                probabilities = self.prior.apply(probabilities[None, :], class_names, [code])[0]
+                result.country_prior_applied = True
         indices, probs = top_k(probabilities[None, :], top)
         result.species = [self.candidate(int(c), float(p)) for c, p in zip(self.head.label_map.to_class_ids(indices[0]), probs[0])]
-        venomous = venomous_mask(self.species, self.head.label_map.class_ids)
-        chosen = int(cost_aware_choice(probabilities[None, :], venomous, self.head.venom_weight)[0])
+        possibly_venomous = possibly_venomous_mask(self.species, self.head.label_map.class_ids)
+        chosen = int(cost_aware_choice(probabilities[None, :], possibly_venomous, self.head.venom_weight)[0])
         result.venom_aware = self.candidate(int(self.head.label_map.class_ids[chosen]), float(probabilities[chosen]))
         result.uncertain = bool(probabilities.max() < uncertain_below)
-        result.explanation = self.explain(result, float(probabilities[venomous].sum()) if venomous.any() else 0.0,
-                                          self.head.venom_weight)
-        result.neighbours = self.nearest(vectors, neighbours)
+        statuses = np.array([self.venom_status.get(int(c), UNKNOWN) for c in self.head.label_map.class_ids])
+        result.explanation = self.explain(result, float(probabilities[statuses == VENOMOUS].sum()),
+                                          float(probabilities[statuses == UNKNOWN].sum()), self.head.venom_weight)
+        result.neighbours = self.nearest(vectors, neighbours) if neighbours else []
         if self.novelty and result.neighbours:
             best, threshold = result.neighbours[0].similarity, self.novelty["similarity_threshold"]
             if best < threshold:
@@ -118,22 +150,27 @@ class Identifier:
         return result
 
     def candidate(self, class_id: int, probability: float) -> SpeciesCandidate:
-        return SpeciesCandidate(class_id, self.names.get(class_id, f"class {class_id}"), probability, bool(self.venomous.get(class_id, False)))
+        status = self.venom_status.get(class_id, UNKNOWN)
+        return SpeciesCandidate(class_id, self.names.get(class_id, f"class {class_id}"), probability, status,
+                                None if status == UNKNOWN else status == VENOMOUS)
 
     @staticmethod
-    def explain(result: Identification, venomous_mass: float, venom_weight: float = 1.0) -> str:
+    def explain(result: Identification, venomous_mass: float, unknown_mass: float = 0.0, venom_weight: float = 1.0) -> str:
         top, safe = result.species[0], result.venom_aware
         lead = ""
         if result.uncertain:
             candidates = ", ".join(s.binomial_name for s in result.species[:3])
             lead = f"Uncertain: no species reaches the confidence you asked for; the candidates are {candidates}. "
+        unknown = (f" and species of unknown venom status {unknown_mass:.0%} (treated as possibly venomous)"
+                   if unknown_mass >= 0.005 else "")
         if safe is not None and safe.class_id != top.class_id:
             return lead + (
-                f"The venomous species carry {venomous_mass:.0%} of the probability, so the venom-aware call is "
+                f"The venomous species carry {venomous_mass:.0%} of the probability{unknown}, so the venom-aware call is "
                 f"{safe.binomial_name} (mistaking a venomous snake for a harmless one costs {5 * venom_weight:g}x a harmless mix-up)."
             )
         return lead + (
-            f"The venom-aware call agrees with the most likely species ({venomous_mass:.0%} of the probability is on venomous species)."
+            f"The venom-aware call agrees with the most likely species ({venomous_mass:.0%} of the probability is on venomous "
+            f"species{unknown})."
         )
 
     def nearest(self, vectors: np.ndarray, k: int) -> list[Neighbour]:

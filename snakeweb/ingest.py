@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
-from snakeweb.species import SPECIES_COLUMNS, normalise_name, species_for_names, with_names_from
+from snakeweb.species import SPECIES_COLUMNS, UNKNOWN, match_taxa, normalise_name, taxon_key, with_names_from
 from snakeweb.store import Store, set_meta
-from snakeweb.tables import read_user_csv
+from snakeweb.tables import Column, read_table
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
-METADATA_COLUMNS = {"observation_id", "image_path"}
+METADATA_COLUMNS = (
+    Column("observation_id", ("observation", "obs_id"), required=True),
+    Column("image_path", ("path", "file", "filename", "file_path", "image"), required=True),
+    Column("class_id", ("classid",)),
+    Column("binomial_name", ("species", "binomial", "scientific_name")),
+    Column("code", ("country_code", "country", "countrycode")),
+    Column("subset", ("split",)),
+)
 TRAIN_SUBSETS = {"train", "train-hm", "train-in"}
 VAL_SUBSETS = {"val", "valid", "validation"}
 
@@ -56,7 +65,7 @@ def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
         if path.suffix.lower() in COMPANION_SUFFIXES or path.name in {"Thumbs.db", "desktop.ini"}:
             skipped.append(relative.as_posix())
             continue
-        species = normalise_name(relative.parts[0]) if len(relative.parts) > 1 else None
+        species = relative.parts[0] if len(relative.parts) > 1 else None  # matched to the species table by ingest
         error = "it links to a file outside the image folder, which snakeweb does not read" if outside_root(path, root) else None
         rows.append({"path": str(path.absolute()), "observation_id": relative.as_posix(), "species": species, "error": error})
     if not rows:
@@ -65,35 +74,44 @@ def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
-    """SnakeCLEF metadata rows with absolute paths; missing columns are a clear error."""
+    """SnakeCLEF-style metadata rows (read by `snakeweb.tables.read_table`) with absolute paths: columns path,
+    observation_id, class_id (nullable Int64), binomial_name, country_code (alpha-2 or None), subset, error.
+
+    Class ids must be whole numbers (empty = unlabelled), countries exactly one country each (empty or
+    'unknown' = not known); anything else raises a SnakewebError naming the file, lines and values.
+    """
     frames = []
     for csv_path in csv_paths:
-        frame = read_user_csv(csv_path, "metadata", dtype={"observation_id": str})
-        missing = METADATA_COLUMNS - set(frame.columns)
-        if missing:
-            raise SnakewebError(
-                f"Metadata {csv_path} lacks column(s) {sorted(missing)}; SnakeCLEF metadata has observation_id, "
-                "binomial_name, code, image_path, class_id, subset."
-            )
-        frames.append(frame)
+        table = read_table(csv_path, "metadata", METADATA_COLUMNS)
+        if not len(table):
+            raise table.fail("it has a header but no rows.")
+        frames.append(pd.DataFrame({
+            "observation_id": table.text("observation_id"),
+            "image_path": table.text("image_path"),
+            "class_id": table.ids("class_id", missing_ok=True) if table.has("class_id") else pd.NA,
+            "binomial_name": table.text("binomial_name") if table.has("binomial_name") else None,
+            "country_code": country_column(table, "code") if table.has("code") else None,
+            "subset": table.text("subset") if table.has("subset") else None,
+        }))
+        if table.frame["observation_id"].eq("").any():
+            raise table.fail(f"{int(table.frame['observation_id'].eq('').sum())} row(s) have no observation_id; fill them in.")
+        if table.frame["image_path"].eq("").any():
+            raise table.fail(f"{int(table.frame['image_path'].eq('').sum())} row(s) have no image_path; fill them in.")
     frame = pd.concat(frames, ignore_index=True)
-    frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"].astype(str)]
+    frame["class_id"] = frame["class_id"].astype("Int64")
+    frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
     frame["error"] = [
         "its image_path leads outside the image root, which snakeweb does not read" if outside_root(Path(p), image_root) else None
         for p in frame["path"]
     ]
-    if "class_id" in frame.columns:
-        ids = pd.to_numeric(frame["class_id"], errors="coerce")
-        bad = frame[frame["class_id"].notna() & (ids.isna() | (ids != ids.round()))]
-        if len(bad):
-            log.warning("%d metadata row(s) have a class_id that is not an integer (e.g. %s); they are ingested unlabelled",
-                        len(bad), ", ".join(map(repr, bad["class_id"].head(3))))
-        frame["class_id"] = ids.where(ids == ids.round())
+    if not any(os.path.lexists(p) for p in frame["path"]):
+        raise SnakewebError(f"None of the {len(frame)} image paths in the metadata exists under the image root {image_root} "
+                            f"(e.g. {frame['image_path'].iloc[0]}); check --image-root.")
     duplicated = frame["path"].duplicated()
     if duplicated.any():
         log.warning("%d metadata rows repeat an image path; the first of each is kept", int(duplicated.sum()))
         frame = frame[~duplicated]
-    return frame
+    return frame.reset_index(drop=True)
 
 
 def _rank_key(observation_id: str) -> str:
@@ -132,9 +150,10 @@ def ingest(
     skipped: list[str] = []
     if images is not None:
         listing, skipped = scan_folder(Path(images))
-        species = species_for_names(listing["species"].dropna(), species_table)
-        by_name = dict(zip(species["binomial_name"], species["class_id"]))
-        listing["class_id"] = listing["species"].map(by_name)
+        matched = match_taxa(listing["species"].dropna(), species_table)
+        species = matched.species
+        listing["class_id"] = listing["species"].map(matched.classes)
+        listing["subspecies"] = listing["species"].map(matched.subspecies)
         listing["country_code"] = None
         listing["subset"] = None
         source = {"kind": "folder", "root": str(Path(images).resolve())}
@@ -142,10 +161,9 @@ def ingest(
         if image_root is None:
             raise SnakewebError("--metadata needs --image-root, the folder that image_path is relative to.")
         listing = read_metadata([Path(p) for p in metadata], Path(image_root))
-        listing["class_id"] = pd.to_numeric(listing.get("class_id"), errors="coerce")
-        listing["country_code"] = listing.get("code")
-        species = _species_from_metadata(listing, species_table)
+        listing, species = _species_from_metadata(listing, species_table)
         source = {"kind": "snakeclef", "metadata": [str(p) for p in metadata], "root": str(Path(image_root).resolve())}
+    prior = _checked_country_table(country_table, species)
 
     store.create()
     with store.transaction() as con:
@@ -159,22 +177,21 @@ def ingest(
         fresh["observation_id"] = fresh["observation_id"].astype(str)
         fresh["subset"] = fresh["subset"].astype(object) if "subset" in fresh else None
         fresh["status"] = np.where(fresh["error"].notna(), "error", "pending")
-        con.register("fresh", fresh[["image_id", "observation_id", "path", "class_id", "country_code", "subset", "status", "error"]])
+        con.register("fresh", fresh[["image_id", "observation_id", "path", "class_id", "country_code", "subset", "subspecies",
+                                     "status", "error"]])
         con.execute(
             "INSERT INTO images (image_id, observation_id, path, class_id, split, status, error) "
             "SELECT image_id, observation_id, path, class_id, 'unassigned', status, error FROM fresh"
         )
         con.execute(
-            "INSERT INTO observations SELECT observation_id, first(class_id), first(country_code), 'unassigned' "
+            "INSERT INTO observations (observation_id, class_id, country_code, split, subspecies) "
+            "SELECT observation_id, first(class_id), first(country_code), 'unassigned', first(subspecies) "
             "FROM fresh GROUP BY observation_id ON CONFLICT (observation_id) DO NOTHING"
         )
         subsets = dict(zip(fresh["observation_id"], fresh["subset"])) if "subset" in fresh else {}
         _update_splits(con, subsets)
         set_meta(con, "source", source)
-        if country_table is not None:
-            from snakeweb.decisions import CountryPrior
-
-            CountryPrior.from_csv(country_table)  # fail now, not at identify time
+        if prior is not None:
             set_meta(con, "country_table", str(Path(country_table).resolve()))
     rejected = int(fresh["error"].notna().sum())
     if skipped:
@@ -182,17 +199,48 @@ def ingest(
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped}
 
 
-def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) -> pd.DataFrame:
-    named = listing.dropna(subset=["class_id"]).drop_duplicates("class_id")
+def _checked_country_table(country_table: Path | None, species: pd.DataFrame):
+    """The species x country table, read now so a table that cannot be used stops ingest, not identify."""
+    if country_table is None:
+        return None
+    from snakeweb.decisions import CountryPrior
+
+    prior = CountryPrior.from_csv(country_table)
+    prior.require_species(species["binomial_name"].tolist())
+    return prior
+
+
+def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(listing with class_id and subspecies, species rows). Rows with a class id name it (one name per id, or
+    a SnakewebError); rows with a name but no class id are matched to the species table like folder names."""
+    listing = listing.copy()
+    names = listing["binomial_name"].where(listing["binomial_name"].notna(), None)
+    listing["subspecies"] = [normalise_name(n) if isinstance(n, str) and len(taxon_key(n).split(" ")) >= 3 else None
+                             for n in names]
+    labelled = listing[listing["class_id"].notna()]
+    named = labelled.assign(species_key=labelled["binomial_name"].map(
+        lambda n: " ".join(taxon_key(n).split(" ")[:2]) if isinstance(n, str) else ""))
+    clashing = named[named["species_key"] != ""].groupby("class_id")["species_key"].nunique()
+    if (clashing > 1).any():
+        first = int(clashing[clashing > 1].index[0])
+        shown = sorted(set(named.loc[named["class_id"] == first, "binomial_name"].dropna()))[:3]
+        raise SnakewebError(f"The metadata gives class {first} more than one species name ({', '.join(shown)}); "
+                            "correct the class_id or binomial_name of those rows.")
+    first_named = named.sort_values("species_key", ascending=False).drop_duplicates("class_id")
     rows = pd.DataFrame({
-        "class_id": named["class_id"].astype("int64"),
-        "binomial_name": named.get("binomial_name", named["class_id"].astype(str)).map(
-            lambda n: normalise_name(str(n))
-        ),
+        "class_id": first_named["class_id"].astype("int64"),
+        "binomial_name": [normalise_name(k) if k else f"class {c}" for k, c in zip(first_named["species_key"], first_named["class_id"])],
     })
-    rows["genus"] = rows["binomial_name"].str.split(" ").str[0]
-    rows["venomous"] = False
-    return rows[SPECIES_COLUMNS] if table is None else with_names_from(table, rows)
+    rows["genus"] = [name.split(" ")[0] for name in rows["binomial_name"]]
+    rows["venom_status"] = UNKNOWN
+    species = rows[SPECIES_COLUMNS] if table is None else with_names_from(table, rows)
+    by_name = listing["class_id"].isna() & listing["binomial_name"].notna()
+    if by_name.any():
+        matched = match_taxa(listing.loc[by_name, "binomial_name"], species)
+        listing.loc[by_name, "class_id"] = listing.loc[by_name, "binomial_name"].map(matched.classes).astype("Int64")
+        species = pd.concat([species, matched.species[~matched.species["class_id"].isin(species["class_id"])]])
+        species = species.sort_values("class_id").reset_index(drop=True)
+    return listing, species
 
 
 def _update_splits(con, subsets: dict[str, object]) -> None:

@@ -6,9 +6,11 @@ resolved entry and a fingerprint of the weights, so a head or index is never use
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,7 +283,9 @@ def load_backbone(config: BackboneConfig, device: str = "cpu") -> LoadedBackbone
 
         weights = getattr(weights_module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
         digest = sha256_of(Path(weights))
-        model = EfficientNet.from_pretrained(config.location, weights_path=weights)
+        # the package announces "Loaded pretrained weights" with print(); it is a log line, so stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            model = EfficientNet.from_pretrained(config.location, weights_path=weights)
         model.eval().to(device)
         loaded = LoadedBackbone(config=config, model=model, fingerprint=f"{config.name}@sha256:{digest[:16]}", details={"sha256": digest})
         if device == "cpu":

@@ -7,12 +7,14 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
 from snakeweb.store import Store, StoreBusyError
+from snakeweb.tables import Column, read_table
 
 REVIEWS_TABLE = """
 CREATE SEQUENCE IF NOT EXISTS review_ids START 1;
@@ -47,13 +49,15 @@ def ensure_reviews_table(store: Store) -> None:
 
 
 def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) -> pd.DataFrame:
-    """Observations to check: lowest top-1 probability first, or those whose runner-up is a venomous species
-    while the top-1 is harmless (closest calls first). Already reviewed observations are left out."""
+    """Observations to check: lowest top-1 probability first, or those whose runner-up is a venomous (or
+    unknown-status) species while the top-1 is harmless (closest calls first). Already reviewed observations
+    are left out."""
     ensure_reviews_table(store)
     base = (
         "SELECT p1.observation_id, p1.class_id AS top_class_id, s1.binomial_name AS top_species, p1.probability AS top_probability, "
-        "COALESCE(s1.venomous, FALSE) AS top_venomous, p2.class_id AS second_class_id, s2.binomial_name AS second_species, "
-        "p2.probability AS second_probability, COALESCE(s2.venomous, FALSE) AS second_venomous, o.class_id AS label "
+        "COALESCE(s1.venom_status, 'unknown') AS top_venom_status, p2.class_id AS second_class_id, "
+        "s2.binomial_name AS second_species, p2.probability AS second_probability, "
+        "COALESCE(s2.venom_status, 'unknown') AS second_venom_status, o.class_id AS label "
         "FROM predictions p1 LEFT JOIN predictions p2 ON p2.observation_id = p1.observation_id AND p2.rank = 2 "
         "LEFT JOIN species s1 ON s1.class_id = p1.class_id LEFT JOIN species s2 ON s2.class_id = p2.class_id "
         "JOIN observations o ON o.observation_id = p1.observation_id "
@@ -62,7 +66,8 @@ def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) ->
     if kind == "low-confidence":
         sql = base + "ORDER BY p1.probability ASC, p1.observation_id LIMIT ?"
     elif kind == "venomous-runner-up":
-        sql = base + ("AND COALESCE(s2.venomous, FALSE) AND NOT COALESCE(s1.venomous, FALSE) "
+        # unknown venom status counts as possibly venomous: a harmless call with such a runner-up needs a look
+        sql = base + ("AND COALESCE(s2.venom_status, 'unknown') <> 'harmless' AND s1.venom_status = 'harmless' "
                       "ORDER BY p1.probability - p2.probability ASC, p1.observation_id LIMIT ?")
     else:
         raise SnakewebError(f"Unknown review queue {kind!r}; use one of {', '.join(QUEUES)}.")
@@ -122,3 +127,59 @@ def reviewed_labels(store: Store) -> pd.DataFrame:
     return store.query(
         "SELECT observation_id, arg_max(new_class_id, review_id) AS class_id FROM reviews GROUP BY observation_id"
     )
+
+
+REVIEW_EXPORT_COLUMNS = (
+    Column("observation_id", ("observation",), required=True),
+    Column("reviewer", ("reviewed_by",), required=True),
+    Column("new_class_id", ("class_id", "new_class"), required=True),
+    Column("reviewed_at", ("time", "timestamp")),
+    Column("old_class_id", ("old_class",)),
+    Column("note", ("notes", "comment")),
+)
+
+
+def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
+    """Add the reviews of a review export (the Review page's CSV, e.g. from another reviewer's dashboard).
+
+    Every row must name an observation and a class of this store, a reviewer, and (when the column is there)
+    a readable time; otherwise nothing is added and a SnakewebError names the rows. A review already in the
+    store (same observation, reviewer, time and class) is not added twice. Returns counts.
+    """
+    table = read_table(path, "review export", REVIEW_EXPORT_COLUMNS)
+    rows = pd.DataFrame({"observation_id": table.text("observation_id"), "reviewer": table.text("reviewer"),
+                         "new_class_id": table.ids("new_class_id")})
+    for column in ("observation_id", "reviewer"):
+        if rows[column].isna().any():
+            raise table.fail(f"{int(rows[column].isna().sum())} row(s) have no {column} ({table.where(rows[column].isna(), column)}).")
+    rows["old_class_id"] = table.ids("old_class_id", missing_ok=True) if table.has("old_class_id") else pd.NA
+    rows["note"] = table.text("note").fillna("") if table.has("note") else ""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    if table.has("reviewed_at"):
+        times = pd.to_datetime(table.frame["reviewed_at"].where(table.frame["reviewed_at"] != ""), errors="coerce", utc=True)
+        bad = times.isna() & (table.frame["reviewed_at"] != "")
+        if bad.any():
+            raise table.fail(f"{int(bad.sum())} reviewed_at value(s) are not a date and time ({table.where(bad, 'reviewed_at')}); "
+                             "write them as 2026-11-30 17:05:00.")
+        rows["reviewed_at"] = times.dt.tz_convert(None).fillna(now)
+    else:
+        rows["reviewed_at"] = now
+    ensure_reviews_table(store)
+    with _store_lock(store), store.transaction() as con:
+        known_obs = set(con.execute("SELECT observation_id FROM observations").df()["observation_id"])
+        known_classes = set(con.execute("SELECT class_id FROM species").df()["class_id"].astype(int))
+        checks = (("observation_id", rows["observation_id"], known_obs, "observation"),
+                  ("new_class_id", rows["new_class_id"].astype(int), known_classes, "class id"))
+        for column, values, known, what in checks:
+            unknown = ~values.isin(known)
+            if unknown.any():
+                raise table.fail(f"{int(unknown.sum())} {what}(s) are not in the store {store.root} "
+                                 f"({table.where(unknown.to_numpy(), column)}); import reviews into the store they were made on.")
+        existing = con.execute("SELECT observation_id, reviewer, reviewed_at, new_class_id FROM reviews").df()
+        key = ["observation_id", "reviewer", "reviewed_at", "new_class_id"]
+        fresh = rows.merge(existing.astype({"new_class_id": "Int64"}), on=key, how="left", indicator=True)
+        fresh = fresh[fresh["_merge"] == "left_only"].drop(columns="_merge")
+        con.register("imported", fresh[["observation_id", "reviewer", "reviewed_at", "old_class_id", "new_class_id", "note"]])
+        con.execute("INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "
+                    "SELECT observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note FROM imported")
+    return {"added": len(fresh), "already_present": len(rows) - len(fresh)}

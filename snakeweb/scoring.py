@@ -1,7 +1,8 @@
 """The official SnakeCLEF 2023/2024 metric, exactly as the organisers' evaluation code computes it, and the
 per-species view the dashboard shows.
 
-Scores are per observation. Venomous means MIVS = 1 in the venomous list; ids absent from it are harmless.
+Scores are per observation. Venomous means MIVS = 1 in the venomous list; the organisers' code counts ids
+absent from it as harmless, and so does `score` (it says how many there are, on stderr).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from snakeweb.errors import SnakewebError
-from snakeweb.tables import read_user_csv
+from snakeweb.tables import Column, read_table
 
 OFFICIAL_KEYS = ("F1 Score", "Accuracy", "PSC", "PSC_total", "Track1 Metric", "Track2 Metric")
 
@@ -28,15 +29,45 @@ def _examples(values) -> str:
     return shown + (", ..." if len(values) > 5 else "")
 
 
-def read_csv(path: str | Path, what: str) -> pd.DataFrame:
-    return read_user_csv(path, what, SubmissionError, dtype={"observation_id": str})
+ID_COLUMNS = (Column("observation_id", ("observation", "obs_id"), required=True), Column("class_id", ("classid",), required=True))
+VENOMOUS_LIST_COLUMNS = (Column("class_id", ("classid",), required=True),
+                         Column("MIVS", ("venomous", "is_venomous", "venom_status"), required=True))
+
+
+def _observation_ids(table) -> pd.Series:
+    ids = table.text("observation_id")
+    if ids.isna().any():
+        raise table.fail(f"{int(ids.isna().sum())} row(s) have no observation_id ({table.where(ids.isna(), 'observation_id')}).")
+    return ids
+
+
+def read_truth(path: str | Path) -> pd.DataFrame:
+    """Ground truth (SnakeCLEF metadata or any table with observation_id, class_id): observation_id (str),
+    class_id (nullable Int64: an empty cell is an observation without a label, which is not scored)."""
+    table = read_table(path, "ground truth", ID_COLUMNS, SubmissionError)
+    return pd.DataFrame({"observation_id": _observation_ids(table), "class_id": table.ids("class_id", missing_ok=True)})
+
+
+def read_submission(path: str | Path) -> pd.DataFrame:
+    """A submission: observation_id (str), class_id (int64); every row needs a whole-number class id."""
+    table = read_table(path, "submission", ID_COLUMNS, SubmissionError)
+    return pd.DataFrame({"observation_id": _observation_ids(table), "class_id": table.ids("class_id").astype("int64")})
+
+
+def read_venomous_list(path: str | Path) -> pd.Series:
+    """The venomous list (class_id, MIVS) as a boolean Series indexed by class id; every row needs a flag."""
+    table = read_table(path, "venomous list", VENOMOUS_LIST_COLUMNS, SubmissionError)
+    flags = pd.Series(table.flags("MIVS", missing_ok=False).astype(bool).to_numpy(), index=table.ids("class_id").astype("int64"))
+    clash = flags.groupby(level=0).nunique() > 1
+    if clash.any():
+        raise table.fail(f"class id(s) {', '.join(map(str, clash[clash].index[:5]))} are listed both venomous and harmless.")
+    return flags.groupby(level=0).first()
 
 
 def read_venomous(path: str | Path) -> set[int]:
-    frame = read_csv(path, "venomous list")
-    if not {"class_id", "MIVS"} <= set(frame.columns):
-        raise SubmissionError(f"The venomous list {path} needs columns class_id and MIVS; it has {list(frame.columns)}.")
-    return set(frame.loc[frame["MIVS"] == 1, "class_id"].astype(int))
+    """The class ids the venomous list marks MIVS = 1."""
+    flags = read_venomous_list(path)
+    return set(flags.index[flags.to_numpy()].astype(int))
 
 
 def merge_one_to_one(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFrame:
@@ -47,6 +78,9 @@ def merge_one_to_one(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFr
         if missing:
             raise SubmissionError(f"The {what} lacks column(s) {sorted(missing)}; it needs observation_id and class_id.")
     truth = truth.drop_duplicates("observation_id")[["observation_id", "class_id"]].copy()
+    unlabelled = truth["class_id"].isna()
+    if unlabelled.all():
+        raise SubmissionError("No ground-truth observation has a class_id; there is nothing to score.")
     submission = submission[["observation_id", "class_id"]].copy()
     truth["observation_id"] = truth["observation_id"].astype(str)
     submission["observation_id"] = submission["observation_id"].astype(str)
@@ -68,6 +102,10 @@ def merge_one_to_one(truth: pd.DataFrame, submission: pd.DataFrame) -> pd.DataFr
         raise SubmissionError(f"{len(missing_ids)} ground-truth observation(s) have no prediction, e.g. {_examples(missing_ids)}.")
     if unknown_ids:
         raise SubmissionError(f"{len(unknown_ids)} submitted observation id(s) are not in the ground truth, e.g. {_examples(unknown_ids)}.")
+    if unlabelled.any():
+        # an observation without a label cannot be right or wrong: it is left out (`score` says how many)
+        truth = truth[~unlabelled].copy()
+    truth["class_id"] = truth["class_id"].astype(np.int64)
     merged = truth.merge(submission, on="observation_id", how="inner", suffixes=("_true", "_pred"), validate="one_to_one")
     return merged.rename(columns={"class_id_true": "truth", "class_id_pred": "predicted"})
 

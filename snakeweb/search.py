@@ -1,4 +1,4 @@
-"""Nearest-neighbour image search with filters (species, venomous flag, country), exact inside the filter:
+"""Nearest-neighbour image search with filters (species, venom status, country), exact inside the filter:
 FAISS searches only the allowed image ids (an ID selector), so filtered results are never short."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from snakeweb.store import Store
 
 
 def image_catalogue(store: Store) -> pd.DataFrame:
-    """Every readable image with its species, venom flag, country and observation: what the filters and
-    captions need."""
+    """Every readable image with its species, venom status (venomous / harmless / unknown; None when the
+    image is unlabelled), country and observation: what the filters and captions need."""
     return store.query(
         "SELECT i.image_id, i.path, i.observation_id, i.class_id, s.binomial_name, s.genus, "
-        "COALESCE(s.venomous, FALSE) AS venomous, o.country_code FROM images i "
+        "s.venom_status, o.country_code FROM images i "
         "LEFT JOIN species s USING (class_id) LEFT JOIN observations o USING (observation_id) "
         "WHERE i.status = 'ok' ORDER BY i.image_id"
     ).set_index("image_id")
@@ -31,14 +31,15 @@ def stored_vector(store: Store, image_id: int) -> np.ndarray:
     return np.asarray(rows["vector"][0], dtype=np.float32)
 
 
-def filter_ids(catalogue: pd.DataFrame, species: list[int] | None = None, venomous: bool | None = None,
+def filter_ids(catalogue: pd.DataFrame, species: list[int] | None = None, venom_status: str | None = None,
                countries: list[str] | None = None) -> np.ndarray | None:
-    """Image ids passing the filters, or None when no filter is set."""
+    """Image ids passing the filters (`venom_status` one of venomous / harmless / unknown), or None when no
+    filter is set."""
     mask = pd.Series(True, index=catalogue.index)
     if species:
         mask &= catalogue["class_id"].isin(species)
-    if venomous is not None:
-        mask &= catalogue["venomous"] == venomous
+    if venom_status is not None:
+        mask &= catalogue["venom_status"] == venom_status
     if countries:
         mask &= catalogue["country_code"].isin(countries)
     if mask.all():
@@ -50,6 +51,8 @@ def search_images(index: faiss.Index, catalogue: pd.DataFrame, query: np.ndarray
                   allowed_ids: np.ndarray | None = None, exclude_ids: set[int] | None = None) -> pd.DataFrame:
     """The k most similar images to `query` (one vector or several, best similarity per image), restricted
     to `allowed_ids` when given; columns image_id, similarity and the catalogue's."""
+    if k <= 0:
+        return catalogue.iloc[:0].reset_index().assign(similarity=[])
     queries = np.ascontiguousarray(l2_normalise(np.atleast_2d(query)))
     fetch = k + len(exclude_ids or ())
     params = None

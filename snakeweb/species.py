@@ -18,118 +18,225 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
-from snakeweb.tables import read_user_csv
+from snakeweb.tables import Column, read_table
 
 log = logging.getLogger(__name__)
 
-SPECIES_COLUMNS = ["class_id", "binomial_name", "genus", "venomous"]
+SPECIES_COLUMNS = ["class_id", "binomial_name", "genus", "venom_status"]
 PLACEHOLDER_PREFIX = "class "  # the name of a class whose binomial name no table gives
+# Venom status of a species. "unknown" (a name no table knows, a table without a venom column, an empty
+# cell) is never harmless: the venom-aware rule treats it as possibly venomous and every output shows it.
+VENOMOUS, HARMLESS, UNKNOWN = "venomous", "harmless", "unknown"
+VENOM_STATUSES = (VENOMOUS, HARMLESS, UNKNOWN)
+SPECIES_TABLE_COLUMNS = (
+    Column("class_id", ("classid",), required=True),
+    Column("binomial_name", ("species", "binomial", "scientific_name", "species_name", "latin_name", "taxon", "name")),
+    Column("genus"),
+    Column("venomous", ("MIVS", "is_venomous", "venom", "venom_status", "medically_important")),
+)
 
 
-def with_names_from(table: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
-    """`table` plus the rows of `named` it lacks; placeholder names in `table` are filled from `named`
-    (e.g. a venomous list without names, completed by the names in SnakeCLEF metadata)."""
-    merged = table.set_index("class_id").copy()
-    other = named.set_index("class_id")
-    fill = merged["binomial_name"].str.startswith(PLACEHOLDER_PREFIX) & merged.index.isin(other.index)
-    merged.loc[fill, "binomial_name"] = other.loc[merged.index[fill], "binomial_name"]
-    merged.loc[fill, "genus"] = other.loc[merged.index[fill], "genus"]
-    extra = other[~other.index.isin(merged.index)]
-    return pd.concat([merged, extra]).reset_index()[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
+def taxon_key(name: str) -> str:
+    """How taxon names are compared: 'Crotalus_ATROX (Western diamondback)' -> 'crotalus atrox'. Case,
+    underscores, hyphens, repeated spaces and a trailing parenthetical (a common name) do not count."""
+    text = re.sub(r"\s*\([^()]*\)\s*$", "", str(name))
+    return " ".join(re.sub(r"[_\-\s]+", " ", text).strip().lower().split())
 
 
 def normalise_name(name: str) -> str:
-    """'natrix_natrix ' -> 'Natrix natrix': folder names use '_' or spaces and any case."""
-    words = re.sub(r"[_\s]+", " ", name).strip().split(" ")
+    """'natrix_natrix ' -> 'Natrix natrix': the display form of a taxon name (genus capitalised)."""
+    words = taxon_key(name).split(" ")
     if not words or not words[0]:
         return ""
-    return " ".join([words[0].capitalize(), *(w.lower() for w in words[1:])])
+    return " ".join([words[0].capitalize(), *words[1:]])
+
+
+def status_of_flag(flag: object) -> str:
+    """True / False / None (as `Table.flags` reads them) -> venomous / harmless / unknown."""
+    return UNKNOWN if flag is None or pd.isna(flag) else VENOMOUS if bool(flag) else HARMLESS
 
 
 def read_species_table(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Merge one or more species CSVs on class_id into columns class_id, binomial_name, genus, venomous.
+    """Merge one or more species tables on class_id into columns class_id, binomial_name, genus, venom_status.
 
-    Names come from any file with `binomial_name`; the venomous flag from `venomous` or SnakeCLEF's `MIVS`
-    (1 = medically important venomous species). `class_list.csv` alone, or `class_list.csv` plus
-    `venomous_status_list.csv`, are both complete tables.
+    Each file is read by `snakeweb.tables.read_table` (headers, delimiters, encodings and flag spellings as
+    documented in the README); names come from any file with a binomial_name column (or an alias), the venom
+    flag from `venomous` or SnakeCLEF's `MIVS` (1 = medically important venomous species). A class no file
+    gives a flag for has venom status "unknown". Two files that disagree about a class's name or flag, a
+    class id that is not a whole number, or a flag snakeweb cannot read raise a SnakewebError.
+    `class_list.csv` alone, or `class_list.csv` plus `venomous_status_list.csv`, are both complete tables.
     """
     merged: pd.DataFrame | None = None
     for path in paths:
-        frame = read_user_csv(path, "species table (a CSV with a class_id column)")
-        if "class_id" not in frame.columns:
-            raise SnakewebError(f"Species table {path} has no class_id column; its columns are {list(frame.columns)}.")
-        if "MIVS" in frame.columns and "venomous" not in frame.columns:
-            frame = frame.rename(columns={"MIVS": "venomous"})
-        keep = [c for c in ("class_id", "binomial_name", "genus", "venomous") if c in frame.columns]
-        frame = frame[keep].drop_duplicates("class_id")
-        if merged is None:
-            merged = frame
-        else:
-            overlap = [c for c in keep if c != "class_id" and c in merged.columns]
-            merged = merged.merge(frame, on="class_id", how="outer", suffixes=("", "_new"))
-            for column in overlap:
-                merged[column] = merged[column].fillna(merged.pop(f"{column}_new"))
+        table = read_table(path, "species table", SPECIES_TABLE_COLUMNS)
+        if not len(table):
+            raise table.fail("it has a header but no rows.")
+        frame = pd.DataFrame({"class_id": table.ids("class_id")})
+        frame["binomial_name"] = table.text("binomial_name").map(lambda n: normalise_name(n) if n else None) \
+            if table.has("binomial_name") else None
+        frame["genus"] = table.text("genus") if table.has("genus") else None
+        frame["venom_status"] = table.flags("venomous").map(status_of_flag) if table.has("venomous") else None
+        frame["source"] = str(path)
+        frame = _one_row_per_class(frame, table)
+        merged = frame if merged is None else _merge_tables(merged, frame)
     if merged is None:
         raise SnakewebError("No species table was given.")
     return _complete(merged)
 
 
+def _one_row_per_class(frame: pd.DataFrame, table) -> pd.DataFrame:
+    """Drop exact repeats of a class's row; two different rows for one class id are refused."""
+    values = frame[["class_id", "binomial_name", "venom_status"]].astype(str)
+    frame = frame[~values.duplicated()]
+    repeated = frame["class_id"].duplicated(keep=False)
+    if repeated.any():
+        ids = sorted(set(frame.loc[repeated, "class_id"].astype(int)))
+        raise table.fail(f"class id(s) {', '.join(map(str, ids[:5]))} appear in rows that disagree; keep one row per class id.")
+    return frame
+
+
+def _merge_tables(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    """Outer join on class_id; a value one file gives fills the other's gap, and two different values stop."""
+    merged = left.merge(right, on="class_id", how="outer", suffixes=("", "_other"))
+    for column in ("binomial_name", "genus", "venom_status"):
+        mine, theirs = merged[column], merged.pop(f"{column}_other")
+        if column != "genus":
+            known = mine.notna() & theirs.notna() & (mine != UNKNOWN) & (theirs != UNKNOWN)
+            clash = known & (mine.map(lambda v: taxon_key(str(v))) != theirs.map(lambda v: taxon_key(str(v))))
+            if clash.any():
+                row = merged[clash].iloc[0]
+                raise SnakewebError(
+                    f"The species tables disagree about class {int(row['class_id'])}: {row['source']} gives {column} "
+                    f"{mine[clash].iloc[0]!r}, {merged.loc[clash, 'source_other'].iloc[0]} gives {theirs[clash].iloc[0]!r} "
+                    f"({int(clash.sum())} class(es) differ); correct one of the files."
+                )
+        fill = mine.isna() | ((mine == UNKNOWN) & theirs.notna())
+        merged[column] = mine.where(~fill, theirs)
+    merged["source"] = merged["source"].fillna(merged.pop("source_other"))
+    return merged
+
+
 def _complete(frame: pd.DataFrame) -> pd.DataFrame:
+    """Placeholder names, genus from the binomial, "unknown" venom status where no file says."""
     frame = frame.copy()
-    if pd.to_numeric(frame["class_id"], errors="coerce").isna().any():
-        raise SnakewebError("The species table has class ids that are not integers; fix or remove those rows.")
     frame["class_id"] = frame["class_id"].astype("int64")
-    if "binomial_name" not in frame.columns:
-        frame["binomial_name"] = None
-    names = frame["binomial_name"].map(lambda n: normalise_name(n) if isinstance(n, str) else "")
+    names = frame["binomial_name"].map(lambda n: n if isinstance(n, str) and n else "")
     # 19 SnakeCLEF classes have no known name; they keep a readable placeholder rather than a blank.
     frame["binomial_name"] = names.where(names != "", PLACEHOLDER_PREFIX + frame["class_id"].astype(str))
-    if "genus" not in frame.columns:
-        frame["genus"] = None
-    frame["genus"] = frame["genus"].fillna(frame["binomial_name"].str.split(" ").str[0])
-    if "venomous" not in frame.columns:
-        frame["venomous"] = False
-    frame["venomous"] = frame["venomous"].fillna(0).astype(int).astype(bool)
+    genus = frame["genus"].map(lambda g: g if isinstance(g, str) and g else None)
+    frame["genus"] = genus.fillna(frame["binomial_name"].str.split(" ").str[0])
+    frame["venom_status"] = frame["venom_status"].map(lambda s: s if s in VENOM_STATUSES else UNKNOWN)
     return frame[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
 
 
-def species_for_names(names: Iterable[str], table: pd.DataFrame | None) -> pd.DataFrame:
-    """Species rows for folder names: table ids where the name is known, new ids above the table otherwise.
-
-    New ids are given in sorted-name order, so the same folders always get the same ids.
-    """
-    wanted = sorted({normalise_name(n) for n in names if normalise_name(n)})
-    if table is None or table.empty:
-        rows = [{"class_id": i, "binomial_name": n, "genus": n.split(" ")[0], "venomous": False} for i, n in enumerate(wanted)]
-        return pd.DataFrame(rows, columns=SPECIES_COLUMNS)
-    by_name = table.drop_duplicates("binomial_name").set_index("binomial_name")
-    next_id = int(table["class_id"].max()) + 1
-    rows, unknown = [], []
-    for name in wanted:
-        if name in by_name.index:
-            row = by_name.loc[name]
-            rows.append({"class_id": int(row["class_id"]), "binomial_name": name, "genus": row["genus"], "venomous": bool(row["venomous"])})
-        else:
-            unknown.append(name)
-            rows.append({"class_id": next_id, "binomial_name": name, "genus": name.split(" ")[0], "venomous": False})
-            next_id += 1
-    if unknown:
-        log.warning(
-            "%d folder name(s) are not in the species table and got new class ids above it (venomous unknown, "
-            "treated as harmless): %s", len(unknown), ", ".join(unknown[:10]),
+def with_names_from(table: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
+    """`table` plus the classes of `named` it lacks (venom status unknown); placeholder names in `table` are
+    filled from `named` (e.g. a venomous list without names, completed by SnakeCLEF metadata's names). A class
+    both name differently is refused."""
+    merged = table.set_index("class_id").copy()
+    other = named.set_index("class_id")
+    common = merged.index.intersection(other.index)
+    real = ~merged.loc[common, "binomial_name"].str.startswith(PLACEHOLDER_PREFIX)
+    differs = real & (merged.loc[common, "binomial_name"].map(taxon_key) != other.loc[common, "binomial_name"].map(taxon_key))
+    if differs.any():
+        first = differs[differs].index[0]
+        raise SnakewebError(
+            f"The metadata calls class {first} {other.loc[first, 'binomial_name']!r} but the species table calls it "
+            f"{merged.loc[first, 'binomial_name']!r} ({int(differs.sum())} class(es) differ); give a species table that "
+            "matches the metadata."
         )
-    return pd.DataFrame(rows, columns=SPECIES_COLUMNS)
+    fill = merged["binomial_name"].str.startswith(PLACEHOLDER_PREFIX) & merged.index.isin(other.index)
+    merged.loc[fill, "binomial_name"] = other.loc[merged.index[fill], "binomial_name"]
+    merged.loc[fill, "genus"] = other.loc[merged.index[fill], "genus"]
+    extra = other[~other.index.isin(merged.index)].assign(venom_status=UNKNOWN)
+    if len(extra):
+        log.warning("%d class(es) in the metadata are not in the species table; their venom status is unknown "
+                    "(treated as possibly venomous): %s", len(extra), ", ".join(extra["binomial_name"].head(5)))
+    return pd.concat([merged, extra]).reset_index()[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
 
 
-def venomous_class_ids(species: pd.DataFrame) -> set[int]:
-    """The venomous class ids of a species table (indexed by class_id)."""
-    return set(species.index[species["venomous"].astype(bool)].astype(int))
+@dataclass
+class TaxonMatch:
+    """Folder (or table) names matched to classes."""
+
+    species: pd.DataFrame  # the classes the names use, SPECIES_COLUMNS
+    classes: dict[str, int]  # name as given -> class id
+    subspecies: dict[str, str]  # name as given -> trinomial, for names that are a subspecies
+    unmatched: list[str]  # display names that got new class ids (venom status unknown)
 
 
-def venomous_mask(species: pd.DataFrame, class_ids: Sequence[int]) -> np.ndarray:
-    """Venomous flag per class id (species indexed by class_id); ids missing from the table are harmless."""
-    flags = species["venomous"].astype(bool)
-    return np.array([bool(flags.get(int(c), False)) for c in class_ids])
+def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
+    """Match names to the species table, comparing `taxon_key`s: a binomial matches its class; a trinomial
+    its own class if the table has one, else its species' class (the subspecies is kept); a whole number the
+    class with that id. A name that matches nothing gets a new class id above the table's (in sorted-name
+    order, so the same names always get the same ids) and venom status "unknown".
+
+    Raises SnakewebError when a table is given and none of the names matches it (a table that matches
+    nothing is a mistake, not a set of new species).
+    """
+    given = sorted({n for n in names if isinstance(n, str) and taxon_key(n)})
+    table = table if table is not None and not table.empty else None
+    by_key: dict[str, tuple] = {} if table is None else {
+        taxon_key(r.binomial_name): r for r in table.itertuples(index=False)
+        if not str(r.binomial_name).startswith(PLACEHOLDER_PREFIX)
+    }
+    by_id = {} if table is None else {int(r.class_id): r for r in table.itertuples(index=False)}
+    rows: dict[int, dict] = {}
+    classes, subspecies, new_names = {}, {}, {}
+    for name in given:
+        key = taxon_key(name)
+        words = key.split(" ")
+        row = by_key.get(key)
+        if row is None and key.isdigit():
+            row = by_id.get(int(key))
+        if row is None and len(words) >= 3:
+            row = by_key.get(" ".join(words[:2]))
+            subspecies[name] = normalise_name(key)
+        if row is None:
+            new_names[name] = normalise_name(" ".join(words[:2]) if len(words) >= 3 else key)
+            continue
+        rows[int(row.class_id)] = {c: getattr(row, c) for c in SPECIES_COLUMNS}
+        classes[name] = int(row.class_id)
+    if table is not None and given and not classes:
+        shown = ", ".join(repr(n) for n in given[:3])
+        examples = ", ".join(repr(n) for n in list(by_key)[:3])
+        raise SnakewebError(
+            f"None of the {len(given)} species folder name(s) ({shown}, ...) matches a name in the species table "
+            f"(whose names look like {examples}); check that you gave the right table and folder."
+        )
+    next_id = 0 if table is None else int(table["class_id"].max()) + 1
+    new_ids: dict[str, int] = {}
+    for display in sorted(set(new_names.values())):
+        new_ids[display] = next_id
+        rows[next_id] = {"class_id": next_id, "binomial_name": display, "genus": display.split(" ")[0], "venom_status": UNKNOWN}
+        next_id += 1
+    classes.update({name: new_ids[display] for name, display in new_names.items()})
+    unmatched = sorted(new_ids)
+    if unmatched and table is not None:
+        log.warning(
+            "%d species name(s) are not in the species table and got new class ids above it, with venom status unknown "
+            "(treated as possibly venomous): %s", len(unmatched), ", ".join(unmatched[:10]),
+        )
+    species = pd.DataFrame(list(rows.values()), columns=SPECIES_COLUMNS).sort_values("class_id").reset_index(drop=True)
+    return TaxonMatch(species=species, classes=classes, subspecies=subspecies, unmatched=unmatched)
+
+
+def possibly_venomous_class_ids(species: pd.DataFrame) -> set[int]:
+    """Class ids (species indexed by class_id) whose venom status is venomous or unknown: what the venom-aware
+    rule, the venom weight and evaluation count as venomous (unknown is never harmless)."""
+    return set(species.index[species["venom_status"] != HARMLESS].astype(int))
+
+
+def possibly_venomous_mask(species: pd.DataFrame, class_ids: Sequence[int]) -> np.ndarray:
+    """Per class id: venomous or unknown (species indexed by class_id). An id missing from the table is
+    unknown, so it counts as possibly venomous."""
+    status = species["venom_status"]
+    return np.array([status.get(int(c), UNKNOWN) != HARMLESS for c in class_ids])
+
+
+def venom_status_of(species: pd.DataFrame, class_id: int) -> str:
+    """venomous / harmless / unknown of one class (species indexed by class_id; absent = unknown)."""
+    return str(species["venom_status"].get(int(class_id), UNKNOWN))
 
 
 @dataclass(frozen=True)

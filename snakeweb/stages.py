@@ -24,7 +24,7 @@ from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, train_head
 from snakeweb.index import build_index, describe, ids_digest, load_index, save_index
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
-from snakeweb.species import venomous_class_ids, venomous_mask
+from snakeweb.species import possibly_venomous_class_ids, possibly_venomous_mask
 from snakeweb.store import SCHEMA, Store, set_meta
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, parse_views
 
@@ -110,6 +110,9 @@ def embed(
         set_meta(con, "preprocessing", {
             "exif_transpose": True, "mode": "RGB", "resize_short_side": config.resize_size,
             "interpolation": "bicubic", "centre_crop": config.image_size, "mean": config.mean, "std": config.std,
+            # snakeweb.images: JPEG decoded at reduced scale (draft), other formats shrunk by an integer factor
+            # while the short side stays >= 2 x resize_short_side; strips beyond 50:1 refused
+            "decode_reduction": "jpeg draft / integer reduce to >= 2x resize", "max_aspect_ratio": 50,
         })
         set_meta(con, "image_size", config.image_size)
         set_meta(con, "dtype", str(next(backbone.model.parameters()).dtype).removeprefix("torch."))
@@ -319,7 +322,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         started = time.perf_counter()
         head = train_head(train_x, train_y, val_x if len(val_y) else np.zeros((0, train_x.shape[1] if train_x.ndim == 2 else 0), np.float32),
                           val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress,
-                          venomous_class_ids=venomous_class_ids(store.species().set_index("class_id")),
+                          venomous_class_ids=possibly_venomous_class_ids(store.species().set_index("class_id")),
                           view_vectors=view_x, view_class_ids=view_y)
     head.save(store.head_path)
     info = {
@@ -455,7 +458,7 @@ def export_submission(
         names = [species["binomial_name"].get(c, f"class {c}") for c in class_ids]
         countries = [observations["country_code"].get(o) for o in observation_ids]
         probabilities = prior.apply(probabilities, names, [c if isinstance(c, str) else None for c in countries])
-    venomous = venomous_mask(species, class_ids)
+    venomous = possibly_venomous_mask(species, class_ids)
     chosen = head.label_map.to_class_ids(decide(probabilities, venomous, decision, head.venom_weight))
     submission = pd.DataFrame({"observation_id": observation_ids, "class_id": chosen.astype(np.int64)})
     if split is not None:

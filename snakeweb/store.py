@@ -31,10 +31,12 @@ HEAD_NAME = "head.pt"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS species (
-    class_id BIGINT PRIMARY KEY, binomial_name VARCHAR NOT NULL, genus VARCHAR, venomous BOOLEAN NOT NULL
+    class_id BIGINT PRIMARY KEY, binomial_name VARCHAR NOT NULL, genus VARCHAR,
+    venom_status VARCHAR NOT NULL CHECK (venom_status IN ('venomous', 'harmless', 'unknown'))
 );
 CREATE TABLE IF NOT EXISTS observations (
-    observation_id VARCHAR PRIMARY KEY, class_id BIGINT, country_code VARCHAR, split VARCHAR NOT NULL
+    observation_id VARCHAR PRIMARY KEY, class_id BIGINT, country_code VARCHAR, split VARCHAR NOT NULL,
+    subspecies VARCHAR  -- the trinomial a folder or metadata name gave, when it named a subspecies
 );
 CREATE TABLE IF NOT EXISTS images (
     image_id BIGINT PRIMARY KEY,
@@ -91,6 +93,7 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         with self.connect() as con:
             con.execute(SCHEMA)
+            migrate(con)
         return self
 
     def require(self) -> Store:
@@ -98,6 +101,9 @@ class Store:
             raise SnakewebError(
                 f"No store at {self.root}. Build one with `python -m pipelines build --store {self.root} --images DIR`."
             )
+        if _needs_migration(self):
+            with self.connect() as con:
+                migrate(con)
         return self
 
     @contextlib.contextmanager
@@ -165,6 +171,28 @@ class Store:
         if len(ids) == 0:
             return ids, np.zeros((0, 0), dtype=np.float32)
         return ids, np.stack(rows["vector"]).astype(np.float32)
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+
+
+def _needs_migration(store: Store) -> bool:
+    with store.connect(read_only=True) as con:
+        return "venomous" in _columns(con, "species") or "subspecies" not in _columns(con, "observations")
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a store made by an earlier snakeweb up to this schema: a boolean venom flag becomes a venom
+    status (its False could not tell harmless from unknown, so those classes keep 'harmless' as recorded;
+    rebuild with a species table to get 'unknown' where it applies), and observations gain `subspecies`."""
+    if "venomous" in _columns(con, "species"):
+        con.execute("ALTER TABLE species ADD COLUMN venom_status VARCHAR")
+        con.execute("UPDATE species SET venom_status = CASE WHEN venomous THEN 'venomous' ELSE 'harmless' END")
+        con.execute("ALTER TABLE species DROP COLUMN venomous")
+    if "subspecies" not in _columns(con, "observations"):
+        con.execute("ALTER TABLE observations ADD COLUMN subspecies VARCHAR")
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:

@@ -1,19 +1,248 @@
-"""Reading the CSV files users hand in: one place that turns every way a CSV can be unreadable into a sentence."""
+"""One reader for every table a user hands in: species tables, SnakeCLEF metadata, species x country tables,
+submissions, ground truth, venomous lists and review exports.
+
+The same table arrives in many shapes: re-saved by Excel (a BOM, `;` as the delimiter, Windows-1252 text,
+a space after each comma, `TRUE`/`FALSE`), exported by R or a database (`NA` for missing), typed by hand.
+None of that may change an answer, so this module reads every cell as text and never guesses:
+
+- the encoding is UTF-8 (with or without BOM) or UTF-16 with a BOM, else Windows-1252 with a note;
+- the delimiter is the one of `,` `;` tab that splits every line alike (or an Excel `sep=;` first line);
+- headers are trimmed and matched case-insensitively, with spaces and hyphens as underscores, against each
+  column's documented aliases; two headers meaning one column are refused;
+- cells are trimmed text: nothing is read as a missing value except where a column is typed, so Namibia's
+  ISO code `NA` stays `NA`;
+- typed columns (`Table.ids`, `Table.flags`) accept every common spelling and refuse anything else with a
+  sentence naming the file, the column, the lines and the accepted values.
+"""
 
 from __future__ import annotations
 
+import codecs
+import csv
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
 
-UNREADABLE = (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError)
+log = logging.getLogger(__name__)
+
+DELIMITERS = (",", ";", "\t")
+# Cells a typed column reads as "no value" (R, pandas, databases and people write missing values these ways).
+MISSING_WORDS = frozenset({"", "na", "n/a", "nan", "null", "none", "unknown", "?", "-"})
+# Flag spellings: 1/0, true/false (Excel's TRUE/FALSE), yes/no, y/n, venomous/harmless and SnakeCLEF's MIVS
+# (medically important venomous species). Anything else is refused, never read as harmless.
+TRUE_WORDS = frozenset({"1", "1.0", "true", "t", "yes", "y", "venomous", "mivs"})
+FALSE_WORDS = frozenset({"0", "0.0", "false", "f", "no", "n", "harmless", "non-venomous", "nonvenomous", "not venomous"})
+ACCEPTED_FLAGS = "1/0, true/false, yes/no, y/n, venomous/harmless or MIVS, and empty or unknown for not known"
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:\.0*)?")
+MAX_EXAMPLES = 3
 
 
-def read_user_csv(path: str | Path, what: str, error: type[SnakewebError] = SnakewebError, **kwargs) -> pd.DataFrame:
-    """`pd.read_csv` with a sentence naming the file and what it should be, instead of a traceback."""
+class TableError(SnakewebError):
+    """A table that cannot be read as what it should be; the message names the file and what to fix."""
+
+
+def header_key(name: str) -> str:
+    """'  Class ID ' -> 'class_id': how headers and aliases are compared."""
+    return re.sub(r"[\s\-]+", "_", str(name).replace("\ufeff", "").strip().lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column a reader knows: its canonical name, the other headers that mean it, whether it must be there."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    required: bool = False
+
+    def keys(self) -> set[str]:
+        return {header_key(self.name), *(header_key(a) for a in self.aliases)}
+
+    def spelled(self) -> str:
+        return self.name + (f" (or {', '.join(self.aliases)})" if self.aliases else "")
+
+
+@dataclass
+class Table:
+    """A table read as text: `frame` has the known columns under their canonical names (others under their
+    normalised header), every cell a trimmed string; `lines[i]` is the file line of row i (header = line 1)."""
+
+    path: Path
+    what: str
+    frame: pd.DataFrame
+    lines: np.ndarray
+    error: type[SnakewebError] = TableError
+    notes: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # column name in `frame` -> the header as the file wrote it
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def has(self, column: str) -> bool:
+        return column in self.frame.columns
+
+    def where(self, mask: np.ndarray | pd.Series, column: str) -> str:
+        """'line 4: '405.5', line 9: 'abc'' for the first rows where `mask` holds, and how many there are."""
+        rows = np.flatnonzero(np.asarray(mask, dtype=bool))
+        shown = ", ".join(f"line {self.lines[r]}: {self.frame[column].iloc[r]!r}" for r in rows[:MAX_EXAMPLES])
+        return shown + (f" and {len(rows) - MAX_EXAMPLES} more" if len(rows) > MAX_EXAMPLES else "")
+
+    def fail(self, message: str) -> SnakewebError:
+        return self.error(f"The {self.what} {self.path}: {message}")
+
+    def missing(self, column: str) -> pd.Series:
+        """True where a typed column has no value (empty, NA, null, unknown, ...)."""
+        return self.frame[column].str.lower().isin(MISSING_WORDS)
+
+    def ids(self, column: str, missing_ok: bool = False, what: str = "class ids") -> pd.Series:
+        """Whole numbers (`405`, or `405.0` as spreadsheets write them) as nullable Int64; any other value is
+        refused, and so is a missing one unless `missing_ok`."""
+        values, missing = self.frame[column], self.missing(column)
+        bad = ~missing & ~values.str.fullmatch(_WHOLE_NUMBER)
+        if bad.any():
+            raise self.fail(f"{int(bad.sum())} value(s) in column {column} are not whole numbers ({self.where(bad, column)}); "
+                            f"{what} are whole numbers such as 405.")
+        if missing.any() and not missing_ok:
+            raise self.fail(f"{int(missing.sum())} row(s) have no {column} ({self.where(missing, column)}); fill them in or remove those rows.")
+        numbers = values.where(~missing).str.replace(r"\.0*$", "", regex=True)
+        return pd.Series(pd.array([None if pd.isna(v) else int(v) for v in numbers], dtype="Int64"), index=self.frame.index)
+
+    def flags(self, column: str, missing_ok: bool = True) -> pd.Series:
+        """True / False / None (not known) from every common spelling; anything else is refused."""
+        lowered = self.frame[column].str.lower()
+        missing = lowered.isin(MISSING_WORDS)
+        yes, no = lowered.isin(TRUE_WORDS), lowered.isin(FALSE_WORDS)
+        bad = ~(yes | no | missing)
+        if bad.any():
+            raise self.fail(f"{int(bad.sum())} value(s) in column {column} are not a flag snakeweb can read "
+                            f"({self.where(bad, column)}); use {ACCEPTED_FLAGS}.")
+        if missing.any() and not missing_ok:
+            raise self.fail(f"{int(missing.sum())} row(s) have no value in column {column} ({self.where(missing, column)}); "
+                            "use 1 or 0 in every row.")
+        return pd.Series(np.where(yes, True, np.where(no, False, None)), index=self.frame.index, dtype=object)
+
+    def text(self, column: str) -> pd.Series:
+        """Trimmed strings, None where empty. Nothing else counts as missing: 'NA' is Namibia."""
+        values = self.frame[column]
+        return values.where(values != "", None).astype(object)
+
+
+def read_table(path: str | Path, what: str, columns: Sequence[Column] = (),
+               error: type[SnakewebError] = TableError) -> Table:
+    """Read a delimited text table (see the module docstring for what is accepted).
+
+    `what` names the table in messages ("species table"). Raises `error` (a SnakewebError) with one sentence
+    when the file is missing, empty, binary, not decodable, ragged, or lacks a required column.
+    """
+    path = Path(path)
     try:
-        return pd.read_csv(path, **kwargs)
-    except UNREADABLE as exc:
-        raise error(f"Cannot read the {what} {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from exc
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"Cannot read the {what} {path}: {exc.strerror or exc}.") from exc
+    text, note = _decode(raw, path, what, error)
+    rows, lines = _rows(text, path, what, error)
+    headers = [header_key(h) for h in rows[0]]
+    width = len(headers)
+    data, data_lines = [], []
+    for row, line in zip(rows[1:], lines[1:]):
+        if len(row) > width:
+            if any(cell.strip() for cell in row[width:]):
+                raise error(f"The {what} {path} has {len(row)} cells on line {line} but {width} headers; "
+                            "check the delimiter and quoting of that line.")
+            row = row[:width]
+        data.append([cell.strip() for cell in row] + [""] * (width - len(row)))
+        data_lines.append(line)
+    named = [h or f"column_{i + 1}" for i, h in enumerate(headers)]
+    frame = pd.DataFrame(data, columns=named, dtype=object) if data else pd.DataFrame(columns=named, dtype=object)
+    table = Table(path=path, what=what, frame=frame.astype(object), lines=np.asarray(data_lines, dtype=np.int64), error=error)
+    if note:
+        table.notes.append(note)
+        log.warning("%s", note)
+    table.frame = _canonical_columns(table, rows[0], columns)
+    table.headers = {name: raw.strip() for name, raw in zip(table.frame.columns, rows[0])}
+    return table
+
+
+def _decode(raw: bytes, path: Path, what: str, error: type[SnakewebError]) -> tuple[str, str | None]:
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16"), None  # Excel's "Unicode text"
+    if not raw.strip():
+        raise error(f"The {what} {path} is empty.")
+    if b"\x00" in raw:
+        raise error(f"The {what} {path} is not a text table (it holds binary data); save it as CSV.")
+    try:
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = raw.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        raise error(f"The {what} {path} is neither UTF-8 nor Windows-1252 text; save it as CSV UTF-8.") from exc
+    return text, (f"The {what} {path} is not UTF-8; it was read as Windows-1252 (Excel's default). "
+                  "If names look wrong, save it as CSV UTF-8.")
+
+
+def _rows(text: str, path: Path, what: str, error: type[SnakewebError]) -> tuple[list[list[str]], list[int]]:
+    """Non-blank rows (header first) and the file line each starts on."""
+    body = text.splitlines()
+    start = 0
+    while start < len(body) and not body[start].strip():
+        start += 1
+    hint = re.fullmatch(r"\s*sep=(.)\s*", body[start]) if start < len(body) else None
+    if hint:  # Excel's first-line delimiter hint
+        delimiter, start = hint.group(1), start + 1
+    else:
+        delimiter = _delimiter(body[start:start + 50])
+    reader = csv.reader(body[start:], delimiter=delimiter)
+    rows, lines = [], []
+    consumed = 0
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(start + consumed + 1)
+            consumed = reader.line_num
+    except csv.Error as exc:
+        raise error(f"The {what} {path} cannot be read as a table near line {start + reader.line_num}: {exc}.") from exc
+    if not rows:
+        raise error(f"The {what} {path} is empty.")
+    return rows, lines
+
+
+def _delimiter(sample: list[str]) -> str:
+    """The delimiter that splits the first lines into the same number (> 1) of cells, most cells first."""
+    sample = [line for line in sample if line.strip()]
+    best, best_score = ",", (False, False, 0.0, 0)
+    for delimiter in DELIMITERS:
+        counts = [len(row) for row in csv.reader(sample, delimiter=delimiter)]
+        if not counts:
+            continue
+        same = sum(c == counts[0] for c in counts) / len(counts)
+        score = (counts[0] > 1 and same == 1.0, counts[0] > 1, same, counts[0])
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _canonical_columns(table: Table, raw_headers: list[str], columns: Sequence[Column]) -> pd.DataFrame:
+    frame = table.frame
+    renames: dict[str, str] = {}
+    for column in columns:
+        found = [h for h in frame.columns if h in column.keys()]
+        if len(found) > 1:
+            raise table.fail(f"columns {', '.join(found)} all mean {column.name}; keep one of them.")
+        if found:
+            renames[found[0]] = column.name
+        elif column.required:
+            shown = [h.strip() for h in raw_headers]
+            raise table.fail(f"it has no {column.spelled()} column; its columns are {shown}.")
+    if len(set(frame.columns)) != len(frame.columns):
+        twice = sorted({h for h in frame.columns if list(frame.columns).count(h) > 1})
+        raise table.fail(f"the header names {', '.join(twice)} more than once; give each column one name.")
+    return frame.rename(columns=renames)

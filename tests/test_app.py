@@ -13,7 +13,8 @@ APP = str(REPO / "app.py")
 
 def app_test(monkeypatch, store_root) -> AppTest:
     monkeypatch.setenv("SNAKEWEB_STORE", str(store_root))
-    return AppTest.from_file(APP, default_timeout=180)
+    # an upper bound for one script run on a busy machine (e.g. loading a model while another build runs), not a speed assertion
+    return AppTest.from_file(APP, default_timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_explore_page_draws_the_map(store, monkeypatch):
     app.switch_page("views/explore.py").run()
     assert not app.exception and app.title[0].value == "Explore the embedding map"
     assert any("24 points" in c.value and "All points shown" in c.value for c in app.caption)
-    assert app.selectbox[0].options == ["species", "genus", "venomous flag", "correct / incorrect"]
+    assert app.selectbox[0].options == ["species", "genus", "venom status", "correct / incorrect"]
 
 
 def test_metrics_page_shows_official_numbers(store, monkeypatch):
@@ -113,14 +114,30 @@ def test_login_gate_blocks_every_page_until_logged_in(store, monkeypatch):
 
 
 def test_build_page_builds_a_store_with_live_progress(tmp_path, monkeypatch, photo_folder, species_csv):
+    import time
+
+    bound_s = 30 * 60  # a generous upper bound, so a hung build fails the test instead of hanging the suite; not a speed assertion
     target = tmp_path / "built-from-page"
     app = app_test(monkeypatch, target).run()
     app.text_input[0].set_value(str(photo_folder))
     app.text_input[1].set_value(str(species_csv))
     app.text_input[3].set_value(str(target))
     app.selectbox[0].set_value("dinov2-small-offline")
-    app.button[0].click().run()  # the form's Build button: runs the real build in a child process
+    app.button[0].click().run()  # the form's Build button: starts the real build in a child process and returns
     assert not app.exception
+    job = app.session_state["build_job"]
+    assert any(s.label.startswith("Building") for s in app.status) or job.done  # the live progress box
+    # poll as a browser's 1 s fragment refresh would, however long the build takes on this machine
+    deadline = time.monotonic() + bound_s
+    while not job.done and time.monotonic() < deadline:
+        time.sleep(1)
+        app.run()
+        assert not app.exception
+    assert job.done, f"the build did not finish within {bound_s} s; last lines: {job.tail(15)}"
+    app.run()  # the first run that sees the job finished records it and reruns the whole app
+    assert not app.exception
+    assert job.returncode == 0, job.tail(15)
+    assert [s.label for s in app.status] == ["Build finished"]
     log = "\n".join(c.value for c in app.code)
     assert "build: done" in log and "predict:" in log  # the streamed progress lines are on the page
     assert app.session_state["store_root"] == str(target)

@@ -174,7 +174,7 @@ def test_identify_cli_goes_on_with_good_files_and_fails_only_when_none_is_usable
     assert len(lines) == len(files) and "Traceback" not in out.err
     assert sum("species" in line for line in lines) == 1
     assert all("could be read" in line["error"] for line in lines if "error" in line)
-    assert main(["identify", "--store", str(store), *map(str, files[:3])]) == 1  # nothing usable: non-zero
+    assert main(["identify", "--store", str(store), *map(str, files[:3])]) == 2  # nothing usable: bad input
     err = capsys.readouterr().err
     assert "empty" in err and "Traceback" not in err
     assert main(["identify", "--store", str(store), str(folder / "plain.jpg"), str(folder / "text.jpg")]) == 0
@@ -195,13 +195,14 @@ def test_dashboard_upload_of_bad_files_warns_and_goes_on(corpus, tmp_path, tiny_
     app.file_uploader[0].set_value(uploads).run()
     assert not app.exception
     warnings = " ".join(w.value for w in app.warning)
-    assert "bomb.png was skipped" in warnings and "truncated.jpg was skipped" in warnings
+    assert "Photo 1 (bomb.png) was skipped" in warnings and "Photo 2 (truncated.jpg) was skipped" in warnings
     assert app.table[0].value.index[0] in {"Natrix natrix", "Vipera berus"}
 
 
 @pytest.mark.parametrize("rows, words", [
-    ("observation_id,class_id\n1,2\n", "lacks column(s) ['image_path']"),
-    ("", "Cannot read the metadata"),
+    ("observation_id,class_id\n1,2\n", "has no image_path (or path"),
+    ("", "The metadata"),
+    ("observation_id,image_path\n", "has a header but no rows"),
 ])
 def test_bad_metadata_is_a_sentence(tmp_path, rows, words, capsys):
     metadata = tmp_path / "meta.csv"
@@ -211,7 +212,7 @@ def test_bad_metadata_is_a_sentence(tmp_path, rows, words, capsys):
     assert words in err and "Traceback" not in err
 
 
-def test_metadata_with_bad_ids_duplicates_and_escaping_paths(tmp_path, caplog):
+def test_metadata_with_bad_ids_duplicates_and_escaping_paths(tmp_path, caplog, capsys):
     root = tmp_path / "images"
     make_photo(root / "a.jpg", (1, 2, 3), seed=1)
     make_photo(tmp_path / "secret.jpg", (1, 2, 3), seed=2)
@@ -219,17 +220,21 @@ def test_metadata_with_bad_ids_duplicates_and_escaping_paths(tmp_path, caplog):
     pd.DataFrame({
         "observation_id": ["1", "2", "3", "4"],
         "image_path": ["a.jpg", "a.jpg", "../secret.jpg", "/etc/passwd"],
-        "class_id": [5, 5, "cobra", 6],
-        "binomial_name": ["Natrix natrix", "Natrix natrix", "Naja naja", "Vipera berus"],
+        "class_id": [5, 5, "", 6],
+        "binomial_name": ["Natrix natrix", "Natrix natrix", "", "Vipera berus"],
     }).to_csv(metadata, index=False)
     store = Store(tmp_path / "store")
     assert main(["ingest", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root)]) == 0
     images = store.query("SELECT path, class_id, status, error FROM images ORDER BY image_id")
     assert len(images) == 3  # the duplicate path is kept once
-    assert "repeat an image path" in caplog.text and "not an integer" in caplog.text
+    assert "repeat an image path" in caplog.text
     escaped = images[images["status"] == "error"]
     assert len(escaped) == 2 and escaped["error"].str.contains("outside the image root").all()
-    assert images["class_id"].isna().sum() == 1  # 'cobra' is ingested unlabelled
+    assert images["class_id"].isna().sum() == 1  # an empty class id is an unlabelled photo
+    # a class id that is not a whole number is refused, never read as unlabelled or cast
+    metadata.write_text(metadata.read_text().replace(",,", ",cobra,Naja naja", 1))
+    assert main(["ingest", "--store", str(tmp_path / "other"), "--metadata", str(metadata), "--image-root", str(root)]) == 2
+    assert "line 4: 'cobra'" in capsys.readouterr().err
 
 
 def test_score_with_a_binary_file_is_a_sentence(tmp_path, capsys):

@@ -13,6 +13,10 @@ from snakeweb.search import image_catalogue
 from snakeweb.settings import store_path
 from snakeweb.store import Store
 
+# how each venom status is shown: unknown is never shown (or treated) as harmless
+VENOM_LABELS = {"venomous": "☠️ VENOMOUS", "harmless": "harmless", "unknown": "❓ venom status unknown"}
+VENOM_MARKS = {"venomous": " ☠️", "unknown": " ❓"}
+
 
 def current_store() -> Store:
     return Store(st.session_state.get("store_root") or store_path())
@@ -59,7 +63,7 @@ def image_grid(rows: pd.DataFrame, columns: int = 4, key: str = "grid", search_b
     for i, row in enumerate(rows.itertuples()):
         with cells[i % columns]:
             name = row.binomial_name if isinstance(row.binomial_name, str) else "unlabelled"
-            flag = " ☠️" if getattr(row, "venomous", False) else ""
+            flag = VENOM_MARKS.get(getattr(row, "venom_status", None), "")
             similarity = f" · {row.similarity:.3f}" if hasattr(row, "similarity") else ""
             picture = thumbnail(row.path)
             if picture is None:

@@ -17,15 +17,15 @@ st.caption(
     f"{len(points):,} points ({settings.get('method', '?')}, PCA to {settings.get('pca_components', '-')} dims first). "
     + (f"Sampled at {rate:.1%} per species to stay under {MAX_POINTS:,} points." if rate < 1 else "All points shown.")
 )
-colour = st.selectbox("Colour by", ["binomial_name", "genus", "venomous", "prediction"],
-                      format_func={"binomial_name": "species", "genus": "genus", "venomous": "venomous flag",
+colour = st.selectbox("Colour by", ["binomial_name", "genus", "venom_status", "prediction"],
+                      format_func={"binomial_name": "species", "genus": "genus", "venom_status": "venom status",
                                    "prediction": "correct / incorrect"}.get)
 brush = alt.selection_interval(name="area")
 chart = (
     alt.Chart(points).mark_circle(size=18, opacity=0.7)
     .encode(x=alt.X("x", axis=None), y=alt.Y("y", axis=None),
             color=alt.Color(f"{colour}:N", legend=alt.Legend(columns=2, symbolLimit=60)),
-            tooltip=["image_id", "binomial_name", "venomous", "prediction"])
+            tooltip=["image_id", "binomial_name", "venom_status", "prediction"])
     .add_params(brush).properties(height=560)
 )
 event = st.altair_chart(chart, on_select="rerun", key="map", width="stretch")

@@ -13,7 +13,8 @@ if not reviewer:
     reviewer = st.text_input("Your name (stored with each review)")
 
 kind = st.radio("Queue", QUEUES, horizontal=True,
-                format_func={"low-confidence": "lowest confidence first", "venomous-runner-up": "venomous species a close second"}.get)
+                format_func={"low-confidence": "lowest confidence first",
+                             "venomous-runner-up": "venomous or unknown-status species a close second"}.get)
 queue = review_queue(store, kind, limit=100)
 if queue.empty:
     st.success("Nothing left in this queue.")

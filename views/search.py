@@ -1,4 +1,4 @@
-"""Search: nearest images to an upload or to a store image, filtered by species, venom flag, country."""
+"""Search: nearest images to an upload or to a store image, filtered by species, venom status, country."""
 
 import streamlit as st
 
@@ -15,10 +15,10 @@ by = st.radio("Search by", ["a store image", "an upload"], horizontal=True,
 species_names = images.dropna(subset=["class_id"]).drop_duplicates("class_id").set_index("class_id")["binomial_name"].sort_values()
 with st.expander("Filters", expanded=False):
     chosen = st.multiselect("Species", species_names.index.tolist(), format_func=lambda c: species_names[c])
-    venom = st.selectbox("Venomous", ["any", "venomous only", "harmless only"])
+    venom = st.selectbox("Venom status", ["any", "venomous only", "harmless only", "unknown only"])
     countries = st.multiselect("Country", sorted(images["country_code"].dropna().unique().tolist()))
 k = st.slider("Results", 4, 48, 12, 4)
-allowed = filter_ids(images, chosen, {"any": None, "venomous only": True, "harmless only": False}[venom], countries)
+allowed = filter_ids(images, chosen, None if venom == "any" else venom.removesuffix(" only"), countries)
 
 exclude: set[int] = set()
 if by == "a store image":
@@ -36,9 +36,9 @@ else:
     if upload is None:
         st.info("Upload a photo to find similar ones.")
         st.stop()
-    _, vectors, rejected = model.embed([(upload.name, upload.getvalue())])
-    if rejected:
-        st.error(f"{upload.name}: {rejected[upload.name]}")
+    _, vectors, failures = model.embed([(upload.name, upload.getvalue())])
+    if failures:
+        st.error(f"{upload.name}: {failures[0].reason}")
         st.stop()
     query = vectors
 results = search_images(model.index, images, query, k, allowed, exclude)

@@ -1,0 +1,320 @@
+"""No silent wrong answers: every table a user hands in is read strictly, and unknown is never harmless.
+
+Each numbered example of the issue is a test here with the right value (the files are in ../shared/cases),
+followed by more cases of the same kinds: headers, delimiters, encodings, flags, ids, countries, arguments.
+"""
+
+import codecs
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from snakeweb.countries import CountryError, resolve_country
+from snakeweb.decisions import CountryPrior, cost_aware_choice
+from snakeweb.errors import SnakewebError
+from snakeweb.species import possibly_venomous_mask, read_species_table
+from snakeweb.store import Store
+from snakeweb.tables import read_table
+from tests.conftest import SHARED, make_photo, shared
+
+CASES = SHARED.parent / "cases"
+
+
+def case(*parts: str):
+    path = CASES.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"case files not found at {path}")
+    return path
+
+
+def write(path, text: str, encoding: str = "utf-8"):
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+# 1. a species table whose header has a space after each comma ---------------------------------------------
+
+def test_example_1_header_with_spaces_keeps_the_rattlesnake_venomous(tmp_path, capsys):
+    store = Store(tmp_path / "store")
+    code = main(["ingest", "--store", str(store.root), "--images", str(case("1-header-spaces", "photos")),
+                 "--species", str(case("1-header-spaces", "species_spaces.csv"))])
+    assert code == 0
+    species = store.species().set_index("binomial_name")
+    assert species.loc["Crotalus atrox", "class_id"] == 405 and species.loc["Crotalus atrox", "venom_status"] == "venomous"
+    assert species.loc["Natrix natrix", "class_id"] == 1137 and species.loc["Natrix natrix", "venom_status"] == "harmless"
+    assert len(species) == 2  # no fresh ids
+
+
+SPECIES_ROWS = [(405, "Crotalus atrox", "venomous"), (1137, "Natrix natrix", "harmless"), (29, "Agkistrodon contortrix", "venomous")]
+
+
+@pytest.mark.parametrize("header, delimiter, encoding, spelling", [
+    ("class_id, binomial_name, MIVS", ",", "utf-8", {"venomous": "1", "harmless": "0"}),
+    ("Class ID;Binomial Name;Venomous", ";", "utf-8-sig", {"venomous": "TRUE", "harmless": "FALSE"}),
+    ("CLASS_ID\tSPECIES\tmivs", "\t", "utf-8", {"venomous": "yes", "harmless": "no"}),
+    ("class-id;scientific name;is venomous", ";", "cp1252", {"venomous": "Y", "harmless": "n"}),
+    ('"class_id","binomial_name","venom_status"', ",", "utf-16", {"venomous": "venomous", "harmless": "harmless"}),
+    (" classid , name , MIVS ", ",", "utf-8", {"venomous": "1.0", "harmless": "0.0"}),
+])
+def test_species_tables_as_spreadsheets_save_them(tmp_path, header, delimiter, encoding, spelling):
+    lines = [header] + [delimiter.join([str(i), n, spelling[v]]) for i, n, v in SPECIES_ROWS]
+    table = read_species_table([write(tmp_path / "species.csv", "\r\n".join(lines) + "\r\n", encoding)]).set_index("class_id")
+    assert table["venom_status"].to_dict() == {405: "venomous", 1137: "harmless", 29: "venomous"}
+    assert table.loc[1137, "binomial_name"] == "Natrix natrix"
+
+
+def test_excel_sep_line_and_windows_1252_names(tmp_path, caplog):
+    text = "sep=;\nclass_id;binomial_name;MIVS\n7;Hydrophis Ã©legans;0\n8;Dendrelaphis caudolineolatus;1\n"
+    path = write(tmp_path / "s.csv", text.replace("Ã©", "é"), "cp1252")
+    table = read_species_table([path]).set_index("class_id")
+    assert table.loc[7, "binomial_name"] == "Hydrophis élegans" and table.loc[8, "venom_status"] == "venomous"
+    assert "Windows-1252" in caplog.text
+
+
+@pytest.mark.parametrize("cell", ["maybe", "2", "mildly", "venomous?", "ja"])
+def test_a_flag_snakeweb_cannot_read_is_refused_with_file_column_line_and_accepted_values(tmp_path, cell, capsys):
+    path = write(tmp_path / "species.csv", f"class_id,binomial_name,MIVS\n405,Crotalus atrox,{cell}\n1137,Natrix natrix,0\n")
+    with pytest.raises(SnakewebError) as error:
+        read_species_table([path])
+    message = str(error.value)
+    assert str(path) in message and "column venomous" in message and "line 2" in message and repr(cell) in message
+    assert "1/0, true/false, yes/no" in message
+
+
+@pytest.mark.parametrize("cell", ["", "NA", "unknown", "?"])
+def test_an_empty_or_unknown_flag_is_unknown_never_harmless(tmp_path, cell):
+    path = write(tmp_path / "species.csv", f"class_id,binomial_name,MIVS\n405,Crotalus atrox,{cell}\n1137,Natrix natrix,0\n")
+    assert read_species_table([path]).set_index("class_id")["venom_status"].to_dict() == {405: "unknown", 1137: "harmless"}
+
+
+def test_a_table_without_a_venom_column_gives_unknown_status(tmp_path):
+    path = write(tmp_path / "names.csv", "class_id,binomial_name\n405,Crotalus atrox\n")
+    assert read_species_table([path])["venom_status"].tolist() == ["unknown"]
+
+
+@pytest.mark.parametrize("cell, words", [("405.5", "not whole numbers"), ("abc", "not whole numbers"), ("", "have no class_id"),
+                                         ("4e2", "not whole numbers")])
+def test_class_ids_that_are_not_whole_numbers_are_refused_never_cast(tmp_path, cell, words):
+    path = write(tmp_path / "species.csv", f"class_id,binomial_name,MIVS\n{cell},Crotalus atrox,1\n1137,Natrix natrix,0\n")
+    with pytest.raises(SnakewebError, match=words):
+        read_species_table([path])
+
+
+def test_two_tables_that_disagree_about_a_venom_flag_are_refused(tmp_path):
+    names = write(tmp_path / "names.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n")
+    flags = write(tmp_path / "flags.csv", "class_id,MIVS\n405,0\n")
+    with pytest.raises(SnakewebError, match="disagree about class 405"):
+        read_species_table([names, flags])
+
+
+def test_two_headers_meaning_one_column_are_refused(tmp_path):
+    path = write(tmp_path / "species.csv", "class_id,venomous,MIVS\n405,1,0\n")
+    with pytest.raises(SnakewebError, match="all mean venomous"):
+        read_species_table([path])
+
+
+def test_a_species_table_matching_none_of_the_folders_is_refused_at_ingest(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    make_photo(photos / "Crotalus atrox" / "a.jpg", (120, 80, 40), seed=1)
+    table = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1,Naja naja,1\n2,Python regius,0\n")
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--images", str(photos), "--species", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "None of the 1 species folder name" in err and "Traceback" not in err
+    assert not (tmp_path / "s" / "snakeweb.duckdb").exists()
+
+
+def test_unmatched_folders_get_unknown_status_and_subspecies_are_kept_in_the_store(tmp_path):
+    photos = tmp_path / "photos"
+    for folder in ["crotalus_atrox (western diamondback)", "Natrix natrix helvetica", "Bothrops mystery"]:
+        make_photo(photos / folder / "a.jpg", (120, 80, 40), seed=len(folder))
+    table = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n1137,Natrix natrix,0\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(table)]) == 0
+    species = store.species().set_index("binomial_name")
+    assert species["venom_status"].to_dict() == {"Crotalus atrox": "venomous", "Natrix natrix": "harmless", "Bothrops mystery": "unknown"}
+    assert species.loc["Bothrops mystery", "class_id"] == 1138
+    observations = store.query("SELECT class_id, subspecies FROM observations ORDER BY class_id")
+    assert observations["subspecies"].tolist()[1] == "Natrix natrix helvetica"
+
+
+# 2. ground truth with an empty class_id ----------------------------------------------------------------
+
+def test_example_2_an_unlabelled_ground_truth_row_is_left_out_and_said_so(capsys):
+    folder = case("2-truth-empty-class-id")
+    code = main(["score", "--metadata", str(folder / "truth.csv"), "--predictions", str(folder / "submission.csv"),
+                 "--venomous", str(folder / "venomous.csv"), "--json"])
+    out = capsys.readouterr()
+    assert code == 0
+    scores = json.loads(out.out)
+    assert scores["Accuracy"] == 100.0 and scores["PSC_total"] == [0, 0, 0, 0] and scores["Track2 Metric"] == 0
+    assert "1 ground-truth observation(s) have no class_id" in out.err
+
+
+@pytest.mark.parametrize("truth, submission, venomous, words", [
+    ("observation_id,class_id\n1,405\n2,abc\n", "observation_id,class_id\n1,405\n2,405\n", "class_id,MIVS\n405,1\n", "not whole numbers"),
+    ("observation_id,class_id\n1,405\n", "observation_id,class_id\n1,\n", "class_id,MIVS\n405,1\n", "have no class_id"),
+    ("observation_id,class_id\n1,405\n", "observation_id,class_id\n1,405.7\n", "class_id,MIVS\n405,1\n", "not whole numbers"),
+    ("observation_id,class_id\n1,405\n", "observation_id,class_id\n1,405\n", "class_id,MIVS\n405,maybe\n", "not a flag"),
+    ("observation_id,class_id\n1,405\n", "observation_id,class_id\n1,405\n", "class_id,MIVS\n405,\n", "use 1 or 0"),
+    ("observation_id,class_id\n1,\n", "observation_id,class_id\n1,405\n", "class_id,MIVS\n405,1\n", "nothing to score"),
+])
+def test_score_refuses_what_it_cannot_interpret(tmp_path, capsys, truth, submission, venomous, words):
+    paths = [write(tmp_path / name, text) for name, text in
+             (("truth.csv", truth), ("sub.csv", submission), ("venomous.csv", venomous))]
+    assert main(["score", "--metadata", str(paths[0]), "--predictions", str(paths[1]), "--venomous", str(paths[2])]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_score_reads_semicolons_bom_and_excel_flags_and_names_unlisted_classes(tmp_path, capsys):
+    truth = write(tmp_path / "truth.csv", "Observation ID;Class ID\n1;405\n2;NA\n3;7\n", "utf-8-sig")
+    submission = write(tmp_path / "sub.csv", "observation_id,class_id\n1,405.0\n2,1\n3,7\n")
+    venomous = write(tmp_path / "venomous.csv", "class_id\tMIVS\n405\tTRUE\n1\tFALSE\n")
+    assert main(["score", "--metadata", str(truth), "--predictions", str(submission), "--venomous", str(venomous), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["Accuracy"] == 100.0
+    assert "not in the venomous list (e.g. 7)" in out.err
+
+
+# 3. countries: no fuzzy match ever picks one for the user ------------------------------------------------
+
+@pytest.mark.parametrize("text, code", [
+    ("NA", "NA"), ("na", "NA"), ("Namibia", "NA"), ("NAM", "NA"), ("Republic of Korea", "KR"), ("South Korea", "KR"),
+    ("UK", "GB"), ("Great Britain", "GB"), ("United Kingdom", "GB"), ("USA", "US"), ("united states", "US"),
+    ("Germany", "DE"), (" deu ", "DE"), ("Côte d'Ivoire", "CI"), ("Ivory Coast", "CI"), ("Czech Republic", "CZ"),
+    ("Russia", "RU"), ("Kosovo", "XK"), ("XK", "XK"), ("Viet Nam", "VN"), ("St Lucia", "LC"), ("Türkiye", "TR"),
+])
+def test_countries_by_code_name_and_documented_alias(text, code):
+    assert resolve_country(text) == code
+
+
+@pytest.mark.parametrize("text, candidates", [
+    ("ZZ", []), ("YU", ["RS", "ME"]), ("CS", ["RS", "CZ"]), ("AN", ["CW"]), ("EU", ["DE"]), ("Korea", ["KR", "KP"]),
+    ("Congo", ["CG", "CD"]), ("Germny", ["DE"]), ("Atlantis", []), ("Yugoslavia", []), ("", []),
+])
+def test_reserved_withdrawn_ambiguous_and_unknown_countries_are_refused_with_candidates(text, candidates):
+    with pytest.raises(CountryError) as error:
+        resolve_country(text)
+    assert all(c in str(error.value) for c in candidates)
+    if text in ("ZZ", "YU"):  # what fuzzy matching used to pick
+        assert "Italy" not in str(error.value) and "Uganda" not in str(error.value)
+
+
+def test_the_real_species_x_country_table_matches_all_but_one_country_name():
+    prior = CountryPrior.from_csv(shared("snakeclef", "Species_Relevance.csv"))
+    assert prior.unmatched_countries == ["n cyprus"]  # Northern Cyprus has no ISO code
+    assert {"NA", "KR", "KP", "XK", "CD", "CG", "CI", "GB", "RU"} <= set(prior.presence.columns)
+
+
+def test_metadata_keeps_namibia_and_refuses_a_country_that_is_not_one(tmp_path, capsys):
+    root = tmp_path / "images"
+    for name in ["a.jpg", "b.jpg", "c.jpg"]:
+        make_photo(root / name, (90, 90, 40), seed=len(name))
+    metadata = write(tmp_path / "meta.csv", "observation_id,image_path,class_id,binomial_name,code\n"
+                                            "1,a.jpg,405,Crotalus atrox,NA\n2,b.jpg,405,Crotalus atrox,unknown\n3,c.jpg,1137,Natrix natrix,\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root)]) == 0
+    codes = store.query("SELECT observation_id, country_code FROM observations ORDER BY 1")["country_code"]
+    assert codes.iloc[0] == "NA" and codes.iloc[1:].isna().all()
+    bad = write(tmp_path / "bad.csv", "observation_id,image_path,class_id,code\n1,a.jpg,405,US\n2,b.jpg,405,ZZ\n3,c.jpg,405,YU\n")
+    assert main(["ingest", "--store", str(tmp_path / "s2"), "--metadata", str(bad), "--image-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "2 row(s) have a country" in err and "line 3: 'ZZ'" in err and "line 4: 'YU'" in err
+
+
+def test_metadata_names_without_class_ids_and_bad_ids_are_read_strictly(tmp_path, capsys):
+    root = tmp_path / "images"
+    for name in ["a.jpg", "b.jpg"]:
+        make_photo(root / name, (90, 90, 40), seed=len(name))
+    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n")
+    names_only = write(tmp_path / "names.csv", "Observation_ID;Image Path;Species\n1;a.jpg;crotalus_atrox\n2;b.jpg;Crotalus atrox\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(names_only), "--image-root", str(root),
+                 "--species", str(species)]) == 0
+    assert store.query("SELECT class_id FROM observations")["class_id"].tolist() == [405, 405]
+    bad = write(tmp_path / "bad.csv", "observation_id,image_path,class_id\n1,a.jpg,405\n2,b.jpg,cobra\n")
+    assert main(["ingest", "--store", str(tmp_path / "s2"), "--metadata", str(bad), "--image-root", str(root)]) == 2
+    assert "line 3: 'cobra'" in capsys.readouterr().err
+    elsewhere = write(tmp_path / "elsewhere.csv", "observation_id,image_path\n1,x/a.jpg\n")
+    assert main(["ingest", "--store", str(tmp_path / "s3"), "--metadata", str(elsewhere), "--image-root", str(root)]) == 2
+    assert "check --image-root" in capsys.readouterr().err
+
+
+def test_a_country_table_matching_none_of_the_store_species_is_refused_at_ingest(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    make_photo(photos / "Crotalus atrox" / "a.jpg", (120, 80, 40), seed=1)
+    table = write(tmp_path / "relevance.csv", ";germany;italy\nVipera aspis;0;1\n")
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--images", str(photos), "--country-table", str(table)]) == 2
+    assert "None of the 1 species in this store is in the species x country table" in capsys.readouterr().err
+    no_countries = write(tmp_path / "nocountry.csv", "species;alpha;beta\nCrotalus atrox;0;1\n")
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--images", str(photos), "--country-table", str(no_countries)]) == 2
+    assert "none of its column headers is a country" in capsys.readouterr().err
+
+
+def test_a_country_table_cell_that_is_not_a_flag_is_refused(tmp_path):
+    table = write(tmp_path / "relevance.csv", ";germany;italy\nVipera aspis;0;x\n")
+    with pytest.raises(SnakewebError, match="line 2: 'x'"):
+        CountryPrior.from_csv(table)
+
+
+# the reader itself ---------------------------------------------------------------------------------------
+
+def test_iso_codes_and_other_strings_are_never_read_as_missing(tmp_path):
+    path = write(tmp_path / "t.csv", "observation_id,code,note\n1,NA,None\n2,N/A,null\n")
+    table = read_table(path, "metadata")
+    assert table.frame["code"].tolist() == ["NA", "N/A"] and table.frame["note"].tolist() == ["None", "null"]
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"", "is empty"), (b"\n\n  \n", "is empty"), (b"\x00\x01\x02binary", "not a text table"),
+    (b"a,b\n1,2,3\n", "3 cells on line 2"), ("a,b\n\x81\x8d,1\n".encode("latin-1"), "neither UTF-8 nor Windows-1252"),
+])
+def test_unreadable_tables_are_one_sentence(tmp_path, raw, words):
+    path = tmp_path / "t.csv"
+    path.write_bytes(raw)
+    with pytest.raises(SnakewebError, match=words):
+        read_table(path, "species table")
+
+
+def test_utf16_excel_unicode_text_is_read(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(codecs.BOM_UTF16_LE + "class_id\tbinomial_name\n405\tCrotalus atrox\n".encode("utf-16-le"))
+    assert read_table(path, "species table").frame.to_dict("list") == {"class_id": ["405"], "binomial_name": ["Crotalus atrox"]}
+
+
+# unknown venom status: never harmless in the decision --------------------------------------------------
+
+def test_unknown_status_is_possibly_venomous_in_the_cost_rule():
+    species = pd.DataFrame({"class_id": [1, 2, 3], "venom_status": ["harmless", "unknown", "venomous"]}).set_index("class_id")
+    mask = possibly_venomous_mask(species, [1, 2, 3, 99])
+    assert mask.tolist() == [False, True, True, True]  # 99 is in no table: unknown
+    # harmless 0.55 vs unknown 0.45: the cost rule calls the unknown species, as it would a venomous one
+    assert cost_aware_choice(pd.DataFrame([[0.55, 0.45, 0.0]]).to_numpy(), mask[:3]).tolist() == [1]
+
+
+# the review export, read back ----------------------------------------------------------------------------
+
+def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
+    from snakeweb.review import add_review, import_reviews, reviews
+
+    photos = tmp_path / "photos"
+    for i in range(2):
+        make_photo(photos / "Natrix natrix" / f"{i}.jpg", (40, 160, 60), seed=i)
+    make_photo(photos / "Crotalus atrox" / "0.jpg", (140, 100, 60), seed=3)
+    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1137,Natrix natrix,0\n405,Crotalus atrox,1\n")
+    source, target = Store(tmp_path / "a"), Store(tmp_path / "b")
+    for store in (source, target):
+        assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(species)]) == 0
+    add_review(source, "Natrix natrix/0.jpg", "ana", 405, "a rattlesnake, by the tail")
+    exported = tmp_path / "reviews.csv"
+    reviews(source).to_csv(exported, index=False)
+    assert import_reviews(target, exported) == {"added": 1, "already_present": 0}
+    assert import_reviews(target, exported) == {"added": 0, "already_present": 1}
+    back = reviews(target).iloc[0]
+    assert (back["reviewer"], back["new_class_id"], back["note"]) == ("ana", 405, "a rattlesnake, by the tail")
+    wrong = write(tmp_path / "wrong.csv", "observation_id,reviewer,new_class_id\nNatrix natrix/1.jpg,bo,99\n")
+    with pytest.raises(SnakewebError, match="class id"):
+        import_reviews(target, wrong)
+    assert main(["import-reviews", "--store", str(target.root), str(wrong)]) == 2

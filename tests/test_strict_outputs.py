@@ -1,0 +1,154 @@
+"""No silent wrong answers, output side: `--json` stdout is only JSON, arguments are checked by argparse,
+exit codes are as documented, uploads are keyed by position, and unknown venom status shows as unknown."""
+
+import io
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from snakeweb.identify import Identifier
+from snakeweb.store import Store
+from tests.conftest import REPO, build_photo_store
+
+
+@pytest.fixture(scope="module")
+def unknown_species_csv(tmp_path_factory):
+    """The synthetic species with Zamenis longissimus left out: its folder gets a new id and unknown status."""
+    path = tmp_path_factory.mktemp("species-partial") / "species.csv"
+    path.write_text("class_id, binomial_name, MIVS\n1130, Natrix natrix, 0\n1740, Vipera berus, 1\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_model_dir, photo_folder, unknown_species_csv) -> Store:
+    root = tmp_path_factory.mktemp("strict-outputs") / "store"
+    return Store(build_photo_store(root, tiny_model_dir, photo_folder, unknown_species_csv, "--skip-project"))
+
+
+def test_a_species_no_table_knows_is_unknown_in_the_store_the_json_and_the_text(store, photo_folder, capsys):
+    species = store.species().set_index("binomial_name")
+    assert species["venom_status"].to_dict() == {"Natrix natrix": "harmless", "Vipera berus": "venomous", "Zamenis longissimus": "unknown"}
+    assert species.loc["Zamenis longissimus", "class_id"] == 1741  # above the table, not another species' id
+    photo = photo_folder / "Zamenis_longissimus" / "02.jpg"
+    assert main(["identify", "--store", str(store.root), str(photo), "--json", "--neighbours", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    top = result["species"][0]
+    assert top["binomial_name"] == "Zamenis longissimus" and top["venom_status"] == "unknown" and top["venomous"] is None
+    assert "unknown venom status" in result["explanation"]
+    assert main(["identify", "--store", str(store.root), str(photo), "--neighbours", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "venom status UNKNOWN" in out and "harmless" not in out.split("\n")[1]
+
+
+def test_example_6_numeric_arguments_are_usage_sentences_not_tracebacks(store, photo_folder, capsys):
+    photo = str(photo_folder / "Natrix_natrix" / "01.jpg")
+    for args in (["--top-k", "0"], ["--top-k", "-3"], ["--top-k", "two"], ["--neighbours", "-1"], ["--uncertain-below", "1.5"],
+                 ["--uncertain-below", "nan"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["identify", "--store", str(store.root), photo, *args])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "usage:" in err and "Traceback" not in err, args
+    for stage, args in (("embed", ["--batch-size", "0"]), ("train", ["--epochs", "0"]), ("train", ["--lr", "-1"]),
+                        ("evaluate", ["--split", "tset"])):
+        with pytest.raises(SystemExit) as exit_:
+            main([stage, "--store", str(store.root), *args])
+        assert exit_.value.code == 2 and "usage:" in capsys.readouterr().err
+    # --neighbours 0 is a fair request: no reference images
+    assert main(["identify", "--store", str(store.root), photo, "--neighbours", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["neighbours"] == []
+
+
+def test_exit_codes_identify_0_when_any_observation_is_identified_2_when_none(store, photo_folder, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    good = str(photo_folder / "Natrix_natrix" / "01.jpg")
+    assert main(["identify", "--store", str(store.root), good, str(bad), "--each", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert "species" in lines[0] and "not an image" in lines[1]["error"]
+    assert main(["identify", "--store", str(store.root), str(bad)]) == 2
+    assert main(["identify", "--store", str(store.root), good, "--country", "DE"]) == 2  # no country table
+    assert "--country-table" in capsys.readouterr().err
+
+
+def test_photos_with_one_name_are_kept_apart_by_position(store, photo_folder):
+    identifier = Identifier(store)
+    good = (photo_folder / "Vipera_berus" / "01.jpg").read_bytes()
+    result = identifier.identify([("image.jpg", good), ("image.jpg", b"broken"), ("image.jpg", good[:200])], neighbours=0)
+    assert [(f.index, f.name) for f in result.failures] == [(1, "image.jpg"), (2, "image.jpg")]
+    assert result.species[0].binomial_name == "Vipera berus"
+
+
+def test_dashboard_uploads_with_one_file_name_each_get_their_own_warning(store, photo_folder, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SNAKEWEB_STORE", str(store.root))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=900).run()  # an upper bound, not a speed check
+    good = (photo_folder / "Vipera_berus" / "01.jpg").read_bytes()
+    app.file_uploader[0].set_value([("image.jpg", good, "image/jpeg"), ("image.jpg", b"<html>", "image/jpeg"),
+                                    ("image.jpg", good[:100], "image/jpeg")]).run()
+    assert not app.exception
+    warnings = [w.value for w in app.warning]
+    assert any(w.startswith("Photo 2 (image.jpg) was skipped") for w in warnings)
+    assert any(w.startswith("Photo 3 (image.jpg) was skipped") for w in warnings)
+    assert app.table[0].value.index[0] == "Vipera berus"
+
+
+def test_dashboard_shows_unknown_venom_status_as_unknown(store, photo_folder, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SNAKEWEB_STORE", str(store.root))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=900).run()
+    photo = (photo_folder / "Zamenis_longissimus" / "03.jpg").read_bytes()
+    app.file_uploader[0].set_value([("z.jpg", photo, "image/jpeg")]).run()
+    assert not app.exception
+    assert any("Venom status unknown" in w.value and "Zamenis longissimus" in w.value for w in app.warning)
+    table = app.table[0].value
+    assert "unknown" in table.loc["Zamenis longissimus", "venom status"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_example_5_json_lines_parse_with_pandas_even_with_a_chatty_library(tmp_path, photo_folder, species_csv):
+    """The real case: EfficientNet-Lite0's package prints 'Loaded pretrained weights' when it loads."""
+    store = tmp_path / "lite0"
+    built = run_cli("build", "--store", str(store), "--images", str(photo_folder), "--species", str(species_csv),
+                    "--model", "efficientnet-lite0-offline", "--skip-project", "--epochs", "3")
+    assert built.returncode == 0, built.stderr[-2000:]
+    photos = [str(photo_folder / "Natrix_natrix" / "01.jpg"), str(photo_folder / "Vipera_berus" / "02.jpg")]
+    done = run_cli("identify", "--store", str(store), "--each", "--json", "--neighbours", "2", *photos)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = pd.read_json(io.StringIO(done.stdout), lines=True)
+    assert len(lines) == 2 and lines["species"].map(len).tolist() == [3, 3]
+    assert "Loaded pretrained weights" in done.stderr  # the library's line went to stderr, not lost
+    scored = run_cli("evaluate", "--store", str(store), "--json")
+    assert scored.returncode == 0 and json.loads(scored.stdout)["observations"] > 0
+
+
+def test_json_mode_moves_prints_and_c_level_writes_to_stderr(tmp_path):
+    """Any library, Python or C, that writes to stdout while `--json` runs: only the JSON stays on stdout."""
+    script = (
+        "import os, sys\n"
+        "from pipelines import cli\n"
+        "real = cli._run\n"
+        "def noisy(args):\n"
+        "    print('a library print')\n"
+        "    os.write(1, b'a C library write\\n')\n"
+        "    cli._emit('{\"ok\": true}')\n"
+        "    return 0\n"
+        "cli._run = noisy\n"
+        "sys.exit(cli.main(['score', '--metadata', 'm', '--predictions', 'p', '--venomous', 'v', '--json']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == '{"ok": true}\n'
+    assert "a library print" in done.stderr and "a C library write" in done.stderr
+
+
+def test_bad_country_exits_2_before_any_model_loads(store, photo_folder):
+    done = run_cli("identify", "--store", str(store.root), "--country", "ZZ", str(photo_folder / "Natrix_natrix" / "01.jpg"))
+    assert done.returncode == 2 and "unknown country" in done.stderr and "Traceback" not in done.stderr
