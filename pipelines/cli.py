@@ -208,7 +208,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     store = Store(args.store).require()
     prior = CountryPrior.from_csv(args.country_table) if args.country_table else None
     if prior is not None:
-        prior.require_species(store.species()["binomial_name"].tolist())
+        _check_prior(prior, store)
     report = evaluate(store, args.split, prior, args.aggregation)
     if args.json:
         _emit(json.dumps(report))
@@ -216,9 +216,26 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head on {report['model']}")
     chosen = {k: v for k, v in report["chosen_on_validation"].items() if v is not None}
     print("chosen on validation: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()))
+    if report.get("classes_with_unknown_venom_status"):
+        print(f"note: {report['classes_with_unknown_venom_status']} species have venom status unknown; "
+              "the metric counts them as venomous, as the venom-aware rule does.")
     print(f"{'variant':<22}{'F1':>8}{'Acc':>8}{'Track1':>8}{'Track2':>8}   PSC % [h>h, h>v, v>h, v>v]")
     for name, s in report["variants"].items():
         print(f"{name:<22}{s['F1 Score']:>8.2f}{s['Accuracy']:>8.2f}{s['Track1 Metric']:>8.2f}{s['Track2 Metric']:>8}   {s['PSC']}")
+
+
+def _check_prior(prior, store: Store) -> None:
+    """A country prior must be able to change something: species the table knows, observations with a country."""
+    prior.require_species(store.species()["binomial_name"].tolist())
+    countries = store.query("SELECT country_code FROM observations")["country_code"]
+    known = countries.dropna().map(prior.knows)
+    if not known.any():
+        raise SnakewebError(f"None of the store's {len(countries)} observations has a country the species x country table knows "
+                            "(photo folders carry no country; SnakeCLEF metadata has a code column), so the country prior would "
+                            "change nothing; leave it out.")
+    if len(known) < len(countries) or not known.all():
+        print(f"note: {len(countries) - int(known.sum())} of {len(countries)} observations have no country the table knows; "
+              "they get no country prior.", file=sys.stderr)
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -253,7 +270,7 @@ def _export(args: argparse.Namespace) -> None:
         if args.country_table is None:
             raise SnakewebError("--prior country needs --country-table Species_Relevance.csv.")
         prior = CountryPrior.from_csv(args.country_table)
-        prior.require_species(Store(args.store).require().species()["binomial_name"].tolist())
+        _check_prior(prior, Store(args.store).require())
     submission = stages.export_submission(Store(args.store), args.out, args.decision, prior, args.aggregation)
     print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
 

@@ -32,8 +32,9 @@ METADATA_COLUMNS = (
     Column("code", ("country_code", "country", "countrycode")),
     Column("subset", ("split",)),
 )
-TRAIN_SUBSETS = {"train", "train-hm", "train-in"}
+TRAIN_SUBSETS = {"train", "train-hm", "train-in", "training"}
 VAL_SUBSETS = {"val", "valid", "validation"}
+TEST_SUBSETS = {"test", "testing"}
 
 
 # Files that live beside photos and are not photos: listed in the ingest summary, never stored as images.
@@ -91,7 +92,7 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
             "class_id": table.ids("class_id", missing_ok=True) if table.has("class_id") else pd.NA,
             "binomial_name": table.text("binomial_name") if table.has("binomial_name") else None,
             "country_code": country_column(table, "code") if table.has("code") else None,
-            "subset": table.text("subset") if table.has("subset") else None,
+            "subset": _subsets(table) if table.has("subset") else None,
         }))
         if table.frame["observation_id"].eq("").any():
             raise table.fail(f"{int(table.frame['observation_id'].eq('').sum())} row(s) have no observation_id; fill them in.")
@@ -199,6 +200,18 @@ def ingest(
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped}
 
 
+def _subsets(table) -> pd.Series:
+    """The metadata's subset column, lower-cased; a value that is no known subset is refused (it would leave
+    its photos in no split, silently unused)."""
+    values = table.text("subset").str.lower()
+    bad = values.notna() & ~values.isin(TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS)
+    if bad.any():
+        accepted = ", ".join(sorted(TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS))
+        raise table.fail(f"{int(bad.sum())} row(s) have a subset snakeweb does not know ({table.where(bad.to_numpy(), 'subset')}); "
+                         f"use one of {accepted}, or leave it empty.")
+    return values
+
+
 def _checked_country_table(country_table: Path | None, species: pd.DataFrame):
     """The species x country table, read now so a table that cannot be used stops ingest, not identify."""
     if country_table is None:
@@ -250,11 +263,19 @@ def _update_splits(con, subsets: dict[str, object]) -> None:
     if known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS:
         def official(row):
             subset = str(subsets.get(row.observation_id, "")).lower()
-            return "train" if subset in TRAIN_SUBSETS else "val" if subset in VAL_SUBSETS else row.split
+            if subset in TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS:
+                return "train" if subset in TRAIN_SUBSETS else "val" if subset in VAL_SUBSETS else "test"
+            return row.split if row.split != "unassigned" else "train"  # no subset given: trained on
 
+        no_subset = sum(1 for o in observations["observation_id"] if o in subsets and not isinstance(subsets[o], str))
+        if no_subset:
+            log.warning("%d observation(s) in the metadata have no subset; they are trained on.", no_subset)
         observations["split"] = [official(r) for r in observations.itertuples()]
         observations.loc[observations["class_id"].isna(), "split"] = "unlabelled"
     else:
+        if known_subsets:
+            log.warning("The metadata's subsets (%s) lack a train or a validation subset; snakeweb makes its own "
+                        "stratified train/val/test split instead.", ", ".join(sorted(known_subsets)))
         observations["split"] = assign_splits(observations)
     con.register("splits", observations[["observation_id", "split"]])
     con.execute("UPDATE observations o SET split = s.split FROM splits s WHERE o.observation_id = s.observation_id")

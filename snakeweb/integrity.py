@@ -47,6 +47,17 @@ def _views(store: Store) -> Verdict:
                    + (f"; run the embed stage to finish {', '.join(short)}" if short else ""))
 
 
+def _venom(store: Store) -> Verdict:
+    """Informative, never a failure: which species have no venom record (treated as possibly venomous)."""
+    species = store.species()
+    unknown = species.loc[species["venom_status"] == "unknown", "binomial_name"].tolist()
+    counts = species["venom_status"].value_counts()
+    detail = (f"{counts.get('venomous', 0)} venomous, {counts.get('harmless', 0)} harmless, {len(unknown)} unknown"
+              + (f" (treated as possibly venomous: {', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}; "
+                 "give a species table with a venom flag for them)" if unknown else ""))
+    return Verdict("venom status", True, detail)
+
+
 def _index(store: Store) -> Verdict:
     from snakeweb.index import ids_digest, index_ids, load_index
 
@@ -121,7 +132,7 @@ def _predictions(store: Store) -> Verdict:
                    f"{row['projected']} of {row['embedded']} embeddings on the map")
 
 
-CHECKS = (_counts, _views, _index, _head, _model, _files, _predictions)
+CHECKS = (_counts, _venom, _views, _index, _head, _model, _files, _predictions)
 
 
 def check_store(store: Store) -> list[Verdict]:

@@ -318,3 +318,19 @@ def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
     with pytest.raises(SnakewebError, match="class id"):
         import_reviews(target, wrong)
     assert main(["import-reviews", "--store", str(target.root), str(wrong)]) == 2
+
+
+def test_metadata_subsets_test_and_unknown_values(tmp_path, capsys):
+    root = tmp_path / "images"
+    rows = ["observation_id,image_path,class_id,binomial_name,subset"]
+    for i, subset in enumerate(["train", "Train", "val", "test", "training", "validation"]):
+        make_photo(root / f"{i}.jpg", (90, 90, 40), seed=i)
+        rows.append(f"{i},{i}.jpg,405,Crotalus atrox,{subset}")
+    metadata = write(tmp_path / "meta.csv", "\n".join(rows) + "\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root)]) == 0
+    splits = store.query("SELECT observation_id, split FROM observations ORDER BY observation_id")["split"].tolist()
+    assert splits == ["train", "train", "val", "test", "train", "val"]
+    odd = write(tmp_path / "odd.csv", "\n".join(rows[:2] + ["9,1.jpg,405,Crotalus atrox,holdout"]) + "\n")
+    assert main(["ingest", "--store", str(tmp_path / "s2"), "--metadata", str(odd), "--image-root", str(root)]) == 2
+    assert "line 3: 'holdout'" in capsys.readouterr().err

@@ -42,6 +42,10 @@ def test_a_species_no_table_knows_is_unknown_in_the_store_the_json_and_the_text(
     assert main(["identify", "--store", str(store.root), str(photo), "--neighbours", "0"]) == 0
     out = capsys.readouterr().out
     assert "venom status UNKNOWN" in out and "harmless" not in out.split("\n")[1]
+    from snakeweb.integrity import check_store
+
+    verdict = {v.name: v for v in check_store(store)}["venom status"]
+    assert verdict.ok and "1 venomous, 1 harmless, 1 unknown (treated as possibly venomous: Zamenis longissimus" in verdict.detail
 
 
 def test_example_6_numeric_arguments_are_usage_sentences_not_tracebacks(store, photo_folder, capsys):
@@ -152,3 +156,12 @@ def test_json_mode_moves_prints_and_c_level_writes_to_stderr(tmp_path):
 def test_bad_country_exits_2_before_any_model_loads(store, photo_folder):
     done = run_cli("identify", "--store", str(store.root), "--country", "ZZ", str(photo_folder / "Natrix_natrix" / "01.jpg"))
     assert done.returncode == 2 and "unknown country" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_country_prior_that_could_change_nothing_is_refused(store, tmp_path, capsys):
+    table = tmp_path / "relevance.csv"
+    table.write_text(";germany;italy\nNatrix natrix;1;1\nVipera berus;1;0\n")
+    out = tmp_path / "submission.csv"
+    code = main(["export", "--store", str(store.root), "--out", str(out), "--prior", "country", "--country-table", str(table)])
+    assert code == 2 and "would change nothing" in capsys.readouterr().err and not out.exists()
+    assert main(["evaluate", "--store", str(store.root), "--country-table", str(table)]) == 2

@@ -40,6 +40,9 @@ except SnakewebError as exc:
 st.caption(f"{report['observations']} {split} observations, {report['head']} head, per observation "
            f"({report['aggregation']} over each observation's photos). Venom-aware = minimum expected Track2 cost, "
            f"venomous errors weighted x{report['chosen_on_validation'].get('venom_weight') or 1:g} (chosen on validation by Track1).")
+if report.get("classes_with_unknown_venom_status"):
+    st.warning(f"❓ {report['classes_with_unknown_venom_status']} species have venom status unknown: these numbers count them "
+               "as venomous, as the venom-aware rule does. Build with a species table that has a venom flag for them.")
 rows = []
 for name, s in report["variants"].items():
     rule, prior = name.split("/prior=")
