@@ -246,11 +246,13 @@ def _score(args: argparse.Namespace) -> None:
     if unlabelled.any() and not unlabelled.all():
         print(f"note: {int(unlabelled.sum())} ground-truth observation(s) have no class_id and are not scored; "
               f"{int((~unlabelled).sum())} are.", file=sys.stderr)
-    unlisted = sorted(set(truth["class_id"].dropna().astype(int)) - set(flags.index))
-    if unlisted:
-        print(f"note: {len(unlisted)} ground-truth class id(s) are not in the venomous list (e.g. "
-              f"{', '.join(map(str, unlisted[:5]))}); the official metric counts them as harmless.", file=sys.stderr)
-    scores = official_scores(truth, read_submission(args.predictions), set(flags.index[flags.to_numpy()].astype(int)))
+    submission = read_submission(args.predictions)
+    for what, ids in (("ground-truth", truth["class_id"].dropna()), ("predicted", submission["class_id"])):
+        unlisted = sorted(set(ids.astype(int)) - set(flags.index))
+        if unlisted:
+            print(f"note: {len(unlisted)} {what} class id(s) are not in the venomous list (e.g. "
+                  f"{', '.join(map(str, unlisted[:5]))}); the official metric counts them as harmless.", file=sys.stderr)
+    scores = official_scores(truth, submission, set(flags.index[flags.to_numpy()].astype(int)))
     if args.json:
         _emit(json.dumps(scores))
         return
@@ -267,9 +269,10 @@ def _export(args: argparse.Namespace) -> None:
 
     prior = None
     if args.prior == "country":
-        if args.country_table is None:
-            raise SnakewebError("--prior country needs --country-table Species_Relevance.csv.")
-        prior = CountryPrior.from_csv(args.country_table)
+        table = args.country_table or Store(args.store).require().get_meta("country_table")
+        if table is None:
+            raise SnakewebError("--prior country needs --country-table Species_Relevance.csv (the store records none).")
+        prior = CountryPrior.from_csv(table)
         _check_prior(prior, Store(args.store).require())
     submission = stages.export_submission(Store(args.store), args.out, args.decision, prior, args.aggregation)
     print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
@@ -413,6 +416,10 @@ def _run(args: argparse.Namespace) -> int:
             _import_reviews(args)
     except SnakewebError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave that the system refuses (permissions, a full disk, a file for a folder)
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}; check the paths you gave and that the disk has room.",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to go on.", file=sys.stderr)

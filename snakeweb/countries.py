@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
+from collections import defaultdict
 from functools import cache
 
 import pycountry
@@ -24,7 +26,12 @@ ALIASES = {
     "republic of the congo": "CG", "congo-brazzaville": "CG", "turkey": "TR", "macedonia": "MK", "brunei": "BN",
     "cape verde": "CV", "holland": "NL", "the netherlands": "NL", "vatican": "VA", "vatican city": "VA",
     "palestine": "PS", "laos": "LA", "micronesia": "FM", "the gambia": "GM", "the bahamas": "BS",
-    "guinea bissau": "GW", "turks and caicos": "TC", "kosovo": "XK",
+    "guinea bissau": "GW", "turks and caicos": "TC", "kosovo": "XK", "republic of ireland": "IE", "eire": "IE",
+    "bosnia": "BA", "uae": "AE", "macau": "MO", "trinidad": "TT", "antigua": "AG", "st kitts": "KN", "st vincent": "VC",
+    "congo (kinshasa)": "CD", "congo (brazzaville)": "CG", "zaire": "CD", "brasil": "BR", "deutschland": "DE",
+    "espana": "ES", "italia": "IT", "osterreich": "AT", "schweiz": "CH", "suisse": "CH", "nederland": "NL",
+    "sverige": "SE", "norge": "NO", "danmark": "DK", "suomi": "FI", "polska": "PL", "hellas": "GR", "turkiye": "TR",
+    "us virgin islands": "VI", "czechia": "CZ", "slovak republic": "SK", "kyrgyz republic": "KG", "the philippines": "PH", "sao tome": "ST",
 }
 # Kosovo has no ISO 3166-1 code; XK is the code the EU, GBIF and SnakeCLEF's metadata use for it.
 EXTRA_CODES = {"XK": ("XXK", "Kosovo")}
@@ -53,19 +60,43 @@ class CountryError(SnakewebError):
 
 
 def _key(text: str) -> str:
-    key = " ".join(str(text).strip().lower().replace("_", " ").split())
+    """Lower case, no accents ('México' = 'mexico'), one kind of apostrophe, single spaces, 'St' = 'Saint'."""
+    text = unicodedata.normalize("NFKD", str(text))
+    text = "".join(c for c in text if not unicodedata.combining(c)).replace("\u2019", "'").replace("_", " ")
+    key = " ".join(text.strip().lower().split())
     return re.sub(r"^st\.? ", "saint ", key)
+
+
+def _derived_names(name: str) -> list[str]:
+    """Other ways people write an ISO name: 'Korea, Republic of' -> 'Republic of Korea', 'Virgin Islands, U.S.' ->
+    'U.S. Virgin Islands', 'Saint Martin (French part)' -> 'Saint Martin'."""
+    derived = []
+    bare = re.sub(r"\s*\([^()]*\)$", "", name)
+    if bare != name:
+        derived.append(bare)
+    if ", " in bare:
+        head, tail = bare.split(", ", 1)
+        derived.append(f"{tail} {head}")
+        if tail.lower().startswith("the "):
+            derived.append(f"{tail[4:]} {head}")
+    return derived
 
 
 @cache
 def _names() -> dict[str, str]:
     """Every accepted spelling (lower-case) -> alpha-2 code."""
     names: dict[str, str] = {}
+    derived: dict[str, set[str]] = defaultdict(set)
     for country in pycountry.countries:
         for attribute in ("alpha_2", "alpha_3", "name", "official_name", "common_name"):
             value = getattr(country, attribute, None)
             if value:
                 names[_key(value)] = country.alpha_2
+                for other in _derived_names(value):
+                    derived[_key(other)].add(country.alpha_2)
+    for key, codes in derived.items():
+        if len(codes) == 1 and key not in names:  # a derived spelling two countries share stays unknown
+            names[key] = codes.pop()
     for code, (alpha_3, name) in EXTRA_CODES.items():
         names.update({code.lower(): code, alpha_3.lower(): code, name.lower(): code})
     names.update({_key(alias): code for alias, code in ALIASES.items()})
@@ -89,8 +120,16 @@ def all_countries() -> list[tuple[str, str]]:
 
 
 def lookup_country(text: str) -> str | None:
-    """The alpha-2 code `text` names exactly, else None (no fuzzy matching)."""
-    return _names().get(_key(text))
+    """The alpha-2 code `text` names exactly, else None (no fuzzy matching). A trailing parenthetical is
+    dropped only when the name without it is one country: 'Bolivia (Plurinational State of)' is BO, while
+    'Congo (Kinshasa)' is CD through the alias list, never the ambiguous 'Congo'."""
+    names = _names()
+    code = names.get(_key(text))
+    if code is None:
+        bare = re.sub(r"\s*\([^()]*\)\s*$", "", str(text))
+        if bare != str(text) and _key(bare) not in NOT_ONE_COUNTRY:
+            code = names.get(_key(bare))
+    return code
 
 
 def resolve_country(text: str, where: str = "") -> str:

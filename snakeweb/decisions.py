@@ -14,9 +14,13 @@ import pandas as pd
 from snakeweb.countries import country_name, lookup_country, resolve_country
 from snakeweb.errors import SnakewebError
 from snakeweb.species import taxon_key
-from snakeweb.tables import read_table
+from snakeweb.tables import FALSE_WORDS, TRUE_WORDS, read_table
 
 log = logging.getLogger(__name__)
+# cells of a species x country table: the flag spellings plus the marks presence matrices use
+PRESENT_WORDS = TRUE_WORDS | {"present", "x", "✓", "✔", "+"}
+ABSENT_WORDS = FALSE_WORDS | {"absent"}
+ACCEPTED_PRESENCE = "1/0, yes/no, true/false, present/absent or x, and empty for no record"
 DECISIONS = ("argmax", "cost")
 # Track2 costs of calling truth i as j != i
 COST_HARMLESS_AS_HARMLESS, COST_HARMLESS_AS_VENOMOUS = 1.0, 2.0
@@ -121,24 +125,37 @@ class CountryPrior:
         names, countries = table.frame.columns[0], list(table.frame.columns[1:])
         codes: dict[str, str] = {}
         unmatched: list[str] = []
-        for column in countries:
-            code = lookup_country(column.replace("_", " "))
+        for position, column in enumerate(countries, 2):
+            header = table.headers.get(column, column)  # as written: 'Congo (Kinshasa)' must not become 'congo'
+            code = lookup_country(header)
             if code:
                 codes[column] = code
             else:
-                unmatched.append(table.headers.get(column, column))
+                unmatched.append(header or f"(empty header of column {position})")
         if not codes:
-            raise table.fail(f"none of its column headers is a country snakeweb knows (e.g. {', '.join(countries[:3])}); "
+            raise table.fail(f"none of its column headers is a country snakeweb knows (e.g. {', '.join(unmatched[:3])}); "
                              "give one column per country, headed by its name or ISO code.")
         if unmatched:
             log.warning("%d column(s) of the species x country table %s name no country snakeweb knows and are not used: %s",
                         len(unmatched), path, ", ".join(unmatched[:10]))
-        flags = pd.DataFrame({column: table.flags(column) for column in codes})
+        flags = pd.DataFrame({column: table.flags(column, true_words=PRESENT_WORDS, false_words=ABSENT_WORDS,
+                                                  accepted=ACCEPTED_PRESENCE) for column in codes})
         presence = flags.apply(lambda col: col.map(lambda v: -1 if v is None else int(v))).astype(np.int8)
         presence.columns = [codes[c] for c in presence.columns]
-        presence = presence.T.groupby(level=0).max().T  # two names of one country: present if either says so
-        presence.index = [taxon_key(n) for n in table.frame[names]]
-        presence = presence[presence.index != ""].groupby(level=0).max()
+        repeated = sorted({c for c in presence.columns if list(presence.columns).count(c) > 1})
+        if repeated:
+            log.warning("The species x country table %s has more than one column for %s; a species counts as present "
+                        "where any of them says so.", path, ", ".join(repeated))
+            presence = presence.T.groupby(level=0).max().T
+        # a trinomial's records are its species' records (the store's classes are species)
+        keys = [" ".join(taxon_key(n).split(" ")[:2]) for n in table.frame[names]]
+        presence.index = keys
+        presence = presence[presence.index != ""]
+        if presence.index.duplicated().any():
+            shown = sorted(set(presence.index[presence.index.duplicated()]))
+            log.warning("The species x country table %s has more than one row for %d species (e.g. %s, or subspecies of one "
+                        "species); a species counts as present where any of its rows says so.", path, len(shown), ", ".join(shown[:3]))
+            presence = presence.groupby(level=0).max()
         return cls(presence=presence, unmatched_countries=unmatched, floor=floor, source=str(path))
 
     @staticmethod
@@ -187,8 +204,12 @@ class CountryPrior:
         return {"species_matched": matched, "species_total": len(species_names),
                 "countries_matched": int(self.presence.shape[1]), "countries_unmatched": len(self.unmatched_countries)}
 
-    def note(self, country: str) -> str | None:
-        """A sentence when the table has no records for `country`, so the prior changes nothing."""
-        if self.knows(country):
-            return None
-        return f"The species x country table has no records for {country_name(country)} ({country}); no country prior was applied."
+    def note(self, country: str, species_names: list[str] | None = None) -> str | None:
+        """A sentence when the prior cannot change anything for `country`: the table has no column for it, or
+        (given the store's species) none of them is recorded there, so every weight would be the same."""
+        if not self.knows(country):
+            return f"The species x country table has no records for {country_name(country)} ({country}); no country prior was applied."
+        if species_names is not None and (self.weights(species_names, country) == self.floor).all():
+            return (f"None of this store's species is recorded in {country_name(country)} ({country}) by the species x "
+                    "country table, so the country prior changes nothing; it was not applied.")
+        return None

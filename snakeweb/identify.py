@@ -57,7 +57,9 @@ class Identification:
     country_prior_applied: bool = False  # False when no country was given or the table has no records for it
     notes: list[str] = field(default_factory=list)  # sentences a reader must see (e.g. no records for the country)
     uncertain: bool = False  # top probability below the user's threshold: candidates, not an answer
-    out_of_store: bool = False  # farther from every reference than validation snakes ever are
+    # True: farther from every reference than validation snakes ever are; None: the store cannot tell (it had
+    # too few validation photos to choose a threshold), never a silent False
+    out_of_store: bool | None = False
     venom_aware: SpeciesCandidate | None = None  # the class minimising expected Track2 cost
     explanation: str = ""
 
@@ -71,7 +73,14 @@ class Identifier:
     def __init__(self, store: Store, device: str | None = None, country_table: str | Path | None = None):
         self.store = store.require()
         table = country_table or store.get_meta("country_table")
-        self.prior = CountryPrior.from_csv(table) if table else None
+        self.prior, self.prior_error = None, None
+        try:
+            self.prior = CountryPrior.from_csv(table) if table else None
+        except SnakewebError as exc:
+            if country_table:  # the table the user passed: say so now
+                raise
+            # the table recorded at ingest has moved or changed: identify without a country still works
+            self.prior_error = f"{exc} (the species x country table recorded when the store was built); pass --country-table."
         self.backbone = store_backbone(store, device)
         self.feature_kind = store.get_meta("feature_kind")
         self.head = load_head(store)
@@ -89,11 +98,15 @@ class Identifier:
         three uploads all named image.jpg each get their own vector or failure."""
         positions, vectors, failures = [], [], []
         items = [(i, source) for i, (_, source) in enumerate(sources)]
+        seen: dict[str, int] = {}  # sha256 -> first position: the same photo twice must not count twice
         for batch in embed_images(self.backbone, items, self.feature_kind, batch_size=16):
-            for position, vector, error in zip(batch.keys, batch.vectors, batch.errors):
+            for position, decoded, vector, error in zip(batch.keys, batch.decoded, batch.vectors, batch.errors):
+                if not error and decoded.sha256 in seen:
+                    error = f"it is the same file as photo {seen[decoded.sha256] + 1}, which is counted once"
                 if error:
                     failures.append(InputFailure(int(position), str(sources[position][0]), error))
                 else:
+                    seen[decoded.sha256] = int(position)
                     positions.append(int(position))
                     vectors.append(vector)
         return positions, (np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)), failures
@@ -112,6 +125,8 @@ class Identifier:
             raise SnakewebError("Ask for at least 1 species, 0 or more reference images, and an uncertainty threshold in 0..1.")
         code = None
         if country:
+            if self.prior_error:
+                raise SnakewebError(self.prior_error)
             if self.prior is None:
                 raise SnakewebError("A country needs the species x country table: pass --country-table Species_Relevance.csv.")
             code = CountryPrior.country_code(country)
@@ -121,11 +136,11 @@ class Identifier:
             raise SnakewebError("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures))
         probabilities = combine(self.head.predict_log_proba(vectors, self.index), aggregation)
         if code:
-            note = self.prior.note(code)
+            class_names = [self.names.get(int(c), "") for c in self.head.label_map.class_ids]
+            note = self.prior.note(code, class_names)
             if note:
                 result.notes.append(note)
             else:
-                class_names = [self.names.get(int(c), "") for c in self.head.label_map.class_ids]
                 probabilities = self.prior.apply(probabilities[None, :], class_names, [code])[0]
                 result.country_prior_applied = True
         indices, probs = top_k(probabilities[None, :], top)
@@ -137,9 +152,14 @@ class Identifier:
         statuses = np.array([self.venom_status.get(int(c), UNKNOWN) for c in self.head.label_map.class_ids])
         result.explanation = self.explain(result, float(probabilities[statuses == VENOMOUS].sum()),
                                           float(probabilities[statuses == UNKNOWN].sum()), self.head.venom_weight)
-        result.neighbours = self.nearest(vectors, neighbours) if neighbours else []
-        if self.novelty and result.neighbours:
-            best, threshold = result.neighbours[0].similarity, self.novelty["similarity_threshold"]
+        nearest = self.nearest(vectors, max(neighbours, 1))  # the closest one also answers "a snake this store knows?"
+        result.neighbours = nearest[:neighbours]
+        if not self.novelty:
+            result.out_of_store = None
+            result.notes.append("This store cannot tell whether the photo shows a snake it knows: it had too few validation "
+                                "photos (20 or more are needed) to set the similarity threshold.")
+        elif nearest:
+            best, threshold = nearest[0].similarity, self.novelty["similarity_threshold"]
             if best < threshold:
                 result.out_of_store = True
                 result.explanation = (

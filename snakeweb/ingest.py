@@ -29,7 +29,8 @@ METADATA_COLUMNS = (
     Column("image_path", ("path", "file", "filename", "file_path", "image"), required=True),
     Column("class_id", ("classid",)),
     Column("binomial_name", ("species", "binomial", "scientific_name")),
-    Column("code", ("country_code", "country", "countrycode")),
+    Column("code", ("country_code", "countrycode")),
+    Column("country"),  # SnakeCLEF 2022 has both: a name here and the ISO code in `code` (they must agree)
     Column("subset", ("split",)),
 )
 TRAIN_SUBSETS = {"train", "train-hm", "train-in", "training"}
@@ -86,18 +87,20 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
         table = read_table(csv_path, "metadata", METADATA_COLUMNS)
         if not len(table):
             raise table.fail("it has a header but no rows.")
-        frames.append(pd.DataFrame({
-            "observation_id": table.text("observation_id"),
+        for column in ("observation_id", "image_path"):
+            empty = table.frame[column].eq("")
+            if empty.any():
+                raise table.fail(f"{int(empty.sum())} row(s) have no {column} ({table.where(empty, column)}); fill them in.")
+        rows = pd.DataFrame({
+            "observation_id": table.identifiers("observation_id"),
             "image_path": table.text("image_path"),
             "class_id": table.ids("class_id", missing_ok=True) if table.has("class_id") else pd.NA,
             "binomial_name": table.text("binomial_name") if table.has("binomial_name") else None,
-            "country_code": country_column(table, "code") if table.has("code") else None,
+            "country_code": _countries(table),
             "subset": _subsets(table) if table.has("subset") else None,
-        }))
-        if table.frame["observation_id"].eq("").any():
-            raise table.fail(f"{int(table.frame['observation_id'].eq('').sum())} row(s) have no observation_id; fill them in.")
-        if table.frame["image_path"].eq("").any():
-            raise table.fail(f"{int(table.frame['image_path'].eq('').sum())} row(s) have no image_path; fill them in.")
+        })
+        _one_animal_per_observation(rows, table)
+        frames.append(rows)
     frame = pd.concat(frames, ignore_index=True)
     frame["class_id"] = frame["class_id"].astype("Int64")
     frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
@@ -108,6 +111,10 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
     if not any(os.path.lexists(p) for p in frame["path"]):
         raise SnakewebError(f"None of the {len(frame)} image paths in the metadata exists under the image root {image_root} "
                             f"(e.g. {frame['image_path'].iloc[0]}); check --image-root.")
+    missing = sum(not os.path.lexists(p) for p in frame["path"])
+    if missing:
+        log.warning("%d of the %d image paths in the metadata do not exist under %s; the embed stage records each of them "
+                    "as missing.", missing, len(frame), image_root)
     duplicated = frame["path"].duplicated()
     if duplicated.any():
         log.warning("%d metadata rows repeat an image path; the first of each is kept", int(duplicated.sum()))
@@ -198,6 +205,33 @@ def ingest(
     if skipped:
         log.warning("ingest: %d file(s) that are not photos were skipped: %s", len(skipped), ", ".join(skipped[:5]))
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped}
+
+
+def _countries(table) -> list[str | None] | None:
+    """Alpha-2 codes from `code`, else from `country`; with both, a row where they name different countries is refused."""
+    codes = country_column(table, "code") if table.has("code") else None
+    names = country_column(table, "country") if table.has("country") else None
+    if codes is None or names is None:
+        return codes if codes is not None else names
+    clash = np.array([a is not None and b is not None and a != b for a, b in zip(codes, names)])
+    if clash.any():
+        raise table.fail(f"{int(clash.sum())} row(s) give a code and a country that differ ({table.where(clash, 'code')} vs "
+                         f"{table.where(clash, 'country')}); correct one of them.")
+    return [a if a is not None else b for a, b in zip(codes, names)]
+
+
+def _one_animal_per_observation(rows: pd.DataFrame, table) -> None:
+    """The photos of one observation show one animal in one place: rows that give it two class ids or two
+    countries are refused (keeping the first would be a silent guess)."""
+    for column in ("class_id", "country_code"):
+        values = rows[["observation_id", column]].dropna()
+        counts = values.groupby("observation_id")[column].nunique()
+        if (counts > 1).any():
+            first = counts[counts > 1].index[0]
+            mask = (rows["observation_id"] == first).to_numpy()
+            shown = "class_id" if column == "class_id" else ("code" if table.has("code") else "country")
+            raise table.fail(f"{int((counts > 1).sum())} observation(s) have photos with different {column} values, e.g. "
+                             f"observation {first} ({table.where(mask, shown)}); one observation is one animal.")
 
 
 def _subsets(table) -> pd.Series:

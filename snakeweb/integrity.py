@@ -58,6 +58,22 @@ def _venom(store: Store) -> Verdict:
     return Verdict("venom status", True, detail)
 
 
+def _country_table(store: Store) -> Verdict:
+    """The species x country table recorded at ingest must still be readable, or --country fails later."""
+    path = store.get_meta("country_table")
+    if not path:
+        return Verdict("country table", True, "none recorded (identify without a country prior)")
+    from snakeweb.decisions import CountryPrior
+
+    try:
+        prior = CountryPrior.from_csv(path)
+    except SnakewebError as exc:
+        return Verdict("country table", False, f"{exc} Restore it, or ingest again with --country-table.")
+    matched = prior.coverage(store.species()["binomial_name"].tolist())
+    return Verdict("country table", True, f"{path}: {matched['species_matched']} of {matched['species_total']} species, "
+                   f"{matched['countries_matched']} countries")
+
+
 def _index(store: Store) -> Verdict:
     from snakeweb.index import ids_digest, index_ids, load_index
 
@@ -132,7 +148,7 @@ def _predictions(store: Store) -> Verdict:
                    f"{row['projected']} of {row['embedded']} embeddings on the map")
 
 
-CHECKS = (_counts, _venom, _views, _index, _head, _model, _files, _predictions)
+CHECKS = (_counts, _venom, _country_table, _views, _index, _head, _model, _files, _predictions)
 
 
 def check_store(store: Store) -> list[Verdict]:

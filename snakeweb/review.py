@@ -147,23 +147,29 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
     store (same observation, reviewer, time and class) is not added twice. Returns counts.
     """
     table = read_table(path, "review export", REVIEW_EXPORT_COLUMNS)
-    rows = pd.DataFrame({"observation_id": table.text("observation_id"), "reviewer": table.text("reviewer"),
-                         "new_class_id": table.ids("new_class_id")})
+    rows = pd.DataFrame({"observation_id": table.identifiers("observation_id").where(table.frame["observation_id"] != ""),
+                         "reviewer": table.text("reviewer"), "new_class_id": table.ids("new_class_id")})
     for column in ("observation_id", "reviewer"):
         if rows[column].isna().any():
             raise table.fail(f"{int(rows[column].isna().sum())} row(s) have no {column} ({table.where(rows[column].isna(), column)}).")
-    rows["old_class_id"] = table.ids("old_class_id", missing_ok=True) if table.has("old_class_id") else pd.NA
     rows["note"] = table.text("note").fillna("") if table.has("note") else ""
     now = datetime.now(UTC).replace(tzinfo=None)
     if table.has("reviewed_at"):
-        times = pd.to_datetime(table.frame["reviewed_at"].where(table.frame["reviewed_at"] != ""), errors="coerce", utc=True)
-        bad = times.isna() & (table.frame["reviewed_at"] != "")
+        # ISO 8601 only: 03/04/2024 is 3 April to some reviewers and 4 March to others
+        text = table.frame["reviewed_at"]
+        iso = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+        times = pd.to_datetime(text.where(iso), errors="coerce", utc=True, format="ISO8601")
+        bad = (text != "") & times.isna()
         if bad.any():
-            raise table.fail(f"{int(bad.sum())} reviewed_at value(s) are not a date and time ({table.where(bad, 'reviewed_at')}); "
-                             "write them as 2026-11-30 17:05:00.")
+            raise table.fail(f"{int(bad.sum())} reviewed_at value(s) are not an ISO date and time ({table.where(bad, 'reviewed_at')}); "
+                             "write them as 2026-11-30 17:05:00 (as the Review page exports them).")
         rows["reviewed_at"] = times.dt.tz_convert(None).fillna(now)
     else:
         rows["reviewed_at"] = now
+    clash = rows.groupby(["observation_id", "reviewed_at"])["new_class_id"].transform("nunique") > 1
+    if clash.any():
+        raise table.fail(f"{int(clash.sum())} rows review one observation at one time with different classes "
+                         f"({table.where(clash.to_numpy(), 'new_class_id')}); keep the one that is right.")
     ensure_reviews_table(store)
     with _store_lock(store), store.transaction() as con:
         known_obs = set(con.execute("SELECT observation_id FROM observations").df()["observation_id"])
@@ -178,8 +184,13 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
         existing = con.execute("SELECT observation_id, reviewer, reviewed_at, new_class_id FROM reviews").df()
         key = ["observation_id", "reviewer", "reviewed_at", "new_class_id"]
         fresh = rows.merge(existing.astype({"new_class_id": "Int64"}), on=key, how="left", indicator=True)
-        fresh = fresh[fresh["_merge"] == "left_only"].drop(columns="_merge")
-        con.register("imported", fresh[["observation_id", "reviewer", "reviewed_at", "old_class_id", "new_class_id", "note"]])
-        con.execute("INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "
-                    "SELECT observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note FROM imported")
+        fresh = fresh[fresh["_merge"] == "left_only"].drop(columns="_merge").sort_values("reviewed_at", kind="stable")
+        # one at a time, oldest first: each review's old label is this store's label just before it (the file's
+        # old_class_id describes the store it was exported from)
+        for row in fresh.itertuples():
+            con.execute(
+                "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "
+                "SELECT $1, $2, $3, COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 ORDER BY review_id DESC "
+                "LIMIT 1), (SELECT class_id FROM observations WHERE observation_id = $1)), $4, $5",
+                [row.observation_id, row.reviewer, row.reviewed_at.to_pydatetime(), int(row.new_class_id), row.note])
     return {"added": len(fresh), "already_present": len(rows) - len(fresh)}

@@ -35,9 +35,9 @@ VENOMOUS_LIST_COLUMNS = (Column("class_id", ("classid",), required=True),
 
 
 def _observation_ids(table) -> pd.Series:
-    ids = table.text("observation_id")
-    if ids.isna().any():
-        raise table.fail(f"{int(ids.isna().sum())} row(s) have no observation_id ({table.where(ids.isna(), 'observation_id')}).")
+    ids = table.identifiers("observation_id")
+    if ids.eq("").any():
+        raise table.fail(f"{int(ids.eq('').sum())} row(s) have no observation_id ({table.where(ids.eq(''), 'observation_id')}).")
     return ids
 
 
@@ -45,13 +45,20 @@ def read_truth(path: str | Path) -> pd.DataFrame:
     """Ground truth (SnakeCLEF metadata or any table with observation_id, class_id): observation_id (str),
     class_id (nullable Int64: an empty cell is an observation without a label, which is not scored)."""
     table = read_table(path, "ground truth", ID_COLUMNS, SubmissionError)
-    return pd.DataFrame({"observation_id": _observation_ids(table), "class_id": table.ids("class_id", missing_ok=True)})
+    truth = pd.DataFrame({"observation_id": _observation_ids(table), "class_id": table.ids("class_id", missing_ok=True)})
+    labels = truth.dropna().groupby("observation_id")["class_id"].nunique()
+    if (labels > 1).any():
+        first = labels[labels > 1].index[0]
+        raise table.fail(f"{int((labels > 1).sum())} observation(s) have rows with different class ids, e.g. observation {first} "
+                         f"({table.where((truth['observation_id'] == first).to_numpy(), 'class_id')}); one observation is one animal.")
+    return truth
 
 
 def read_submission(path: str | Path) -> pd.DataFrame:
     """A submission: observation_id (str), class_id (int64); every row needs a whole-number class id."""
     table = read_table(path, "submission", ID_COLUMNS, SubmissionError)
-    return pd.DataFrame({"observation_id": _observation_ids(table), "class_id": table.ids("class_id").astype("int64")})
+    return pd.DataFrame({"observation_id": _observation_ids(table),
+                         "class_id": table.ids("class_id", negative_ok=True).astype("int64")})  # the official code scores any int
 
 
 def read_venomous_list(path: str | Path) -> pd.Series:

@@ -62,26 +62,81 @@ def read_species_table(paths: Sequence[str | Path]) -> pd.DataFrame:
     Each file is read by `snakeweb.tables.read_table` (headers, delimiters, encodings and flag spellings as
     documented in the README); names come from any file with a binomial_name column (or an alias), the venom
     flag from `venomous` or SnakeCLEF's `MIVS` (1 = medically important venomous species). A class no file
-    gives a flag for has venom status "unknown". Two files that disagree about a class's name or flag, a
-    class id that is not a whole number, or a flag snakeweb cannot read raise a SnakewebError.
-    `class_list.csv` alone, or `class_list.csv` plus `venomous_status_list.csv`, are both complete tables.
+    gives a flag for has venom status "unknown". A table without class ids (names and flags only) takes the
+    ids the other tables give those names, and new ids above them for the rest. Two files that disagree about
+    a class's name or flag, one name under two class ids, a class id that is not a whole number, or a flag
+    snakeweb cannot read raise a SnakewebError. `class_list.csv` alone, or `class_list.csv` plus
+    `venomous_status_list.csv`, are both complete tables.
     """
-    merged: pd.DataFrame | None = None
-    for path in paths:
-        table = read_table(path, "species table", SPECIES_TABLE_COLUMNS)
-        if not len(table):
-            raise table.fail("it has a header but no rows.")
-        frame = pd.DataFrame({"class_id": table.ids("class_id")})
-        frame["binomial_name"] = table.text("binomial_name").map(lambda n: normalise_name(n) if n else None) \
-            if table.has("binomial_name") else None
-        frame["genus"] = table.text("genus") if table.has("genus") else None
-        frame["venom_status"] = table.flags("venomous").map(status_of_flag) if table.has("venomous") else None
-        frame["source"] = str(path)
-        frame = _one_row_per_class(frame, table)
-        merged = frame if merged is None else _merge_tables(merged, frame)
-    if merged is None:
+    tables = [_read_one(path) for path in paths]
+    if not tables:
         raise SnakewebError("No species table was given.")
+    merged: pd.DataFrame | None = None
+    for frame in sorted(tables, key=lambda f: f["class_id"].isna().all()):  # tables with ids first
+        if frame["class_id"].isna().all():
+            frame = _ids_by_name(frame, merged)
+        merged = frame if merged is None else _merge_tables(merged, frame)
+    _one_class_per_name(merged)
     return _complete(merged)
+
+
+def _read_one(path: str | Path) -> pd.DataFrame:
+    table = read_table(path, "species table", SPECIES_TABLE_COLUMNS[1:] + (Column("class_id", ("classid",)),))
+    if not len(table):
+        raise table.fail("it has a header but no rows.")
+    if not table.has("class_id") and not table.has("binomial_name"):
+        raise table.fail(f"it has neither a class_id nor a binomial_name column; its columns are {list(table.headers.values())}.")
+    if not table.has("venomous"):
+        venomish = [h for h in table.headers.values() if re.search(r"venom|mivs|toxic|poison|danger|giftig|venen", h, re.I)]
+        if venomish:
+            raise table.fail(f"its column {venomish[0]!r} looks like a venom flag but is not one snakeweb reads; "
+                             "name it venomous or MIVS.")
+        log.warning("The species table %s has no venomous or MIVS column: its %d species have venom status unknown "
+                    "(treated as possibly venomous).", path, len(table))
+    frame = pd.DataFrame({"class_id": table.ids("class_id") if table.has("class_id") else pd.array([None] * len(table), "Int64")})
+    frame["binomial_name"] = table.text("binomial_name").map(lambda n: normalise_name(n) if n else None) \
+        if table.has("binomial_name") else None
+    frame["genus"] = table.text("genus") if table.has("genus") else None
+    frame["venom_status"] = table.flags("venomous").map(status_of_flag) if table.has("venomous") else None
+    frame["source"] = str(path)
+    if not table.has("class_id"):
+        if frame["binomial_name"].isna().any():
+            raise table.fail(f"{int(frame['binomial_name'].isna().sum())} row(s) have neither a class id nor a name.")
+        return frame
+    return _one_row_per_class(frame, table)
+
+
+def _ids_by_name(frame: pd.DataFrame, known: pd.DataFrame | None) -> pd.DataFrame:
+    """Class ids for a table of names only: the id another table gives the name, else a new one above them."""
+    frame = frame.drop_duplicates()
+    by_key = {} if known is None else {taxon_key(n): int(c) for n, c in zip(known["binomial_name"], known["class_id"])
+                                        if isinstance(n, str)}
+    next_id = 0 if known is None or known.empty else int(known["class_id"].max()) + 1
+    ids = []
+    for name in frame["binomial_name"]:
+        if taxon_key(name) not in by_key:
+            by_key[taxon_key(name)] = next_id
+            next_id += 1
+        ids.append(by_key[taxon_key(name)])
+    frame = frame.assign(class_id=pd.array(ids, dtype="Int64"))
+    repeated = frame["class_id"].duplicated(keep=False)
+    if repeated.any():
+        name = frame.loc[repeated, "binomial_name"].iloc[0]
+        raise SnakewebError(f"The species table {frame['source'].iloc[0]} lists {name} in rows that disagree; keep one row per species.")
+    return frame
+
+
+def _one_class_per_name(merged: pd.DataFrame) -> None:
+    """One species, one class id: a name under two ids would let whichever comes last (and its venom flag) win."""
+    named = merged[merged["binomial_name"].notna()]
+    keys = named["binomial_name"].map(taxon_key)
+    repeated = keys.duplicated(keep=False)
+    if repeated.any():
+        rows = named[repeated & (keys == keys[repeated].iloc[0])]
+        places = ", ".join(f"class {int(c)} ({status or 'no flag'}, {source})"
+                           for c, status, source in zip(rows["class_id"], rows["venom_status"], rows["source"]))
+        raise SnakewebError(f"The species tables give {rows['binomial_name'].iloc[0]} more than one class id: {places} "
+                            f"({int(keys[repeated].nunique())} name(s) repeat); keep one class id per species.")
 
 
 def _one_row_per_class(frame: pd.DataFrame, table) -> pd.DataFrame:
@@ -136,7 +191,8 @@ def with_names_from(table: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
     merged = table.set_index("class_id").copy()
     other = named.set_index("class_id")
     common = merged.index.intersection(other.index)
-    real = ~merged.loc[common, "binomial_name"].str.startswith(PLACEHOLDER_PREFIX)
+    real = (~merged.loc[common, "binomial_name"].str.startswith(PLACEHOLDER_PREFIX)
+            & ~other.loc[common, "binomial_name"].str.startswith(PLACEHOLDER_PREFIX))
     differs = real & (merged.loc[common, "binomial_name"].map(taxon_key) != other.loc[common, "binomial_name"].map(taxon_key))
     if differs.any():
         first = differs[differs].index[0]
@@ -176,6 +232,8 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
     """
     given = sorted({n for n in names if isinstance(n, str) and taxon_key(n)})
     table = table if table is not None and not table.empty else None
+    if table is not None:
+        _one_class_per_name(table[~table["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)].assign(source="the species table"))
     by_key: dict[str, tuple] = {} if table is None else {
         taxon_key(r.binomial_name): r for r in table.itertuples(index=False)
         if not str(r.binomial_name).startswith(PLACEHOLDER_PREFIX)
@@ -189,20 +247,21 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
         row = by_key.get(key)
         if row is None and key.isdigit():
             row = by_id.get(int(key))
-        if row is None and len(words) >= 3:
+        if row is None and len(words) == 3 and all(w.isalpha() for w in words):  # a trinomial: its species' class
             row = by_key.get(" ".join(words[:2]))
             subspecies[name] = normalise_name(key)
         if row is None:
-            new_names[name] = normalise_name(" ".join(words[:2]) if len(words) >= 3 else key)
+            new_names[name] = normalise_name(" ".join(words[:2]) if name in subspecies else key)
             continue
         rows[int(row.class_id)] = {c: getattr(row, c) for c in SPECIES_COLUMNS}
         classes[name] = int(row.class_id)
     if table is not None and given and not classes:
         shown = ", ".join(repr(n) for n in given[:3])
         examples = ", ".join(repr(n) for n in list(by_key)[:3])
+        looks = f"whose names look like {examples}" if by_key else "which has no names: give one with a binomial_name column too"
         raise SnakewebError(
-            f"None of the {len(given)} species folder name(s) ({shown}, ...) matches a name in the species table "
-            f"(whose names look like {examples}); check that you gave the right table and folder."
+            f"None of the {len(given)} species name(s) ({shown}, ...) matches a name in the species table "
+            f"({looks}); check that you gave the right table and folder."
         )
     next_id = 0 if table is None else int(table["class_id"].max()) + 1
     new_ids: dict[str, int] = {}

@@ -90,6 +90,8 @@ class Store:
         return self.db_path.is_file()
 
     def create(self) -> Store:
+        if self.root.exists() and not self.root.is_dir():
+            raise SnakewebError(f"--store {self.root} is a file; a store is a directory. Give a new or existing store directory.")
         self.root.mkdir(parents=True, exist_ok=True)
         with self.connect() as con:
             con.execute(SCHEMA)
@@ -202,6 +204,17 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
     )
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, racing other threads); 022 if unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,6 +222,7 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should get the mode any new file gets
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -40,7 +40,8 @@ MISSING_WORDS = frozenset({"", "na", "n/a", "nan", "null", "none", "unknown", "?
 TRUE_WORDS = frozenset({"1", "1.0", "true", "t", "yes", "y", "venomous", "mivs"})
 FALSE_WORDS = frozenset({"0", "0.0", "false", "f", "no", "n", "harmless", "non-venomous", "nonvenomous", "not venomous"})
 ACCEPTED_FLAGS = "1/0, true/false, yes/no, y/n, venomous/harmless or MIVS, and empty or unknown for not known"
-_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:\.0*)?")
+# whole numbers as people and spreadsheets write them: 405, 405.0, and 405,0 where the decimal mark is a comma
+_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:[.,]0*)?")
 MAX_EXAMPLES = 3
 
 
@@ -49,8 +50,12 @@ class TableError(SnakewebError):
 
 
 def header_key(name: str) -> str:
-    """'  Class ID ' -> 'class_id': how headers and aliases are compared."""
-    return re.sub(r"[\s\-]+", "_", str(name).replace("\ufeff", "").strip().lower()).strip("_")
+    """How headers and aliases are compared: '  Class ID ' and 'ClassId' -> 'class_id', 'Venomous (Y/N)' and
+    'Venomous?' -> 'venomous'. Case, spaces, hyphens, punctuation and a trailing parenthetical do not count."""
+    text = str(name).replace("\ufeff", "").strip()
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text)  # camelCase: ObservationId -> Observation_Id
+    text = re.sub(r"\s*\([^()]*\)\s*$", "", text.lower())
+    return re.sub(r"\W+", "_", text).strip("_")
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,10 @@ class Table:
         """True where a typed column has no value (empty, NA, null, unknown, ...)."""
         return self.frame[column].str.lower().isin(MISSING_WORDS)
 
-    def ids(self, column: str, missing_ok: bool = False, what: str = "class ids") -> pd.Series:
-        """Whole numbers (`405`, or `405.0` as spreadsheets write them) as nullable Int64; any other value is
-        refused, and so is a missing one unless `missing_ok`."""
+    def ids(self, column: str, missing_ok: bool = False, what: str = "class ids", negative_ok: bool = False) -> pd.Series:
+        """Whole numbers (`405`, or `405.0` / `405,0` as spreadsheets write them) as nullable Int64; any other
+        value is refused, and so is a missing one unless `missing_ok`, and a negative one unless `negative_ok`
+        (-1 is a common "no label" marker: an empty cell says that without being mistaken for a class)."""
         values, missing = self.frame[column], self.missing(column)
         bad = ~missing & ~values.str.fullmatch(_WHOLE_NUMBER)
         if bad.any():
@@ -110,18 +116,29 @@ class Table:
                             f"{what} are whole numbers such as 405.")
         if missing.any() and not missing_ok:
             raise self.fail(f"{int(missing.sum())} row(s) have no {column} ({self.where(missing, column)}); fill them in or remove those rows.")
-        numbers = values.where(~missing).str.replace(r"\.0*$", "", regex=True)
-        return pd.Series(pd.array([None if pd.isna(v) else int(v) for v in numbers], dtype="Int64"), index=self.frame.index)
+        numbers = values.where(~missing).str.replace(r"[.,]0*$", "", regex=True)
+        result = pd.Series(pd.array([None if pd.isna(v) else int(v) for v in numbers], dtype="Int64"), index=self.frame.index)
+        negative = (result < 0).fillna(False).to_numpy(bool)
+        if negative.any() and not negative_ok:
+            raise self.fail(f"{int(negative.sum())} value(s) in column {column} are negative ({self.where(negative, column)}); "
+                            f"{what} are 0 or above" + (" (leave the cell empty for a photo without a label)." if missing_ok else "."))
+        return result
 
-    def flags(self, column: str, missing_ok: bool = True) -> pd.Series:
+    def identifiers(self, column: str) -> pd.Series:
+        """Trimmed identifiers (observation ids) compared as text, except that a whole number a spreadsheet
+        wrote as a float ('101.0') is the same id as '101'."""
+        return self.frame[column].str.replace(r"^([+-]?\d+)\.0+$", r"\1", regex=True)
+
+    def flags(self, column: str, missing_ok: bool = True, true_words: frozenset[str] = TRUE_WORDS,
+              false_words: frozenset[str] = FALSE_WORDS, accepted: str = ACCEPTED_FLAGS) -> pd.Series:
         """True / False / None (not known) from every common spelling; anything else is refused."""
         lowered = self.frame[column].str.lower()
         missing = lowered.isin(MISSING_WORDS)
-        yes, no = lowered.isin(TRUE_WORDS), lowered.isin(FALSE_WORDS)
+        yes, no = lowered.isin(true_words), lowered.isin(false_words)
         bad = ~(yes | no | missing)
         if bad.any():
             raise self.fail(f"{int(bad.sum())} value(s) in column {column} are not a flag snakeweb can read "
-                            f"({self.where(bad, column)}); use {ACCEPTED_FLAGS}.")
+                            f"({self.where(bad, column)}); use {accepted}.")
         if missing.any() and not missing_ok:
             raise self.fail(f"{int(missing.sum())} row(s) have no value in column {column} ({self.where(missing, column)}); "
                             "use 1 or 0 in every row.")
@@ -151,11 +168,12 @@ def read_table(path: str | Path, what: str, columns: Sequence[Column] = (),
     width = len(headers)
     data, data_lines = [], []
     for row, line in zip(rows[1:], lines[1:]):
-        if len(row) > width:
-            if any(cell.strip() for cell in row[width:]):
-                raise error(f"The {what} {path} has {len(row)} cells on line {line} but {width} headers; "
-                            "check the delimiter and quoting of that line.")
-            row = row[:width]
+        if len(row) > width and not any(cell.strip() for cell in row[width:]):
+            row = row[:width]  # trailing empty cells (a spreadsheet's extra delimiters)
+        if len(row) != width:
+            # a short row would read its missing cells as empty ("unknown"), a long one would shift them
+            raise error(f"The {what} {path} has {len(row)} cells on line {line} but {width} headers; "
+                        "check the delimiter and quoting of that line.")
         data.append([cell.strip() for cell in row] + [""] * (width - len(row)))
         data_lines.append(line)
     named = [h or f"column_{i + 1}" for i, h in enumerate(headers)]

@@ -66,7 +66,7 @@ def test_a_whole_number_folder_name_is_a_class_id_of_the_table():
 
 
 def test_a_table_that_matches_none_of_the_folders_is_refused():
-    with pytest.raises(SnakewebError, match="None of the 2 species folder name"):
+    with pytest.raises(SnakewebError, match="None of the 2 species name"):
         match_taxa(["Crotalus atrox", "Naja naja"], TABLE)
 
 
@@ -87,6 +87,6 @@ def test_real_class_list_and_venomous_list_merge():
 
 def test_species_table_without_class_id_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("name,MIVS\nx,1\n")
-    with pytest.raises(SnakewebError, match="no class_id"):
+    bad.write_text("label,MIVS\nx,1\n")
+    with pytest.raises(SnakewebError, match="neither a class_id nor a binomial_name column"):
         read_species_table([bad])

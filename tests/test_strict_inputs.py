@@ -121,7 +121,7 @@ def test_a_species_table_matching_none_of_the_folders_is_refused_at_ingest(tmp_p
     table = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1,Naja naja,1\n2,Python regius,0\n")
     assert main(["ingest", "--store", str(tmp_path / "s"), "--images", str(photos), "--species", str(table)]) == 2
     err = capsys.readouterr().err
-    assert "None of the 1 species folder name" in err and "Traceback" not in err
+    assert "None of the 1 species name" in err and "Traceback" not in err
     assert not (tmp_path / "s" / "snakeweb.duckdb").exists()
 
 
@@ -254,8 +254,8 @@ def test_a_country_table_matching_none_of_the_store_species_is_refused_at_ingest
 
 
 def test_a_country_table_cell_that_is_not_a_flag_is_refused(tmp_path):
-    table = write(tmp_path / "relevance.csv", ";germany;italy\nVipera aspis;0;x\n")
-    with pytest.raises(SnakewebError, match="line 2: 'x'"):
+    table = write(tmp_path / "relevance.csv", ";germany;italy\nVipera aspis;0;maybe\n")
+    with pytest.raises(SnakewebError, match="line 2: 'maybe'.*present/absent"):
         CountryPrior.from_csv(table)
 
 
@@ -334,3 +334,145 @@ def test_metadata_subsets_test_and_unknown_values(tmp_path, capsys):
     odd = write(tmp_path / "odd.csv", "\n".join(rows[:2] + ["9,1.jpg,405,Crotalus atrox,holdout"]) + "\n")
     assert main(["ingest", "--store", str(tmp_path / "s2"), "--metadata", str(odd), "--image-root", str(root)]) == 2
     assert "line 3: 'holdout'" in capsys.readouterr().err
+
+
+# cases found by a fresh tester trying to break the above ---------------------------------------------------
+
+def test_one_name_under_two_class_ids_is_refused_within_and_across_tables(tmp_path):
+    one = write(tmp_path / "one.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n406,crotalus_atrox,0\n")
+    with pytest.raises(SnakewebError, match="Crotalus atrox more than one class id: class 405 .venomous"):
+        read_species_table([one])
+    first = write(tmp_path / "first.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n")
+    other = write(tmp_path / "other.csv", "class_id,binomial_name,MIVS\n5000,Crotalus atrox,0\n")
+    for order in ([first, other], [other, first]):
+        with pytest.raises(SnakewebError, match="more than one class id"):
+            read_species_table(order)
+
+
+def test_a_names_only_table_takes_the_ids_other_tables_give(tmp_path):
+    ids = write(tmp_path / "ids.csv", "class_id,binomial_name\n405,Crotalus atrox\n1137,Natrix natrix\n")
+    flags = write(tmp_path / "flags.csv", "Species,Venomous\nCrotalus atrox,yes\nNatrix natrix,no\nNaja naja,yes\n")
+    table = read_species_table([flags, ids]).set_index("binomial_name")
+    assert table.loc["Crotalus atrox", "class_id"] == 405 and table.loc["Crotalus atrox", "venom_status"] == "venomous"
+    assert table.loc["Naja naja", "class_id"] == 1138 and table.loc["Naja naja", "venom_status"] == "venomous"
+    alone = read_species_table([flags]).set_index("binomial_name")
+    assert alone["venom_status"].to_dict() == {"Crotalus atrox": "venomous", "Naja naja": "venomous", "Natrix natrix": "harmless"}
+
+
+@pytest.mark.parametrize("header", ["Venomous?", "Venomous (Y/N)", "venomous (1 = yes)", "isVenomous", "MIVS "])
+def test_venom_headers_with_punctuation_or_a_note_are_read(tmp_path, header):
+    path = write(tmp_path / "s.csv", f"class_id,binomial_name,{header}\n405,Crotalus atrox,1\n1137,Natrix natrix,0\n")
+    assert read_species_table([path])["venom_status"].tolist() == ["venomous", "harmless"]
+
+
+def test_a_venom_column_snakeweb_cannot_name_is_refused_and_a_short_row_too(tmp_path):
+    german = write(tmp_path / "g.csv", "class_id;binomial_name;giftig\n405;Crotalus atrox;ja\n")
+    with pytest.raises(SnakewebError, match="'giftig' looks like a venom flag"):
+        read_species_table([german])
+    short = write(tmp_path / "short.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox\n1137,Natrix natrix,0\n")
+    with pytest.raises(SnakewebError, match="2 cells on line 2 but 3 headers"):
+        read_species_table([short])
+
+
+@pytest.mark.parametrize("header", ["ObservationId,ClassId", "observationID,classID", "Observation ID;Class ID"])
+def test_camel_case_and_spaced_id_headers(tmp_path, header):
+    delimiter = ";" if ";" in header else ","
+    truth = write(tmp_path / "t.csv", header + "\n" + "\n".join(f"{i}{delimiter}{c}" for i, c in ((1, 405), (2, 7))) + "\n")
+    submission = write(tmp_path / "s.csv", "observation_id,class_id\n1.0,405\n2.0,7,0\n".replace(",0\n", "\n"))
+    from snakeweb.scoring import official_scores, read_submission, read_truth
+
+    assert official_scores(read_truth(truth), read_submission(submission), {405})["Accuracy"] == 100.0
+
+
+def test_a_ground_truth_observation_with_two_classes_is_refused(tmp_path, capsys):
+    truth = write(tmp_path / "t.csv", "observation_id,class_id\n101,405\n101,1137\n102,7\n")
+    submission = write(tmp_path / "s.csv", "observation_id,class_id\n101,405\n102,7\n")
+    venomous = write(tmp_path / "v.csv", "class_id,MIVS\n405,1\n7,0\n1137,0\n99,0\n")
+    assert main(["score", "--metadata", str(truth), "--predictions", str(submission), "--venomous", str(venomous)]) == 2
+    assert "observation 101" in capsys.readouterr().err
+    odd = write(tmp_path / "odd.csv", "observation_id,class_id\n102,-1\n")
+    assert main(["score", "--metadata", str(write(tmp_path / "t2.csv", "observation_id,class_id\n102,7\n")),
+                 "--predictions", str(odd), "--venomous", str(venomous)]) == 0
+    assert "1 predicted class id(s) are not in the venomous list (e.g. -1)" in capsys.readouterr().err
+
+
+def test_metadata_observations_with_two_classes_or_countries_and_negative_ids_are_refused(tmp_path, capsys):
+    root = tmp_path / "images"
+    for name in ["a.jpg", "b.jpg"]:
+        make_photo(root / name, (90, 90, 40), seed=len(name))
+    cases = {
+        "observation_id,image_path,class_id\n1,a.jpg,405\n1,b.jpg,1137\n": "different class_id values",
+        "observation_id,image_path,class_id,code\n1,a.jpg,405,US\n1,b.jpg,405,MX\n": "different country_code values",
+        "observation_id,image_path,class_id\n1,a.jpg,405\n2,b.jpg,-1\n": "leave the cell empty",
+        "observation_id,image_path,code,country\n1,a.jpg,US,Mexico\n": "give a code and a country that differ",
+    }
+    for i, (text, words) in enumerate(cases.items()):
+        metadata = write(tmp_path / f"m{i}.csv", text)
+        assert main(["ingest", "--store", str(tmp_path / f"s{i}"), "--metadata", str(metadata), "--image-root", str(root)]) == 2
+        assert words in capsys.readouterr().err, text
+    both = write(tmp_path / "both.csv", "observation_id,image_path,class_id,country,code\n1,a.jpg,405,United States,US\n2,b.jpg,405,Namibia,\n")
+    store = Store(tmp_path / "both")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(both), "--image-root", str(root)]) == 0
+    assert store.query("SELECT country_code FROM observations ORDER BY observation_id")["country_code"].tolist() == ["US", "NA"]
+
+
+@pytest.mark.parametrize("text, code", [
+    ("Curacao", "CW"), ("Reunion", "RE"), ("México", "MX"), ("Perú", "PE"), ("Brasil", "BR"), ("Republic of Ireland", "IE"),
+    ("Bosnia", "BA"), ("UAE", "AE"), ("Macau", "MO"), ("US Virgin Islands", "VI"), ("Congo (Kinshasa)", "CD"),
+    ("Bolivia (Plurinational State of)", "BO"), ("Trinidad", "TT"), ("Antigua", "AG"), ("Deutschland", "DE"),
+    ("Saint Martin", "MF"), ("Iran, Islamic Republic of", "IR"), ("Islamic Republic of Iran", "IR"),
+    ("Cote d\u2019Ivoire", "CI"), ("British Virgin Islands", "VG"),
+])
+def test_more_real_country_spellings(text, code):
+    assert resolve_country(text) == code
+
+
+def test_country_tables_with_marks_trinomials_and_repeated_rows_or_columns(tmp_path, caplog):
+    table = write(tmp_path / "r.csv", "species;Namibia;NA;Mexico;Congo (Kinshasa)\nCrotalus atrox;absent;;x;\n"
+                                      "Naja nigricollis nigricincta;present;0;;1\nNaja nigricollis;0;0;0;0\n")
+    prior = CountryPrior.from_csv(table)
+    assert prior.presence.loc["naja nigricollis", "NA"] == 1 and prior.presence.loc["naja nigricollis", "CD"] == 1
+    assert prior.presence.loc["crotalus atrox", "MX"] == 1 and prior.presence.loc["crotalus atrox", "NA"] == 0
+    assert "more than one column for NA" in caplog.text and "more than one row for 1 species" in caplog.text
+    assert prior.note("GB", ["Crotalus atrox"]).startswith("The species x country table has no records for")
+    assert "None of this store's species is recorded in Namibia" in prior.note("NA", ["Crotalus atrox"])
+    assert prior.note("MX", ["Crotalus atrox"]) is None
+
+
+@pytest.mark.parametrize("text, words", [
+    ("observation_id,reviewer,new_class_id,reviewed_at\nNatrix natrix/0.jpg,ana,405,03/04/2024 14:05\n", "not an ISO date"),
+    ("observation_id,reviewer,new_class_id,reviewed_at\nNatrix natrix/0.jpg,ana,405,2024-04-03 14:05\n"
+     "Natrix natrix/0.jpg,bo,1137,2024-04-03 14:05\n", "different classes"),
+])
+def test_review_exports_with_ambiguous_dates_or_clashing_rows_are_refused(tmp_path, text, words):
+    from snakeweb.review import import_reviews, reviews
+
+    photos = tmp_path / "photos"
+    make_photo(photos / "Natrix natrix" / "0.jpg", (40, 160, 60), seed=0)
+    make_photo(photos / "Crotalus atrox" / "0.jpg", (140, 100, 60), seed=3)
+    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1137,Natrix natrix,0\n405,Crotalus atrox,1\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(species)]) == 0
+    with pytest.raises(SnakewebError, match=words):
+        import_reviews(store, write(tmp_path / "r.csv", text))
+    good = write(tmp_path / "g.csv", "observation_id,reviewer,new_class_id,old_class_id,reviewed_at\n"
+                                     "Natrix natrix/0.jpg,ana,405,29,2024-04-03T14:05:00Z\n")
+    assert import_reviews(store, good)["added"] == 1
+    assert reviews(store).iloc[0]["old_class_id"] == 1137  # this store's label, not the exporting store's
+
+
+def test_a_store_path_that_is_a_file_is_a_sentence(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    make_photo(photos / "Natrix natrix" / "0.jpg", (40, 160, 60), seed=0)
+    not_a_folder = write(tmp_path / "notes.pdf", "%PDF-1.4")
+    assert main(["ingest", "--store", str(not_a_folder), "--images", str(photos)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file; a store is a directory" in err and "Traceback" not in err
+
+
+def test_decimal_commas_and_float_observation_ids(tmp_path):
+    path = write(tmp_path / "s.csv", "class_id;binomial_name;MIVS\n405,0;Crotalus atrox;1,0\n")
+    with pytest.raises(SnakewebError, match="not a flag"):  # '1,0' is not a flag spelling; the id '405,0' is fine
+        read_species_table([path])
+    path = write(tmp_path / "s2.csv", "class_id;binomial_name;MIVS\n405,0;Crotalus atrox;1\n")
+    assert read_species_table([path])["class_id"].tolist() == [405]

@@ -165,3 +165,52 @@ def test_a_country_prior_that_could_change_nothing_is_refused(store, tmp_path, c
     code = main(["export", "--store", str(store.root), "--out", str(out), "--prior", "country", "--country-table", str(table)])
     assert code == 2 and "would change nothing" in capsys.readouterr().err and not out.exists()
     assert main(["evaluate", "--store", str(store.root), "--country-table", str(table)]) == 2
+
+
+def test_a_store_that_cannot_tell_out_of_store_says_so_and_one_photo_twice_counts_once(store, photo_folder):
+    identifier = Identifier(store)
+    assert identifier.novelty is None  # 24 synthetic photos: too few validation photos for the threshold
+    photo = (photo_folder / "Vipera_berus" / "01.jpg").read_bytes()
+    result = identifier.identify([("a.jpg", photo), ("b.jpg", photo)], neighbours=0)
+    assert result.out_of_store is None and any("cannot tell whether the photo shows a snake" in n for n in result.notes)
+    assert [(f.index, f.reason) for f in result.failures] == [(1, "it is the same file as photo 1, which is counted once")]
+
+
+def test_a_moved_country_table_leaves_identify_working_and_check_failing(tmp_path, tiny_model_dir, photo_folder, species_csv, capsys):
+    table = tmp_path / "relevance.csv"
+    table.write_text(";germany;italy\nNatrix natrix;1;1\nVipera berus;1;0\nZamenis longissimus;0;1\n")
+    root = build_photo_store(tmp_path / "store", tiny_model_dir, photo_folder, species_csv, "--skip-project",
+                             "--country-table", str(table))
+    photo = str(photo_folder / "Vipera_berus" / "01.jpg")
+    assert main(["identify", "--store", str(root), photo, "--country", "Italy", "--json"]) == 0
+    capsys.readouterr()
+    table.unlink()
+    assert main(["identify", "--store", str(root), photo, "--json"]) == 0  # no country: the missing table is not needed
+    assert json.loads(capsys.readouterr().out)["species"]
+    assert main(["identify", "--store", str(root), photo, "--country", "Italy"]) == 2
+    assert "recorded when the store was built" in capsys.readouterr().err
+    assert main(["check", "--store", str(root)]) == 1
+    assert "FAIL  country table" in capsys.readouterr().out
+
+
+def test_export_takes_the_recorded_country_table_and_writes_a_readable_file(tmp_path, tiny_model_dir, photo_folder, species_csv):
+    import stat
+
+    metadata_root = tmp_path / "images"
+    rows = ["observation_id,image_path,class_id,code"]
+    for species, class_id in (("Natrix_natrix", 1130), ("Vipera_berus", 1740), ("Zamenis_longissimus", 7)):
+        for i in range(8):
+            target = metadata_root / species / f"{i:02d}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((photo_folder / species / f"{i:02d}.jpg").read_bytes())
+            rows.append(f"{species}{i},{species}/{i:02d}.jpg,{class_id},{'DE' if i % 2 else 'IT'}")
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text("\n".join(rows) + "\n")
+    table = tmp_path / "relevance.csv"
+    table.write_text(";germany;italy\nNatrix natrix;1;1\nVipera berus;1;0\nZamenis longissimus;0;1\n")
+    store = tmp_path / "store"
+    assert main(["build", "--store", str(store), "--metadata", str(metadata), "--image-root", str(metadata_root), "--species",
+                 str(species_csv), "--model", str(tiny_model_dir), "--skip-project", "--country-table", str(table)]) == 0
+    out = tmp_path / "submission.csv"
+    assert main(["export", "--store", str(store), "--out", str(out), "--prior", "country"]) == 0
+    assert len(pd.read_csv(out)) == 24 and stat.S_IMODE(out.stat().st_mode) & 0o044  # readable by others, as any new file

@@ -20,7 +20,10 @@ with left:
     country = st.selectbox("Country where it was seen (optional; type to search)", choices,
                            format_func=lambda c: "not given" if c is None else f"{names[c]} ({c})",
                            disabled=model.prior is None,
-                           help=None if model.prior else "Build the store with --country-table to enable the country prior.")
+                           help=None if model.prior else (model.prior_error
+                                                          or "Build the store with --country-table to enable the country prior."))
+if model.prior_error:
+    st.warning(f"The country prior is off: {model.prior_error}")
 with right:
     threshold = st.slider("Call it uncertain below this top probability", 0.0, 1.0, 0.3, 0.05)
 if not uploads:
