@@ -191,8 +191,8 @@ def with_names_from(table: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
     merged = table.set_index("class_id").copy()
     other = named.set_index("class_id")
     common = merged.index.intersection(other.index)
-    real = (~merged.loc[common, "binomial_name"].str.startswith(PLACEHOLDER_PREFIX)
-            & ~other.loc[common, "binomial_name"].str.startswith(PLACEHOLDER_PREFIX))
+    real = (~merged.loc[common, "binomial_name"].astype(str).str.startswith(PLACEHOLDER_PREFIX)
+            & ~other.loc[common, "binomial_name"].astype(str).str.startswith(PLACEHOLDER_PREFIX))
     differs = real & (merged.loc[common, "binomial_name"].map(taxon_key) != other.loc[common, "binomial_name"].map(taxon_key))
     if differs.any():
         first = differs[differs].index[0]
