@@ -274,8 +274,17 @@ def _export(args: argparse.Namespace) -> None:
             raise SnakewebError("--prior country needs --country-table Species_Relevance.csv (the store records none).")
         prior = CountryPrior.from_csv(table)
         _check_prior(prior, Store(args.store).require())
-    submission = stages.export_submission(Store(args.store), args.out, args.decision, prior, args.aggregation)
+    store = Store(args.store)
+    submission = stages.export_submission(store, args.out, args.decision, prior, args.aggregation)
     print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
+    numbered = set(store.get_meta("assigned_class_ids") or [])
+    invented = submission[submission["class_id"].isin(numbered)]
+    if len(invented):
+        names = store.species().set_index("class_id")["binomial_name"]
+        shown = ", ".join(f"{names.get(c, '?')} -> {c}" for c in sorted(set(invented["class_id"]))[:5])
+        print(f"note: {len(invented)} observation(s) are predicted as classes snakeweb numbered itself because no species "
+              f"table gave them an id ({shown}); a SnakeCLEF scorer counts those as wrong. Give --species class_list.csv "
+              "at ingest to use SnakeCLEF's ids.", file=sys.stderr)
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -344,6 +353,7 @@ def _identify(args: argparse.Namespace) -> int:
     from snakeweb.countries import resolve_country
     from snakeweb.identify import Identifier
 
+    args.country = (args.country or "").strip() or None  # --country "" (an empty shell variable) means none
     if args.country:
         resolve_country(args.country, "--country")  # before loading any model: a wrong country stops at once
     identifier = Identifier(Store(args.store), country_table=args.country_table)

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 _LINE_BREAK = re.compile(r"[\r\n]")
 
 
-def build_command(store: str | Path, images: str | Path | None = None, species: str | Path | None = None, model: str = "auto",
+def build_command(store: str | Path, images: str | Path | None = None, species: str | Path | list | None = None, model: str = "auto",
                   features: str | None = None, head: str = "linear+knn", country_table: str | Path | None = None,
                   metadata: list[str] | None = None, image_root: str | Path | None = None) -> list[str]:
     """The `python -m pipelines build` command for an image folder, or for SnakeCLEF metadata + image root."""
@@ -29,8 +29,8 @@ def build_command(store: str | Path, images: str | Path | None = None, species: 
         command += ["--metadata", *map(str, metadata), "--image-root", str(image_root)]
     else:
         command += ["--images", str(images)]
-    if species:
-        command += ["--species", str(species)]
+    if species:  # one table, or several (e.g. class_list.csv and venomous_status_list.csv)
+        command += ["--species", *map(str, species if isinstance(species, list | tuple) else [species])]
     if country_table:
         command += ["--country-table", str(country_table)]
     return command

@@ -164,8 +164,9 @@ class CountryPrior:
         return resolve_country(country)
 
     def knows(self, country: str | None) -> bool:
-        """Whether the table has a column for this alpha-2 code."""
-        return bool(country) and country in self.presence.columns
+        """Whether the table has records for this alpha-2 code: a column with at least one species present (a
+        column of zeros records nothing, and applying it would push probability to the species it lacks)."""
+        return bool(country) and country in self.presence.columns and bool((self.presence[country] == 1).any())
 
     def require_species(self, species_names: list[str]) -> None:
         """Refuse a table whose species match none of a store's: it would silently change nothing."""
@@ -178,15 +179,17 @@ class CountryPrior:
 
     def weights(self, species_names: list[str], country: str | None) -> np.ndarray:
         """Per-species multipliers for one country: 1 where present, `floor` where absent, 1 where the table
-        knows nothing (species not in the table, an empty cell, or no/unknown country)."""
+        knows nothing (species not in the table, an empty cell, or no/unknown country). All 1 when none of
+        `species_names` is recorded present there: down-weighting every listed species would only push the
+        probability onto the species the table does not list (see `note`)."""
         weights = np.ones(len(species_names))
         if not self.knows(country):
             return weights
         column = self.presence[country]
-        for i, name in enumerate(species_names):
-            value = column.get(taxon_key(name), -1)
-            if value >= 0:
-                weights[i] = 1.0 if value else self.floor
+        values = np.array([column.get(taxon_key(name), -1) for name in species_names])
+        if not (values == 1).any():
+            return weights
+        weights[values == 0] = self.floor
         return weights
 
     def apply(self, probabilities: np.ndarray, species_names: list[str], countries: list[str | None]) -> np.ndarray:
@@ -209,7 +212,8 @@ class CountryPrior:
         (given the store's species) none of them is recorded there, so every weight would be the same."""
         if not self.knows(country):
             return f"The species x country table has no records for {country_name(country)} ({country}); no country prior was applied."
-        if species_names is not None and (self.weights(species_names, country) == self.floor).all():
+        column = self.presence[country]
+        if species_names is not None and not any(column.get(taxon_key(n), -1) == 1 for n in species_names):
             return (f"None of this store's species is recorded in {country_name(country)} ({country}) by the species x "
                     "country table, so the country prior changes nothing; it was not applied.")
         return None

@@ -181,17 +181,15 @@ class Identifier:
         if result.uncertain:
             candidates = ", ".join(s.binomial_name for s in result.species[:3])
             lead = f"Uncertain: no species reaches the confidence you asked for; the candidates are {candidates}. "
-        unknown = (f" and species of unknown venom status {unknown_mass:.0%} (treated as possibly venomous)"
-                   if unknown_mass >= 0.005 else "")
+        mass = f"venomous species carry {venomous_mass:.0%} of the probability"
+        if unknown_mass >= 0.005:
+            mass += f", species of unknown venom status {unknown_mass:.0%} (treated as possibly venomous)"
         if safe is not None and safe.class_id != top.class_id:
             return lead + (
-                f"The venomous species carry {venomous_mass:.0%} of the probability{unknown}, so the venom-aware call is "
-                f"{safe.binomial_name} (mistaking a venomous snake for a harmless one costs {5 * venom_weight:g}x a harmless mix-up)."
+                f"The {mass}, so the venom-aware call is {safe.binomial_name} (mistaking a venomous snake for a harmless "
+                f"one costs {5 * venom_weight:g}x a harmless mix-up)."
             )
-        return lead + (
-            f"The venom-aware call agrees with the most likely species ({venomous_mass:.0%} of the probability is on venomous "
-            f"species{unknown})."
-        )
+        return lead + f"The venom-aware call agrees with the most likely species ({mass})."
 
     def nearest(self, vectors: np.ndarray, k: int) -> list[Neighbour]:
         """The k most similar stored images to any of the query photos (best similarity per image)."""

@@ -7,6 +7,7 @@ transaction, and re-running it adds only paths the store does not have yet, so i
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ import pandas as pd
 
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
-from snakeweb.species import SPECIES_COLUMNS, UNKNOWN, match_taxa, normalise_name, taxon_key, with_names_from
+from snakeweb.species import ASSIGNED_IDS, SPECIES_COLUMNS, UNKNOWN, match_taxa, normalise_name, taxon_key, with_names_from
 from snakeweb.store import Store, set_meta
 from snakeweb.tables import Column, read_table
 
@@ -159,7 +160,7 @@ def ingest(
     if images is not None:
         listing, skipped = scan_folder(Path(images))
         matched = match_taxa(listing["species"].dropna(), species_table)
-        species = matched.species
+        species, assigned = matched.species, matched.assigned
         listing["class_id"] = listing["species"].map(matched.classes)
         listing["subspecies"] = listing["species"].map(matched.subspecies)
         listing["country_code"] = None
@@ -169,7 +170,7 @@ def ingest(
         if image_root is None:
             raise SnakewebError("--metadata needs --image-root, the folder that image_path is relative to.")
         listing = read_metadata([Path(p) for p in metadata], Path(image_root))
-        listing, species = _species_from_metadata(listing, species_table)
+        listing, species, assigned = _species_from_metadata(listing, species_table)
         source = {"kind": "snakeclef", "metadata": [str(p) for p in metadata], "root": str(Path(image_root).resolve())}
     prior = _checked_country_table(country_table, species)
 
@@ -199,6 +200,11 @@ def ingest(
         subsets = dict(zip(fresh["observation_id"], fresh["subset"])) if "subset" in fresh else {}
         _update_splits(con, subsets)
         set_meta(con, "source", source)
+        # class ids snakeweb numbered itself (no table gave them): a SnakeCLEF submission must not carry them silently
+        from_table = set((species_table.attrs if species_table is not None else {}).get(ASSIGNED_IDS, []))
+        previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [ASSIGNED_IDS]).fetchall()
+        numbered = (set(assigned) | from_table) & set(species["class_id"].astype(int))
+        set_meta(con, ASSIGNED_IDS, sorted(numbered | set(json.loads(previous[0][0]) if previous else [])))
         if prior is not None:
             set_meta(con, "country_table", str(Path(country_table).resolve()))
     rejected = int(fresh["error"].notna().sum())
@@ -257,7 +263,7 @@ def _checked_country_table(country_table: Path | None, species: pd.DataFrame):
     return prior
 
 
-def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
     """(listing with class_id and subspecies, species rows). Rows with a class id name it (one name per id, or
     a SnakewebError); rows with a name but no class id are matched to the species table like folder names."""
     listing = listing.copy()
@@ -282,12 +288,14 @@ def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) ->
     rows["venom_status"] = UNKNOWN
     species = rows[SPECIES_COLUMNS] if table is None else with_names_from(table, rows)
     by_name = listing["class_id"].isna() & listing["binomial_name"].notna()
+    assigned: list[int] = []
     if by_name.any():
         matched = match_taxa(listing.loc[by_name, "binomial_name"], species)
         listing.loc[by_name, "class_id"] = listing.loc[by_name, "binomial_name"].map(matched.classes).astype("Int64")
         species = pd.concat([species, matched.species[~matched.species["class_id"].isin(species["class_id"])]])
         species = species.sort_values("class_id").reset_index(drop=True)
-    return listing, species
+        assigned = matched.assigned
+    return listing, species, assigned
 
 
 def _update_splits(con, subsets: dict[str, object]) -> None:

@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
+from snakeweb.species import taxon_key
 from snakeweb.store import Store, StoreBusyError
 from snakeweb.tables import Column, read_table
 
@@ -136,6 +137,7 @@ REVIEW_EXPORT_COLUMNS = (
     Column("reviewed_at", ("time", "timestamp")),
     Column("old_class_id", ("old_class",)),
     Column("note", ("notes", "comment")),
+    Column("new_species"),  # the export's name of new_class_id: an edit to it must not pass unnoticed
 )
 
 
@@ -181,6 +183,14 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             if unknown.any():
                 raise table.fail(f"{int(unknown.sum())} {what}(s) are not in the store {store.root} "
                                  f"({table.where(unknown.to_numpy(), column)}); import reviews into the store they were made on.")
+        if table.has("new_species"):
+            names = dict(con.execute("SELECT class_id, binomial_name FROM species").fetchall())
+            given = table.text("new_species")
+            differs = given.notna() & (given.map(lambda n: taxon_key(n) if n else "")
+                                       != rows["new_class_id"].map(lambda c: taxon_key(names.get(int(c), ""))))
+            if differs.any():
+                raise table.fail(f"{int(differs.sum())} row(s) name a new_species that is not the species of their new_class_id "
+                                 f"({table.where(differs.to_numpy(), 'new_species')}); change new_class_id to the species meant.")
         existing = con.execute("SELECT observation_id, reviewer, reviewed_at, new_class_id FROM reviews").df()
         key = ["observation_id", "reviewer", "reviewed_at", "new_class_id"]
         fresh = rows.merge(existing.astype({"new_class_id": "Int64"}), on=key, how="left", indicator=True)

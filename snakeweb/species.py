@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SPECIES_COLUMNS = ["class_id", "binomial_name", "genus", "venom_status"]
 PLACEHOLDER_PREFIX = "class "  # the name of a class whose binomial name no table gives
+ASSIGNED_IDS = "assigned_class_ids"  # run-metadata key (and DataFrame attr): class ids snakeweb numbered itself
 # Venom status of a species. "unknown" (a name no table knows, a table without a venom column, an empty
 # cell) is never harmless: the venom-aware rule treats it as possibly venomous and every output shows it.
 VENOMOUS, HARMLESS, UNKNOWN = "venomous", "harmless", "unknown"
@@ -38,9 +39,19 @@ SPECIES_TABLE_COLUMNS = (
 
 def taxon_key(name: str) -> str:
     """How taxon names are compared: 'Crotalus_ATROX (Western diamondback)' -> 'crotalus atrox'. Case,
-    underscores, hyphens, repeated spaces and a trailing parenthetical (a common name) do not count."""
-    text = re.sub(r"\s*\([^()]*\)\s*$", "", str(name))
-    return " ".join(re.sub(r"[_\-\s]+", " ", text).strip().lower().split())
+    underscores, hyphens, repeated spaces, trailing parentheticals (common names, notes), an author citation
+    ('Crotalus atrox Baird & Girard, 1853') and the rank words subsp./ssp./var. do not count."""
+    text = str(name)
+    while re.search(r"\([^()]*\)\s*$", text):
+        text = re.sub(r"\s*\([^()]*\)\s*$", "", text)
+    words = re.sub(r"[_\-\s]+", " ", text).strip().split(" ")
+    if not text.isupper():  # in 'CROTALUS ATROX' every word is capitalised: no author to find
+        # an author citation starts at the first word after the binomial that is capitalised or is not a word
+        # (the epithet itself may be capitalised: folders are often named 'Crotalus Atrox')
+        cut = next((i for i, w in enumerate(words[2:], 2) if w[:1].isupper() or not w.replace(".", "").isalpha()), len(words))
+        words = words[:cut]
+    words = [w for w in words if w.lower() not in ("subsp.", "ssp.", "subsp", "ssp", "var.", "var")]
+    return " ".join(w.lower() for w in words if w)
 
 
 def normalise_name(name: str) -> str:
@@ -49,6 +60,18 @@ def normalise_name(name: str) -> str:
     if not words or not words[0]:
         return ""
     return " ".join([words[0].capitalize(), *words[1:]])
+
+
+def is_trinomial(key: str) -> bool:
+    """'natrix natrix helvetica' (a taxon_key of three plain words) names a subspecies."""
+    words = key.split(" ")
+    return len(words) == 3 and all(w.isalpha() for w in words)
+
+
+def species_name(name: str) -> str:
+    """The display name of the species a name belongs to: a subspecies' species, else the name itself."""
+    key = taxon_key(name)
+    return normalise_name(" ".join(key.split(" ")[:2]) if is_trinomial(key) else key)
 
 
 def status_of_flag(flag: object) -> str:
@@ -77,7 +100,10 @@ def read_species_table(paths: Sequence[str | Path]) -> pd.DataFrame:
             frame = _ids_by_name(frame, merged)
         merged = frame if merged is None else _merge_tables(merged, frame)
     _one_class_per_name(merged)
-    return _complete(merged)
+    assigned = merged.loc[merged["assigned"].fillna(False).astype(bool), "class_id"] if "assigned" in merged else []
+    table = _complete(merged)
+    table.attrs[ASSIGNED_IDS] = sorted(int(c) for c in assigned)  # ids snakeweb numbered (no table gave them)
+    return table
 
 
 def _read_one(path: str | Path) -> pd.DataFrame:
@@ -86,6 +112,14 @@ def _read_one(path: str | Path) -> pd.DataFrame:
         raise table.fail("it has a header but no rows.")
     if not table.has("class_id") and not table.has("binomial_name"):
         raise table.fail(f"it has neither a class_id nor a binomial_name column; its columns are {list(table.headers.values())}.")
+    if not table.has("class_id"):
+        # names only: snakeweb would number the classes itself, so a column that looks like ids must not be passed over
+        known = {c.name for c in SPECIES_TABLE_COLUMNS}
+        for column in (c for c in table.frame.columns if c not in known):
+            values = table.frame[column][table.frame[column] != ""]
+            if len(values) and values.str.fullmatch(r"\d+(?:[.,]0*)?").all():
+                raise table.fail(f"its column {table.headers[column]!r} holds whole numbers but snakeweb reads class ids only "
+                                 "from a column named class_id; rename it (or remove it if it is not a class id).")
     if not table.has("venomous"):
         venomish = [h for h in table.headers.values() if re.search(r"venom|mivs|toxic|poison|danger|giftig|venen", h, re.I)]
         if venomish:
@@ -94,7 +128,9 @@ def _read_one(path: str | Path) -> pd.DataFrame:
         log.warning("The species table %s has no venomous or MIVS column: its %d species have venom status unknown "
                     "(treated as possibly venomous).", path, len(table))
     frame = pd.DataFrame({"class_id": table.ids("class_id") if table.has("class_id") else pd.array([None] * len(table), "Int64")})
-    frame["binomial_name"] = table.text("binomial_name").map(lambda n: normalise_name(n) if n else None) \
+    # a subspecies row is a row of its species (classes are species; a trinomial with its own class and flag
+    # would let a harmless 'Crotalus atrox atrox' stand beside the venomous species)
+    frame["binomial_name"] = table.text("binomial_name").map(lambda n: species_name(n) if n else None) \
         if table.has("binomial_name") else None
     frame["genus"] = table.text("genus") if table.has("genus") else None
     frame["venom_status"] = table.flags("venomous").map(status_of_flag) if table.has("venomous") else None
@@ -118,7 +154,8 @@ def _ids_by_name(frame: pd.DataFrame, known: pd.DataFrame | None) -> pd.DataFram
             by_key[taxon_key(name)] = next_id
             next_id += 1
         ids.append(by_key[taxon_key(name)])
-    frame = frame.assign(class_id=pd.array(ids, dtype="Int64"))
+    frame = frame.assign(class_id=pd.array(ids, dtype="Int64"), assigned=[c >= (0 if known is None or known.empty else
+                                                                             int(known["class_id"].max()) + 1) for c in ids])
     repeated = frame["class_id"].duplicated(keep=False)
     if repeated.any():
         name = frame.loc[repeated, "binomial_name"].iloc[0]
@@ -206,9 +243,13 @@ def with_names_from(table: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
     merged.loc[fill, "genus"] = other.loc[merged.index[fill], "genus"]
     extra = other[~other.index.isin(merged.index)].assign(venom_status=UNKNOWN)
     if len(extra):
-        log.warning("%d class(es) in the metadata are not in the species table; their venom status is unknown "
-                    "(treated as possibly venomous): %s", len(extra), ", ".join(extra["binomial_name"].head(5)))
-    return pd.concat([merged, extra]).reset_index()[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
+        log.warning("%d class id(s) in the metadata are not in the species table; their venom status is unknown "
+                    "(treated as possibly venomous): %s", len(extra),
+                    ", ".join(f"{n} ({c})" for c, n in zip(extra.index[:5], extra["binomial_name"].head(5))))
+    result = pd.concat([merged, extra]).reset_index()[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
+    named = result[~result["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)]
+    _one_class_per_name(named.assign(source=np.where(named["class_id"].isin(extra.index), "the metadata", "the species table")))
+    return result
 
 
 @dataclass
@@ -219,6 +260,7 @@ class TaxonMatch:
     classes: dict[str, int]  # name as given -> class id
     subspecies: dict[str, str]  # name as given -> trinomial, for names that are a subspecies
     unmatched: list[str]  # display names that got new class ids (venom status unknown)
+    assigned: list[int]  # the class ids given to them
 
 
 def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
@@ -247,7 +289,7 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
         row = by_key.get(key)
         if row is None and key.isdigit():
             row = by_id.get(int(key))
-        if row is None and len(words) == 3 and all(w.isalpha() for w in words):  # a trinomial: its species' class
+        if row is None and is_trinomial(key):  # a subspecies: its species' class
             row = by_key.get(" ".join(words[:2]))
             subspecies[name] = normalise_name(key)
         if row is None:
@@ -277,7 +319,8 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
             "(treated as possibly venomous): %s", len(unmatched), ", ".join(unmatched[:10]),
         )
     species = pd.DataFrame(list(rows.values()), columns=SPECIES_COLUMNS).sort_values("class_id").reset_index(drop=True)
-    return TaxonMatch(species=species, classes=classes, subspecies=subspecies, unmatched=unmatched)
+    return TaxonMatch(species=species, classes=classes, subspecies=subspecies, unmatched=unmatched,
+                      assigned=sorted(new_ids.values()))
 
 
 def possibly_venomous_class_ids(species: pd.DataFrame) -> set[int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import logging
 import re
 from collections.abc import Sequence
@@ -34,11 +35,11 @@ log = logging.getLogger(__name__)
 
 DELIMITERS = (",", ";", "\t")
 # Cells a typed column reads as "no value" (R, pandas, databases and people write missing values these ways).
-MISSING_WORDS = frozenset({"", "na", "n/a", "nan", "null", "none", "unknown", "?", "-"})
+MISSING_WORDS = frozenset({"", "na", "n/a", "#n/a", "nan", "null", "none", "unknown", "?", "-"})
 # Flag spellings: 1/0, true/false (Excel's TRUE/FALSE), yes/no, y/n, venomous/harmless and SnakeCLEF's MIVS
 # (medically important venomous species). Anything else is refused, never read as harmless.
 TRUE_WORDS = frozenset({"1", "1.0", "true", "t", "yes", "y", "venomous", "mivs"})
-FALSE_WORDS = frozenset({"0", "0.0", "false", "f", "no", "n", "harmless", "non-venomous", "nonvenomous", "not venomous"})
+FALSE_WORDS = frozenset({"0", "0.0", "false", "f", "no", "n", "harmless", "non venomous", "nonvenomous", "not venomous"})
 ACCEPTED_FLAGS = "1/0, true/false, yes/no, y/n, venomous/harmless or MIVS, and empty or unknown for not known"
 # whole numbers as people and spreadsheets write them: 405, 405.0, and 405,0 where the decimal mark is a comma
 _WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:[.,]0*)?")
@@ -132,7 +133,7 @@ class Table:
     def flags(self, column: str, missing_ok: bool = True, true_words: frozenset[str] = TRUE_WORDS,
               false_words: frozenset[str] = FALSE_WORDS, accepted: str = ACCEPTED_FLAGS) -> pd.Series:
         """True / False / None (not known) from every common spelling; anything else is refused."""
-        lowered = self.frame[column].str.lower()
+        lowered = self.frame[column].str.lower().str.replace(r"[\s_\-]+", " ", regex=True).str.strip()  # 'Non-venomous' = 'non venomous'
         missing = lowered.isin(MISSING_WORDS)
         yes, no = lowered.isin(true_words), lowered.isin(false_words)
         bad = ~(yes | no | missing)
@@ -208,7 +209,7 @@ def _decode(raw: bytes, path: Path, what: str, error: type[SnakewebError]) -> tu
 
 def _rows(text: str, path: Path, what: str, error: type[SnakewebError]) -> tuple[list[list[str]], list[int]]:
     """Non-blank rows (header first) and the file line each starts on."""
-    body = text.splitlines()
+    body = text.splitlines(keepends=True)
     start = 0
     while start < len(body) and not body[start].strip():
         start += 1
@@ -216,8 +217,9 @@ def _rows(text: str, path: Path, what: str, error: type[SnakewebError]) -> tuple
     if hint:  # Excel's first-line delimiter hint
         delimiter, start = hint.group(1), start + 1
     else:
-        delimiter = _delimiter(body[start:start + 50])
-    reader = csv.reader(body[start:], delimiter=delimiter)
+        delimiter = _delimiter([line.rstrip("\r\n") for line in body[start:start + 50]])
+    # read as a stream (newline=""), so a quoted cell that spans lines keeps its line break
+    reader = csv.reader(io.StringIO("".join(body[start:]), newline=""), delimiter=delimiter)
     rows, lines = [], []
     consumed = 0
     try:

@@ -476,3 +476,85 @@ def test_decimal_commas_and_float_observation_ids(tmp_path):
         read_species_table([path])
     path = write(tmp_path / "s2.csv", "class_id;binomial_name;MIVS\n405,0;Crotalus atrox;1\n")
     assert read_species_table([path])["class_id"].tolist() == [405]
+
+
+# second round of a fresh tester's cases -------------------------------------------------------------------
+
+def test_a_subspecies_row_is_its_species_row_so_its_flag_cannot_contradict(tmp_path):
+    class_list = write(tmp_path / "ids.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n")
+    names_only = write(tmp_path / "sub.csv", "species,venomous\nCrotalus atrox atrox,0\n")
+    with pytest.raises(SnakewebError, match="disagree about class 405"):
+        read_species_table([class_list, names_only])
+    own_id = write(tmp_path / "own.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n406,Crotalus atrox atrox,0\n")
+    with pytest.raises(SnakewebError, match="more than one class id"):
+        read_species_table([own_id])
+    agreeing = write(tmp_path / "agree.csv", "species,venomous\nCrotalus atrox atrox,1\nCrotalus atrox,yes\n")
+    assert read_species_table([class_list, agreeing]).to_dict("records") == [
+        {"class_id": 405, "binomial_name": "Crotalus atrox", "genus": "Crotalus", "venom_status": "venomous"}]
+
+
+@pytest.mark.parametrize("header", ["id", "ID", "label", "species_id", "taxon_id", "No.", "#"])
+def test_a_names_table_with_an_id_looking_column_is_refused_not_renumbered(tmp_path, header):
+    path = write(tmp_path / "s.csv", f"{header},species,MIVS\n405,Crotalus atrox,1\n1137,Natrix natrix,0\n")
+    with pytest.raises(SnakewebError, match="holds whole numbers but snakeweb reads class ids only from a column named class_id"):
+        read_species_table([path])
+
+
+@pytest.mark.parametrize("name", ["Crotalus atrox Baird & Girard, 1853", "Crotalus atrox (Baird & Girard, 1853)",
+                                  "Crotalus atrox subsp. atrox", "Crotalus atrox ssp. atrox", "Crotalus Atrox",
+                                  "Crotalus atrox (Western diamondback) (juvenile)", "CROTALUS ATROX"])
+def test_author_citations_rank_words_and_several_parentheticals_still_match(name):
+    from snakeweb.species import match_taxa
+
+    table = pd.DataFrame({"class_id": [405], "binomial_name": ["Crotalus atrox"], "genus": ["Crotalus"], "venom_status": ["venomous"]})
+    matched = match_taxa([name], table)
+    assert matched.classes == {name: 405} and not matched.unmatched
+
+
+@pytest.mark.parametrize("cell, status", [("Non venomous", "harmless"), ("not-venomous", "harmless"), ("NON_VENOMOUS", "harmless"),
+                                          ("#N/A", "unknown"), ("Venomous", "venomous"), (" - ", "unknown")])
+def test_more_flag_spellings(tmp_path, cell, status):
+    path = write(tmp_path / "s.csv", f"class_id,binomial_name,MIVS\n405,Crotalus atrox,{cell}\n")
+    assert read_species_table([path])["venom_status"].tolist() == [status]
+
+
+def test_metadata_giving_a_known_species_another_class_id_is_refused(tmp_path, capsys):
+    root = tmp_path / "images"
+    for name in ["a.jpg", "b.jpg"]:
+        make_photo(root / name, (90, 90, 40), seed=len(name))
+    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n")
+    metadata = write(tmp_path / "m.csv", "observation_id,image_path,class_id,binomial_name\n1,a.jpg,405,Crotalus atrox\n"
+                                         "2,b.jpg,99999,Crotalus atrox\n")
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--metadata", str(metadata), "--image-root", str(root),
+                 "--species", str(species)]) == 2
+    assert "Crotalus atrox more than one class id" in capsys.readouterr().err
+
+
+def test_a_country_column_of_zeros_and_a_country_without_the_store_species_change_nothing(tmp_path):
+    table = write(tmp_path / "r.csv", ";NA;MX\nCrotalus atrox;0;1\nNatrix natrix;0;0\n")
+    prior = CountryPrior.from_csv(table)
+    names = ["Crotalus atrox", "Natrix natrix", "Crotalus ruber"]  # the last is not in the table
+    assert not prior.knows("NA") and prior.weights(names, "NA").tolist() == [1, 1, 1]
+    assert prior.weights(["Natrix natrix", "Crotalus ruber"], "MX").tolist() == [1, 1]  # none of these is recorded in MX
+    assert "None of this store's species is recorded in Mexico" in prior.note("MX", ["Natrix natrix", "Crotalus ruber"])
+    assert prior.weights(names, "MX").tolist() == [1, prior.floor, 1]
+
+
+def test_a_review_export_edited_by_name_is_refused_and_notes_keep_their_line_breaks(tmp_path):
+    from snakeweb.review import add_review, import_reviews, reviews
+
+    photos = tmp_path / "photos"
+    make_photo(photos / "Natrix natrix" / "0.jpg", (40, 160, 60), seed=0)
+    make_photo(photos / "Crotalus atrox" / "0.jpg", (140, 100, 60), seed=3)
+    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1137,Natrix natrix,0\n405,Crotalus atrox,1\n")
+    source, target = Store(tmp_path / "a"), Store(tmp_path / "b")
+    for store in (source, target):
+        assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(species)]) == 0
+    add_review(source, "Natrix natrix/0.jpg", "ana", 405, "tail rattle seen\nsecond line")
+    exported = tmp_path / "reviews.csv"
+    reviews(source).to_csv(exported, index=False)
+    edited = write(tmp_path / "edited.csv", exported.read_text().replace("Crotalus atrox", "Natrix natrix"))
+    with pytest.raises(SnakewebError, match="new_species that is not the species of their new_class_id"):
+        import_reviews(target, edited)
+    assert import_reviews(target, exported)["added"] == 1
+    assert reviews(target).iloc[0]["note"] == "tail rattle seen\nsecond line"

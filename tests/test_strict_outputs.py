@@ -214,3 +214,30 @@ def test_export_takes_the_recorded_country_table_and_writes_a_readable_file(tmp_
     out = tmp_path / "submission.csv"
     assert main(["export", "--store", str(store), "--out", str(out), "--prior", "country"]) == 0
     assert len(pd.read_csv(out)) == 24 and stat.S_IMODE(out.stat().st_mode) & 0o044  # readable by others, as any new file
+
+
+def test_export_names_the_classes_snakeweb_numbered_itself(store, tmp_path, capsys):
+    assert store.get_meta("assigned_class_ids") == [1741]  # Zamenis longissimus: no species table gave it an id
+    out = tmp_path / "submission.csv"
+    assert main(["export", "--store", str(store.root), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "classes snakeweb numbered itself" in err and "Zamenis longissimus -> 1741" in err
+
+
+def test_an_empty_country_argument_means_no_country(store, photo_folder, capsys):
+    photo = str(photo_folder / "Natrix_natrix" / "01.jpg")
+    assert main(["identify", "--store", str(store.root), photo, "--country", "", "--json", "--neighbours", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["country"] is None
+
+
+def test_metrics_page_shows_unknown_status_not_venomous(store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    assert main(["evaluate", "--store", str(store.root), "--split", "train"]) == 0
+    monkeypatch.setenv("SNAKEWEB_STORE", str(store.root))
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=900).run()
+    app.switch_page("views/metrics.py").run()
+    assert not app.exception
+    assert any("venom status unknown" in w.value for w in app.warning)
+    per_species = next(d.value for d in app.dataframe if "venom status" in getattr(d.value, "columns", []))
+    assert per_species.set_index("binomial_name").loc["Zamenis longissimus", "venom status"] == "unknown"

@@ -73,7 +73,8 @@ else:
             images = ""
             metadata = [p.strip() for p in st.text_area("Metadata CSV paths, one per line").splitlines() if p.strip()]
             image_root = st.text_input("Image root (the folder image_path is relative to)")
-        species = st.text_input("Species table CSV (optional: class_id, binomial_name, MIVS, e.g. class_list.csv)")
+        species = st.text_input("Species table CSV(s) (optional: class_id, binomial_name, MIVS, e.g. class_list.csv; "
+                                "several separated by ;)")
         country_table = st.text_input("Species x country CSV (optional, e.g. Species_Relevance.csv)")
         target = st.text_input("Store directory", str(store.root))
         left, middle, right = st.columns(3)
@@ -93,7 +94,9 @@ else:
             st.error("Give existing metadata CSV files and an existing image root"
                      + (f" (not found: {', '.join(missing)})" if missing else "") + ".")
         else:
-            command = build_command(target, images or None, species or None, model, None if features == "model default" else features,
+            tables = [p.strip() for p in species.split(";") if p.strip()] if all(
+                Path(p.strip()).is_file() for p in species.split(";") if p.strip()) else ([species] if species else [])
+            command = build_command(target, images or None, tables or None, model, None if features == "model default" else features,
                                     head, country_table or None,
                                     metadata, image_root or None)
             # started in the background: this script run returns at once and the progress box below follows the job

@@ -24,6 +24,8 @@ with left:
                                                           or "Build the store with --country-table to enable the country prior."))
 if model.prior_error:
     st.warning(f"The country prior is off: {model.prior_error}")
+elif model.prior is None:
+    st.caption("The country picker is off: this store was built without a species x country table (--country-table).")
 with right:
     threshold = st.slider("Call it uncertain below this top probability", 0.0, 1.0, 0.3, 0.05)
 if not uploads:

@@ -58,8 +58,12 @@ confusion.index.name, confusion.columns.name = "truth", "predicted"
 st.subheader("Venomous / harmless confusion")
 st.dataframe(confusion)
 
+# the report's `venomous` means "counted as venomous" (venomous or unknown); show the status itself
+statuses = store.species().set_index("class_id")["venom_status"]
 table = pd.DataFrame(report["species_metrics"])
 table = table[table["variant"] == variant].drop(columns="variant")
+table.insert(2, "venom status", table["class_id"].map(statuses).fillna("unknown"))
+table = table.drop(columns="venomous")
 st.subheader("Per species")
 needle = st.text_input("Search species")
 if needle:
@@ -69,13 +73,15 @@ chart_rows = table[table["support"] > 0].sort_values("f1")
 st.altair_chart(
     alt.Chart(chart_rows).mark_bar().encode(
         x=alt.X("f1", title="F1", scale=alt.Scale(domain=[0, 1])), y=alt.Y("binomial_name", sort="-x", title=None),
-        color=alt.Color("venomous", scale=alt.Scale(domain=[False, True], range=["#4c78a8", "#e45756"])),
+        color=alt.Color("venom status", scale=alt.Scale(domain=["harmless", "venomous", "unknown"],
+                                                        range=["#4c78a8", "#e45756", "#f2a93b"])),
         tooltip=["binomial_name", "support", "precision", "recall", "f1"],
     ).properties(height=max(200, 14 * len(chart_rows))),
     width="stretch",
 )
-st.subheader("Venom safety: venomous species called harmless")
+st.subheader("Venom safety: venomous (and unknown-status) species called harmless")
 all_variants = pd.DataFrame(report["species_metrics"])
+all_variants["binomial_name"] += all_variants["class_id"].map(statuses).map({"unknown": " (venom status unknown)"}).fillna("")
 safety = all_variants[all_variants["venomous"] & (all_variants["support"] > 0)].copy()
 safety["called harmless %"] = 100 * safety["share_c10"] * safety["errors"] / safety["support"]
 st.dataframe(safety.pivot_table(index="binomial_name", columns="variant", values="called harmless %"), width="stretch")

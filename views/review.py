@@ -42,5 +42,7 @@ else:
 st.subheader("Reviews so far")
 done = reviews(store)
 st.dataframe(done, hide_index=True)
-st.download_button("Export reviews (CSV)", done.to_csv(index=False), "reviews.csv", "text/csv", disabled=done.empty)
+# a cell a spreadsheet would run as a formula (=, +, -, @) is written with a leading quote (OWASP CSV injection)
+safe = done.apply(lambda col: col.map(lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v))
+st.download_button("Export reviews (CSV)", safe.to_csv(index=False), "reviews.csv", "text/csv", disabled=done.empty)
 st.caption("Retrain on corrected labels with `python -m pipelines train --store ... --include-reviews`.")
