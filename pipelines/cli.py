@@ -112,7 +112,7 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation: flip averages each photo with its mirror image")
     parser.add_argument("--views", nargs="+", choices=("none", *TRAIN_VIEWS),
                         help="augmented views of training photos embedded as extra rows for the head "
-                             f"(default: what the store recorded, else {' '.join(DEFAULT_TRAIN_VIEWS)}; none for no views)")
+                             f"(default: what the store recorded, else {' '.join(DEFAULT_TRAIN_VIEWS) or 'none'}; none for no views)")
     parser.add_argument("--features", choices=FEATURE_KINDS,
                         help="ViTs: cls (the paper) or cls+mean (DINOv2 linear eval); CNNs: pool (default: the model's first)")
     parser.add_argument("--batch-size", type=_whole(1), default=32)
@@ -295,8 +295,10 @@ def _ingest(args: argparse.Namespace) -> None:
     from snakeweb.ingest import ingest
     from snakeweb.species import read_species_table
 
-    table = read_species_table(args.species) if args.species else None
-    counts = ingest(Store(args.store), images=args.images, metadata=args.metadata, image_root=args.image_root,
+    store = Store(args.store)
+    known = store.require().species() if store.exists() else None  # names-only tables take the store's ids
+    table = read_species_table(args.species, known) if args.species else None
+    counts = ingest(store, images=args.images, metadata=args.metadata, image_root=args.image_root,
                     species_table=table, country_table=args.country_table)
     print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store"
           + (f", {counts['rejected']} rejected (see the Build page or `images` rows with status 'error')" if counts["rejected"] else "")
@@ -426,6 +428,8 @@ def _run(args: argparse.Namespace) -> int:
             _import_reviews(args)
     except SnakewebError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):  # a script reading stdout gets the reason as JSON too
+            _emit(json.dumps({"error": str(exc)}))
         return 2
     except OSError as exc:  # a path the user gave that the system refuses (permissions, a full disk, a file for a folder)
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}; check the paths you gave and that the disk has room.",

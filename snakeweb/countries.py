@@ -52,6 +52,8 @@ NOT_ONE_COUNTRY = {
     "congo": ("could be either Congo", ("CG", "CD")),
     "virgin islands": ("could be the British or the US Virgin Islands", ("VG", "VI")),
     "america": ("could be the United States or the Americas", ("US",)),
+    "northern cyprus": ("has no ISO code (its area is part of CY, Cyprus, in ISO 3166)", ("CY",)),
+    "n cyprus": ("has no ISO code (its area is part of CY, Cyprus, in ISO 3166)", ("CY",)),
 }
 
 

@@ -18,7 +18,16 @@ import pandas as pd
 
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
-from snakeweb.species import ASSIGNED_IDS, SPECIES_COLUMNS, UNKNOWN, match_taxa, normalise_name, taxon_key, with_names_from
+from snakeweb.species import (
+    ASSIGNED_IDS,
+    SPECIES_COLUMNS,
+    UNKNOWN,
+    combine_with_store,
+    match_taxa,
+    normalise_name,
+    taxon_key,
+    with_names_from,
+)
 from snakeweb.store import Store, set_meta
 from snakeweb.tables import Column, read_table
 
@@ -156,11 +165,18 @@ def ingest(
     country table, when given, is checked and recorded for country priors at identify time."""
     if (images is None) == (not metadata):
         raise SnakewebError("Give either --images DIR or --metadata CSV... with --image-root DIR.")
+    given_table = species_table is not None and not species_table.empty
+    # a second ingest matches names against the store's own classes too, and may not contradict them
+    species_table = combine_with_store(store.species() if store.exists() else None, species_table)
     skipped: list[str] = []
     if images is not None:
         listing, skipped = scan_folder(Path(images))
-        matched = match_taxa(listing["species"].dropna(), species_table)
+        matched = match_taxa(listing["species"].dropna(), species_table, require_match=given_table)
+        # the store keeps the whole species table it was given (as metadata ingest does), so a later ingest
+        # without it still knows every class id and venom flag
         species, assigned = matched.species, matched.assigned
+        if species_table is not None:
+            species = pd.concat([species_table[SPECIES_COLUMNS], species[~species["class_id"].isin(species_table["class_id"])]])
         listing["class_id"] = listing["species"].map(matched.classes)
         listing["subspecies"] = listing["species"].map(matched.subspecies)
         listing["country_code"] = None
@@ -177,9 +193,17 @@ def ingest(
     store.create()
     with store.transaction() as con:
         con.register("new_species", species[SPECIES_COLUMNS])
-        con.execute("INSERT INTO species SELECT * FROM new_species ON CONFLICT (class_id) DO NOTHING")
-        known = set(con.execute("SELECT path FROM images").df()["path"])
-        fresh = listing[~listing["path"].isin(known)].copy()
+        # a table may only fill in what the store did not know (conflicts were refused by combine_with_store)
+        con.execute(
+            "INSERT INTO species SELECT * FROM new_species ON CONFLICT (class_id) DO UPDATE SET "
+            "venom_status = CASE WHEN species.venom_status = 'unknown' THEN excluded.venom_status ELSE species.venom_status END, "
+            "binomial_name = CASE WHEN species.binomial_name LIKE 'class %' THEN excluded.binomial_name ELSE species.binomial_name END, "
+            "genus = COALESCE(species.genus, excluded.genus)"
+        )
+        stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code FROM images i "
+                             "JOIN observations o USING (observation_id)").df()
+        _refuse_relabels(listing, stored)
+        fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
         fresh["image_id"] = range(next_id, next_id + len(fresh))
         fresh["class_id"] = fresh["class_id"].astype("Int64")
@@ -250,6 +274,29 @@ def _subsets(table) -> pd.Series:
         raise table.fail(f"{int(bad.sum())} row(s) have a subset snakeweb does not know ({table.where(bad.to_numpy(), 'subset')}); "
                          f"use one of {accepted}, or leave it empty.")
     return values
+
+
+def _refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
+    """Photos already in the store keep their labels: an ingest that gives one of them another class,
+    observation or country is refused (ignoring it would leave the store saying something the user did not)."""
+    both = listing.merge(stored, on="path", suffixes=("", "_stored"))
+    if both.empty:
+        return
+    for column, what in (("class_id", "class id"), ("observation_id", "observation"), ("country_code", "country")):
+        new, old = both[column].astype(object), both[f"{column}_stored"].astype(object)
+        differs = new.map(_comparable) != old.map(_comparable)
+        if column == "country_code":
+            differs &= new.notna()  # a folder gives no country: that is not a change
+        if differs.any():
+            first = both[differs].iloc[0]
+            raise SnakewebError(
+                f"{int(differs.sum())} photo(s) already in the store would get another {what} (e.g. {first['path']}: "
+                f"{_comparable(first[f'{column}_stored'])} -> {_comparable(first[column])}); snakeweb does not relabel stored "
+                "photos: correct labels with reviews (the Review page or import-reviews), or build a new store.")
+
+
+def _comparable(value: object) -> object:
+    return None if value is None or pd.isna(value) else int(value) if isinstance(value, float | np.integer) else value
 
 
 def _checked_country_table(country_table: Path | None, species: pd.DataFrame):

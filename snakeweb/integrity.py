@@ -155,7 +155,8 @@ def check_store(store: Store) -> list[Verdict]:
     """Run every check; a check that cannot run is a failed verdict, never an exception."""
     store.require()
     if store.get_meta("model") is None:
-        return [_counts(store), Verdict("model", False, "nothing embedded yet; run the embed stage")]
+        return [_counts(store), _venom(store), _country_table(store),
+                Verdict("model", False, "nothing embedded yet; run the embed stage")]
     verdicts = []
     for check in CHECKS:
         try:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
@@ -183,6 +184,10 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             if unknown.any():
                 raise table.fail(f"{int(unknown.sum())} {what}(s) are not in the store {store.root} "
                                  f"({table.where(unknown.to_numpy(), column)}); import reviews into the store they were made on.")
+        existing = con.execute("SELECT observation_id, reviewer, reviewed_at, new_class_id FROM reviews").df()
+        key = ["observation_id", "reviewer", "reviewed_at", "new_class_id"]
+        already = rows.merge(existing.astype({"new_class_id": "Int64"}).drop_duplicates(key), on=key, how="left",
+                             indicator=True)["_merge"].eq("both").to_numpy()
         if table.has("new_species"):
             names = dict(con.execute("SELECT class_id, binomial_name FROM species").fetchall())
             given = table.text("new_species")
@@ -191,12 +196,28 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             if differs.any():
                 raise table.fail(f"{int(differs.sum())} row(s) name a new_species that is not the species of their new_class_id "
                                  f"({table.where(differs.to_numpy(), 'new_species')}); change new_class_id to the species meant.")
-        existing = con.execute("SELECT observation_id, reviewer, reviewed_at, new_class_id FROM reviews").df()
-        key = ["observation_id", "reviewer", "reviewed_at", "new_class_id"]
-        fresh = rows.merge(existing.astype({"new_class_id": "Int64"}), on=key, how="left", indicator=True)
-        fresh = fresh[fresh["_merge"] == "left_only"].drop(columns="_merge").sort_values("reviewed_at", kind="stable")
-        # one at a time, oldest first: each review's old label is this store's label just before it (the file's
-        # old_class_id describes the store it was exported from)
+        if table.has("old_class_id"):
+            # the label a review was made on must be this store's label: stores that number species differently
+            # (or a file edited by hand) would otherwise relabel photos as other species
+            current = dict(con.execute(
+                "SELECT o.observation_id, COALESCE((SELECT r.new_class_id FROM reviews r WHERE r.observation_id = o.observation_id "
+                "ORDER BY r.review_id DESC LIMIT 1), o.class_id) FROM observations o").fetchall())
+            stated = table.ids("old_class_id", missing_ok=True).to_numpy(dtype=object, na_value=None)
+            order = np.argsort(rows["reviewed_at"].to_numpy(), kind="stable")
+            mismatch = np.zeros(len(rows), dtype=bool)
+            for i in order:  # oldest first: each new review's old label is the label the one before it left
+                if already[i]:
+                    continue
+                observation = rows["observation_id"].iloc[i]
+                if stated[i] is not None and current.get(observation) is not None and int(stated[i]) != int(current[observation]):
+                    mismatch[i] = True
+                current[observation] = int(rows["new_class_id"].iloc[i])
+            if mismatch.any():
+                raise table.fail(f"{int(mismatch.sum())} review(s) were made on another label than this store's "
+                                 f"({table.where(mismatch, 'old_class_id')}); the stores may number species differently: "
+                                 "import reviews into the store they were made on.")
+        fresh = rows[~already].sort_values("reviewed_at", kind="stable")
+        # one at a time, oldest first: each review's old label is this store's label just before it
         for row in fresh.itertuples():
             con.execute(
                 "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "

@@ -79,7 +79,7 @@ def status_of_flag(flag: object) -> str:
     return UNKNOWN if flag is None or pd.isna(flag) else VENOMOUS if bool(flag) else HARMLESS
 
 
-def read_species_table(paths: Sequence[str | Path]) -> pd.DataFrame:
+def read_species_table(paths: Sequence[str | Path], known: pd.DataFrame | None = None) -> pd.DataFrame:
     """Merge one or more species tables on class_id into columns class_id, binomial_name, genus, venom_status.
 
     Each file is read by `snakeweb.tables.read_table` (headers, delimiters, encodings and flag spellings as
@@ -90,15 +90,47 @@ def read_species_table(paths: Sequence[str | Path]) -> pd.DataFrame:
     a class's name or flag, one name under two class ids, a class id that is not a whole number, or a flag
     snakeweb cannot read raise a SnakewebError. `class_list.csv` alone, or `class_list.csv` plus
     `venomous_status_list.csv`, are both complete tables.
+
+    `known` (a store's species table) takes part as the first table: names-only tables take its ids, and a
+    file that contradicts it is refused; the result then includes its classes.
     """
     tables = [_read_one(path) for path in paths]
     if not tables:
         raise SnakewebError("No species table was given.")
-    merged: pd.DataFrame | None = None
+    merged = _from_store(known)
     for frame in sorted(tables, key=lambda f: f["class_id"].isna().all()):  # tables with ids first
         if frame["class_id"].isna().all():
             frame = _ids_by_name(frame, merged)
         merged = frame if merged is None else _merge_tables(merged, frame)
+    return _finish(merged)
+
+
+def combine_with_store(known: pd.DataFrame | None, table: pd.DataFrame | None) -> pd.DataFrame | None:
+    """A store's species plus a species table for one more ingest: the table fills unknown venom statuses and
+    placeholder names, and anything else it says differently (a class's flag or name, a species under another
+    class id) is refused, since a store cannot change what its classes mean. None when both are empty."""
+    if table is None or table.empty:
+        return known if known is not None and not known.empty else None
+    if known is None or known.empty:
+        return table
+    incoming = table[SPECIES_COLUMNS].assign(source="the species table")
+    placeholder = incoming["binomial_name"].astype(str).str.startswith(PLACEHOLDER_PREFIX)
+    incoming.loc[placeholder, ["binomial_name", "genus"]] = None
+    result = _finish(_merge_tables(_from_store(known), incoming))
+    result.attrs[ASSIGNED_IDS] = table.attrs.get(ASSIGNED_IDS, [])
+    return result
+
+
+def _from_store(known: pd.DataFrame | None) -> pd.DataFrame | None:
+    if known is None or known.empty:
+        return None
+    frame = known[SPECIES_COLUMNS].copy()
+    placeholder = frame["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)
+    frame.loc[placeholder, ["binomial_name", "genus"]] = None  # fillable, like an empty cell
+    return frame.assign(source="this store")
+
+
+def _finish(merged: pd.DataFrame) -> pd.DataFrame:
     _one_class_per_name(merged)
     assigned = merged.loc[merged["assigned"].fillna(False).astype(bool), "class_id"] if "assigned" in merged else []
     table = _complete(merged)
@@ -121,7 +153,7 @@ def _read_one(path: str | Path) -> pd.DataFrame:
                 raise table.fail(f"its column {table.headers[column]!r} holds whole numbers but snakeweb reads class ids only "
                                  "from a column named class_id; rename it (or remove it if it is not a class id).")
     if not table.has("venomous"):
-        venomish = [h for h in table.headers.values() if re.search(r"venom|mivs|toxic|poison|danger|giftig|venen", h, re.I)]
+        venomish = [h for h in table.headers.values() if re.search(r"venom|venim|venen|mivs|toxic|poison|danger|giftig|fang", h, re.I)]
         if venomish:
             raise table.fail(f"its column {venomish[0]!r} looks like a venom flag but is not one snakeweb reads; "
                              "name it venomous or MIVS.")
@@ -173,7 +205,8 @@ def _one_class_per_name(merged: pd.DataFrame) -> None:
         places = ", ".join(f"class {int(c)} ({status or 'no flag'}, {source})"
                            for c, status, source in zip(rows["class_id"], rows["venom_status"], rows["source"]))
         raise SnakewebError(f"The species tables give {rows['binomial_name'].iloc[0]} more than one class id: {places} "
-                            f"({int(keys[repeated].nunique())} name(s) repeat); keep one class id per species.")
+                            f"({int(keys[repeated].nunique())} name(s) repeat); keep one class id per species (a store "
+                            "cannot change a species' class id: build a new store to use another table's ids).")
 
 
 def _one_row_per_class(frame: pd.DataFrame, table) -> pd.DataFrame:
@@ -216,7 +249,8 @@ def _complete(frame: pd.DataFrame) -> pd.DataFrame:
     # 19 SnakeCLEF classes have no known name; they keep a readable placeholder rather than a blank.
     frame["binomial_name"] = names.where(names != "", PLACEHOLDER_PREFIX + frame["class_id"].astype(str))
     genus = frame["genus"].map(lambda g: g if isinstance(g, str) and g else None)
-    frame["genus"] = genus.fillna(frame["binomial_name"].str.split(" ").str[0])
+    from_name = frame["binomial_name"].str.split(" ").str[0].where(names != "", None)  # a placeholder has no genus
+    frame["genus"] = genus.fillna(from_name)
     frame["venom_status"] = frame["venom_status"].map(lambda s: s if s in VENOM_STATUSES else UNKNOWN)
     return frame[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
 
@@ -263,14 +297,14 @@ class TaxonMatch:
     assigned: list[int]  # the class ids given to them
 
 
-def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
+def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: bool = True) -> TaxonMatch:
     """Match names to the species table, comparing `taxon_key`s: a binomial matches its class; a trinomial
     its own class if the table has one, else its species' class (the subspecies is kept); a whole number the
     class with that id. A name that matches nothing gets a new class id above the table's (in sorted-name
     order, so the same names always get the same ids) and venom status "unknown".
 
-    Raises SnakewebError when a table is given and none of the names matches it (a table that matches
-    nothing is a mistake, not a set of new species).
+    Raises SnakewebError when a table is given, `require_match`, and none of the names matches it (a table
+    that matches nothing is a mistake, not a set of new species).
     """
     given = sorted({n for n in names if isinstance(n, str) and taxon_key(n)})
     table = table if table is not None and not table.empty else None
@@ -297,7 +331,7 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None) -> TaxonMatch:
             continue
         rows[int(row.class_id)] = {c: getattr(row, c) for c in SPECIES_COLUMNS}
         classes[name] = int(row.class_id)
-    if table is not None and given and not classes:
+    if table is not None and require_match and given and not classes:
         shown = ", ".join(repr(n) for n in given[:3])
         examples = ", ".join(repr(n) for n in list(by_key)[:3])
         looks = f"whose names look like {examples}" if by_key else "which has no names: give one with a binomial_name column too"

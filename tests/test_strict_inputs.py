@@ -455,10 +455,16 @@ def test_review_exports_with_ambiguous_dates_or_clashing_rows_are_refused(tmp_pa
     assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(species)]) == 0
     with pytest.raises(SnakewebError, match=words):
         import_reviews(store, write(tmp_path / "r.csv", text))
+    # a review made on another label (another store's numbering, or a hand edit) would relabel the wrong species
+    other_store = write(tmp_path / "o.csv", "observation_id,reviewer,new_class_id,old_class_id,reviewed_at\n"
+                                            "Natrix natrix/0.jpg,ana,405,29,2024-04-03T14:05:00Z\n")
+    with pytest.raises(SnakewebError, match="made on another label than this store's"):
+        import_reviews(store, other_store)
     good = write(tmp_path / "g.csv", "observation_id,reviewer,new_class_id,old_class_id,reviewed_at\n"
-                                     "Natrix natrix/0.jpg,ana,405,29,2024-04-03T14:05:00Z\n")
-    assert import_reviews(store, good)["added"] == 1
-    assert reviews(store).iloc[0]["old_class_id"] == 1137  # this store's label, not the exporting store's
+                                     "Natrix natrix/0.jpg,ana,405,1137,2024-04-03T14:05:00Z\n"
+                                     "Natrix natrix/0.jpg,bo,1137,405,2024-04-04T09:00:00Z\n")
+    assert import_reviews(store, good)["added"] == 2 and import_reviews(store, good)["added"] == 0
+    assert reviews(store)["old_class_id"].tolist() == [1137, 405]
 
 
 def test_a_store_path_that_is_a_file_is_a_sentence(tmp_path, capsys):
@@ -558,3 +564,91 @@ def test_a_review_export_edited_by_name_is_refused_and_notes_keep_their_line_bre
         import_reviews(target, edited)
     assert import_reviews(target, exported)["added"] == 1
     assert reviews(target).iloc[0]["note"] == "tail rattle seen\nsecond line"
+
+
+# third round: a second ingest into an existing store ---------------------------------------------------------
+
+@pytest.fixture
+def built_with_table(tmp_path):
+    photos = tmp_path / "photos"
+    for i in range(3):
+        make_photo(photos / "Crotalus atrox" / f"{i}.jpg", (140, 100, 60), seed=i)
+        make_photo(photos / "Natrix natrix" / f"{i}.jpg", (40, 160, 60), seed=10 + i)
+    table = write(tmp_path / "class_list.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n415,Crotalus horridus,1\n"
+                                               "1137,Natrix natrix,0\n")
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(table)]) == 0
+    return store, table
+
+
+def test_a_second_ingest_matches_names_to_the_store_s_own_classes(built_with_table, tmp_path):
+    store, table = built_with_table
+    more = tmp_path / "more"
+    make_photo(more / "crotalus_atrox (Western diamondback)" / "new.jpg", (150, 100, 60), seed=7)
+    make_photo(more / "Natrix natrix helvetica" / "new.jpg", (40, 150, 60), seed=8)
+    make_photo(more / "Crotalus horridus" / "new.jpg", (130, 110, 60), seed=9)
+    make_photo(more / "Bothrops mystery" / "new.jpg", (130, 110, 90), seed=10)
+    assert main(["ingest", "--store", str(store.root), "--images", str(more)]) == 0  # no table this time
+    species = store.species().set_index("binomial_name")
+    # the store kept the table it was built with: Crotalus horridus is 415 and venomous without giving it again,
+    # and a name no table knows gets an id above the store's, never 0
+    assert species["class_id"].to_dict() == {"Crotalus atrox": 405, "Natrix natrix": 1137, "Crotalus horridus": 415,
+                                             "Bothrops mystery": 1138}
+    assert species.loc["Crotalus horridus", "venom_status"] == "venomous"
+    assert species.loc["Bothrops mystery", "venom_status"] == "unknown"
+    observations = store.query("SELECT class_id, subspecies FROM observations WHERE observation_id LIKE '%new.jpg'")
+    assert sorted(observations["class_id"]) == [405, 415, 1137, 1138]
+    assert main(["ingest", "--store", str(store.root), "--images", str(more), "--species", str(table)]) == 0  # the same again
+
+
+def test_a_second_species_table_that_contradicts_the_store_is_refused(built_with_table, tmp_path, capsys):
+    store, _ = built_with_table
+    photos = tmp_path / "photos"
+    harmless = write(tmp_path / "t1.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,0\n")
+    names = write(tmp_path / "t2.csv", "species,venomous\nCrotalus atrox,no\n")
+    for table in (harmless, names):
+        assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(table)]) == 2
+        assert "disagree about class 405" in capsys.readouterr().err
+    assert store.species().set_index("class_id")["venom_status"].to_dict() == {405: "venomous", 415: "venomous", 1137: "harmless"}
+    filling = write(tmp_path / "t3.csv", "species,venomous\nCrotalus atrox,yes\nNatrix natrix,no\n")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(filling)]) == 0
+
+
+def test_a_store_built_without_a_table_cannot_silently_take_another_numbering(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    make_photo(photos / "Crotalus atrox" / "0.jpg", (140, 100, 60), seed=1)
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    assert store.species()["venom_status"].tolist() == ["unknown"]
+    table = write(tmp_path / "t.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(table)]) == 2
+    assert "build a new store" in capsys.readouterr().err
+    flags = write(tmp_path / "flags.csv", "species,venomous\nCrotalus atrox,1\n")  # no ids: fills in the status
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(flags)]) == 0
+    assert store.species()[["class_id", "venom_status"]].values.tolist() == [[0, "venomous"]]
+
+
+def test_reingesting_metadata_that_relabels_stored_photos_is_refused(tmp_path, capsys):
+    root = tmp_path / "images"
+    for name in ["a.jpg", "b.jpg"]:
+        make_photo(root / name, (90, 90, 40), seed=len(name))
+    first = write(tmp_path / "m1.csv", "observation_id,image_path,class_id,code\n1,a.jpg,405,US\n2,b.jpg,405,CA\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(first), "--image-root", str(root)]) == 0
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(first), "--image-root", str(root)]) == 0  # the same again
+    for text, what in (("1,a.jpg,1137,US\n2,b.jpg,405,CA\n", "another class id"), ("1,a.jpg,405,DE\n2,b.jpg,405,CA\n", "another country"),
+                       ("1,a.jpg,405,US\n1,b.jpg,405,US\n", "another observation")):
+        again = write(tmp_path / "m2.csv", "observation_id,image_path,class_id,code\n" + text)
+        assert main(["ingest", "--store", str(store.root), "--metadata", str(again), "--image-root", str(root)]) == 2
+        assert what in capsys.readouterr().err
+
+
+def test_json_errors_reach_stdout_as_json_and_check_reports_an_ingest_only_store(built_with_table, capsys):
+    store, _ = built_with_table
+    assert main(["identify", "--store", str(store.root) + "-missing", "x.jpg", "--json"]) == 2
+    assert "No store at" in json.loads(capsys.readouterr().out)["error"]
+    assert main(["check", "--store", str(store.root)]) == 1
+    out = capsys.readouterr().out
+    assert "venom status: 2 venomous, 1 harmless, 0 unknown" in out and "nothing embedded yet" in out
+    with pytest.raises(CountryError, match="CY"):
+        resolve_country("Northern Cyprus")
