@@ -185,12 +185,16 @@ class CountryPrior:
         weights = np.ones(len(species_names))
         if not self.knows(country):
             return weights
-        column = self.presence[country]
-        values = np.array([column.get(taxon_key(name), -1) for name in species_names])
+        values = self._records(species_names, country)
         if not (values == 1).any():
             return weights
         weights[values == 0] = self.floor
         return weights
+
+    def _records(self, species_names: list[str], country: str) -> np.ndarray:
+        """Per species: 1 recorded present in `country`, 0 recorded absent, -1 no record (the column must exist)."""
+        column = self.presence[country]
+        return np.array([column.get(taxon_key(name), -1) for name in species_names], dtype=np.int8)
 
     def apply(self, probabilities: np.ndarray, species_names: list[str], countries: list[str | None]) -> np.ndarray:
         """Multiply each row by its country's weights and renormalise."""
@@ -212,8 +216,7 @@ class CountryPrior:
         (given the store's species) none of them is recorded there, so every weight would be the same."""
         if not self.knows(country):
             return f"The species x country table has no records for {country_name(country)} ({country}); no country prior was applied."
-        column = self.presence[country]
-        if species_names is not None and not any(column.get(taxon_key(n), -1) == 1 for n in species_names):
+        if species_names is not None and not (self._records(species_names, country) == 1).any():
             return (f"None of this store's species is recorded in {country_name(country)} ({country}) by the species x "
                     "country table, so the country prior changes nothing; it was not applied.")
         return None

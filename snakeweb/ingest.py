@@ -118,10 +118,10 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
         "its image_path leads outside the image root, which snakeweb does not read" if outside_root(Path(p), image_root) else None
         for p in frame["path"]
     ]
-    if not any(os.path.lexists(p) for p in frame["path"]):
+    missing = sum(not os.path.lexists(p) for p in frame["path"])
+    if missing == len(frame):
         raise SnakewebError(f"None of the {len(frame)} image paths in the metadata exists under the image root {image_root} "
                             f"(e.g. {frame['image_path'].iloc[0]}); check --image-root.")
-    missing = sum(not os.path.lexists(p) for p in frame["path"])
     if missing:
         log.warning("%d of the %d image paths in the metadata do not exist under %s; the embed stage records each of them "
                     "as missing.", missing, len(frame), image_root)

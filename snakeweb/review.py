@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 """
 QUEUES = ("low-confidence", "venomous-runner-up")
+# an observation's current label ($1 its id): the latest review's, else the ingested one
+CURRENT_LABEL = ("COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 ORDER BY review_id DESC LIMIT 1), "
+                 "(SELECT class_id FROM observations WHERE observation_id = $1))")
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _tables_ready: set[str] = set()  # stores whose reviews table this process has already made sure of
@@ -89,8 +92,7 @@ def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: i
                 con.execute("BEGIN TRANSACTION")
                 known = con.execute("SELECT count(*) FROM species WHERE class_id = ?", [int(new_class_id)]).fetchall()[0][0]
                 current = con.execute(
-                    "SELECT COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 ORDER BY review_id DESC LIMIT 1), "
-                    "(SELECT class_id FROM observations WHERE observation_id = $1)), "
+                    f"SELECT {CURRENT_LABEL}, "
                     "(SELECT count(*) FROM observations WHERE observation_id = $1)", [str(observation_id)]
                 ).fetchall()[0]
                 if not current[1]:
@@ -221,7 +223,6 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
         for row in fresh.itertuples():
             con.execute(
                 "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "
-                "SELECT $1, $2, $3, COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 ORDER BY review_id DESC "
-                "LIMIT 1), (SELECT class_id FROM observations WHERE observation_id = $1)), $4, $5",
+                f"SELECT $1, $2, $3, {CURRENT_LABEL}, $4, $5",
                 [row.observation_id, row.reviewer, row.reviewed_at.to_pydatetime(), int(row.new_class_id), row.note])
     return {"added": len(fresh), "already_present": len(rows) - len(fresh)}

@@ -113,21 +113,27 @@ def combine_with_store(known: pd.DataFrame | None, table: pd.DataFrame | None) -
         return known if known is not None and not known.empty else None
     if known is None or known.empty:
         return table
-    incoming = table[SPECIES_COLUMNS].assign(source="the species table")
-    placeholder = incoming["binomial_name"].astype(str).str.startswith(PLACEHOLDER_PREFIX)
-    incoming.loc[placeholder, ["binomial_name", "genus"]] = None
-    result = _finish(_merge_tables(_from_store(known), incoming))
-    result.attrs[ASSIGNED_IDS] = table.attrs.get(ASSIGNED_IDS, [])
+    return _merge_species(known, table, "this store", "the species table")
+
+
+def _merge_species(base: pd.DataFrame, incoming: pd.DataFrame, base_source: str, incoming_source: str) -> pd.DataFrame:
+    """Two species tables (SPECIES_COLUMNS) as one: each fills the other's unknown flags and placeholder names,
+    and a class they describe differently, or a species under two class ids, is refused naming both sources."""
+    result = _finish(_merge_tables(_fillable(base, base_source), _fillable(incoming, incoming_source)))
+    result.attrs[ASSIGNED_IDS] = incoming.attrs.get(ASSIGNED_IDS, [])
     return result
 
 
+def _fillable(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A species table as merge input: placeholder names (and their genus) become gaps another table may fill."""
+    frame = frame[SPECIES_COLUMNS].copy()
+    placeholder = frame["binomial_name"].astype(str).str.startswith(PLACEHOLDER_PREFIX)
+    frame.loc[placeholder, ["binomial_name", "genus"]] = None
+    return frame.assign(source=source)
+
+
 def _from_store(known: pd.DataFrame | None) -> pd.DataFrame | None:
-    if known is None or known.empty:
-        return None
-    frame = known[SPECIES_COLUMNS].copy()
-    placeholder = frame["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)
-    frame.loc[placeholder, ["binomial_name", "genus"]] = None  # fillable, like an empty cell
-    return frame.assign(source="this store")
+    return None if known is None or known.empty else _fillable(known, "this store")
 
 
 def _finish(merged: pd.DataFrame) -> pd.DataFrame:
@@ -179,15 +185,14 @@ def _ids_by_name(frame: pd.DataFrame, known: pd.DataFrame | None) -> pd.DataFram
     frame = frame.drop_duplicates()
     by_key = {} if known is None else {taxon_key(n): int(c) for n, c in zip(known["binomial_name"], known["class_id"])
                                         if isinstance(n, str)}
-    next_id = 0 if known is None or known.empty else int(known["class_id"].max()) + 1
+    first_new = next_id = 0 if known is None or known.empty else int(known["class_id"].max()) + 1
     ids = []
     for name in frame["binomial_name"]:
         if taxon_key(name) not in by_key:
             by_key[taxon_key(name)] = next_id
             next_id += 1
         ids.append(by_key[taxon_key(name)])
-    frame = frame.assign(class_id=pd.array(ids, dtype="Int64"), assigned=[c >= (0 if known is None or known.empty else
-                                                                             int(known["class_id"].max()) + 1) for c in ids])
+    frame = frame.assign(class_id=pd.array(ids, dtype="Int64"), assigned=[c >= first_new for c in ids])
     repeated = frame["class_id"].duplicated(keep=False)
     if repeated.any():
         name = frame.loc[repeated, "binomial_name"].iloc[0]
@@ -256,34 +261,15 @@ def _complete(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_names_from(table: pd.DataFrame, named: pd.DataFrame) -> pd.DataFrame:
-    """`table` plus the classes of `named` it lacks (venom status unknown); placeholder names in `table` are
-    filled from `named` (e.g. a venomous list without names, completed by SnakeCLEF metadata's names). A class
-    both name differently is refused."""
-    merged = table.set_index("class_id").copy()
-    other = named.set_index("class_id")
-    common = merged.index.intersection(other.index)
-    real = (~merged.loc[common, "binomial_name"].astype(str).str.startswith(PLACEHOLDER_PREFIX)
-            & ~other.loc[common, "binomial_name"].astype(str).str.startswith(PLACEHOLDER_PREFIX))
-    differs = real & (merged.loc[common, "binomial_name"].map(taxon_key) != other.loc[common, "binomial_name"].map(taxon_key))
-    if differs.any():
-        first = differs[differs].index[0]
-        raise SnakewebError(
-            f"The metadata calls class {first} {other.loc[first, 'binomial_name']!r} but the species table calls it "
-            f"{merged.loc[first, 'binomial_name']!r} ({int(differs.sum())} class(es) differ); give a species table that "
-            "matches the metadata."
-        )
-    fill = merged["binomial_name"].str.startswith(PLACEHOLDER_PREFIX) & merged.index.isin(other.index)
-    merged.loc[fill, "binomial_name"] = other.loc[merged.index[fill], "binomial_name"]
-    merged.loc[fill, "genus"] = other.loc[merged.index[fill], "genus"]
-    extra = other[~other.index.isin(merged.index)].assign(venom_status=UNKNOWN)
+    """`table` plus the classes of `named` (class_id, binomial_name from metadata) it lacks, with venom status
+    unknown; placeholder names in `table` are filled from `named` (e.g. a venomous list without names, completed
+    by SnakeCLEF metadata's names). A class both name differently, or a species under two ids, is refused."""
+    extra = named[~named["class_id"].isin(table["class_id"])]
     if len(extra):
         log.warning("%d class id(s) in the metadata are not in the species table; their venom status is unknown "
                     "(treated as possibly venomous): %s", len(extra),
-                    ", ".join(f"{n} ({c})" for c, n in zip(extra.index[:5], extra["binomial_name"].head(5))))
-    result = pd.concat([merged, extra]).reset_index()[SPECIES_COLUMNS].sort_values("class_id").reset_index(drop=True)
-    named = result[~result["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)]
-    _one_class_per_name(named.assign(source=np.where(named["class_id"].isin(extra.index), "the metadata", "the species table")))
-    return result
+                    ", ".join(f"{n} ({c})" for c, n in zip(extra["class_id"][:5], extra["binomial_name"][:5])))
+    return _merge_species(table, named.assign(venom_status=UNKNOWN), "the species table", "the metadata")
 
 
 @dataclass

@@ -296,17 +296,24 @@ def test_unknown_status_is_possibly_venomous_in_the_cost_rule():
 
 # the review export, read back ----------------------------------------------------------------------------
 
-def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
-    from snakeweb.review import add_review, import_reviews, reviews
-
+def reviewable_stores(tmp_path, count: int = 2) -> list[Store]:
+    """`count` stores ingested from the same photos (Natrix natrix/0.jpg and 1.jpg, Crotalus atrox/0.jpg) and
+    species table (Natrix natrix 1137 harmless, Crotalus atrox 405 venomous)."""
     photos = tmp_path / "photos"
     for i in range(2):
         make_photo(photos / "Natrix natrix" / f"{i}.jpg", (40, 160, 60), seed=i)
     make_photo(photos / "Crotalus atrox" / "0.jpg", (140, 100, 60), seed=3)
     species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1137,Natrix natrix,0\n405,Crotalus atrox,1\n")
-    source, target = Store(tmp_path / "a"), Store(tmp_path / "b")
-    for store in (source, target):
+    stores = [Store(tmp_path / f"store{i}") for i in range(count)]
+    for store in stores:
         assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(species)]) == 0
+    return stores
+
+
+def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
+    from snakeweb.review import add_review, import_reviews, reviews
+
+    source, target = reviewable_stores(tmp_path)
     add_review(source, "Natrix natrix/0.jpg", "ana", 405, "a rattlesnake, by the tail")
     exported = tmp_path / "reviews.csv"
     reviews(source).to_csv(exported, index=False)
@@ -447,12 +454,7 @@ def test_country_tables_with_marks_trinomials_and_repeated_rows_or_columns(tmp_p
 def test_review_exports_with_ambiguous_dates_or_clashing_rows_are_refused(tmp_path, text, words):
     from snakeweb.review import import_reviews, reviews
 
-    photos = tmp_path / "photos"
-    make_photo(photos / "Natrix natrix" / "0.jpg", (40, 160, 60), seed=0)
-    make_photo(photos / "Crotalus atrox" / "0.jpg", (140, 100, 60), seed=3)
-    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1137,Natrix natrix,0\n405,Crotalus atrox,1\n")
-    store = Store(tmp_path / "s")
-    assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(species)]) == 0
+    (store,) = reviewable_stores(tmp_path, count=1)
     with pytest.raises(SnakewebError, match=words):
         import_reviews(store, write(tmp_path / "r.csv", text))
     # a review made on another label (another store's numbering, or a hand edit) would relabel the wrong species
@@ -549,13 +551,7 @@ def test_a_country_column_of_zeros_and_a_country_without_the_store_species_chang
 def test_a_review_export_edited_by_name_is_refused_and_notes_keep_their_line_breaks(tmp_path):
     from snakeweb.review import add_review, import_reviews, reviews
 
-    photos = tmp_path / "photos"
-    make_photo(photos / "Natrix natrix" / "0.jpg", (40, 160, 60), seed=0)
-    make_photo(photos / "Crotalus atrox" / "0.jpg", (140, 100, 60), seed=3)
-    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n1137,Natrix natrix,0\n405,Crotalus atrox,1\n")
-    source, target = Store(tmp_path / "a"), Store(tmp_path / "b")
-    for store in (source, target):
-        assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--species", str(species)]) == 0
+    source, target = reviewable_stores(tmp_path)
     add_review(source, "Natrix natrix/0.jpg", "ana", 405, "tail rattle seen\nsecond line")
     exported = tmp_path / "reviews.csv"
     reviews(source).to_csv(exported, index=False)
