@@ -5,7 +5,7 @@ each rule is an explicit, recorded option."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -185,16 +185,57 @@ class CountryPrior:
         weights = np.ones(len(species_names))
         if not self.knows(country):
             return weights
-        values = self._records(species_names, country)
+        values = self.records(species_names, country)
         if not (values == 1).any():
             return weights
         weights[values == 0] = self.floor
         return weights
 
-    def _records(self, species_names: list[str], country: str) -> np.ndarray:
-        """Per species: 1 recorded present in `country`, 0 recorded absent, -1 no record (the column must exist)."""
+    def records(self, species_names: list[str], country: str) -> np.ndarray:
+        """Per species (matched by `taxon_key`), int8 of shape [len(species_names)]: 1 recorded present in
+        `country` (an alpha-2 code), 0 recorded absent, -1 no record (also for every species when the table has
+        no column for `country`)."""
+        if country not in self.presence.columns:
+            return np.full(len(species_names), -1, dtype=np.int8)
         column = self.presence[country]
         return np.array([column.get(taxon_key(name), -1) for name in species_names], dtype=np.int8)
+
+    _records = records  # the earlier private name
+
+    def with_overrides(self, overrides: pd.DataFrame) -> CountryPrior:
+        """A new prior: this table with range records applied (this one is left unchanged).
+
+        `overrides` has one row per record with columns binomial_name, country_code (alpha-2) and present
+        (bool), as `snakeweb.ranges.current_range_overrides` returns them; where rows repeat a species x country
+        pair the later row wins. Species and countries the table lacks are added, with -1 (no record) in their
+        other cells. Raises SnakewebError when a column is missing.
+        """
+        missing = [c for c in ("binomial_name", "country_code", "present") if c not in overrides.columns]
+        if missing:
+            raise SnakewebError(f"Range records need the column(s) {', '.join(missing)}; pass the frame "
+                                "snakeweb.ranges.current_range_overrides returns.")
+        # a record whose species has no name cannot be matched to any class: skip it rather than key it as ''
+        rows = [(taxon_key(name), str(code), 1 if bool(present) else 0)
+                for name, code, present in zip(overrides["binomial_name"], overrides["country_code"], overrides["present"])
+                if isinstance(name, str) and taxon_key(name)]
+        species = list(dict.fromkeys(key for key, _, _ in rows if key not in self.presence.index))
+        countries = list(dict.fromkeys(code for _, code, _ in rows if code not in self.presence.columns))
+        presence = self.presence.reindex(index=[*self.presence.index, *species], columns=[*self.presence.columns, *countries],
+                                         fill_value=-1).astype(np.int8)
+        for key, code, value in rows:
+            presence.at[key, code] = value
+        pairs = len({(key, code) for key, code, _ in rows})
+        source = f"{self.source} + {pairs} range record(s)" if self.source else f"{pairs} range record(s)"
+        return replace(self, presence=presence, source=source)
+
+    @classmethod
+    def from_overrides(cls, overrides: pd.DataFrame, floor: float = 0.02) -> CountryPrior | None:
+        """A prior made of range records alone (a store built without a species x country table); None when
+        `overrides` has no rows. Columns as for `with_overrides`."""
+        if overrides is None or overrides.empty:
+            return None
+        empty = cls(presence=pd.DataFrame(dtype=np.int8), unmatched_countries=[], floor=floor, source="")
+        return empty.with_overrides(overrides)
 
     def apply(self, probabilities: np.ndarray, species_names: list[str], countries: list[str | None]) -> np.ndarray:
         """Multiply each row by its country's weights and renormalise."""
@@ -216,7 +257,7 @@ class CountryPrior:
         (given the store's species) none of them is recorded there, so every weight would be the same."""
         if not self.knows(country):
             return f"The species x country table has no records for {country_name(country)} ({country}); no country prior was applied."
-        if species_names is not None and not (self._records(species_names, country) == 1).any():
+        if species_names is not None and not (self.records(species_names, country) == 1).any():
             return (f"None of this store's species is recorded in {country_name(country)} ({country}) by the species x "
                     "country table, so the country prior changes nothing; it was not applied.")
         return None

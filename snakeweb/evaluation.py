@@ -10,6 +10,7 @@ import pandas as pd
 
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
+from snakeweb.ranges import effective_prior
 from snakeweb.scoring import official_scores, per_species_table, venom_confusion
 from snakeweb.species import UNKNOWN, possibly_venomous_class_ids, possibly_venomous_mask
 from snakeweb.stages import observation_probabilities
@@ -51,6 +52,7 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
 
     variants = {"none": probabilities}
     if prior is not None:
+        prior = effective_prior(store, prior)  # the review team's range records in the store count as much as the table
         countries = [c if isinstance(c, str) else None for c in observations.loc[ids, "country_code"]]
         variants["country"] = prior.apply(probabilities, [names.get(c, "") for c in class_ids], countries)
     report: dict = {"split": split, "observations": len(ids), "aggregation": aggregation, "head": head.kind, "variants": {},

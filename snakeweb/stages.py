@@ -455,6 +455,9 @@ def export_submission(
     species = store.species().set_index("class_id")
     class_ids = head.label_map.class_ids
     if prior is not None:
+        from snakeweb.ranges import effective_prior
+
+        prior = effective_prior(store, prior)  # the review team's range records in the store count as much as the table
         names = [species["binomial_name"].get(c, f"class {c}") for c in class_ids]
         countries = [observations["country_code"].get(o) for o in observation_ids]
         probabilities = prior.apply(probabilities, names, [c if isinstance(c, str) else None for c in countries])
