@@ -104,6 +104,8 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--country-table", type=Path, help="Species_Relevance.csv, recorded for identify --country")
     parser.add_argument("--species", type=Path, nargs="+", default=[],
                         help="species table CSV(s): class_id, binomial_name, venomous/MIVS (e.g. class_list.csv)")
+    parser.add_argument("--taxonomy", type=Path, help="taxonomy CSV (family, genus, species; e.g. serpentes.csv) giving every "
+                        "class its family (default: $SNAKEWEB_TAXONOMY)")
 
 
 def _embed_args(parser: argparse.ArgumentParser) -> None:
@@ -299,7 +301,7 @@ def _ingest(args: argparse.Namespace) -> None:
     known = store.require().species() if store.exists() else None  # names-only tables take the store's ids
     table = read_species_table(args.species, known) if args.species else None
     counts = ingest(store, images=args.images, metadata=args.metadata, image_root=args.image_root,
-                    species_table=table, country_table=args.country_table)
+                    species_table=table, country_table=args.country_table, taxonomy=args.taxonomy)
     print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store"
           + (f", {counts['rejected']} rejected (see the Build page or `images` rows with status 'error')" if counts["rejected"] else "")
           + (f", {len(counts['skipped'])} non-photo file(s) skipped" if counts["skipped"] else ""))

@@ -30,6 +30,7 @@ from snakeweb.species import (
 )
 from snakeweb.store import Store, set_meta
 from snakeweb.tables import Column, read_table
+from snakeweb.taxonomy import TAXONOMY_SUMMARY, UNKNOWN_FAMILY, Taxonomy, assign_taxonomy, taxonomy_path
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,16 @@ def ingest(
     image_root: Path | None = None,
     species_table: pd.DataFrame | None = None,
     country_table: Path | None = None,
+    taxonomy: Path | None = None,
 ) -> dict[str, int]:
     """Add photos to the store; returns counts of what was added and what was already there. A species x
-    country table, when given, is checked and recorded for country priors at identify time."""
+    country table, when given, is checked and recorded for country priors at identify time.
+
+    `taxonomy` (else the environment variable SNAKEWEB_TAXONOMY, see `snakeweb.taxonomy.taxonomy_path`) is a
+    taxonomy table such as serpentes.csv: every class in the store, old and new, then gets its family and
+    genus from it, and run metadata "taxonomy" records the file and what matched. Without one, new classes
+    get family "unknown" and one printed line says how to give one. Families never change class ids, names
+    or venom status. An unreadable taxonomy table raises a SnakewebError before the store is touched."""
     if (images is None) == (not metadata):
         raise SnakewebError("Give either --images DIR or --metadata CSV... with --image-root DIR.")
     given_table = species_table is not None and not species_table.empty
@@ -189,17 +197,21 @@ def ingest(
         listing, species, assigned = _species_from_metadata(listing, species_table)
         source = {"kind": "snakeclef", "metadata": [str(p) for p in metadata], "root": str(Path(image_root).resolve())}
     prior = _checked_country_table(country_table, species)
+    taxonomy_file = taxonomy_path(taxonomy)
+    taxa = Taxonomy.from_csv(taxonomy_file) if taxonomy_file is not None else None
 
     store.create()
     with store.transaction() as con:
         con.register("new_species", species[SPECIES_COLUMNS])
         # a table may only fill in what the store did not know (conflicts were refused by combine_with_store)
         con.execute(
-            "INSERT INTO species SELECT * FROM new_species ON CONFLICT (class_id) DO UPDATE SET "
+            "INSERT INTO species (class_id, binomial_name, genus, venom_status, family) "
+            f"SELECT *, '{UNKNOWN_FAMILY}' FROM new_species ON CONFLICT (class_id) DO UPDATE SET "
             "venom_status = CASE WHEN species.venom_status = 'unknown' THEN excluded.venom_status ELSE species.venom_status END, "
             "binomial_name = CASE WHEN species.binomial_name LIKE 'class %' THEN excluded.binomial_name ELSE species.binomial_name END, "
-            "genus = COALESCE(species.genus, excluded.genus)"
+            "genus = COALESCE(species.genus, excluded.genus), family = COALESCE(species.family, excluded.family)"
         )
+        families = _assign_families(con, taxa)
         stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code FROM images i "
                              "JOIN observations o USING (observation_id)").df()
         _refuse_relabels(listing, stored)
@@ -232,9 +244,35 @@ def ingest(
         if prior is not None:
             set_meta(con, "country_table", str(Path(country_table).resolve()))
     rejected = int(fresh["error"].notna().sum())
+    if families:
+        print(families)
     if skipped:
         log.warning("ingest: %d file(s) that are not photos were skipped: %s", len(skipped), ", ".join(skipped[:5]))
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped}
+
+
+def _assign_families(con, taxa: Taxonomy | None) -> str:
+    """Family (and genus) of every class in the store from the taxonomy, recorded in run metadata; the line
+    ingest prints about families. Only genus and family are written: ids, names and venom status stay."""
+    if taxa is None:
+        unknown, total = con.execute("SELECT count(*) FILTER (family IS NULL OR family = ?), count(*) FROM species",
+                                     [UNKNOWN_FAMILY]).fetchall()[0]
+        if not unknown:
+            return ""
+        return (f"ingest: {unknown} of {total} class(es) have family unknown (no taxonomy table was given); "
+                "give one with --taxonomy serpentes.csv or SNAKEWEB_TAXONOMY=serpentes.csv.")
+    # families are derived data: recomputed for every class, so a new taxonomy table replaces the old answers
+    classified = assign_taxonomy(con.execute(f"SELECT {', '.join(SPECIES_COLUMNS)} FROM species ORDER BY class_id").df(), taxa)
+    con.register("classified", classified[["class_id", "genus", "family"]])
+    con.execute("UPDATE species SET genus = c.genus, family = c.family FROM classified c WHERE species.class_id = c.class_id")
+    summary = classified.attrs[TAXONOMY_SUMMARY]
+    set_meta(con, "taxonomy", {"path": str(taxa.path.resolve()), "sha256": taxa.sha256, **summary})
+    named = len(classified) - summary["unnamed"]
+    missing = summary["unmatched"][:5]
+    return (f"ingest: taxonomy {taxa.path.name}: {summary['species_matched']} of {named} species found, "
+            f"{summary['genus_only']} more by genus only, {summary['family_unknown']} with family unknown"
+            + (f" (not found by name: {', '.join(missing)}{', ...' if summary['unmatched_total'] > len(missing) else ''})"
+               if missing else ""))
 
 
 def _countries(table) -> list[str | None] | None:

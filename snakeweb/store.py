@@ -32,7 +32,8 @@ HEAD_NAME = "head.pt"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS species (
     class_id BIGINT PRIMARY KEY, binomial_name VARCHAR NOT NULL, genus VARCHAR,
-    venom_status VARCHAR NOT NULL CHECK (venom_status IN ('venomous', 'harmless', 'unknown'))
+    venom_status VARCHAR NOT NULL CHECK (venom_status IN ('venomous', 'harmless', 'unknown')),
+    family VARCHAR  -- from a taxonomy table (snakeweb.taxonomy); 'unknown', or NULL in a store made before families
 );
 CREATE TABLE IF NOT EXISTS observations (
     observation_id VARCHAR PRIMARY KEY, class_id BIGINT, country_code VARCHAR, split VARCHAR NOT NULL,
@@ -156,7 +157,11 @@ class Store:
         return {k: json.loads(v) for k, v in zip(frame["key"], frame["value"])}
 
     def species(self) -> pd.DataFrame:
-        return self.query("SELECT * FROM species ORDER BY class_id")
+        """One row per class: class_id, binomial_name, genus, venom_status, family (NULL read as "unknown")."""
+        frame = self.query("SELECT * FROM species ORDER BY class_id")
+        if "family" in frame:  # a store not yet migrated has no family column; ingest and require() add it
+            frame["family"] = frame["family"].fillna("unknown")
+        return frame
 
     def embedded_ids(self) -> np.ndarray:
         """Image ids that have an embedding, sorted; cheap, for up-to-date and integrity checks."""
@@ -182,19 +187,23 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 
 def _needs_migration(store: Store) -> bool:
     with store.connect(read_only=True) as con:
-        return "venomous" in _columns(con, "species") or "subspecies" not in _columns(con, "observations")
+        species = _columns(con, "species")
+        return "venomous" in species or "family" not in species or "subspecies" not in _columns(con, "observations")
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring a store made by an earlier snakeweb up to this schema: a boolean venom flag becomes a venom
     status (its False could not tell harmless from unknown, so those classes keep 'harmless' as recorded;
-    rebuild with a species table to get 'unknown' where it applies), and observations gain `subspecies`."""
+    rebuild with a species table to get 'unknown' where it applies), observations gain `subspecies`, and
+    species gain `family` (NULL, read as "unknown" until an ingest with a taxonomy table fills it)."""
     if "venomous" in _columns(con, "species"):
         con.execute("ALTER TABLE species ADD COLUMN venom_status VARCHAR")
         con.execute("UPDATE species SET venom_status = CASE WHEN venomous THEN 'venomous' ELSE 'harmless' END")
         con.execute("ALTER TABLE species DROP COLUMN venomous")
     if "subspecies" not in _columns(con, "observations"):
         con.execute("ALTER TABLE observations ADD COLUMN subspecies VARCHAR")
+    if "family" not in _columns(con, "species"):
+        con.execute("ALTER TABLE species ADD COLUMN family VARCHAR")
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:

@@ -1,0 +1,177 @@
+"""Family and genus of every class, from a taxonomy table such as The Reptile Database's snake checklist.
+
+The table (e.g. `serpentes.csv`, made from the R package reptiledbr's `reptiledb_012025`) has one row per
+species or subspecies: family, genus, species (binomial), subspecies (trinomial or empty), species_author.
+Families are derived data: the store keeps them beside each class, an ingest with a taxonomy recomputes them
+for every class, and they never change a class's id, name or venom status. A name the table does not know
+(often a synonym, e.g. 'Haldea striatula' for 'Virginia striatula') keeps the genus its binomial gives and
+takes the family of that genus when the table knows the genus, else family "unknown".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from snakeweb.species import PLACEHOLDER_PREFIX, normalise_name, taxon_key
+from snakeweb.tables import Column, read_table
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_FAMILY = "unknown"
+TAXONOMY_ENV = "SNAKEWEB_TAXONOMY"
+TAXONOMY_SUMMARY = "taxonomy_summary"  # DataFrame attr set by assign_taxonomy (as species.ASSIGNED_IDS is)
+MAX_LISTED = 100  # unmatched names kept in the summary (and the store's run metadata)
+TAXONOMY_COLUMNS = (
+    Column("family", required=True),
+    Column("genus", required=True),
+    Column("species", ("binomial", "binomial_name", "scientific_name"), required=True),
+    Column("subspecies", ("trinomial",)),
+    Column("species_author", ("author",)),
+)
+# TaxonRecord.source: where a class's family and genus came from
+FROM_TAXONOMY, FROM_GENUS, FROM_BINOMIAL = "taxonomy", "genus", "binomial"
+
+
+def taxonomy_path(explicit: Path | None) -> Path | None:
+    """The taxonomy table to use: `explicit` (--taxonomy), else the environment variable SNAKEWEB_TAXONOMY,
+    else None (families stay "unknown"). The path is not checked here; `Taxonomy.from_csv` says if it is unreadable."""
+    if explicit is not None and str(explicit):
+        return Path(explicit).expanduser()
+    from_env = os.environ.get(TAXONOMY_ENV, "").strip()
+    return Path(from_env).expanduser() if from_env else None
+
+
+@dataclass(frozen=True)
+class TaxonRecord:
+    """Family and genus of one name. `source` is "taxonomy" (the binomial is in the table), "genus" (only
+    its genus is: family from the table, genus from the binomial) or "binomial" (neither: genus from the
+    binomial, family "unknown"; a placeholder class such as 'class 17' has no genus, so genus is None)."""
+
+    family: str
+    genus: str | None
+    source: str
+
+
+@dataclass
+class Taxonomy:
+    """A taxonomy table read into lookups: `species` maps the `taxon_key` of a binomial to (family, genus),
+    `genera` the lower-cased genus to (family, genus as the table spells it)."""
+
+    path: Path
+    sha256: str
+    species: dict[str, tuple[str, str]]
+    genera: dict[str, tuple[str, str]]
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> Taxonomy:
+        """Read a taxonomy table (columns family, genus, species; subspecies and species_author optional) with
+        `snakeweb.tables.read_table`. Subspecies rows name their species, so they add nothing new. A genus
+        (or species) the table lists under more than one family takes the family most of its species have
+        (ties: alphabetical), with a warning. Raises a SnakewebError (TableError) when the file is unreadable,
+        lacks a column, has no rows, or has rows without a family, genus or species."""
+        path = Path(path)
+        table = read_table(path, "taxonomy table", TAXONOMY_COLUMNS)
+        if not len(table):
+            raise table.fail("it has a header but no rows.")
+        for column in ("family", "genus", "species"):
+            empty = table.frame[column].eq("")
+            if empty.any():
+                raise table.fail(f"{int(empty.sum())} row(s) have no {column} ({table.where(empty, column)}); "
+                                 "fill them in or remove those rows.")
+        species_families: dict[str, Counter] = defaultdict(Counter)
+        species_genus: dict[str, str] = {}
+        for family, genus, binomial in zip(table.frame["family"], table.frame["genus"], table.frame["species"]):
+            key = _species_key(binomial)
+            species_families[key][family] += 1
+            species_genus.setdefault(key, genus)
+        species = {key: (_most_frequent(families, f"species {normalise_name(key)}", path), species_genus[key])
+                   for key, families in species_families.items()}
+        # a genus's family is counted over species, not rows: a species with many subspecies is still one vote
+        genus_families: dict[str, Counter] = defaultdict(Counter)
+        genus_spelling: dict[str, str] = {}
+        for family, genus in species.values():
+            genus_families[genus.lower()][family] += 1
+            genus_spelling.setdefault(genus.lower(), genus)
+        genera = {key: (_most_frequent(families, f"genus {genus_spelling[key]}", path), genus_spelling[key])
+                  for key, families in genus_families.items()}
+        return cls(path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), species=species, genera=genera)
+
+    def classify(self, binomial_name: str | None) -> TaxonRecord:
+        """Family and genus of a class name, compared by `taxon_key` ('crotalus_atrox' is 'Crotalus atrox'; a
+        trinomial is looked up as its species). See `TaxonRecord` for the three sources; an empty or
+        placeholder name gives family "unknown" and genus None."""
+        if not isinstance(binomial_name, str) or binomial_name.startswith(PLACEHOLDER_PREFIX) or not taxon_key(binomial_name):
+            return TaxonRecord(UNKNOWN_FAMILY, None, FROM_BINOMIAL)
+        key = _species_key(binomial_name)
+        if key in self.species:
+            family, genus = self.species[key]
+            return TaxonRecord(family, genus, FROM_TAXONOMY)
+        genus_key = key.split(" ")[0]
+        if genus_key in self.genera:
+            family, genus = self.genera[genus_key]
+            return TaxonRecord(family, genus, FROM_GENUS)
+        return TaxonRecord(UNKNOWN_FAMILY, normalise_name(genus_key), FROM_BINOMIAL)
+
+
+def assign_taxonomy(species: pd.DataFrame, taxonomy: Taxonomy | None) -> pd.DataFrame:
+    """The species frame (class_id, binomial_name, genus, venom_status) with `family` added: from the taxonomy
+    by binomial, else by genus, else "unknown" (every class "unknown" when `taxonomy` is None). `genus` is the
+    table's where the binomial was found; elsewhere the frame's own genus is kept (the binomial's first word
+    where it has none). No other column changes, so class ids, names and venom status are exactly as given.
+
+    The result's `attrs["taxonomy_summary"]` is a dict: species_matched (classes found by binomial),
+    genus_only (found by genus only), family_unknown (named classes with family "unknown"), unnamed
+    (placeholder classes), unmatched_total and unmatched (the names not found by binomial, sorted, at most 100).
+    """
+    frame = species.copy()
+    records = [TaxonRecord(UNKNOWN_FAMILY, _binomial_genus(name), FROM_BINOMIAL) if taxonomy is None else taxonomy.classify(name)
+               for name in frame["binomial_name"]]
+    frame["family"] = [r.family for r in records]
+    kept = [g if isinstance(g, str) and g else None for g in frame["genus"]]
+    frame["genus"] = [r.genus if r.source == FROM_TAXONOMY or g is None else g for r, g in zip(records, kept)]
+    frame.attrs[TAXONOMY_SUMMARY] = _summary(frame["binomial_name"], records)
+    return frame
+
+
+def _summary(names: Iterable[object], records: list[TaxonRecord]) -> dict:
+    named = [(n, r) for n, r in zip(names, records) if _is_named(n)]
+    unmatched = sorted(str(n) for n, r in named if r.source != FROM_TAXONOMY)
+    return {
+        "species_matched": sum(r.source == FROM_TAXONOMY for _, r in named),
+        "genus_only": sum(r.source == FROM_GENUS for _, r in named),
+        "family_unknown": sum(r.family == UNKNOWN_FAMILY for _, r in named),
+        "unnamed": len(records) - len(named),
+        "unmatched_total": len(unmatched),
+        "unmatched": unmatched[:MAX_LISTED],
+    }
+
+
+def _is_named(name: object) -> bool:
+    return isinstance(name, str) and bool(taxon_key(name)) and not name.startswith(PLACEHOLDER_PREFIX)
+
+
+def _binomial_genus(name: object) -> str | None:
+    return normalise_name(taxon_key(str(name)).split(" ")[0]) if _is_named(name) else None
+
+
+def _species_key(name: str) -> str:
+    """'Natrix natrix helvetica' -> 'natrix natrix': classes are species, so a subspecies is its species."""
+    return " ".join(taxon_key(name).split(" ")[:2])
+
+
+def _most_frequent(families: Counter, what: str, path: Path) -> str:
+    if len(families) == 1:
+        return next(iter(families))
+    # most species first, then alphabetical, so the same table always gives the same answer
+    chosen = sorted(families.items(), key=lambda item: (-item[1], item[0]))[0][0]
+    log.warning("The taxonomy table %s lists %s under %d families (%s); snakeweb uses %s.", path, what, len(families),
+                ", ".join(f"{f}: {n}" for f, n in families.most_common()), chosen)
+    return chosen
