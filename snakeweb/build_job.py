@@ -20,8 +20,10 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 
 def build_command(store: str | Path, images: str | Path | None = None, species: str | Path | list | None = None, model: str = "auto",
                   features: str | None = None, head: str = "linear+knn", country_table: str | Path | None = None,
-                  metadata: list[str] | None = None, image_root: str | Path | None = None) -> list[str]:
-    """The `python -m pipelines build` command for an image folder, or for SnakeCLEF metadata + image root."""
+                  metadata: list[str] | None = None, image_root: str | Path | None = None,
+                  taxonomy: str | Path | None = None) -> list[str]:
+    """The `python -m pipelines build` command for an image folder, or for SnakeCLEF metadata + image root;
+    `taxonomy` (a taxonomy CSV such as serpentes.csv) gives every class its family."""
     command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--model", model, "--head", head]
     if features:  # else the model's own default feature kind
         command += ["--features", features]
@@ -33,6 +35,8 @@ def build_command(store: str | Path, images: str | Path | None = None, species: 
         command += ["--species", *map(str, species if isinstance(species, list | tuple) else [species])]
     if country_table:
         command += ["--country-table", str(country_table)]
+    if taxonomy:
+        command += ["--taxonomy", str(taxonomy)]
     return command
 
 

@@ -58,6 +58,28 @@ def _venom(store: Store) -> Verdict:
     return Verdict("venom status", True, detail)
 
 
+def _taxonomy(store: Store) -> Verdict:
+    """Informative unless the family column is missing: how many classes have no family, and which table gave the rest."""
+    from snakeweb.species import PLACEHOLDER_PREFIX
+    from snakeweb.taxonomy import UNKNOWN_FAMILY
+
+    species = store.species()
+    if "family" not in species:
+        return Verdict("taxonomy", False, "the species table has no family column; open the store with this snakeweb "
+                       "(`python -m pipelines check` migrates it) or ingest again")
+    named = species[~species["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)]
+    unknown = named.loc[named["family"] == UNKNOWN_FAMILY, "binomial_name"].tolist()
+    families = int(named.loc[named["family"] != UNKNOWN_FAMILY, "family"].nunique())
+    recorded = store.get_meta("taxonomy")
+    detail = (f"{len(named) - len(unknown)} of {len(named)} named classes have a family ({families} families"
+              + (f", from {recorded['path']})" if recorded else ")"))
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        detail += (f"; {len(unknown)} family unknown ({shown}): " + ("names the taxonomy table does not know"
+                   if recorded else "ingest again with --taxonomy serpentes.csv to fill them in"))
+    return Verdict("taxonomy", True, detail)
+
+
 def _country_table(store: Store) -> Verdict:
     """The species x country table recorded at ingest must still be readable, or --country fails later."""
     path = store.get_meta("country_table")
@@ -148,14 +170,14 @@ def _predictions(store: Store) -> Verdict:
                    f"{row['projected']} of {row['embedded']} embeddings on the map")
 
 
-CHECKS = (_counts, _venom, _country_table, _views, _index, _head, _model, _files, _predictions)
+CHECKS = (_counts, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _files, _predictions)
 
 
 def check_store(store: Store) -> list[Verdict]:
     """Run every check; a check that cannot run is a failed verdict, never an exception."""
     store.require()
     if store.get_meta("model") is None:
-        return [_counts(store), _venom(store), _country_table(store),
+        return [_counts(store), _venom(store), _taxonomy(store), _country_table(store),
                 Verdict("model", False, "nothing embedded yet; run the embed stage")]
     verdicts = []
     for check in CHECKS:

@@ -1,5 +1,6 @@
 """Build: make a store from an image folder with live progress, or open an existing store."""
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -8,6 +9,7 @@ from snakeweb.build_job import BuildJob, build_command
 from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import AUTO_OFFLINE_MODEL, REGISTRY
 from snakeweb.store import Store
+from snakeweb.taxonomy import TAXONOMY_ENV
 from views.common import current_store
 
 SHOWN_LINES = 15  # enough to follow a build and to see the error that ended it
@@ -75,6 +77,8 @@ else:
             image_root = st.text_input("Image root (the folder image_path is relative to)")
         species = st.text_input("Species table CSV(s) (optional: class_id, binomial_name, MIVS, e.g. class_list.csv; "
                                 "several separated by ;)")
+        taxonomy = st.text_input("Taxonomy CSV (optional: family, genus, species, e.g. serpentes.csv; gives every class its family)",
+                                 os.environ.get(TAXONOMY_ENV, ""))
         country_table = st.text_input("Species x country CSV (optional, e.g. Species_Relevance.csv)")
         target = st.text_input("Store directory", str(store.root))
         left, middle, right = st.columns(3)
@@ -98,9 +102,10 @@ else:
                 Path(p.strip()).is_file() for p in species.split(";") if p.strip()) else ([species] if species else [])
             command = build_command(target, images or None, tables or None, model, None if features == "model default" else features,
                                     head, country_table or None,
-                                    metadata, image_root or None)
+                                    metadata, image_root or None, taxonomy.strip() or None)
             # started in the background: this script run returns at once and the progress box below follows the job
-            st.session_state["build_job"] = BuildJob(command)
+            # the child would read SNAKEWEB_TAXONOMY itself: a field the user emptied means no taxonomy
+            st.session_state["build_job"] = BuildJob(command, env={k: v for k, v in os.environ.items() if k != TAXONOMY_ENV})
             st.session_state["build_target"] = target
     build_progress()
 
