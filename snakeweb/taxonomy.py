@@ -136,7 +136,9 @@ def assign_taxonomy(species: pd.DataFrame, taxonomy: Taxonomy | None) -> pd.Data
                for name in frame["binomial_name"]]
     frame["family"] = [r.family for r in records]
     kept = [g if isinstance(g, str) and g else None for g in frame["genus"]]
-    frame["genus"] = [r.genus if r.source == FROM_TAXONOMY or g is None else g for r, g in zip(records, kept)]
+    # object dtype: a placeholder's genus stays None (a string column would make it NaN)
+    frame["genus"] = pd.Series([r.genus if r.source == FROM_TAXONOMY or g is None else g for r, g in zip(records, kept)],
+                               index=frame.index, dtype=object)
     frame.attrs[TAXONOMY_SUMMARY] = _summary(frame["binomial_name"], records)
     return frame
 

@@ -1,0 +1,211 @@
+"""Family and genus of every class from the real Reptile Database snake checklist (serpentes.csv), and edge cases
+in small tables written here."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from snakeweb.build_job import build_command
+from snakeweb.errors import SnakewebError
+from snakeweb.integrity import check_store
+from snakeweb.species import SPECIES_COLUMNS
+from snakeweb.store import Store
+from snakeweb.taxonomy import TAXONOMY_ENV, TAXONOMY_SUMMARY, UNKNOWN_FAMILY, Taxonomy, TaxonRecord, assign_taxonomy, taxonomy_path
+from tests.conftest import SYNTHETIC_SPECIES, shared
+
+
+@pytest.fixture(scope="module")
+def serpentes_csv():
+    return shared("taxonomy", "serpentes.csv")
+
+
+@pytest.fixture(scope="module")
+def serpentes(serpentes_csv) -> Taxonomy:
+    return Taxonomy.from_csv(serpentes_csv)
+
+
+def test_the_real_table_has_the_documented_species_genera_and_families(serpentes, caplog):
+    assert len(serpentes.species) == 4186 and len(serpentes.genera) == 548
+    families = {family for family, _ in serpentes.genera.values()}
+    assert len(families) == 33 and "Elapoidea" in families  # the superfamily label is kept as the table gives it
+    assert serpentes.classify("Buhoma marlieri") == TaxonRecord("Elapoidea", "Buhoma", "taxonomy")
+
+
+def test_no_genus_of_the_real_table_is_under_two_families(serpentes_csv, caplog):
+    with caplog.at_level(logging.WARNING, logger="snakeweb.taxonomy"):
+        Taxonomy.from_csv(serpentes_csv)
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("name, record", [
+    ("Crotalus atrox", TaxonRecord("Viperidae", "Crotalus", "taxonomy")),
+    ("crotalus_atrox", TaxonRecord("Viperidae", "Crotalus", "taxonomy")),  # a folder name
+    ("Crotalus atrox Baird & Girard, 1853", TaxonRecord("Viperidae", "Crotalus", "taxonomy")),
+    ("Natrix natrix", TaxonRecord("Colubridae", "Natrix", "taxonomy")),  # the table keeps Natrix in Colubridae
+    ("Natrix natrix helvetica", TaxonRecord("Colubridae", "Natrix", "taxonomy")),  # a trinomial is its species
+    ("Virginia striatula", TaxonRecord("Colubridae", "Virginia", "taxonomy")),
+    # a synonym of Virginia striatula; the table has no genus Haldea
+    ("Haldea striatula", TaxonRecord(UNKNOWN_FAMILY, "Haldea", "binomial")),
+    ("haldea_striatula", TaxonRecord(UNKNOWN_FAMILY, "Haldea", "binomial")),
+    # not a species in the table, but its genus is
+    ("Pantherophis spiloides", TaxonRecord("Colubridae", "Pantherophis", "genus")),
+    ("class 17", TaxonRecord(UNKNOWN_FAMILY, None, "binomial")),  # a placeholder class has no genus
+    ("", TaxonRecord(UNKNOWN_FAMILY, None, "binomial")),
+    (None, TaxonRecord(UNKNOWN_FAMILY, None, "binomial")),
+])
+def test_classify_real_names(serpentes, name, record):
+    assert serpentes.classify(name) == record
+
+
+def test_hackerearth_folder_names_33_by_binomial_and_2_not(serpentes):
+    names = sorted(p.name for p in shared("hackerearth-35").iterdir() if p.is_dir())
+    assert len(names) == 35
+    records = {name: serpentes.classify(name) for name in names}
+    assert sum(r.source == "taxonomy" for r in records.values()) == 33
+    assert sorted(n for n, r in records.items() if r.source != "taxonomy") == ["Haldea striatula", "Pantherophis spiloides"]
+    frame = assign_taxonomy(pd.DataFrame({"class_id": range(35), "binomial_name": names, "genus": None, "venom_status": "unknown"}),
+                            serpentes)
+    summary = frame.attrs[TAXONOMY_SUMMARY]
+    assert summary == {"species_matched": 33, "genus_only": 1, "family_unknown": 1, "unnamed": 0, "unmatched_total": 2,
+                       "unmatched": ["Haldea striatula", "Pantherophis spiloides"]}
+
+
+def test_assign_taxonomy_adds_family_and_never_touches_ids_names_or_venom_status(serpentes):
+    species = pd.DataFrame({
+        "class_id": [7, 1130, 1740, 3, 12],
+        "binomial_name": ["Crotalus atrox", "Natrix natrix", "Haldea striatula", "class 3", "Pantherophis spiloides"],
+        "genus": ["crotalus", None, None, None, "Pantherophis"],
+        "venom_status": ["harmless", "venomous", "unknown", "unknown", "harmless"],  # deliberately odd: family must not change it
+    })
+    result = assign_taxonomy(species, serpentes)
+    assert result[["class_id", "binomial_name", "venom_status"]].equals(species[["class_id", "binomial_name", "venom_status"]])
+    assert result["family"].tolist() == ["Viperidae", "Colubridae", UNKNOWN_FAMILY, UNKNOWN_FAMILY, "Colubridae"]
+    # the table's genus where the binomial was found; elsewhere the frame's own, else the binomial's first word
+    assert result["genus"].tolist() == ["Crotalus", "Natrix", "Haldea", None, "Pantherophis"]
+    assert result.attrs[TAXONOMY_SUMMARY]["unnamed"] == 1
+    assert "family" not in species  # the caller's frame is not changed
+
+    without = assign_taxonomy(species, None)
+    assert without["family"].eq(UNKNOWN_FAMILY).all() and without["genus"].tolist() == ["crotalus", "Natrix", "Haldea", None, "Pantherophis"]
+    assert without.attrs[TAXONOMY_SUMMARY]["species_matched"] == 0
+
+
+def test_a_genus_under_two_families_takes_the_one_most_of_its_species_have(tmp_path, caplog):
+    table = tmp_path / "taxa.csv"
+    table.write_text("family,genus,species,subspecies,species_author\n"
+                     "Colubridae,Oddus,Oddus alpha,,A\n"
+                     "Colubridae,Oddus,Oddus beta,,B\n"
+                     "Natricidae,Oddus,Oddus gamma,Oddus gamma gamma,C\n"
+                     "Natricidae,Oddus,Oddus gamma,Oddus gamma delta,C\n"  # subspecies rows are one species, one vote
+                     "Natricidae,Oddus,Oddus gamma,Oddus gamma epsilon,C\n")
+    with caplog.at_level(logging.WARNING, logger="snakeweb.taxonomy"):
+        taxa = Taxonomy.from_csv(table)
+    assert "genus Oddus under 2 families" in caplog.text
+    assert taxa.classify("Oddus novus") == TaxonRecord("Colubridae", "Oddus", "genus")
+    assert taxa.classify("Oddus gamma delta") == TaxonRecord("Natricidae", "Oddus", "taxonomy")  # its own row wins
+
+
+def test_a_semicolon_table_with_other_headers_is_read(tmp_path):
+    table = tmp_path / "taxa.csv"
+    table.write_text("Family;Genus;Binomial\nViperidae;Vipera;Vipera berus\n", encoding="utf-8-sig")
+    assert Taxonomy.from_csv(table).classify("Vipera_berus") == TaxonRecord("Viperidae", "Vipera", "taxonomy")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("genus,species\nVipera,Vipera berus\n", "has no family column"),
+    ("family,genus,species\n,Vipera,Vipera berus\n", "1 row(s) have no family (line 2: '')"),
+    ("family,genus,species\n", "has a header but no rows"),
+])
+def test_an_unusable_taxonomy_table_is_one_sentence(tmp_path, text, message):
+    table = tmp_path / "taxa.csv"
+    table.write_text(text)
+    with pytest.raises(SnakewebError, match="taxonomy table") as error:
+        Taxonomy.from_csv(table)
+    assert message in str(error.value)
+
+
+def test_taxonomy_path_is_the_explicit_one_else_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(TAXONOMY_ENV, raising=False)
+    assert taxonomy_path(None) is None
+    monkeypatch.setenv(TAXONOMY_ENV, str(tmp_path / "env.csv"))
+    assert taxonomy_path(None) == tmp_path / "env.csv"
+    assert taxonomy_path(tmp_path / "given.csv") == tmp_path / "given.csv"
+
+
+def _families(store: Store) -> dict[str, str]:
+    return dict(zip(store.species()["binomial_name"], store.species()["family"]))
+
+
+def test_ingest_with_taxonomy_stores_families_and_a_later_one_fills_an_old_store(photo_folder, species_csv, serpentes_csv, tmp_path,
+                                                                                  capsys, monkeypatch):
+    monkeypatch.delenv(TAXONOMY_ENV, raising=False)
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photo_folder), "--species", str(species_csv)]) == 0
+    assert "3 of 3 class(es) have family unknown" in capsys.readouterr().out  # says how to give families
+    before = store.species()[SPECIES_COLUMNS]
+    assert set(_families(store).values()) == {UNKNOWN_FAMILY} and store.get_meta("taxonomy") is None
+
+    # families are derived data: a re-ingest with the taxonomy fills them for classes already in the store
+    assert main(["ingest", "--store", str(store.root), "--images", str(photo_folder), "--species", str(species_csv),
+                 "--taxonomy", str(serpentes_csv)]) == 0
+    assert "taxonomy serpentes.csv: 3 of 3 species found" in capsys.readouterr().out
+    assert _families(store) == {"Zamenis longissimus": "Colubridae", "Natrix natrix": "Colubridae", "Vipera berus": "Viperidae"}
+    after = store.species()
+    assert after[SPECIES_COLUMNS].equals(before)  # ids, names, genus and venom status exactly as they were
+    assert dict(zip(after["class_id"], after["binomial_name"])) == {v: k for k, v in SYNTHETIC_SPECIES.items()}
+    assert after.set_index("binomial_name").loc["Vipera berus", "venom_status"] == "venomous"
+    recorded = store.get_meta("taxonomy")
+    assert recorded["path"] == str(serpentes_csv.resolve()) and len(recorded["sha256"]) == 64
+    assert (recorded["species_matched"], recorded["genus_only"], recorded["unmatched"]) == (3, 0, [])
+    verdict = {v.name: v for v in check_store(store)}["taxonomy"]
+    assert verdict.ok and verdict.detail.startswith("3 of 3 named classes have a family (2 families")
+
+
+def test_ingest_reads_the_taxonomy_from_the_environment_and_keeps_unknown_names(serpentes_csv, tmp_path, capsys, monkeypatch):
+    from tests.conftest import make_photo
+
+    photos = tmp_path / "photos"
+    for name in ("Crotalus_atrox", "Haldea_striatula", "Pantherophis spiloides", "Natrix natrix helvetica"):
+        make_photo(photos / name / "0.jpg", (90, 90, 90), seed=1)
+    monkeypatch.setenv(TAXONOMY_ENV, str(serpentes_csv))
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    species = store.species().set_index("binomial_name")
+    assert species["family"].to_dict() == {"Crotalus atrox": "Viperidae", "Haldea striatula": UNKNOWN_FAMILY,
+                                           "Natrix natrix": "Colubridae", "Pantherophis spiloides": "Colubridae"}
+    assert species.loc["Haldea striatula", "genus"] == "Haldea" and set(species["venom_status"]) == {"unknown"}
+    assert store.get_meta("taxonomy")["unmatched"] == ["Haldea striatula", "Pantherophis spiloides"]
+    verdict = {v.name: v for v in check_store(store)}["taxonomy"]
+    assert verdict.ok and "1 family unknown (Haldea striatula)" in verdict.detail
+
+
+def test_an_unreadable_taxonomy_stops_ingest_before_the_store_is_made(photo_folder, tmp_path, capsys):
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photo_folder), "--taxonomy", str(tmp_path / "none.csv")]) == 2
+    assert "Cannot read the taxonomy table" in capsys.readouterr().err and not store.exists()
+
+
+def test_a_store_without_the_family_column_is_migrated(photo_folder, species_csv, serpentes_csv, tmp_path, monkeypatch):
+    monkeypatch.delenv(TAXONOMY_ENV, raising=False)
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photo_folder), "--species", str(species_csv)]) == 0
+    with store.connect() as con:  # as a store made before families
+        con.execute("ALTER TABLE species DROP COLUMN family")
+    before = store.species()
+    assert "family" not in before
+    store.require()
+    assert store.species()["family"].tolist() == [UNKNOWN_FAMILY] * 3  # NULL, read as unknown
+    assert store.query("SELECT count(*) AS n FROM species WHERE family IS NULL")["n"][0] == 3
+    assert main(["ingest", "--store", str(store.root), "--images", str(photo_folder), "--taxonomy", str(serpentes_csv)]) == 0
+    after = store.species()
+    assert after[SPECIES_COLUMNS].equals(before[SPECIES_COLUMNS]) and set(after["family"]) == {"Colubridae", "Viperidae"}
+
+
+def test_build_command_passes_the_taxonomy():
+    command = build_command("store", "photos", taxonomy="serpentes.csv")
+    assert command[command.index("--taxonomy") + 1] == "serpentes.csv"
+    assert "--taxonomy" not in build_command("store", "photos")
