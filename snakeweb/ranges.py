@@ -100,7 +100,8 @@ def range_override_log(store: Store) -> pd.DataFrame:
     """Every range record, newest first: override_id, class_id, binomial_name, country_code, country (its
     name), present, reviewer, changed_at (UTC), note."""
     log = _read(store, "SELECT r.override_id, r.class_id, s.binomial_name, r.country_code, r.present, r.reviewer, r.changed_at, r.note "
-                       "FROM range_overrides r LEFT JOIN species s USING (class_id) ORDER BY r.override_id DESC", LOG_COLUMNS)
+                       "FROM range_overrides r LEFT JOIN species s USING (class_id) ORDER BY r.override_id DESC",
+               [c for c in LOG_COLUMNS if c != "country"])
     log.insert(4, "country", [country_name(c) for c in log["country_code"]])
     return log[LOG_COLUMNS]
 

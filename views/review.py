@@ -1,16 +1,31 @@
-"""Review: check the least certain predictions and the close venomous calls; confirm or correct them."""
+"""Review: check the least certain predictions and the close venomous calls; confirm or correct them; add or
+remove species x country range records."""
+
+import os
 
 import streamlit as st
 
+from snakeweb.countries import all_countries
+from snakeweb.decisions import CountryPrior
 from snakeweb.errors import SnakewebError
+from snakeweb.ranges import add_range_override, range_override_log
 from snakeweb.review import QUEUES, add_review, review_queue, reviews
 from views.common import catalogue, current_store, image_grid
+
+RECORD_WORDS = {1: "recorded present", 0: "recorded absent", -1: "no record"}
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def shipped_table(path: str, modified: float) -> CountryPrior:
+    """The species x country table the store was built with, read once per file version (it takes about a second)."""
+    return CountryPrior.from_csv(path)
+
 
 store = current_store()
 st.title("Review predictions")
 reviewer = st.session_state.get("reviewer")
 if not reviewer:
-    reviewer = st.text_input("Your name (stored with each review)")
+    reviewer = st.text_input("Your name (stored with each review and range record)")
 
 kind = st.radio("Queue", QUEUES, horizontal=True,
                 format_func={"low-confidence": "lowest confidence first",
@@ -38,6 +53,49 @@ else:
             st.rerun()
         except SnakewebError as exc:
             st.error(str(exc))
+
+st.subheader("Species ranges")
+st.caption("Add or remove a species x country record of the country prior. Records are logged with your name and the time, "
+           "stored over the shipped table (the latest record of a pair wins) and used by the next identification.")
+if "range_saved" in st.session_state:  # the sentence of the save that triggered this rerun
+    st.success(st.session_state.pop("range_saved"))
+range_species = store.species()
+if range_species.empty:
+    st.info("This store has no species yet; build it first.")
+else:
+    range_names = dict(zip(range_species["class_id"].astype(int), range_species["binomial_name"]))
+    country_names = dict(all_countries())
+    pick, where = st.columns(2)
+    range_class = pick.selectbox("Species", list(range_names), format_func=lambda c: f"{range_names[c]} ({c})", key="range-species")
+    # a list to pick from, not free text: a record for a country the reviewer did not mean would move probability
+    range_country = where.selectbox("Country (type to search)", list(country_names), key="range-country",
+                                    format_func=lambda c: f"{country_names[c]} ({c})")
+    shipped, path = None, store.get_meta("country_table")
+    if path:
+        try:
+            shipped = shipped_table(str(path), os.path.getmtime(path))
+        except (OSError, SnakewebError) as exc:
+            st.warning(f"The shipped species x country table {path} cannot be read ({exc}); only range records apply.")
+    said = ("No shipped species x country table" if shipped is None
+            else f"Shipped table: **{RECORD_WORDS[int(shipped.records([range_names[range_class]], range_country)[0])]}**")
+    log = range_override_log(store)
+    pair = log[(log["class_id"] == range_class) & (log["country_code"] == range_country)]
+    latest = ("" if pair.empty else f"; range record in effect: {'present' if pair.iloc[0]['present'] else 'not found there'} "
+              f"(by {pair.iloc[0]['reviewer']}, {pair.iloc[0]['changed_at']:%Y-%m-%d %H:%M} UTC)")
+    st.write(f"{said}{latest}.")
+    found = st.radio("Record", ("recorded present", "not found there"), horizontal=True, key="range-present")
+    range_note = st.text_input("Source or note (optional)", key="range-note")
+    if st.button("Save range record", key="range-save"):
+        try:  # an empty reviewer name is refused here with a sentence
+            add_range_override(store, range_class, range_country, found == "recorded present", reviewer or "", range_note)
+            st.session_state["range_saved"] = f"Saved: {range_names[range_class]} {found} in {country_names[range_country]} ({range_country})."
+            st.rerun()
+        except SnakewebError as exc:
+            st.error(str(exc))
+    if log.empty:
+        st.caption("No range records yet: the shipped table applies as it is.")
+    else:
+        st.dataframe(log, hide_index=True)
 
 st.subheader("Reviews so far")
 done = reviews(store)
