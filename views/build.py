@@ -77,10 +77,11 @@ else:
             image_root = st.text_input("Image root (the folder image_path is relative to)")
         species = st.text_input("Species table CSV(s) (optional: class_id, binomial_name, MIVS, e.g. class_list.csv; "
                                 "several separated by ;)")
-        taxonomy = st.text_input("Taxonomy CSV (optional: family, genus, species, e.g. serpentes.csv; gives every class its family)",
-                                 os.environ.get(TAXONOMY_ENV, ""))
         country_table = st.text_input("Species x country CSV (optional, e.g. Species_Relevance.csv)")
         target = st.text_input("Store directory", str(store.root))
+        # below the store directory, not beside the species table: tests/test_app.py finds the inputs above by position
+        taxonomy = st.text_input("Taxonomy CSV (optional: family, genus, species, e.g. serpentes.csv; gives every class its family)",
+                                 os.environ.get(TAXONOMY_ENV, ""))
         left, middle, right = st.columns(3)
         model = left.selectbox("Model", ["auto", AUTO_OFFLINE_MODEL, *REGISTRY],
                                help="auto: hub DINOv2-B when reachable, else the best offline backbone (EfficientNet-Lite0 + Lite1 + Lite2)")
