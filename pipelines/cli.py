@@ -19,6 +19,7 @@ from pathlib import Path
 
 from snakeweb import stages
 from snakeweb.aggregate import AGGREGATIONS
+from snakeweb.answers import RANGE_MODES, RANKS
 from snakeweb.decisions import DECISIONS
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import HEAD_KINDS, TrainConfig
@@ -170,6 +171,10 @@ def _parser() -> argparse.ArgumentParser:
     identify.add_argument("--country-table", type=Path, help="species x country CSV (default: the one recorded by build)")
     identify.add_argument("--uncertain-below", type=_number(0.0, 1.0), default=0.0,
                           help="say 'uncertain' and list candidates when the top probability is below this (e.g. 0.5)")
+    identify.add_argument("--rank", choices=RANKS, help="answer at this rank (default: the finest rank whose probability "
+                          "reaches the threshold chosen on validation)")
+    identify.add_argument("--range-mode", choices=RANGE_MODES, default="prior",
+                          help="with --country: prior down-weights species not recorded there, filter removes them")
     identify.add_argument("--each", action="store_true", help="every image is its own observation")
     identify.add_argument("--json", action="store_true", help="print JSON (one object per observation)")
     check = sub.add_parser("check", help="verify a store's integrity: one verdict per check")
@@ -333,14 +338,19 @@ def _print_identification(result, as_json: bool) -> None:
         _emit(json.dumps(result.to_json()))
         return
     print("observation: " + ", ".join(result.inputs)
-          + (f" (country prior: {result.country})" if result.country_prior_applied else ""))
+          + (f" (country {result.country}, range {result.range_mode})" if result.country_prior_applied else ""))
     for failure in result.failures:
         print(f"  skipped photo {failure.index + 1} ({failure.name}): {failure.reason}")
     for note in result.notes:
         print(f"  note: {note}")
     flags = {"venomous": "VENOMOUS", "harmless": "harmless", "unknown": "venom status UNKNOWN (treat as possibly venomous)"}
+    print(f"  {result.headline.upper() if result.p_venomous >= 0.5 else result.headline}")
+    print(f"  answer: {result.answer_text}  [{result.prediction_rank or 'no rank'}, {result.prediction_source}; "
+          f"{flags[result.venom_status] if result.prediction_rank else 'venom status unknown'}]")
+    print("  top species from the classifier" + (" after the country step:" if result.country_prior_applied else ":"))
     for rank, s in enumerate(result.species, 1):
-        print(f"  {rank}. {s.binomial_name} (class {s.class_id})  {s.probability:6.1%}  {flags[s.venom_status]}")
+        family = f", {s.family}" if s.family else ""
+        print(f"  {rank}. {s.binomial_name} (class {s.class_id}{family})  {s.probability:6.1%}  {flags[s.venom_status]}")
     if result.out_of_store:
         print("  NOT A SNAKE IN THIS STORE: the photo is farther from every reference than validation snakes are.")
     elif result.uncertain:
@@ -366,7 +376,8 @@ def _identify(args: argparse.Namespace) -> int:
     for group in groups:
         try:
             result = identifier.identify([(str(p), p) for p in group], args.top_k, args.neighbours, args.aggregation,
-                                         country=args.country, uncertain_below=args.uncertain_below)
+                                         country=args.country, uncertain_below=args.uncertain_below, rank=args.rank,
+                                         range_mode=args.range_mode)
         except SnakewebError as exc:
             failures += 1
             if args.json:

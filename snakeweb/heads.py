@@ -90,6 +90,8 @@ class Head:
     logit_offset: np.ndarray | None = None  # tau * log(class prior), subtracted from the logits
     blend_weight: float = 1.0  # linear+knn: p = w * p_linear + (1 - w) * p_knn
     venom_weight: float = 1.0  # the venom-aware rule's weight on venomous errors, chosen on validation by Track1
+    # rank roll-up thresholds chosen on validation observations (snakeweb.answers.Thresholds.to_json); None = not chosen
+    thresholds: dict | None = None
 
     def predict_log_proba(self, vectors: np.ndarray, index=None, exclude_self_ids: np.ndarray | None = None) -> np.ndarray:
         """Log-probabilities [n, K] in label-map order. kNN needs the store's FAISS index; when the queries
@@ -144,7 +146,7 @@ class Head:
             "state_dict": self.module.state_dict() if self.module is not None else None,
             "reference_ids": self.reference_ids, "reference_labels": self.reference_labels,
             "temperature": self.temperature, "logit_offset": self.logit_offset, "blend_weight": self.blend_weight,
-            "venom_weight": self.venom_weight,
+            "venom_weight": self.venom_weight, "thresholds": self.thresholds,
         }
         write_atomically(Path(path), lambda tmp: torch.save(payload, tmp))
 
@@ -179,7 +181,7 @@ class Head:
             module=module, reference_ids=payload["reference_ids"], reference_labels=payload["reference_labels"],
             history=payload["history"], temperature=float(payload.get("temperature", 1.0)),
             logit_offset=payload.get("logit_offset"), blend_weight=float(payload.get("blend_weight", 1.0)),
-            venom_weight=float(payload.get("venom_weight", 1.0)),
+            venom_weight=float(payload.get("venom_weight", 1.0)), thresholds=payload.get("thresholds"),
         )
 
 

@@ -3,6 +3,7 @@ nearest reference images. The command line and the dashboard both call `Identifi
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -10,14 +11,68 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.aggregate import combine, top_k
+from snakeweb.answers import RANGE_MODES, RANKS, UNKNOWN_TAXON, Taxa, Thresholds, decide
+from snakeweb.countries import country_name
 from snakeweb.decisions import CountryPrior, cost_aware_choice
 from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index
+from snakeweb.ranges import LivePrior
 from snakeweb.search import image_catalogue, search_images
-from snakeweb.species import UNKNOWN, VENOMOUS, possibly_venomous_mask
+from snakeweb.species import UNKNOWN, VENOMOUS
 from snakeweb.stages import load_head, store_backbone
 from snakeweb.store import Store
+
+SCHEMA_VERSION = "snakeweb.identification/1"
+
+
+def snakeweb_version() -> str:
+    """The installed snakeweb's version, else the source tree's (pyproject.toml)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("snakeweb")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"] if pyproject.is_file() else "unknown"
+
+
+def venom_headline(p_venomous: float, p_unknown: float) -> str:
+    """What a first responder reads first: "Venomous: 87% likely", with the unknown-status share beside it."""
+    text = f"Venomous: {p_venomous:.0%} likely"
+    if p_unknown >= 0.005:
+        text += f" (and {p_unknown:.0%} on species of unknown venom status: treat as possibly venomous)"
+    return text
+
+
+
+
+def answer_sentence(result, unconstrained_top: str, country: str | None) -> str:
+    """The answer at its rank, and where it came from, in one or two sentences."""
+    name, rank = result.prediction, result.prediction_rank
+    family = f" ({result.prediction_family})" if result.prediction_family and rank != "family" else ""
+    if rank is None:
+        text = ("Unknown snake: no species, genus or family is likely enough to name with the precision chosen on "
+                "validation; the candidates are listed below.")
+    else:
+        score = f"{result.prediction_score:.0%}"
+        text = {
+            "species": f"{name}{family}, {score}.",
+            "genus": f"Genus {name}{family}: species uncertain; the genus carries {score}.",
+            "family": f"Family {name}: genus and species uncertain; the family carries {score}.",
+        }[rank]
+        if result.prediction_source == "venom_rule":
+            text += (" Given as the venom-aware call: a harmless answer was not given because the venomous species "
+                     f"carry {result.p_venomous:.0%} of the probability.")
+        elif result.prediction_source == "range_filter" and country:
+            text += f" Species not recorded in {country} were left out."
+    if result.out_of_range:
+        text += (f" The most likely species before the country check, {unconstrained_top}, is outside its known range"
+                 f"{' (not recorded in ' + country + ')' if country else ''}: a possible escaped pet or range extension; "
+                 "worth a reviewer's look.")
+    return text
 
 
 @dataclass
@@ -27,6 +82,8 @@ class SpeciesCandidate:
     probability: float
     venom_status: str  # venomous / harmless / unknown (never read as harmless)
     venomous: bool | None  # the same as a flag: None when unknown
+    genus: str | None = None
+    family: str | None = None
 
 
 @dataclass
@@ -49,19 +106,37 @@ class Neighbour:
 
 @dataclass
 class Identification:
+    """One observation's identification: the fields of schemas/identification.schema.json (SCHEMA_VERSION)."""
+
     inputs: list[str]
-    species: list[SpeciesCandidate] = field(default_factory=list)
+    schema: str = SCHEMA_VERSION
+    # the answer (snakeweb.answers.decide): the taxon at the rank the evidence supports, and where it came from
+    prediction: str = ""  # a binomial, a genus, a family, or "unknown snake"
+    prediction_class_id: int | None = None  # set when the answer is a species
+    prediction_rank: str | None = None  # species / genus / family; None when abstaining
+    prediction_score: float | None = None  # probability of the answered taxon (after the range step)
+    prediction_source: str = "abstain"  # classifier / rollup / range_filter / venom_rule / abstain
+    prediction_family: str | None = None  # the answered taxon's family, when known
+    p_venomous: float = 0.0  # calibrated probability mass on venomous species
+    p_unknown_venom: float = 0.0  # mass on species of unknown venom status (counted as possibly venomous)
+    venom_status: str = "unknown"  # of the answered taxon: venomous / harmless / unknown (mixed or unknown)
+    out_of_range: bool | None = None  # the top species is not recorded in the country; None: cannot tell
+    out_of_store: bool | None = False  # True: farther from every reference than validation snakes ever are
+    headline: str = ""  # "Venomous: 87% likely": what a first responder reads first
+    answer_text: str = ""  # the answer at its rank and its source, in words
+    raw_top_k: list[SpeciesCandidate] = field(default_factory=list)  # the head's output before any prior or rule
+    unconstrained_top: SpeciesCandidate | None = None  # the head's top species before the range step
+    species: list[SpeciesCandidate] = field(default_factory=list)  # top-k after the range step
     neighbours: list[Neighbour] = field(default_factory=list)
     failures: list[InputFailure] = field(default_factory=list)  # inputs that could not be used, and why
     country: str | None = None  # ISO alpha-2 code of the country given, if any
+    range_mode: str = "prior"
     country_prior_applied: bool = False  # False when no country was given or the table has no records for it
     notes: list[str] = field(default_factory=list)  # sentences a reader must see (e.g. no records for the country)
     uncertain: bool = False  # top probability below the user's threshold: candidates, not an answer
-    # True: farther from every reference than validation snakes ever are; None: the store cannot tell (it had
-    # too few validation photos to choose a threshold), never a silent False
-    out_of_store: bool | None = False
     venom_aware: SpeciesCandidate | None = None  # the class minimising expected Track2 cost
     explanation: str = ""
+    provenance: dict = field(default_factory=dict)  # snakeweb version, model, head, store, decision settings
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -73,25 +148,39 @@ class Identifier:
     def __init__(self, store: Store, device: str | None = None, country_table: str | Path | None = None):
         self.store = store.require()
         table = country_table or store.get_meta("country_table")
-        self.prior, self.prior_error = None, None
+        self.base_prior, self.prior_error = None, None
         try:
-            self.prior = CountryPrior.from_csv(table) if table else None
+            self.base_prior = CountryPrior.from_csv(table) if table else None
         except SnakewebError as exc:
             if country_table:  # the table the user passed: say so now
                 raise
             # the table recorded at ingest has moved or changed: identify without a country still works
             self.prior_error = f"{exc} (the species x country table recorded when the store was built); pass --country-table."
+        self.country_table = str(table) if table and not self.prior_error else None
+        self.ranges = LivePrior(store, self.base_prior)
+        self.prior = self.base_prior
         self.backbone = store_backbone(store, device)
         self.feature_kind = store.get_meta("feature_kind")
         self.head = load_head(store)
+        self.head_id = hashlib.sha256(store.head_path.read_bytes()).hexdigest()[:16]
         self.index = load_index(store.index_path)
         self.species = store.species().set_index("class_id")
         self.names = self.species["binomial_name"].to_dict()
         self.venom_status = self.species["venom_status"].to_dict()
-        if self.prior is not None and country_table:
-            self.prior.require_species(self.species["binomial_name"].tolist())
+        self.taxa = Taxa.from_species(self.species, self.head.label_map.class_ids)
+        self.thresholds = Thresholds.from_json(self.head.thresholds)
+        if self.base_prior is not None and country_table:
+            self.base_prior.require_species(self.species["binomial_name"].tolist())
         self.catalogue = image_catalogue(store)
         self.novelty = store.get_meta("novelty")
+        self.store_id = store.get_meta("store_id")
+        self.refresh_prior()
+
+    def refresh_prior(self) -> CountryPrior | None:
+        """The shipped species x country table with the team's range records applied (snakeweb.ranges): a record
+        saved on the Review page counts at the next identification."""
+        self.prior = self.ranges.current()
+        return self.prior
 
     def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[int], np.ndarray, list[InputFailure]]:
         """(positions of the usable inputs, their vectors [n, d], failures). Inputs are keyed by position, so
@@ -114,44 +203,56 @@ class Identifier:
     def identify(
         self, sources: list[tuple[str, str | Path | bytes]], top: int = 5, neighbours: int = 12,
         aggregation: str = "mean-log", country: str | None = None, uncertain_below: float = 0.0,
+        rank: str | None = None, range_mode: str = "prior",
     ) -> Identification:
         """`sources` are (name, path or bytes) photos of one animal: they form one observation.
 
         `top` >= 1 species and `neighbours` >= 0 reference images are returned; `country` is an ISO code or
-        name (a CountryError for anything that is not exactly one country). Raises SnakewebError when no photo
-        can be read.
+        name (a CountryError for anything that is not exactly one country); `rank` fixes the answer's rank
+        (species / genus / family; default: the thresholds chosen on validation); `range_mode` is `prior`
+        (down-weight species not recorded in the country) or `filter` (remove them). Raises SnakewebError
+        when no photo can be read.
         """
         if top < 1 or neighbours < 0 or not 0.0 <= uncertain_below <= 1.0:
             raise SnakewebError("Ask for at least 1 species, 0 or more reference images, and an uncertainty threshold in 0..1.")
-        code = None
+        if range_mode not in RANGE_MODES or (rank is not None and rank not in RANKS):
+            raise SnakewebError(f"Use a range mode of {' or '.join(RANGE_MODES)} and a rank of {', '.join(RANKS)}.")
+        code, prior = None, None
         if country:
             if self.prior_error:
                 raise SnakewebError(self.prior_error)
-            if self.prior is None:
-                raise SnakewebError("A country needs the species x country table: pass --country-table Species_Relevance.csv.")
+            prior = self.refresh_prior()
+            if prior is None:
+                raise SnakewebError("A country needs the species x country table: pass --country-table Species_Relevance.csv, "
+                                    "or add range records on the Review page.")
             code = CountryPrior.country_code(country)
         positions, vectors, failures = self.embed(sources)
-        result = Identification(inputs=[str(n) for n, _ in sources], failures=failures, country=code)
+        result = Identification(inputs=[str(n) for n, _ in sources], failures=failures, country=code, range_mode=range_mode)
         if not positions:
             raise SnakewebError("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures))
-        probabilities = combine(self.head.predict_log_proba(vectors, self.index), aggregation)
+        raw = combine(self.head.predict_log_proba(vectors, self.index), aggregation)[None, :]
+        weights = records = None
         if code:
-            class_names = [self.names.get(int(c), "") for c in self.head.label_map.class_ids]
-            note = self.prior.note(code, class_names)
+            note = prior.note(code, self.taxa.names)
             if note:
                 result.notes.append(note)
             else:
-                probabilities = self.prior.apply(probabilities[None, :], class_names, [code])[0]
+                records = prior.records(self.taxa.names, code)[None, :]
+                weights = prior.weights(self.taxa.names, code)[None, :]
                 result.country_prior_applied = True
-        indices, probs = top_k(probabilities[None, :], top)
-        result.species = [self.candidate(int(c), float(p)) for c, p in zip(self.head.label_map.to_class_ids(indices[0]), probs[0])]
-        possibly_venomous = possibly_venomous_mask(self.species, self.head.label_map.class_ids)
-        chosen = int(cost_aware_choice(probabilities[None, :], possibly_venomous, self.head.venom_weight)[0])
-        result.venom_aware = self.candidate(int(self.head.label_map.class_ids[chosen]), float(probabilities[chosen]))
+        if self.thresholds is None and rank is None:
+            result.notes.append("This head has no rank thresholds chosen on validation (it was trained before roll-up, or "
+                                "validation was too small), so the answer is always the most likely species.")
+        answer = decide(raw, self.taxa, self.thresholds, self.head.venom_weight, rank, range_mode, weights, records)
+        probabilities = answer.probabilities[0]
+        self._fill_answer(result, answer)
+        result.raw_top_k = self.top_candidates(raw[0], top)
+        result.species = self.top_candidates(probabilities, top)
+        result.unconstrained_top = self.candidate(int(self.taxa.class_ids[answer.unconstrained_top[0]]), float(raw[0].max()))
+        chosen = int(cost_aware_choice(probabilities[None, :], self.taxa.possibly_venomous(), self.head.venom_weight)[0])
+        result.venom_aware = self.candidate(int(self.taxa.class_ids[chosen]), float(probabilities[chosen]))
         result.uncertain = bool(probabilities.max() < uncertain_below)
-        statuses = np.array([self.venom_status.get(int(c), UNKNOWN) for c in self.head.label_map.class_ids])
-        result.explanation = self.explain(result, float(probabilities[statuses == VENOMOUS].sum()),
-                                          float(probabilities[statuses == UNKNOWN].sum()), self.head.venom_weight)
+        result.explanation = self.explain(result, result.p_venomous, result.p_unknown_venom, self.head.venom_weight)
         nearest = self.nearest(vectors, max(neighbours, 1))  # the closest one also answers "a snake this store knows?"
         result.neighbours = nearest[:neighbours]
         if not self.novelty:
@@ -167,12 +268,60 @@ class Identifier:
                     f"below the {threshold:.3f} that {1 - self.novelty['target_false_rejection']:.0%} of validation snakes reach. "
                     + result.explanation
                 )
+        result.provenance = self.provenance(rank, range_mode, aggregation, uncertain_below)
         return result
+
+    def _fill_answer(self, result: Identification, answer) -> None:
+        rank = answer.rank[0] or None
+        result.prediction, result.prediction_rank, result.prediction_source = answer.name[0], rank, str(answer.source[0])
+        result.prediction_score = None if rank is None else float(answer.score[0])
+        result.prediction_class_id = int(self.taxa.class_ids[answer.class_index[0]]) if rank == "species" else None
+        result.prediction_family = self._family(rank, answer.name[0])
+        result.p_venomous, result.p_unknown_venom = float(answer.p_venomous[0]), float(answer.p_unknown_venom[0])
+        result.venom_status, result.out_of_range = str(answer.venom_status[0]), answer.out_of_range[0]
+        result.headline = venom_headline(result.p_venomous, result.p_unknown_venom)
+        top = self.names.get(int(self.taxa.class_ids[answer.unconstrained_top[0]]), "")
+        result.answer_text = answer_sentence(result, top, country_name(result.country) if result.country else None)
+
+    def _family(self, rank: str | None, name: str) -> str | None:
+        if rank == "family":
+            return name
+        if rank == "genus":
+            return self.taxa.family_of_genus.get(name)
+        if rank == "species":
+            family = self.species.set_index("binomial_name")["family"].get(name) if "family" in self.species.columns else None
+            return family if isinstance(family, str) and family != UNKNOWN_TAXON else None
+        return None
+
+    def top_candidates(self, probabilities: np.ndarray, top: int) -> list[SpeciesCandidate]:
+        indices, probs = top_k(probabilities[None, :], top)
+        return [self.candidate(int(c), float(p)) for c, p in zip(self.head.label_map.to_class_ids(indices[0]), probs[0])]
+
+    def provenance(self, rank: str | None, range_mode: str, aggregation: str, uncertain_below: float) -> dict:
+        """What made this answer: enough to reproduce it or to tell two answers' origins apart."""
+        model = self.store.get_meta("model") or {}
+        overrides = self.ranges.version
+        return {
+            "snakeweb_version": snakeweb_version(), "model_fingerprint": model.get("fingerprint"),
+            "model_name": (model.get("config") or {}).get("name"), "feature_kind": self.feature_kind,
+            "head_id": self.head_id, "head_kind": self.head.kind, "store_id": self.store_id,
+            "decision": {
+                "rank": rank or "auto", "thresholds": None if self.thresholds is None else {
+                    r: self.thresholds.of(r) for r in RANKS}, "target_precision": None if self.thresholds is None
+                else self.thresholds.target_precision, "venom_weight": self.head.venom_weight, "venom_rule": True,
+                "range_mode": range_mode, "country_table": self.country_table, "range_records": overrides,
+                "aggregation": aggregation, "uncertain_below": uncertain_below, "temperature": self.head.temperature,
+            },
+        }
 
     def candidate(self, class_id: int, probability: float) -> SpeciesCandidate:
         status = self.venom_status.get(class_id, UNKNOWN)
+        genus = self.species["genus"].get(class_id) if "genus" in self.species.columns else None
+        family = self.species["family"].get(class_id) if "family" in self.species.columns else None
         return SpeciesCandidate(class_id, self.names.get(class_id, f"class {class_id}"), probability, status,
-                                None if status == UNKNOWN else status == VENOMOUS)
+                                None if status == UNKNOWN else status == VENOMOUS,
+                                genus if isinstance(genus, str) else None,
+                                family if isinstance(family, str) and family != UNKNOWN_TAXON else None)
 
     @staticmethod
     def explain(result: Identification, venomous_mass: float, unknown_mass: float = 0.0, venom_weight: float = 1.0) -> str:

@@ -142,6 +142,11 @@ class LivePrior:
         self._prior = base
         self._lock = threading.Lock()
 
+    @property
+    def version(self) -> int:
+        """The `overrides_version` of the records in effect (0 before the first read or without records)."""
+        return self._version or 0
+
     def current(self) -> CountryPrior | None:
         """The base prior with the records in effect now (see `effective_prior`); None when there is neither."""
         with self._lock:

@@ -310,6 +310,12 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, views, len(view_y))
     recorded = store.get_meta("head")
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
+        if "thresholds" not in recorded:  # a head from before rank roll-up: choose its thresholds, keep the head
+            head = load_head(store)
+            head.thresholds = recorded["thresholds"] = rank_thresholds(store, head, include_reviews)
+            head.save(store.head_path)
+            with store.transaction() as con:
+                set_meta(con, "head", recorded)
         print(f"train: head up to date ({recorded['kind']}, {recorded['classes']} classes)")
         return recorded
     if config.kind in INDEX_HEADS and not store.index_path.is_file():
@@ -324,6 +330,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
                           val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress,
                           venomous_class_ids=possibly_venomous_class_ids(store.species().set_index("class_id")),
                           view_vectors=view_x, view_class_ids=view_y)
+        head.thresholds = rank_thresholds(store, head, include_reviews)
     head.save(store.head_path)
     info = {
         "kind": config.kind, "classes": len(head.label_map), "train_images": int(len(train_ids)),
@@ -335,7 +342,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         "val_ece_after": head.history.get("val_ece_after"), "learning_rate": head.history.get("learning_rate"),
         "weight_decay": head.history.get("weight_decay"), "sweep": head.history.get("sweep"),
         "logit_adjustment": head.history.get("logit_adjustment"), "blend_weight": head.blend_weight,
-        "venom_weight": head.venom_weight,
+        "venom_weight": head.venom_weight, "thresholds": head.thresholds,
     }
     from snakeweb.novelty import similarity_threshold
 
@@ -350,6 +357,26 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
           + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else "")
           + (f", venom weight {head.venom_weight:g}" if "venom_weight_val_track1" in head.history else ""))
     return info
+
+
+def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, aggregation: str = "mean-log") -> dict | None:
+    """The rank roll-up thresholds (snakeweb.answers.choose_thresholds) chosen on the validation split's
+    observations, as saved with the head; None when validation is too small to choose any."""
+    from snakeweb.answers import MIN_ANSWERED, Taxa, choose_thresholds
+
+    val_ids, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
+    seen = np.isin(val_y, head.label_map.class_ids)
+    if seen.sum() < MIN_ANSWERED:
+        return None
+    faiss_index = load_index(store.index_path) if head.kind in INDEX_HEADS else None
+    log_probs = head.predict_log_proba(val_x[seen], faiss_index, val_ids[seen])
+    observation_of = store.query("SELECT image_id, observation_id FROM images WHERE split = 'val'").set_index("image_id")["observation_id"]
+    observations = [observation_of.get(int(i), f"image {i}") for i in val_ids[seen]]
+    observation_ids, probabilities = combine_by_observation(log_probs, observations, aggregation)
+    truth = dict(zip(observations, val_y[seen]))
+    truth_index = head.label_map.to_indices([truth[o] for o in observation_ids])
+    taxa = Taxa.from_species(store.species(), head.label_map.class_ids)
+    return choose_thresholds(probabilities, truth_index, taxa).to_json()
 
 
 def load_head(store: Store) -> Head:

@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -188,14 +189,18 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
 def _needs_migration(store: Store) -> bool:
     with store.connect(read_only=True) as con:
         species = _columns(con, "species")
-        return "venomous" in species or "family" not in species or "subspecies" not in _columns(con, "observations")
+        return ("venomous" in species or "family" not in species or "subspecies" not in _columns(con, "observations")
+                or not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'store_id'").fetchone()[0])
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring a store made by an earlier snakeweb up to this schema: a boolean venom flag becomes a venom
     status (its False could not tell harmless from unknown, so those classes keep 'harmless' as recorded;
     rebuild with a species table to get 'unknown' where it applies), observations gain `subspecies`, and
-    species gain `family` (NULL, read as "unknown" until an ingest with a taxonomy table fills it)."""
+    species gain `family` (NULL, read as "unknown" until an ingest with a taxonomy table fills it); every
+    store gets a `store_id` (run metadata) once."""
+    # a store's identity for provenance: answers and reviews say which store made them, wherever it is moved
+    con.execute("INSERT INTO run_metadata VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING", [json.dumps(uuid.uuid4().hex)])
     if "venomous" in _columns(con, "species"):
         con.execute("ALTER TABLE species ADD COLUMN venom_status VARCHAR")
         con.execute("UPDATE species SET venom_status = CASE WHEN venomous THEN 'venomous' ELSE 'harmless' END")
