@@ -186,9 +186,14 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--venomous", required=True, type=Path, help="venomous list CSV: class_id, MIVS")
     score.add_argument("--json", action="store_true", help="one JSON object with the official key names")
 
-    export = sub.add_parser("export", help="write a SnakeCLEF submission CSV from the store")
+    export = sub.add_parser("export", help="write a SnakeCLEF submission CSV, or every observation's answer (--answers)")
     _store_arg(export)
     export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--answers", action="store_true",
+                        help="every observation's answer in the output schema (JSON lines, or CSV when --out ends .csv)")
+    export.add_argument("--rank", choices=RANKS, help="--answers: answer at this rank (default: thresholds chosen on validation)")
+    export.add_argument("--range-mode", choices=RANGE_MODES, default="prior", help="--answers with --prior country: prior or filter")
+    export.add_argument("--split", choices=("train", "val", "test", "unlabelled"), help="--answers: only this split")
     export.add_argument("--decision", choices=DECISIONS, default="argmax",
                         help="argmax, or cost: minimise expected Track2 cost (venomous called harmless costs 5)")
     export.add_argument("--prior", choices=("country", "none"), default="none")
@@ -229,6 +234,32 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"{'variant':<22}{'F1':>8}{'Acc':>8}{'Track1':>8}{'Track2':>8}   PSC % [h>h, h>v, v>h, v>v]")
     for name, s in report["variants"].items():
         print(f"{name:<22}{s['F1 Score']:>8.2f}{s['Accuracy']:>8.2f}{s['Track1 Metric']:>8.2f}{s['Track2 Metric']:>8}   {s['PSC']}")
+    # the answers people get (snakeweb.answers.decide with the thresholds chosen on validation), per rank, and the
+    # venom-critical figures (snakeweb.rank_metrics)
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    thresholds = report.get("thresholds")
+    if thresholds:
+        chosen = ", ".join(f"{r} " + ("never" if thresholds.get(r) is None else f"{thresholds[r]:.3f}") for r in ("species", "genus", "family"))
+        print(f"answers: thresholds chosen on validation for {thresholds['target_precision']:.0%} precision: {chosen}")
+    if report.get("answers_note"):
+        print(f"note: {report['answers_note']}")
+    for variant, answers in (report.get("answers") or {}).items():
+        summary, accuracy, venom = answers["summary"], answers["rank_accuracy"], answers["venom_critical"]
+        print(f"answers {variant}: {answers['observations']} observations"
+              + (f" ({answers['outside_head']} of species outside the head left out)" if answers["outside_head"] else ""))
+        print(f"  {'rank':<10}{'answered':>10}{'share':>9}{'correct':>9}{'top-1 if forced':>17}")
+        for rank, figures in summary["ranks"].items():
+            forced = pct(accuracy[rank]["accuracy"]) if rank in accuracy else ""
+            print(f"  {rank:<10}{figures['answered']:>10}{pct(figures['coverage']):>9}{pct(figures['accuracy']):>9}{forced:>17}")
+        both, reliability = summary["species_or_genus"], answers["reliability"]
+        print(f"  species or genus: {pct(both['coverage'])} of photos, {pct(both['precision'])} correct at the rank answered; ECE top-1 "
+              f"{pct(reliability['species']['ece'])}, p(venomous) {pct(reliability['p_venomous']['ece'])}")
+        print(f"  venom-critical: of {venom['venomous_observations']} venomous, {venom['answered_harmless']} "
+              f"({pct(venom['answered_harmless_share'])}) answered harmless, {venom['low_p_venomous']} "
+              f"({pct(venom['low_p_venomous_share'])}) with p(venomous) < 0.5; of {venom['harmless_observations']} harmless, "
+              f"{venom['answered_venomous']} ({pct(venom['answered_venomous_share'])}) answered venomous")
 
 
 def _check_prior(prior, store: Store) -> None:
@@ -282,6 +313,14 @@ def _export(args: argparse.Namespace) -> None:
         prior = CountryPrior.from_csv(table)
         _check_prior(prior, Store(args.store).require())
     store = Store(args.store)
+    if args.answers:
+        from snakeweb.export import export_answers
+
+        records = export_answers(store.require(), args.out, prior=prior, range_mode=args.range_mode, rank=args.rank,
+                                 aggregation=args.aggregation, split=args.split)
+        ranks = _counts([r["prediction_rank"] or "abstain" for r in records])
+        print(f"export: {len(records)} observations' answers -> {args.out} ({ranks})")
+        return
     submission = stages.export_submission(store, args.out, args.decision, prior, args.aggregation)
     print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
     numbered = set(store.get_meta("assigned_class_ids") or [])
@@ -292,6 +331,14 @@ def _export(args: argparse.Namespace) -> None:
         print(f"note: {len(invented)} observation(s) are predicted as classes snakeweb numbered itself because no species "
               f"table gave them an id ({shown}); a SnakeCLEF scorer counts those as wrong. Give --species class_list.csv "
               "at ingest to use SnakeCLEF's ids.", file=sys.stderr)
+
+
+def _counts(values: list[str]) -> str:
+    """'species 120, genus 40, abstain 3': counts in order of first appearance."""
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{k} {n}" for k, n in counts.items())
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:

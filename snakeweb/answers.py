@@ -13,9 +13,11 @@ The order of the decision (documented in docs/decisions.md):
 2. rank roll-up: the top species if its probability reaches the species threshold, else the first of genus,
    family whose best summed probability reaches that rank's threshold, else abstain ("unknown snake").
    Thresholds are chosen on validation for a target precision (`choose_thresholds`) and saved with the head.
-3. venom rule: an answer whose taxon is harmless is replaced by the same rank's taxon of the species that
-   minimises expected Track2 cost (`decisions.cost_aware_choice`) when that species is venomous or of unknown
-   venom status: a harmless answer is never given where the costs say "treat it as venomous".
+3. venom rule: when the answer's taxon is harmless but the species that minimises expected Track2 cost
+   (`decisions.cost_aware_choice`, venom weight chosen on validation) is venomous or of unknown venom status,
+   no taxon is named ("unknown snake", source venom_rule, venom status unknown): a harmless answer is never
+   given where the costs say "treat it as venomous". With a fixed rank the answer is instead that species'
+   taxon at the rank asked for.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ UNKNOWN_TAXON = "unknown"
 TARGET_PRECISION = 0.9
 # a threshold needs this many validation observations answered at its rank: precision from 3 photos means nothing
 MIN_ANSWERED = 10
+# answers may call at most this share of venomous validation observations harmless: a sixth of the 3% allowed on
+# test, because a validation split of a few hundred venomous snakes estimates the rate with +-1.5 points of noise
+MAX_VENOMOUS_CALLED_HARMLESS = 0.005
+ANSWER_VENOM_WEIGHTS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+# a species name is worth more than a genus: give up this share of observations answered at species or genus
+# to answer more of them at species
+COVERAGE_SLACK = 0.02
+# how thresholds are chosen: a head whose thresholds were chosen another way gets them chosen again (train stage)
+THRESHOLD_METHOD = "species+genus jointly, then family; answer venom weight/3"
 
 
 @dataclass
@@ -129,6 +140,8 @@ class Thresholds:
     genus: float | None = None
     family: float | None = None
     target_precision: float = TARGET_PRECISION
+    # the venom rule's weight on venomous errors for answers (>= the head's Track1 choice; see choose_answer_venom_weight)
+    venom_weight: float | None = None
     chosen_on: dict = field(default_factory=dict)  # validation figures behind each choice
 
     def of(self, rank: str) -> float | None:
@@ -141,13 +154,13 @@ class Thresholds:
     def from_json(cls, data: dict | None) -> Thresholds | None:
         if not data:
             return None
-        return cls(**{k: data.get(k) for k in ("species", "genus", "family")},
+        return cls(**{k: data.get(k) for k in ("species", "genus", "family", "venom_weight")},
                    target_precision=float(data.get("target_precision", TARGET_PRECISION)), chosen_on=data.get("chosen_on", {}))
 
 
 @dataclass
 class Answers:
-    """Per-row decisions [n]: `rank` is '' and `taxon` -1 where the answer abstains."""
+    """Per-row decisions [n]: `rank` is '' and `taxon` -1 where no taxon is named (source abstain or venom_rule)."""
 
     rank: np.ndarray  # str: species / genus / family / ''
     taxon: np.ndarray  # int: index into Taxa.group(rank) names, -1 abstain
@@ -178,14 +191,16 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     """Answers for [n, K] calibrated probabilities (label-map order).
 
     `rank` fixes the rank (argmax there, no thresholds); else thresholds decide (None thresholds: species
-    argmax). `range_weights` [n, K] are the prior's per-row multipliers (mode `prior`); `records` [n, K]
-    (1 present, 0 recorded as not present, -1 no record: species not in the table, or no country for the row)
-    give the range: mode `filter` removes the species recorded as not present (a species the table knows
-    nothing about stays), and the out-of-range flag. Rows whose filter would remove every species are left
-    unfiltered.
+    argmax); the thresholds' own venom weight, when chosen, replaces `venom_weight`. `range_weights` [n, K]
+    are the prior's per-row multipliers (mode `prior`); `records` [n, K] (1 present, 0 recorded as not
+    present, -1 no record: species not in the table, or no country for the row) give the range: mode
+    `filter` removes the species recorded as not present (a species the table knows nothing about stays),
+    and the out-of-range flag. Rows whose filter would remove every species are left unfiltered.
     """
     from snakeweb.decisions import cost_aware_choice
 
+    if thresholds is not None and thresholds.venom_weight is not None:
+        venom_weight = thresholds.venom_weight
     if range_mode not in RANGE_MODES:
         raise SnakewebError(f"Unknown range mode {range_mode!r}; use one of {', '.join(RANGE_MODES)}.")
     if rank is not None and rank not in RANKS:
@@ -234,8 +249,10 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
             if not r or statuses[r][taxon[i]] != "harmless" or not possibly[safe[i]]:
                 continue
             groups, _ = taxa.group(r)
-            if groups[safe[i]] >= 0:
+            if rank is not None and groups[safe[i]] >= 0:  # a fixed rank: the venom-aware species' taxon there
                 taxon[i], source[i] = groups[safe[i]], "venom_rule"
+            else:  # never name a harmless taxon the costs say to treat as venomous: no name, "possibly venomous"
+                answer_rank[i], taxon[i], source[i] = "", -1, "venom_rule"
     # an answer the filter changed says so (the venom rule's own change is reported as the venom rule)
     if filtered.any():
         unfiltered = decide(raw[filtered], taxa, thresholds, venom_weight, rank, "prior", None, None, venom_rule)
@@ -269,43 +286,92 @@ def correct_at_rank(answers: Answers, truth_index: np.ndarray, taxa: Taxa) -> np
     return out
 
 
+def _prefix_choice(scores: np.ndarray, correct: np.ndarray, target: float, min_answered: int) -> tuple[int, float | None, float | None]:
+    """Answering the rows with the highest scores: (how many, the threshold, their precision) for the most
+    rows whose precision is at least `target` (at least `min_answered` of them); (0, None, None) when none.
+    A threshold cannot split equal scores, so only prefixes ending at a change of score count."""
+    if not len(scores):
+        return 0, None, None
+    order = np.argsort(-scores, kind="stable")
+    answered = np.arange(1, len(order) + 1)
+    precision = np.cumsum(correct[order]) / answered
+    distinct = np.append(scores[order][1:] < scores[order][:-1], True)
+    ok = np.flatnonzero((precision >= target) & (answered >= min_answered) & distinct)
+    if not len(ok):
+        return 0, None, None
+    m = int(ok[-1])
+    return m + 1, float(scores[order][m]), float(precision[m])
+
+
 def choose_thresholds(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Taxa,
-                      target: float = TARGET_PRECISION, min_answered: int = MIN_ANSWERED) -> Thresholds:
-    """Per rank in turn (species, then genus on the rows species did not answer, then family), the lowest
-    threshold whose answers on these validation observations are at least `target` correct, with at least
-    `min_answered` of them; None for a rank where no threshold does. The candidates are the observed top
-    probabilities, so the choice is exact on validation. Rows are observations: probabilities [n, K],
-    truth_index [n] head indices."""
+                      target: float = TARGET_PRECISION, min_answered: int = MIN_ANSWERED, candidates: int = 200,
+                      coverage_slack: float = COVERAGE_SLACK) -> Thresholds:
+    """Thresholds that answer the most validation observations at species or genus with at least `target` of
+    each rank's answers correct at that rank (at least `min_answered` answers per rank that answers); among
+    choices within `coverage_slack` (a share of the observations) of that coverage, the one answering the most
+    at species. Then the family threshold on the observations left, the same way.
+
+    Species and genus are chosen together: answering a likely-but-unsure species at genus instead is often
+    right where the species would be wrong, so the species threshold that answers most at species is rarely
+    the one that answers most at species or genus. Species thresholds tried: "never" and up to `candidates`
+    quantiles of the top species probability; genus thresholds: every observed score (exact on validation).
+    Rows are observations: probabilities [n, K], truth_index [n] head indices.
+    """
     probs = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
     truth_index = np.asarray(truth_index, dtype=np.int64)
-    remaining = np.ones(len(probs), bool)
-    chosen: dict[str, float | None] = {}
-    figures: dict[str, dict] = {}
-    for r in RANKS:
-        groups, _ = taxa.group(r)
-        sums = taxa.sums(probs, r)
-        if not sums.shape[1] or not remaining.any():
-            chosen[r] = None
+    top_species, species_ok = probs.max(1), probs.argmax(1) == truth_index
+    genus_sums = taxa.sums(probs, "genus")
+    has_genus = genus_sums.shape[1] > 0
+    genus_p = genus_sums.max(1) if has_genus else np.zeros(len(probs))
+    genus_ok = ((taxa.genus_of[truth_index] == genus_sums.argmax(1)) & (taxa.genus_of[truth_index] >= 0)) if has_genus \
+        else np.zeros(len(probs), bool)
+    tried = np.unique(np.quantile(top_species, np.linspace(0, 1, candidates))) if len(probs) else np.zeros(0)
+    options = []  # (coverage, species answered, t_species, t_genus, species precision, genus precision)
+    for t_species in [None, *tried.tolist()]:
+        at_species = top_species >= t_species if t_species is not None else np.zeros(len(probs), bool)
+        n_species = int(at_species.sum())
+        species_precision = float(species_ok[at_species].mean()) if n_species else None
+        if n_species and (n_species < min_answered or species_precision < target):
             continue
-        best, best_p = sums.argmax(1), sums.max(1)
-        correct = (groups[truth_index] == best) & (groups[truth_index] >= 0)
-        rows = np.flatnonzero(remaining)
-        order = rows[np.argsort(-best_p[rows], kind="stable")]
-        hits = np.cumsum(correct[order])
-        answered = np.arange(1, len(order) + 1)
-        precision = hits / answered
-        # answering the top m rows: valid where precision holds and the next row has a lower score (a threshold
-        # cannot split equal scores)
-        distinct = np.append(best_p[order][1:] < best_p[order][:-1], True)
-        ok = np.flatnonzero((precision >= target) & (answered >= min_answered) & distinct)
-        if not len(ok):
-            chosen[r] = None
-            figures[r] = {"answered": 0, "precision": None, "candidates": int(len(order))}
-            continue
-        m = ok[-1]  # the most rows answered while still at the target precision
-        chosen[r] = float(best_p[order][m])
-        figures[r] = {"answered": int(m + 1), "precision": round(float(precision[m]), 4), "candidates": int(len(order))}
-        remaining[order[: m + 1]] = False
-    figures["observations"] = int(len(probs))
-    return Thresholds(species=chosen["species"], genus=chosen["genus"], family=chosen["family"], target_precision=target,
-                      chosen_on=figures)
+        rest = ~at_species
+        n_genus, t_genus, genus_precision = _prefix_choice(genus_p[rest], genus_ok[rest], target, min_answered) if has_genus \
+            else (0, None, None)
+        options.append((n_species + n_genus, n_species, t_species, t_genus, species_precision, genus_precision))
+    # the most species answers among the choices within `coverage_slack` of the best coverage at species or genus
+    most = max(o[0] for o in options)
+    best = max((o for o in options if o[0] >= most - coverage_slack * len(probs)), key=lambda o: (o[1], o[0]))
+    _, n_species, t_species, t_genus, species_precision, genus_precision = best
+    answered = (top_species >= t_species if t_species is not None else np.zeros(len(probs), bool)) | \
+        (genus_p >= t_genus if t_genus is not None else np.zeros(len(probs), bool))
+    family_sums = taxa.sums(probs, "family")
+    n_family, t_family, family_precision = 0, None, None
+    if family_sums.shape[1] and (~answered).any():
+        family_ok = (taxa.family_of[truth_index] == family_sums.argmax(1)) & (taxa.family_of[truth_index] >= 0)
+        n_family, t_family, family_precision = _prefix_choice(family_sums.max(1)[~answered], family_ok[~answered], target, min_answered)
+    figures = {"method": THRESHOLD_METHOD, "observations": int(len(probs)),
+               "species": {"answered": n_species, "precision": species_precision},
+               "genus": {"answered": int(best[0] - n_species), "precision": genus_precision},
+               "family": {"answered": n_family, "precision": family_precision}}
+    return Thresholds(species=t_species, genus=t_genus, family=t_family, target_precision=target, chosen_on=figures)
+
+
+def called_harmless_rate(answers: Answers, truth_index: np.ndarray, taxa: Taxa) -> float | None:
+    """Share of observations of venomous species whose answer names a harmless taxon; None without any."""
+    venomous = taxa.status[truth_index] == "venomous"
+    return float((answers.venom_status[venomous] == "harmless").mean()) if venomous.any() else None
+
+
+def choose_answer_venom_weight(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Taxa, thresholds: Thresholds,
+                               start: float = 1.0, max_rate: float = MAX_VENOMOUS_CALLED_HARMLESS) -> Thresholds:
+    """`thresholds` with the smallest venom weight >= `start` (the head's, chosen by Track1) whose answers call at
+    most `max_rate` of the venomous validation observations harmless (the largest tried when none does)."""
+    tried: dict[str, float | None] = {}
+    chosen = None
+    for weight in [w for w in ANSWER_VENOM_WEIGHTS if w >= start] or [start]:
+        rate = called_harmless_rate(decide(probabilities, taxa, thresholds, weight), truth_index, taxa)
+        tried[f"{weight:g}"] = None if rate is None else round(rate, 4)
+        chosen = weight
+        if rate is None or rate <= max_rate:
+            break
+    chosen_on = {**thresholds.chosen_on, "venom_weight": {"max_venomous_called_harmless": max_rate, "called_harmless_by_weight": tried}}
+    return Thresholds(thresholds.species, thresholds.genus, thresholds.family, thresholds.target_precision, chosen, chosen_on)

@@ -3,7 +3,6 @@ nearest reference images. The command line and the dashboard both call `Identifi
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from snakeweb.decisions import CountryPrior, cost_aware_choice
 from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index
+from snakeweb.provenance import decision_settings, file_id, provenance
 from snakeweb.ranges import LivePrior
 from snakeweb.search import image_catalogue, search_images
 from snakeweb.species import UNKNOWN, VENOMOUS
@@ -24,19 +24,6 @@ from snakeweb.stages import load_head, store_backbone
 from snakeweb.store import Store
 
 SCHEMA_VERSION = "snakeweb.identification/1"
-
-
-def snakeweb_version() -> str:
-    """The installed snakeweb's version, else the source tree's (pyproject.toml)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("snakeweb")
-    except metadata.PackageNotFoundError:
-        import tomllib
-
-        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-        return tomllib.loads(pyproject.read_text())["project"]["version"] if pyproject.is_file() else "unknown"
 
 
 def venom_headline(p_venomous: float, p_unknown: float) -> str:
@@ -162,7 +149,7 @@ class Identifier:
         self.backbone = store_backbone(store, device)
         self.feature_kind = store.get_meta("feature_kind")
         self.head = load_head(store)
-        self.head_id = hashlib.sha256(store.head_path.read_bytes()).hexdigest()[:16]
+        self.head_id = file_id(store.head_path)
         self.index = load_index(store.index_path)
         self.species = store.species().set_index("class_id")
         self.names = self.species["binomial_name"].to_dict()
@@ -173,7 +160,6 @@ class Identifier:
             self.base_prior.require_species(self.species["binomial_name"].tolist())
         self.catalogue = image_catalogue(store)
         self.novelty = store.get_meta("novelty")
-        self.store_id = store.get_meta("store_id")
         self.refresh_prior()
 
     def refresh_prior(self) -> CountryPrior | None:
@@ -299,20 +285,9 @@ class Identifier:
 
     def provenance(self, rank: str | None, range_mode: str, aggregation: str, uncertain_below: float) -> dict:
         """What made this answer: enough to reproduce it or to tell two answers' origins apart."""
-        model = self.store.get_meta("model") or {}
-        overrides = self.ranges.version
-        return {
-            "snakeweb_version": snakeweb_version(), "model_fingerprint": model.get("fingerprint"),
-            "model_name": (model.get("config") or {}).get("name"), "feature_kind": self.feature_kind,
-            "head_id": self.head_id, "head_kind": self.head.kind, "store_id": self.store_id,
-            "decision": {
-                "rank": rank or "auto", "thresholds": None if self.thresholds is None else {
-                    r: self.thresholds.of(r) for r in RANKS}, "target_precision": None if self.thresholds is None
-                else self.thresholds.target_precision, "venom_weight": self.head.venom_weight, "venom_rule": True,
-                "range_mode": range_mode, "country_table": self.country_table, "range_records": overrides,
-                "aggregation": aggregation, "uncertain_below": uncertain_below, "temperature": self.head.temperature,
-            },
-        }
+        decision = decision_settings(self.head, self.thresholds, rank, range_mode, self.country_table, self.ranges.version,
+                                     aggregation, uncertain_below=uncertain_below)
+        return provenance(self.store, self.head, self.head_id, decision)
 
     def candidate(self, class_id: int, probability: float) -> SpeciesCandidate:
         status = self.venom_status.get(class_id, UNKNOWN)

@@ -4,6 +4,7 @@ writer per file) and retry briefly when another process holds the file."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -29,8 +30,13 @@ CREATE TABLE IF NOT EXISTS reviews (
     new_class_id BIGINT NOT NULL,
     note VARCHAR
 );
+-- the answer record (snakeweb/schemas) the store held for the observation when it was reviewed: which model said what
+ALTER TABLE reviews ADD COLUMN IF NOT EXISTS answer VARCHAR;
 """
+# the answer the store holds for an observation ($1), if the predict stage made answers
+ANSWER_AT_REVIEW = "(SELECT record FROM answers WHERE observation_id = $1)"
 QUEUES = ("low-confidence", "venomous-runner-up")
+REVIEW_SCHEMA_VERSION = "snakeweb.review/1"
 # an observation's current label ($1 its id): the latest review's, else the ingested one
 CURRENT_LABEL = ("COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 ORDER BY review_id DESC LIMIT 1), "
                  "(SELECT class_id FROM observations WHERE observation_id = $1))")
@@ -101,9 +107,10 @@ def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: i
                 if not known:
                     con.execute("ROLLBACK")
                     raise SnakewebError(f"Class id {new_class_id} is not in this store's species table.")
+                answer = ANSWER_AT_REVIEW if _has_table(con, "answers") else "NULL"
                 con.execute(
-                    "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note, answer) "
+                    f"VALUES ($1, $2, $3, $4, $5, $6, {answer})",
                     [str(observation_id), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), current[0], int(new_class_id), note],
                 )
                 con.execute("COMMIT")
@@ -123,6 +130,32 @@ def reviews(store: Store) -> pd.DataFrame:
         "LEFT JOIN species so ON so.class_id = r.old_class_id LEFT JOIN species sn ON sn.class_id = r.new_class_id "
         "ORDER BY review_id"
     )
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+
+# the review export's columns after the review's own: the answer it was made on and where that answer came from
+ANSWER_FIELDS = ("prediction", "prediction_class_id", "prediction_rank", "prediction_score", "prediction_source", "p_venomous",
+                 "venom_status", "out_of_range", "out_of_store")
+PROVENANCE_FIELDS = ("snakeweb_version", "model_fingerprint", "head_id", "store_id")
+
+
+def review_export(store: Store) -> pd.DataFrame:
+    """Every review with the answer the store held when it was made and that answer's provenance (one row per
+    review; empty answer cells for reviews made before the store had answers, or imported): the Review page's
+    CSV, which `import_reviews` reads back. Rows follow snakeweb/schemas/output.schema.json (`review`)."""
+    frame = reviews(store)
+    answers = [json.loads(a) if isinstance(a, str) else {} for a in frame.get("answer", pd.Series([None] * len(frame)))]
+    for field in ANSWER_FIELDS:
+        frame[field] = [a.get(field) for a in answers]
+    for field in PROVENANCE_FIELDS:
+        frame[field] = [(a.get("provenance") or {}).get(field) for a in answers]
+    frame = frame.drop(columns=["answer"], errors="ignore")
+    frame.insert(0, "schema", REVIEW_SCHEMA_VERSION)
+    frame["reviewed_at"] = frame["reviewed_at"].map(lambda t: t.isoformat(sep=" ") if pd.notna(t) else None)
+    return frame
 
 
 def reviewed_labels(store: Store) -> pd.DataFrame:

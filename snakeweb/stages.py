@@ -18,6 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm as _tqdm
 
 from snakeweb.aggregate import combine_by_observation, top_k
+from snakeweb.answers import THRESHOLD_METHOD
 from snakeweb.embed import default_device, embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, train_head
@@ -310,7 +311,9 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, views, len(view_y))
     recorded = store.get_meta("head")
     if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
-        if "thresholds" not in recorded:  # a head from before rank roll-up: choose its thresholds, keep the head
+        chosen = ((recorded.get("thresholds") or {}).get("chosen_on") or {}).get("method")
+        if "thresholds" not in recorded or (recorded["thresholds"] and chosen != THRESHOLD_METHOD):
+            # a head from before rank roll-up, or thresholds chosen another way: choose them again, keep the head
             head = load_head(store)
             head.thresholds = recorded["thresholds"] = rank_thresholds(store, head, include_reviews)
             head.save(store.head_path)
@@ -362,7 +365,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
 def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, aggregation: str = "mean-log") -> dict | None:
     """The rank roll-up thresholds (snakeweb.answers.choose_thresholds) chosen on the validation split's
     observations, as saved with the head; None when validation is too small to choose any."""
-    from snakeweb.answers import MIN_ANSWERED, Taxa, choose_thresholds
+    from snakeweb.answers import MIN_ANSWERED, Taxa, choose_answer_venom_weight, choose_thresholds
 
     val_ids, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
     seen = np.isin(val_y, head.label_map.class_ids)
@@ -376,7 +379,8 @@ def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, agg
     truth = dict(zip(observations, val_y[seen]))
     truth_index = head.label_map.to_indices([truth[o] for o in observation_ids])
     taxa = Taxa.from_species(store.species(), head.label_map.class_ids)
-    return choose_thresholds(probabilities, truth_index, taxa).to_json()
+    thresholds = choose_thresholds(probabilities, truth_index, taxa)
+    return choose_answer_venom_weight(probabilities, truth_index, taxa, thresholds, head.venom_weight).to_json()
 
 
 def load_head(store: Store) -> Head:
@@ -420,6 +424,9 @@ def predict(store: Store, aggregation: str = "mean-log") -> dict:
         con.register("new_predictions", rows)
         con.execute("INSERT INTO predictions SELECT * FROM new_predictions")
         set_meta(con, "predictions", {"aggregation": aggregation, "observations": len(observation_ids), "head": head.kind})
+    from snakeweb.export import store_answers  # export builds on this module
+
+    store_answers(store, (observation_ids, probabilities, head), aggregation)
     summary = held_out_summary(store)
     with store.transaction() as con:
         set_meta(con, "held_out", summary)

@@ -9,7 +9,7 @@ from snakeweb.countries import all_countries
 from snakeweb.decisions import CountryPrior
 from snakeweb.errors import SnakewebError
 from snakeweb.ranges import add_range_override, range_override_log
-from snakeweb.review import QUEUES, add_review, review_queue, reviews
+from snakeweb.review import QUEUES, add_review, review_export, review_queue
 from views.common import catalogue, current_store, image_grid
 
 RECORD_WORDS = {1: "recorded present", 0: "recorded absent", -1: "no record"}
@@ -98,7 +98,7 @@ else:
         st.dataframe(log, hide_index=True)
 
 st.subheader("Reviews so far")
-done = reviews(store)
+done = review_export(store)  # each review with the answer it was made on and which model, head and store gave it
 st.dataframe(done, hide_index=True)
 # a cell a spreadsheet would run as a formula (=, +, -, @) is written with a leading quote (OWASP CSV injection)
 safe = done.apply(lambda col: col.map(lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v))

@@ -1,0 +1,187 @@
+"""The answers export: one record per observation of a store, in the output schema identify uses
+(snakeweb/schemas/answer.schema.json): the answer at its rank and its source, p(venomous), the range flag,
+out-of-store, the raw top-k, the photos that could not be used, and provenance. Unlike a SnakeCLEF submission
+it keeps every observation, including those none of whose photos could be read (they abstain, with reasons)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from snakeweb.aggregate import top_k
+from snakeweb.answers import UNKNOWN_TAXON, Taxa, Thresholds, decide
+from snakeweb.errors import SnakewebError
+from snakeweb.index import load_index
+from snakeweb.provenance import decision_settings, file_id, provenance
+from snakeweb.stages import observation_probabilities, tqdm
+from snakeweb.store import Store, write_atomically
+
+ANSWER_SCHEMA_VERSION = "snakeweb.answer/1"
+EXPORT_FORMATS = ("jsonl", "csv")
+# CSV keeps the flat fields; nested ones (raw top-k, failures, provenance) are JSON text in their cell
+NESTED = ("raw_top_k", "failures", "provenance")
+
+
+def observation_answers(store: Store, prior=None, range_mode: str = "prior", rank: str | None = None, top: int = 5,
+                        aggregation: str = "mean-log", split: str | None = None, predicted=None) -> list[dict]:
+    """One answer record per observation of the store (optionally of one split), in observation id order.
+
+    `prior` (a CountryPrior, with the store's range records applied here) uses each observation's recorded
+    country. Observations without any usable photo abstain and list their photos' reasons in `failures`.
+    `predicted` is `stages.observation_probabilities(store, aggregation)` when the caller has it already.
+    """
+    from snakeweb.ranges import LivePrior
+
+    observation_ids, probabilities, head = predicted or observation_probabilities(store, aggregation)
+    observations = store.query("SELECT observation_id, country_code, split FROM observations ORDER BY observation_id")
+    if split is not None:
+        observations = observations[observations["split"] == split]
+    species = store.species()
+    taxa = Taxa.from_species(species, head.label_map.class_ids)
+    thresholds = Thresholds.from_json(head.thresholds)
+    live = LivePrior(store, prior) if prior is not None else None
+    prior = live.current() if live else None
+    row_of = {o: i for i, o in enumerate(observation_ids)}
+    wanted = [o for o in observations["observation_id"] if o in row_of]
+    probs = probabilities[[row_of[o] for o in wanted]] if wanted else np.zeros((0, len(taxa)))
+    country_of = observations.set_index("observation_id")["country_code"]
+    countries = [c if isinstance(c, str) else None for c in country_of.reindex(wanted)]
+    weights = records = None
+    if prior is not None and len(wanted):
+        cache: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
+        for country in set(countries):
+            usable = country is not None and prior.note(country, taxa.names) is None
+            cache[country] = ((prior.weights(taxa.names, country), prior.records(taxa.names, country)) if usable
+                              else (np.ones(len(taxa)), np.full(len(taxa), -1, np.int8)))
+        weights = np.stack([cache[c][0] for c in countries])
+        records = np.stack([cache[c][1] for c in countries])
+    answers = decide(probs, taxa, thresholds, head.venom_weight, rank, range_mode, weights, records)
+    raw_indices, raw_probs = top_k(probs, top) if len(wanted) else (np.zeros((0, 0), int), np.zeros((0, 0)))
+    out_of_store = _out_of_store(store, head)
+    failures = _failures(store)
+    decision = decision_settings(head, thresholds, rank, range_mode, getattr(prior, "source", None), live.version if live else 0,
+                                 aggregation)
+    shared = provenance(store, head, file_id(store.head_path), decision)
+    status = dict(zip(species["class_id"], species["venom_status"]))
+    family = dict(zip(species["class_id"], species.get("family", pd.Series(UNKNOWN_TAXON, index=species.index))))
+    records_out: list[dict] = []
+    position = {o: i for i, o in enumerate(wanted)}
+    for observation_id, country in zip(observations["observation_id"], observations["country_code"]):
+        i = position.get(observation_id)
+        record = {"schema": ANSWER_SCHEMA_VERSION, "observation_id": str(observation_id),
+                  "country": country if isinstance(country, str) else None, "failures": failures.get(observation_id, []),
+                  "provenance": shared}
+        if i is None:  # no photo of this observation could be used: it is kept, abstaining, with the reasons
+            record.update(prediction="unknown snake", prediction_class_id=None, prediction_rank=None, prediction_score=None,
+                          prediction_source="abstain", p_venomous=None, p_unknown_venom=None, venom_status="unknown",
+                          out_of_range=None, out_of_store=None, raw_top_k=[])
+            records_out.append(record)
+            continue
+        answered = answers.rank[i] or None
+        class_ids = head.label_map.to_class_ids(raw_indices[i])
+        record.update(
+            prediction=answers.name[i], prediction_rank=answered,
+            prediction_class_id=int(taxa.class_ids[answers.class_index[i]]) if answered == "species" else None,
+            prediction_score=None if answered is None else round(float(answers.score[i]), 6),
+            prediction_source=str(answers.source[i]), p_venomous=round(float(answers.p_venomous[i]), 6),
+            p_unknown_venom=round(float(answers.p_unknown_venom[i]), 6), venom_status=str(answers.venom_status[i]),
+            out_of_range=answers.out_of_range[i], out_of_store=out_of_store.get(observation_id),
+            raw_top_k=[{"class_id": int(c), "binomial_name": taxa.names[k], "family": _known(family.get(int(c))),
+                        "probability": round(float(p), 6), "venom_status": str(status.get(int(c), "unknown"))}
+                       for c, k, p in zip(class_ids, raw_indices[i], raw_probs[i])],
+        )
+        records_out.append(record)
+    return records_out
+
+
+def _known(family: object) -> str | None:
+    return family if isinstance(family, str) and family != UNKNOWN_TAXON else None
+
+
+def _failures(store: Store) -> dict[str, list[dict]]:
+    """Per observation, its photos that could not be used (status error), with their one-sentence reasons."""
+    rows = store.query("SELECT observation_id, image_id, path, error FROM images WHERE status = 'error' ORDER BY image_id")
+    out: dict[str, list[dict]] = {}
+    for r in rows.itertuples():
+        out.setdefault(r.observation_id, []).append({"image_id": int(r.image_id), "name": r.path, "reason": r.error or "unreadable"})
+    return out
+
+
+def _out_of_store(store: Store, head, chunk: int = 4096) -> dict[str, bool | None]:
+    """Per observation: True when none of its photos is as close to a training photo of another observation as
+    the novelty threshold chosen at train time (snakeweb.novelty); empty when the store has no threshold."""
+    novelty = store.get_meta("novelty")
+    if not novelty or not store.index_path.is_file():
+        return {}
+    from snakeweb.embed import l2_normalise
+    from snakeweb.index import selector_parameters
+
+    frame = store.query("SELECT image_id, observation_id, split FROM images WHERE status = 'ok' ORDER BY image_id")
+    train_ids = frame.loc[frame["split"] == "train", "image_id"].to_numpy(np.int64)
+    if not len(train_ids):
+        return {}
+    observation_of = dict(zip(frame["image_id"], frame["observation_id"]))
+    index = load_index(store.index_path)
+    params = selector_parameters(index, train_ids)
+    image_ids, vectors = store.embeddings()
+    best: dict[str, float] = {}
+    for start in tqdm(range(0, len(image_ids), chunk), desc="out-of-store", unit="chunk"):
+        ids = image_ids[start:start + chunk]
+        sims, found = index.search(np.ascontiguousarray(l2_normalise(vectors[start:start + chunk])), 8, params=params)
+        for image_id, row_sims, row_ids in zip(ids, sims, found):
+            own = observation_of.get(int(image_id))
+            others = [s for s, f in zip(row_sims, row_ids) if f >= 0 and observation_of.get(int(f)) != own]
+            if others:
+                best[own] = max(best.get(own, -np.inf), float(max(others)))
+    threshold = novelty["similarity_threshold"]
+    return {o: bool(s < threshold) for o, s in best.items()}
+
+
+def export_answers(store: Store, out: Path, fmt: str | None = None, **options) -> list[dict]:
+    """Write `observation_answers(store, **options)` to `out` atomically: JSON lines (.jsonl, the schema's
+    records) or CSV (nested fields as JSON text). Raises SnakewebError for an unknown format."""
+    fmt = fmt or ("csv" if Path(out).suffix.lower() == ".csv" else "jsonl")
+    if fmt not in EXPORT_FORMATS:
+        raise SnakewebError(f"Unknown answers format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)} (or name the file .jsonl / .csv).")
+    records = observation_answers(store, **options)
+    if fmt == "jsonl":
+        write_atomically(Path(out), lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
+    else:
+        frame = pd.DataFrame([{k: json.dumps(v) if k in NESTED else v for k, v in r.items()} for r in records])
+        write_atomically(Path(out), lambda tmp: frame.to_csv(tmp, index=False))
+    return records
+
+
+ANSWERS_TABLE = """
+CREATE OR REPLACE TABLE answers (
+    observation_id VARCHAR PRIMARY KEY, prediction VARCHAR NOT NULL, prediction_class_id BIGINT, prediction_rank VARCHAR,
+    prediction_score DOUBLE, prediction_source VARCHAR NOT NULL, p_venomous DOUBLE, p_unknown_venom DOUBLE,
+    venom_status VARCHAR NOT NULL, out_of_range BOOLEAN, out_of_store BOOLEAN, record VARCHAR NOT NULL
+)
+"""
+FLAT = ("observation_id", "prediction", "prediction_class_id", "prediction_rank", "prediction_score", "prediction_source",
+        "p_venomous", "p_unknown_venom", "venom_status", "out_of_range", "out_of_store")
+
+
+def store_answers(store: Store, predicted, aggregation: str = "mean-log") -> int:
+    """The predict stage's answers (recorded country table and range records in prior mode, each observation's
+    country, thresholds of the head) in the store's `answers` table: what the Review page shows and what a
+    review records as the answer it was made on. Returns the number of observations."""
+    from snakeweb.decisions import CountryPrior
+
+    table = store.get_meta("country_table")
+    try:
+        prior = CountryPrior.from_csv(table) if table else None
+    except SnakewebError as exc:  # the recorded table has moved: answers without the range step, and say so
+        print(f"predict: answers without the country step: {exc}")
+        prior = None
+    records = observation_answers(store, prior=prior, aggregation=aggregation, predicted=predicted)
+    frame = pd.DataFrame([{**{k: r[k] for k in FLAT}, "record": json.dumps(r)} for r in records], columns=[*FLAT, "record"])
+    with store.transaction() as con:
+        con.execute(ANSWERS_TABLE)
+        con.register("new_answers", frame)
+        con.execute(f"INSERT INTO answers SELECT {', '.join(FLAT)}, record FROM new_answers")
+    return len(frame)

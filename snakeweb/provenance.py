@@ -1,0 +1,53 @@
+"""Where an answer came from: the snakeweb version, the model, the head and the store that made it, and the
+decision settings. Every output that can be filed (identify's JSON, the answers export, the review export)
+carries the same dictionary, so two answers' origins can be told apart."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+from snakeweb.store import Store
+
+
+@cache
+def snakeweb_version() -> str:
+    """The installed snakeweb's version, else the source tree's (pyproject.toml), else "unknown"."""
+    try:
+        return metadata.version("snakeweb")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"] if pyproject.is_file() else "unknown"
+
+
+def file_id(path: Path) -> str | None:
+    """The first 16 hex digits of a file's sha256 (the head id): it changes whenever a head is retrained."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def provenance(store: Store, head, head_id: str | None, decision: dict) -> dict:
+    """The provenance block of the output schemas (snakeweb/schemas/*.schema.json): `head` a loaded
+    heads.Head, `decision` the settings that turned its probabilities into the answer."""
+    model = store.get_meta("model") or {}
+    return {
+        "snakeweb_version": snakeweb_version(), "model_fingerprint": model.get("fingerprint"),
+        "model_name": (model.get("config") or {}).get("name"), "feature_kind": store.get_meta("feature_kind"),
+        "head_id": head_id, "head_kind": head.kind, "store_id": store.get_meta("store_id"), "decision": decision,
+    }
+
+
+def decision_settings(head, thresholds, rank: str | None, range_mode: str, country_table: str | None, range_records: int,
+                      aggregation: str, **extra) -> dict:
+    """The decision block of the provenance: everything between the head's probabilities and the answer."""
+    from snakeweb.answers import RANKS
+
+    return {
+        "rank": rank or "auto", "thresholds": None if thresholds is None else {r: thresholds.of(r) for r in RANKS},
+        "target_precision": None if thresholds is None else thresholds.target_precision, "venom_weight": head.venom_weight,
+        "venom_rule": True, "range_mode": range_mode, "country_table": country_table, "range_records": range_records,
+        "aggregation": aggregation, "temperature": head.temperature, **extra,
+    }
