@@ -336,6 +336,8 @@ def choose_thresholds(probabilities: np.ndarray, truth_index: np.ndarray, taxa: 
         rest = ~at_species
         n_genus, t_genus, genus_precision = _prefix_choice(genus_p[rest], genus_ok[rest], target, min_answered) if has_genus \
             else (0, None, None)
+        # the threshold reported is the lowest score answered: quantiles between two scores answer the same rows
+        t_species = float(top_species[at_species].min()) if n_species else None
         options.append((n_species + n_genus, n_species, t_species, t_genus, species_precision, genus_precision))
     # the most species answers among the choices within `coverage_slack` of the best coverage at species or genus
     most = max(o[0] for o in options)

@@ -209,3 +209,61 @@ def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(bui
     capsys.readouterr()
     assert stages.train(built_store)["train_view_vectors"] == len(train)
     assert "head up to date" not in capsys.readouterr().out
+
+
+def schema_validator(name: str):
+    """A validator of one output kind (identification / answer / review) of snakeweb/schemas/output.schema.json."""
+    from pathlib import Path
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "snakeweb" / "schemas" / "output.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/{name}", "$defs": schema["$defs"]})
+
+
+def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path, capsys):
+    """identify --json, export --answers and the review export, made by the real commands, validate against the
+    JSON Schema in the repository; and the schema refuses what it should (a made-up source, a missing field)."""
+    import pandas as pd
+
+    from snakeweb.review import add_review, review_export
+
+    photos = [str(photo_folder / "Vipera_berus" / "03.jpg"), str(photo_folder / "Natrix_natrix" / "empty.jpg")]
+    assert main(["identify", "--store", str(built_store.root), *photos, "--json", "--neighbours", "2"]) == 0
+    identification = json.loads(capsys.readouterr().out)
+    validator = schema_validator("identification")
+    validator.validate(identification)
+    assert identification["failures"][0]["index"] == 1 and identification["headline"].startswith("Venomous: ")
+    provenance = identification["provenance"]
+    assert provenance["store_id"] == built_store.get_meta("store_id") and len(provenance["head_id"]) == 16
+    assert provenance["model_fingerprint"] == built_store.get_meta("model")["fingerprint"]
+    broken = {**identification, "prediction_source": "oracle"}
+    assert list(validator.iter_errors(broken)) and list(validator.iter_errors({k: v for k, v in identification.items() if k != "p_venomous"}))
+
+    out = tmp_path / "answers.jsonl"
+    assert main(["export", "--store", str(built_store.root), "--answers", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    answer_validator = schema_validator("answer")
+    for record in records:
+        answer_validator.validate(record)
+    # every observation is there, including the two whose only photo could not be read (they abstain, with reasons)
+    assert len(records) == int(built_store.query("SELECT count(*) n FROM observations")["n"][0])
+    unreadable = [r for r in records if r["failures"]]
+    assert len(unreadable) == 2 and all(r["prediction_source"] == "abstain" and r["p_venomous"] is None for r in unreadable)
+
+    observation = records[0]["observation_id"]
+    add_review(built_store, observation, "Ana", SYNTHETIC_SPECIES["Vipera berus"], "checked the head scales")
+    exported = review_export(built_store)
+    review_validator = schema_validator("review")
+    for row in exported.astype(object).where(pd.notna(exported), None).to_dict("records"):
+        review_validator.validate(row)
+    reviewed = exported.set_index("observation_id").loc[observation]
+    stored = built_store.query("SELECT prediction, prediction_source FROM answers WHERE observation_id = ?", [observation]).iloc[0]
+    assert (reviewed["prediction"], reviewed["prediction_source"]) == (stored["prediction"], stored["prediction_source"])
+    assert reviewed["head_id"] == provenance["head_id"] and reviewed["store_id"] == provenance["store_id"]
+    # the export reads back: the same review is recognised, not added twice
+    from snakeweb.review import import_reviews
+
+    exported.to_csv(tmp_path / "reviews.csv", index=False)
+    assert import_reviews(built_store, tmp_path / "reviews.csv") == {"added": 0, "already_present": 1}

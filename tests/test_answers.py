@@ -1,0 +1,164 @@
+"""The decision module: p(venomous), rank roll-up, range prior/filter, the venom rule and threshold choice,
+on hand-made probabilities whose right answers are worked out in the comments."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from snakeweb.answers import (
+    Taxa,
+    Thresholds,
+    called_harmless_rate,
+    choose_answer_venom_weight,
+    choose_thresholds,
+    correct_at_rank,
+    decide,
+)
+from snakeweb.errors import SnakewebError
+
+# six classes: two rattlesnakes (Crotalus, Viperidae), two water snakes (Nerodia, Colubridae), a rat snake
+# (Pantherophis, Colubridae) and a placeholder class with no genus or family
+SPECIES = pd.DataFrame({
+    "class_id": [405, 442, 1137, 1140, 1235, 54],
+    "binomial_name": ["Crotalus atrox", "Crotalus viridis", "Nerodia sipedon", "Nerodia fasciata", "Pantherophis guttatus", "class 54"],
+    "genus": ["Crotalus", "Crotalus", "Nerodia", "Nerodia", "Pantherophis", None],
+    "family": ["Viperidae", "Viperidae", "Colubridae", "Colubridae", "Colubridae", "unknown"],
+    "venom_status": ["venomous", "venomous", "harmless", "harmless", "harmless", "unknown"],
+})
+ORDER = [54, 405, 442, 1137, 1140, 1235]  # label-map order (sorted class ids)
+
+
+@pytest.fixture
+def taxa() -> Taxa:
+    return Taxa.from_species(SPECIES, ORDER)
+
+
+def row(**p: float) -> np.ndarray:
+    """Probabilities in label-map order from binomial names (the rest 0)."""
+    names = SPECIES.set_index("class_id").loc[ORDER, "binomial_name"].tolist()
+    out = np.array([p.get(n.replace(" ", "_"), 0.0) for n in names])
+    assert abs(out.sum() - 1) < 1e-9
+    return out[None, :]
+
+
+def test_taxa_groups_and_venom_status_of_taxa(taxa):
+    assert taxa.genera == ["Crotalus", "Nerodia", "Pantherophis"] and taxa.families == ["Colubridae", "Viperidae"]
+    assert taxa.genus_of.tolist() == [-1, 0, 0, 1, 1, 2] and taxa.family_of.tolist() == [-1, 1, 1, 0, 0, 0]
+    assert taxa.status_of_taxa("genus").tolist() == ["venomous", "harmless", "harmless"]
+    assert taxa.status_of_taxa("family").tolist() == ["harmless", "venomous"]
+    # the placeholder counts towards no genus or family
+    p = row(class_54=0.5, Crotalus_atrox=0.5)
+    assert taxa.sums(p, "genus").tolist() == [[0.5, 0.0, 0.0]] and taxa.sums(p, "family").tolist() == [[0.0, 0.5]]
+
+
+def test_species_answer_when_confident_and_p_venomous(taxa):
+    t = Thresholds(species=0.8, genus=0.7, family=0.6)
+    a = decide(row(Crotalus_atrox=0.85, Crotalus_viridis=0.05, Nerodia_sipedon=0.1), taxa, t)
+    assert (a.rank[0], a.name[0], a.source[0], a.venom_status[0]) == ("species", "Crotalus atrox", "classifier", "venomous")
+    assert a.score[0] == pytest.approx(0.85) and a.p_venomous[0] == pytest.approx(0.9) and a.p_unknown_venom[0] == 0
+    assert a.class_index[0] == ORDER.index(405)
+
+
+def test_rolls_up_to_genus_then_family_then_abstains(taxa):
+    t = Thresholds(species=0.8, genus=0.7, family=0.6)
+    genus = decide(row(Nerodia_sipedon=0.4, Nerodia_fasciata=0.35, Crotalus_atrox=0.25), taxa, t, venom_rule=False)
+    assert (genus.rank[0], genus.name[0], genus.source[0]) == ("genus", "Nerodia", "rollup")
+    assert genus.score[0] == pytest.approx(0.75)
+    # Nerodia 0.5 < 0.7, Colubridae 0.5 + 0.2 = 0.7 >= 0.6
+    family = decide(row(Nerodia_sipedon=0.3, Nerodia_fasciata=0.2, Pantherophis_guttatus=0.2, Crotalus_atrox=0.3), taxa, t,
+                    venom_rule=False)
+    assert (family.rank[0], family.name[0], family.score[0]) == ("family", "Colubridae", pytest.approx(0.7))
+    none = decide(row(Nerodia_sipedon=0.25, Crotalus_atrox=0.4, Crotalus_viridis=0.1, Pantherophis_guttatus=0.25), taxa, t,
+                  venom_rule=False)
+    assert (none.rank[0], none.name[0], none.source[0], none.venom_status[0]) == ("", "unknown snake", "abstain", "unknown")
+    assert np.isnan(none.score[0])
+
+
+def test_venom_rule_never_names_a_harmless_taxon_the_costs_call_venomous(taxa):
+    t = Thresholds(species=0.6, genus=0.7, family=0.6)
+    p = row(Nerodia_sipedon=0.7, Crotalus_atrox=0.3)
+    # calling harmless costs 0.3 * 5 = 1.5, calling Crotalus atrox 0.7 * 2 = 1.4: the costs say venomous
+    a = decide(p, taxa, t, venom_weight=1.0)
+    assert (a.rank[0], a.name[0], a.source[0], a.venom_status[0]) == ("", "unknown snake", "venom_rule", "unknown")
+    # a fixed rank asks for a name: the venom-aware species' taxon at that rank
+    fixed = decide(p, taxa, t, venom_weight=1.0, rank="genus")
+    assert (fixed.rank[0], fixed.name[0], fixed.source[0]) == ("genus", "Crotalus", "venom_rule")
+    # with less venomous mass (0.2 * 5 = 1.0 < 0.8 * 2) the harmless species stands
+    safe = decide(row(Nerodia_sipedon=0.8, Crotalus_atrox=0.2), taxa, t, venom_weight=1.0)
+    assert (safe.name[0], safe.source[0], safe.venom_status[0]) == ("Nerodia sipedon", "classifier", "harmless")
+    # the thresholds' own venom weight replaces the head's: 0.2 * 5 * 2 = 2.0 > 1.6
+    heavier = Thresholds(species=0.6, genus=0.7, family=0.6, venom_weight=2.0)
+    assert decide(row(Nerodia_sipedon=0.8, Crotalus_atrox=0.2), taxa, heavier, venom_weight=1.0).source[0] == "venom_rule"
+
+
+def test_fixed_rank_and_no_thresholds(taxa):
+    p = row(Nerodia_sipedon=0.3, Nerodia_fasciata=0.25, Pantherophis_guttatus=0.45)
+    assert decide(p, taxa, None).name[0] == "Pantherophis guttatus"  # no thresholds: the species argmax
+    assert decide(p, taxa, Thresholds(0.99, 0.99, 0.99), rank="genus").name[0] == "Nerodia"  # 0.55 > 0.45
+    assert decide(p, taxa, None, rank="family").name[0] == "Colubridae"
+    with pytest.raises(SnakewebError, match="rank"):
+        decide(p, taxa, None, rank="order")
+    with pytest.raises(SnakewebError, match="range mode"):
+        decide(p, taxa, None, range_mode="fence")
+
+
+def test_range_filter_removes_species_recorded_absent_and_flags_out_of_range(taxa):
+    t = Thresholds(species=0.5, genus=0.5, family=0.5)
+    p = row(Crotalus_atrox=0.6, Crotalus_viridis=0.1, Nerodia_sipedon=0.3)
+    # Crotalus atrox recorded as not present; Nerodia sipedon present; the rest no record
+    records = np.array([[-1, 0, -1, 1, -1, -1]])
+    filtered = decide(p, taxa, t, range_mode="filter", records=records, venom_rule=False)
+    # left: viridis 0.1, sipedon 0.3 -> renormalised 0.25 / 0.75: Nerodia sipedon at species
+    assert (filtered.name[0], filtered.source[0]) == ("Nerodia sipedon", "range_filter")
+    assert filtered.score[0] == pytest.approx(0.75) and filtered.out_of_range == [True]
+    assert filtered.unconstrained_top[0] == ORDER.index(405)
+    unfiltered = decide(p, taxa, t, range_mode="prior", records=records, venom_rule=False)
+    assert (unfiltered.name[0], unfiltered.source[0], unfiltered.out_of_range) == ("Crotalus atrox", "classifier", [True])
+    # a species the table knows nothing about is never flagged
+    unknown = decide(p, taxa, t, records=np.full((1, 6), -1), venom_rule=False)
+    assert unknown.out_of_range == [None]
+    # a filter that would remove every species leaves the row as it is
+    everything = decide(p, taxa, t, range_mode="filter", records=np.zeros((1, 6), int), venom_rule=False)
+    assert (everything.name[0], everything.source[0]) == ("Crotalus atrox", "classifier")
+
+
+def test_prior_weights_change_the_answer(taxa):
+    p = row(Crotalus_atrox=0.6, Nerodia_sipedon=0.4)
+    weights = np.array([[1, 0.02, 1, 1, 1, 1]])  # Crotalus atrox down-weighted
+    a = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), range_weights=weights, venom_rule=False)
+    assert a.name[0] == "Nerodia sipedon" and a.score[0] == pytest.approx(0.4 / (0.4 + 0.012))
+
+
+def test_choose_thresholds_prefers_genus_where_species_would_be_wrong(taxa):
+    # 20 observations: 10 confident and right at species; 10 where the genus (Nerodia) is sure but the species a
+    # coin toss (and wrong): answering those at species would fall to 50% correct, at genus they are all right
+    right = [row(Crotalus_atrox=0.9, Crotalus_viridis=0.1)] * 10
+    unsure = [row(Nerodia_sipedon=0.48, Nerodia_fasciata=0.47, Pantherophis_guttatus=0.05)] * 10
+    probabilities = np.vstack(right + unsure)
+    truth = np.array([ORDER.index(405)] * 10 + [ORDER.index(1140)] * 10)
+    t = choose_thresholds(probabilities, truth, taxa, target=0.9)
+    assert t.species == pytest.approx(0.9) and t.genus == pytest.approx(0.95)
+    a = decide(probabilities, taxa, t, venom_rule=False)
+    assert a.rank.tolist() == ["species"] * 10 + ["genus"] * 10 and correct_at_rank(a, truth, taxa).all()
+    assert t.chosen_on["species"] == {"answered": 10, "precision": 1.0} and t.chosen_on["genus"]["answered"] == 10
+
+
+def test_choose_thresholds_gives_none_when_no_rank_reaches_the_target(taxa):
+    probabilities = np.vstack([row(Crotalus_atrox=0.5, Nerodia_sipedon=0.5)] * 20)
+    truth = np.array([ORDER.index(405), ORDER.index(1137)] * 10)
+    t = choose_thresholds(probabilities, truth, taxa, target=0.9)
+    assert (t.species, t.genus, t.family) == (None, None, None)
+    assert set(decide(probabilities, taxa, t, venom_rule=False).source) == {"abstain"}
+    assert Thresholds.from_json(t.to_json()) == t
+
+
+def test_answer_venom_weight_is_raised_until_validation_calls_no_venomous_snake_harmless(taxa):
+    # four rattlesnakes the head thinks are 80% a water snake: at weight 1 they are answered "Nerodia sipedon" (harmless)
+    probabilities = np.vstack([row(Nerodia_sipedon=0.8, Crotalus_atrox=0.2)] * 4 + [row(Crotalus_atrox=0.9, Crotalus_viridis=0.1)] * 4)
+    truth = np.array([ORDER.index(405)] * 8)
+    t = Thresholds(species=0.6, genus=0.6, family=0.6)
+    assert called_harmless_rate(decide(probabilities, taxa, t, 1.0), truth, taxa) == 0.5
+    chosen = choose_answer_venom_weight(probabilities, truth, taxa, t, start=1.0, max_rate=0.0)
+    assert chosen.venom_weight == 2.0  # calling it harmless costs 0.2 * 5 * w, venomous 0.8 * 2: w must pass 1.6
+    assert called_harmless_rate(decide(probabilities, taxa, chosen), truth, taxa) == 0.0
+    assert chosen.chosen_on["venom_weight"]["called_harmless_by_weight"] == {"1": 0.5, "1.5": 0.5, "2": 0.0}
