@@ -95,8 +95,8 @@ class Neighbour:
 class Identification:
     """One observation's identification: the fields of schemas/identification.schema.json (SCHEMA_VERSION)."""
 
-    inputs: list[str]
     schema: str = SCHEMA_VERSION
+    inputs: list[str] = field(default_factory=list)
     # the answer (snakeweb.answers.decide): the taxon at the rank the evidence supports, and where it came from
     prediction: str = ""  # a binomial, a genus, a family, or "unknown snake"
     prediction_class_id: int | None = None  # set when the answer is a species
@@ -156,6 +156,8 @@ class Identifier:
         self.venom_status = self.species["venom_status"].to_dict()
         self.taxa = Taxa.from_species(self.species, self.head.label_map.class_ids)
         self.thresholds = Thresholds.from_json(self.head.thresholds)
+        # the venom rule's weight for answers (chosen on validation with the thresholds), else the head's Track1 choice
+        self.venom_weight = self.thresholds.venom_weight if self.thresholds and self.thresholds.venom_weight else self.head.venom_weight
         if self.base_prior is not None and country_table:
             self.base_prior.require_species(self.species["binomial_name"].tolist())
         self.catalogue = image_catalogue(store)
@@ -235,10 +237,10 @@ class Identifier:
         result.raw_top_k = self.top_candidates(raw[0], top)
         result.species = self.top_candidates(probabilities, top)
         result.unconstrained_top = self.candidate(int(self.taxa.class_ids[answer.unconstrained_top[0]]), float(raw[0].max()))
-        chosen = int(cost_aware_choice(probabilities[None, :], self.taxa.possibly_venomous(), self.head.venom_weight)[0])
+        chosen = int(cost_aware_choice(probabilities[None, :], self.taxa.possibly_venomous(), self.venom_weight)[0])
         result.venom_aware = self.candidate(int(self.taxa.class_ids[chosen]), float(probabilities[chosen]))
         result.uncertain = bool(probabilities.max() < uncertain_below)
-        result.explanation = self.explain(result, result.p_venomous, result.p_unknown_venom, self.head.venom_weight)
+        result.explanation = self.explain(result, result.p_venomous, result.p_unknown_venom, self.venom_weight)
         nearest = self.nearest(vectors, max(neighbours, 1))  # the closest one also answers "a snake this store knows?"
         result.neighbours = nearest[:neighbours]
         if not self.novelty:
