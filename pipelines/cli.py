@@ -242,7 +242,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     thresholds = report.get("thresholds")
     if thresholds:
         chosen = ", ".join(f"{r} " + ("never" if thresholds.get(r) is None else f"{thresholds[r]:.3f}") for r in ("species", "genus", "family"))
-        print(f"answers: thresholds chosen on validation for {thresholds['target_precision']:.0%} precision: {chosen}")
+        weight = f"; answer venom weight {thresholds['venom_weight']:g}" if thresholds.get("venom_weight") else ""
+        print(f"answers: thresholds chosen on validation for {thresholds['target_precision']:.0%} precision: {chosen}{weight}")
     if report.get("answers_note"):
         print(f"note: {report['answers_note']}")
     for variant, answers in (report.get("answers") or {}).items():

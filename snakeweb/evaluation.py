@@ -8,8 +8,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from snakeweb import rank_metrics as rm
+from snakeweb.answers import RANKS, Taxa, Thresholds
+from snakeweb.answers import decide as decide_answers
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
+from snakeweb.heads import Head
 from snakeweb.ranges import effective_prior
 from snakeweb.scoring import official_scores, per_species_table, venom_confusion
 from snakeweb.species import UNKNOWN, possibly_venomous_class_ids, possibly_venomous_mask
@@ -51,10 +55,10 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     truth = pd.DataFrame({"observation_id": ids, "class_id": observations.loc[ids, "class_id"].astype(np.int64).to_numpy()})
 
     variants = {"none": probabilities}
+    row_countries = [c if isinstance(c, str) else None for c in observations.loc[ids, "country_code"]]
     if prior is not None:
         prior = effective_prior(store, prior)  # the review team's range records in the store count as much as the table
-        countries = [c if isinstance(c, str) else None for c in observations.loc[ids, "country_code"]]
-        variants["country"] = prior.apply(probabilities, [names.get(c, "") for c in class_ids], countries)
+        variants["country"] = prior.apply(probabilities, [names.get(c, "") for c in class_ids], row_countries)
     report: dict = {"split": split, "observations": len(ids), "aggregation": aggregation, "head": head.kind, "variants": {},
                     "classes_with_unknown_venom_status": int((species["venom_status"] == UNKNOWN).sum())}
     trained = store.get_meta("head") or {}
@@ -77,6 +81,7 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
             tables.append(table)
     if prior is not None:
         report["prior_coverage"] = prior.coverage([names.get(c, "") for c in class_ids])
+    report.update(answer_report(store, head, probabilities, truth["class_id"].to_numpy(), prior, row_countries))
     report["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     report["countries"] = countries or []
     all_tables = pd.concat(tables, ignore_index=True)
@@ -88,6 +93,67 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
         con.execute("INSERT INTO species_metrics SELECT * FROM new_metrics")
         set_meta(con, "evaluation", report)
     return report
+
+
+def answer_report(store: Store, head: Head, probabilities: np.ndarray, truth_class_ids: np.ndarray, prior: CountryPrior | None,
+                  countries: list[str | None]) -> dict:
+    """The answers a person gets (`snakeweb.answers.decide` with the head's thresholds and answer venom weight
+    chosen on validation, else the head's venom weight), measured per observation: report keys `thresholds` (as saved with the head; None for a
+    head without them, then `answers_note` says so and every answer is the top species), `answers_note` and
+    `answers`: per variant (`prior=none`; `prior=country` with a prior, range mode "prior" with each row's
+    country as identify uses it) the answer summary, top-1 accuracy per rank, venom-critical figures,
+    risk-coverage curves and operating points per rank, and reliability tables with ECE for top-1 species and
+    for p(venomous) (`snakeweb.rank_metrics`). Observations of a class the head was not trained on cannot be
+    placed in its taxa and are left out (`outside_head`). `probabilities` [n, K] head order before any prior;
+    `truth_class_ids` and `countries` [n]."""
+    taxa = Taxa.from_species(store.species(), head.label_map.class_ids)
+    thresholds = Thresholds.from_json(head.thresholds)
+    seen = np.isin(truth_class_ids, head.label_map.class_ids)
+    out: dict = {"thresholds": None if thresholds is None else thresholds.to_json(), "answers_note": None, "answers": {}}
+    if thresholds is None:
+        out["answers_note"] = ("This head has no rank thresholds chosen on validation (trained before rank roll-up, or "
+                               "validation too small), so every answer is the most likely species; retrain to choose them.")
+    truth_index = head.label_map.to_indices(truth_class_ids[seen])
+    probabilities = probabilities[seen]
+    rows_countries = [c for c, s in zip(countries, seen) if s]
+    settings = {"none": (None, None)}
+    if prior is not None:
+        weights = np.ones_like(probabilities)
+        records = np.full(probabilities.shape, -1, dtype=np.int8)
+        for country in {c for c in rows_countries if c}:
+            # as identify does: a country the table cannot use (no records there for these species) gets no prior
+            if prior.note(country, taxa.names) is None:
+                rows = np.array([c == country for c in rows_countries])
+                weights[rows] = prior.weights(taxa.names, country)
+                records[rows] = prior.records(taxa.names, country)
+        settings["country"] = (weights, records)
+    for name, (weights, records) in settings.items():
+        answers = decide_answers(probabilities, taxa, thresholds, head.venom_weight, None, "prior", weights, records)
+        top_correct = answers.probabilities.argmax(1) == truth_index
+        species_table = rm.reliability(answers.probabilities.max(1, initial=0.0), top_correct)
+        venom_table, venom_left_out = rm.venom_reliability(answers, truth_index, taxa)
+        curves, points = {}, {}
+        for rank in RANKS:
+            curves[rank] = _records(rm.risk_coverage(answers.probabilities, truth_index, taxa, rank))
+            threshold = None if thresholds is None else thresholds.of(rank)
+            points[rank] = rm.operating_point(answers.probabilities, truth_index, taxa, rank, threshold)
+        out["answers"][f"prior={name}"] = {
+            "observations": int(len(truth_index)), "outside_head": int((~seen).sum()),
+            "summary": rm.answer_summary(answers, truth_index, taxa),
+            "rank_accuracy": rm.rank_accuracy(answers.probabilities, truth_index, taxa),
+            "venom_critical": rm.venom_critical(answers, truth_index, taxa),
+            "risk_coverage": curves, "operating_points": points,
+            "reliability": {"species": {"ece": rm.ece(species_table), "bins": _records(species_table)},
+                            "p_venomous": {"ece": rm.ece(venom_table), "bins": _records(venom_table), "left_out": venom_left_out}},
+        }
+    return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Plain-Python records with floats rounded to 4 places: the report is run metadata and `evaluate --json`
+    output, so it stays small and JSON-serialisable."""
+    return [{k: (round(float(v), 4) if isinstance(v, float | np.floating) else int(v) if isinstance(v, np.integer) else v)
+             for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def venom_safety(store: Store) -> pd.DataFrame:

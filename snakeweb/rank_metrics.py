@@ -77,7 +77,8 @@ def rank_accuracy(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Taxa
 def answer_summary(answers: Answers, truth_index: np.ndarray, taxa: Taxa) -> dict:
     """Where the answers fall and how often they are right at the rank answered (`answers.correct_at_rank`).
 
-    Per rank (species, genus, family, abstain): `answered` (count), `coverage` (share of all n observations) and
+    Per rank (species, genus, family, abstain = no taxon named: "unknown snake" from the thresholds or from the
+    venom rule, told apart in `by_source`): `answered` (count), `coverage` (share of all n observations) and
     `accuracy` (share of those answers naming the true taxon at that rank; None for abstain or when none were
     answered there; an answer at genus for a photo whose true genus is unknown counts as wrong). Overall:
     `species_or_genus` {coverage, precision} (the issue's target: a quarter of photos at >= 90%), `answered`
