@@ -1,4 +1,5 @@
-"""Metrics: the official SnakeCLEF numbers of the stored evaluation, per-species table and venom safety."""
+"""Metrics: the official SnakeCLEF numbers of the stored evaluation; the answers people get (coverage and accuracy
+per rank, risk-coverage, reliability, the venom-critical figures); per-species table and venom safety."""
 
 import altair as alt
 import pandas as pd
@@ -51,6 +52,127 @@ for name, s in report["variants"].items():
                  "harmless→other harmless %": s["PSC"][0], "harmless→venomous %": s["PSC"][1],
                  "venomous→harmless %": s["PSC"][2], "venomous→other venomous %": s["PSC"][3]})
 st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+def percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def show_answers(report: dict) -> None:
+    """The answers' sections: what `snakeweb.rank_metrics` measured in `evaluate`'s report (`answers`)."""
+    by_variant = report.get("answers") or {}
+    if not by_variant:
+        return
+    labels = {"prior=none": "no country prior", "prior=country": "country prior"}
+    choice = (st.radio("Answers", list(by_variant), horizontal=True, format_func=lambda v: labels.get(v, v))
+              if len(by_variant) > 1 else next(iter(by_variant)))
+    answers, thresholds = by_variant[choice], report.get("thresholds") or {}
+    summary, accuracy = answers["summary"], answers["rank_accuracy"]
+
+    st.subheader("Answers at each rank")
+    if report.get("answers_note"):
+        st.info(report["answers_note"])
+    rank_rows = []
+    for rank, figures in summary["ranks"].items():
+        top1 = accuracy.get(rank, {})
+        rank_rows.append({
+            "answered at": "unknown snake (no taxon named)" if rank == "abstain" else rank, "photos": figures["answered"],
+            "share of photos %": percent(figures["coverage"]), "correct at this rank %": percent(figures["accuracy"]),
+            "top-1 accuracy if always answered here %": percent(top1.get("accuracy")),
+            "threshold (chosen on validation)": thresholds.get(rank) if rank != "abstain" else None,
+        })
+    st.dataframe(pd.DataFrame(rank_rows), hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.1f") for c in
+        ("share of photos %", "correct at this rank %", "top-1 accuracy if always answered here %")
+    } | {"threshold (chosen on validation)": st.column_config.NumberColumn(format="%.3f")})
+    both = summary["species_or_genus"]
+    target = thresholds.get("target_precision")
+    if both["coverage"] is not None:
+        st.markdown(f"**{both['coverage']:.0%}** of the photos are answered at species or genus, and **"
+                    + (f"{both['precision']:.0%}" if both["precision"] is not None else "none")
+                    + "** of those answers are right at the rank answered.")
+    if thresholds:
+        chosen = ", ".join(f"{r} ≥ {thresholds[r]:.3f}" if thresholds.get(r) is not None else f"{r}: never (no threshold reached it)"
+                           for r in ("species", "genus", "family"))
+        sources = " · ".join(f"{n} by {s.replace('_', ' ')}" for s, n in summary["by_source"].items() if n)
+        st.caption(f"Thresholds chosen on validation for {target:.0%} precision at each rank: {chosen}. A photo is answered at the "
+                   f"first rank whose best probability reaches its threshold, else it is an unknown snake"
+                   + (f"; a harmless answer where venomous errors weighted x{thresholds['venom_weight']:g} say \"treat as venomous\" "
+                      "becomes an unknown snake (venom rule)" if thresholds.get("venom_weight") else "")
+                   + f". Answers: {sources}.")
+    if answers["outside_head"]:
+        st.caption(f"{answers['outside_head']} photo(s) of species the head was not trained on are left out of these sections.")
+    left_out = [f"{r} ({a['left_out']})" for r, a in accuracy.items() if a.get("left_out")]
+    if left_out:
+        st.caption("Photos of a species without a known genus or family are not scored at that rank: " + ", ".join(left_out) + ".")
+
+    st.subheader("Risk-coverage")
+    curves = pd.concat([pd.DataFrame(points).assign(rank=rank) for rank, points in answers["risk_coverage"].items() if points]
+                       or [pd.DataFrame(columns=["threshold", "coverage", "accuracy", "rank"])], ignore_index=True)
+    operating = pd.DataFrame([{**point, "rank": rank} for rank, point in answers["operating_points"].items()
+                              if point and point.get("accuracy") is not None])
+    ranks = alt.Scale(domain=["species", "genus", "family"], range=["#4c78a8", "#54a24b", "#b279a2"])
+    lines = alt.Chart(curves).mark_line(interpolate="step-after").encode(
+        x=alt.X("coverage", title="share of photos answered", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("accuracy", title="correct among those answered", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        color=alt.Color("rank", scale=ranks), tooltip=["rank", alt.Tooltip("threshold", format=".3f"),
+                                                       alt.Tooltip("coverage", format=".1%"), alt.Tooltip("accuracy", format=".1%")])
+    chart = lines
+    if not operating.empty:
+        chart = lines + alt.Chart(operating).mark_point(size=140, filled=True, shape="diamond").encode(
+            x="coverage", y="accuracy", color=alt.Color("rank", scale=ranks),
+            tooltip=["rank", alt.Tooltip("threshold", title="threshold chosen on validation", format=".3f"),
+                     alt.Tooltip("coverage", format=".1%"), alt.Tooltip("accuracy", format=".1%")])
+    if target:
+        chart += alt.Chart(pd.DataFrame({"accuracy": [target]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="accuracy")
+    st.altair_chart(chart.properties(height=340), width="stretch")
+    st.caption("Each rank alone: answer the photos whose most likely taxon at that rank reaches a threshold, for every threshold. "
+               "Diamonds: the thresholds chosen on validation (measured on each rank's own curve; the table above is the "
+               "species → genus → family cascade people get). Dashed: the target precision.")
+
+    st.subheader("Reliability")
+    left, right = st.columns(2)
+    for column, key, title, what in (
+        (left, "species", "Top-1 species", "correct"),
+        (right, "p_venomous", "p(venomous)", "truly venomous"),
+    ):
+        table = answers["reliability"][key]
+        bins = pd.DataFrame(table["bins"])
+        column.markdown(f"**{title}**" + (f" · ECE {table['ece']:.3f}" if table["ece"] is not None else ""))
+        if bins.empty:
+            column.caption("No photos to measure.")
+            continue
+        diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(color="gray", strokeDash=[4, 4]).encode(x="x", y="y")
+        points = alt.Chart(bins).mark_circle(opacity=0.8).encode(
+            x=alt.X("confidence", title=f"{title} (mean in bin)", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("accuracy", title=f"share {what}", scale=alt.Scale(domain=[0, 1])),
+            size=alt.Size("count", title="photos"),
+            tooltip=[alt.Tooltip("lower", format=".2f"), alt.Tooltip("upper", format=".2f"),
+                     alt.Tooltip("confidence", format=".3f"), alt.Tooltip("accuracy", format=".3f"), "count"])
+        column.altair_chart((diagonal + points + points.mark_line(opacity=0.5)).properties(height=300), width="stretch")
+    st.caption("On the diagonal = calibrated: of the photos given 80%, 80% are right. "
+               + (f"p(venomous) leaves out {answers['reliability']['p_venomous']['left_out']} photo(s) of species of unknown venom status."
+                  if answers["reliability"]["p_venomous"].get("left_out") else ""))
+
+    st.subheader("Venom-critical")
+    venom = answers["venom_critical"]
+    one, two, three = st.columns(3)
+
+    def share(key: str) -> str:
+        return "n/a" if venom[f"{key}_share"] is None else f"{venom[f'{key}_share']:.1%}"
+
+    one.metric("Venomous snakes answered harmless", share("answered_harmless"),
+               help=f"{venom['answered_harmless']} of {venom['venomous_observations']} venomous photos got a harmless final answer.")
+    two.metric("Venomous snakes given p(venomous) < 50%", share("low_p_venomous"),
+               help=f"{venom['low_p_venomous']} of {venom['venomous_observations']} venomous photos.")
+    three.metric("Harmless snakes answered venomous", share("answered_venomous"),
+                 help=f"{venom['answered_venomous']} of {venom['harmless_observations']} harmless photos (false alarms, for context).")
+    if venom["venomous_observations"]:
+        st.markdown(f"Of **{venom['venomous_observations']}** photos of venomous snakes, **{venom['answered_harmless']}** got a harmless "
+                    f"answer and **{venom['low_p_venomous']}** were given less than a 50% chance of being venomous.")
+
+
+show_answers(report)
 
 variant = st.selectbox("Variant for the tables below", list(report["variants"]))
 confusion = pd.DataFrame(report["variants"][variant]["venom_confusion"])
