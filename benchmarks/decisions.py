@@ -1,0 +1,78 @@
+"""What the answers of a built store are worth: per-rank coverage and precision on validation and test with the
+thresholds `train` chose, the best any thresholds could do on test itself (the frontier the validation choice is
+measured against), and the venom-critical figures for each answer venom weight.
+
+    python benchmarks/decisions.py --store stores/he35            # JSON lines on stdout
+
+It runs the product's own code (stages.observation_probabilities, answers.decide / choose_thresholds); nothing
+here decides differently from identify, export or evaluate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from snakeweb.answers import ANSWER_VENOM_WEIGHTS, Taxa, Thresholds, called_harmless_rate, choose_thresholds, correct_at_rank, decide  # noqa: E402
+from snakeweb.stages import observation_probabilities  # noqa: E402
+from snakeweb.store import Store  # noqa: E402
+
+
+def figures(probabilities: np.ndarray, truth: np.ndarray, taxa: Taxa, thresholds: Thresholds | None, venom_weight: float) -> dict:
+    answers = decide(probabilities, taxa, thresholds, venom_weight)
+    correct = correct_at_rank(answers, truth, taxa)
+    out: dict = {"observations": int(len(truth))}
+    for rank in ("species", "genus", "family", ""):
+        rows = answers.rank == rank
+        out[rank or "no_name"] = {"share": round(float(rows.mean()), 4),
+                                  "correct": round(float(correct[rows].mean()), 4) if rows.any() and rank else None}
+    named = np.isin(answers.rank, ["species", "genus"])
+    out["species_or_genus"] = {"share": round(float(named.mean()), 4),
+                               "correct": round(float(correct[named].mean()), 4) if named.any() else None}
+    venomous = taxa.status[truth] == "venomous"
+    out["venomous_called_harmless"] = called_harmless_rate(answers, truth, taxa)
+    out["venomous_with_p_venomous_below_half"] = round(float((answers.p_venomous[venomous] < 0.5).mean()), 4) if venomous.any() else None
+    out["sources"] = {s: int((answers.source == s).sum()) for s in sorted(set(answers.source))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", required=True, type=Path)
+    args = parser.parse_args()
+    store = Store(args.store).require()
+    observation_ids, probabilities, head = observation_probabilities(store)
+    labels = store.query("SELECT observation_id, class_id, split FROM observations WHERE class_id IS NOT NULL").set_index("observation_id")
+    taxa = Taxa.from_species(store.species(), head.label_map.class_ids)
+    thresholds = Thresholds.from_json(head.thresholds)
+    weight = thresholds.venom_weight if thresholds and thresholds.venom_weight else head.venom_weight
+    splits = {}
+    for split in ("val", "test"):
+        rows = [i for i, o in enumerate(observation_ids) if o in labels.index and labels.at[o, "split"] == split
+                and int(labels.at[o, "class_id"]) in head.label_map.class_ids]
+        truth = head.label_map.to_indices(labels.loc[[observation_ids[i] for i in rows], "class_id"].astype(int).to_numpy())
+        splits[split] = (probabilities[rows], truth)
+    print(json.dumps({"thresholds": head.thresholds}))
+    for split, (p, y) in splits.items():
+        print(json.dumps({"split": split, "chosen_on": "val", "venom_weight": weight, **figures(p, y, taxa, thresholds, weight)}))
+    p, y = splits["test"]
+    for target in (0.85, 0.9, 0.95):  # the frontier: thresholds chosen on test itself (an upper bound, not a result)
+        oracle = choose_thresholds(p, y, taxa, target=target)
+        print(json.dumps({"split": "test", "chosen_on": "test (upper bound)", "target": target,
+                          "thresholds": {r: oracle.of(r) for r in ("species", "genus", "family")}, **figures(p, y, taxa, oracle, weight)}))
+    for split, (p, y) in splits.items():
+        for w in ANSWER_VENOM_WEIGHTS:
+            f = figures(p, y, taxa, replace(thresholds, venom_weight=w), w)
+            print(json.dumps({"split": split, "answer_venom_weight": w, "venomous_called_harmless": f["venomous_called_harmless"],
+                              "species_or_genus": f["species_or_genus"], "no_name": f["no_name"]}))
+
+
+if __name__ == "__main__":
+    main()
