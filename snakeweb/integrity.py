@@ -170,7 +170,26 @@ def _predictions(store: Store) -> Verdict:
                    f"{row['projected']} of {row['embedded']} embeddings on the map")
 
 
-CHECKS = (_counts, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _files, _predictions)
+def _answers(store: Store) -> Verdict:
+    """The head's rank thresholds (chosen on validation) and the stored answers of the predict stage."""
+    from snakeweb.answers import THRESHOLD_METHOD, Thresholds
+
+    thresholds = Thresholds.from_json((store.get_meta("head") or {}).get("thresholds"))
+    answered = store.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'answers'")["n"][0]
+    stored = int(store.query("SELECT count(*) AS n FROM answers")["n"][0]) if answered else 0
+    observations = int(store.query("SELECT count(*) AS n FROM observations")["n"][0])
+    if thresholds is None:
+        detail = "no rank thresholds (validation too small, or a head from before roll-up: run train); answers name the top species"
+    else:
+        shown = ", ".join(f"{r} {'never' if thresholds.of(r) is None else f'{thresholds.of(r):.3f}'}" for r in ("species", "genus", "family"))
+        detail = f"thresholds for {thresholds.target_precision:.0%} correct: {shown}"
+        if thresholds.chosen_on.get("method") != THRESHOLD_METHOD:
+            detail += "; chosen by an older method (run train to choose them again)"
+    detail += f"; {stored} of {observations} observations have a stored answer" + ("" if stored == observations else " (run predict)")
+    return Verdict("answers", stored == observations, detail)
+
+
+CHECKS = (_counts, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _files, _predictions, _answers)
 
 
 def check_store(store: Store) -> list[Verdict]:
