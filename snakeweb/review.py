@@ -64,15 +64,21 @@ def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) ->
     unknown-status) species while the top-1 is harmless (closest calls first). Already reviewed observations
     are left out."""
     ensure_reviews_table(store)
+    # the answer the store gives each observation (predict stage), where it has one
+    with store.connect(read_only=True) as con:
+        has_answers = _has_table(con, "answers")
+    answer_columns = (", a.prediction AS answer, a.prediction_rank AS answer_rank, a.prediction_source AS answer_source, "
+                      "a.p_venomous") if has_answers else ""
+    answer_join = "LEFT JOIN answers a ON a.observation_id = p1.observation_id " if has_answers else ""
     base = (
         "SELECT p1.observation_id, p1.class_id AS top_class_id, s1.binomial_name AS top_species, p1.probability AS top_probability, "
         "COALESCE(s1.venom_status, 'unknown') AS top_venom_status, p2.class_id AS second_class_id, "
         "s2.binomial_name AS second_species, p2.probability AS second_probability, "
-        "COALESCE(s2.venom_status, 'unknown') AS second_venom_status, o.class_id AS label "
-        "FROM predictions p1 LEFT JOIN predictions p2 ON p2.observation_id = p1.observation_id AND p2.rank = 2 "
+        "COALESCE(s2.venom_status, 'unknown') AS second_venom_status, o.class_id AS label"
+        f"{answer_columns} FROM predictions p1 LEFT JOIN predictions p2 ON p2.observation_id = p1.observation_id AND p2.rank = 2 "
         "LEFT JOIN species s1 ON s1.class_id = p1.class_id LEFT JOIN species s2 ON s2.class_id = p2.class_id "
         "JOIN observations o ON o.observation_id = p1.observation_id "
-        "WHERE p1.rank = 1 AND p1.observation_id NOT IN (SELECT observation_id FROM reviews) "
+        f"{answer_join}WHERE p1.rank = 1 AND p1.observation_id NOT IN (SELECT observation_id FROM reviews) "
     )
     if kind == "low-confidence":
         sql = base + "ORDER BY p1.probability ASC, p1.observation_id LIMIT ?"

@@ -34,8 +34,12 @@ queue = review_queue(store, kind, limit=100)
 if queue.empty:
     st.success("Nothing left in this queue.")
 else:
-    st.dataframe(queue[["observation_id", "top_species", "top_probability", "second_species", "second_probability"]],
-                 hide_index=True)
+    shown = [c for c in ("observation_id", "answer", "answer_rank", "p_venomous", "top_species", "top_probability", "second_species",
+                         "second_probability") if c in queue.columns]
+    st.dataframe(queue[shown], hide_index=True, column_config={
+        "answer": st.column_config.TextColumn("answer", help="what identify would say (rank roll-up, venom rule)"),
+        "p_venomous": st.column_config.ProgressColumn("p(venomous)", min_value=0.0, max_value=1.0, format="percent"),
+    })
     observation = st.selectbox("Observation", queue["observation_id"].tolist())
     row = queue.set_index("observation_id").loc[observation]
     images = catalogue(store)
