@@ -107,14 +107,17 @@ class Taxa:
         raise SnakewebError(f"Unknown rank {rank!r}; use one of {', '.join(RANKS)}.")
 
     def sums(self, probabilities: np.ndarray, rank: str) -> np.ndarray:
-        """Summed probability per taxon of `rank`: [n, groups]. Classes of unknown taxon count nowhere."""
+        """Summed probability per taxon of `rank`: [n, groups]. Classes of unknown taxon count nowhere. One
+        matrix product with the class -> taxon membership (on 1,784 classes x thousands of rows it is far faster
+        than scattering)."""
+        probabilities = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
         groups, names = self.group(rank)
         if rank == "species":
             return probabilities
-        out = np.zeros((len(probabilities), len(names)))
         known = groups >= 0
-        np.add.at(out.T, groups[known], probabilities[:, known].T)
-        return out
+        membership = np.zeros((len(self), len(names)))
+        membership[np.flatnonzero(known), groups[known]] = 1.0
+        return probabilities @ membership
 
     def status_of_taxa(self, rank: str) -> np.ndarray:
         """Venom status per taxon of `rank` (see the class docstring)."""

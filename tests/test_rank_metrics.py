@@ -70,11 +70,6 @@ def test_rank_accuracy_sums_per_taxon_and_leaves_out_unknown_taxa(taxa):
     assert accuracy["family"] == {"accuracy": pytest.approx(4 / 6), "observations": 6, "left_out": 0}
 
 
-def test_rank_scores_equal_taxa_sums(taxa):
-    for rank in ("species", "genus", "family"):
-        np.testing.assert_allclose(rm.rank_scores(PROBABILITIES, taxa, rank), taxa.sums(PROBABILITIES, rank))
-
-
 def test_answer_summary_by_hand(taxa):
     summary = rm.answer_summary(hand_answers(), TRUTH, taxa)
     ranks = summary["ranks"]
