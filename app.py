@@ -50,16 +50,25 @@ def login_gate() -> None:
 
 login_gate()
 store = current_store()
+has_store = store.exists()
+
+
+def home() -> None:
+    # "/" only forwards to the first page: a real page made the default is served at "/" alone, so its own URL
+    # (/identify) answered "Page not found"; with this hidden default every page keeps the URL it is linked by
+    st.switch_page(pages["identify" if has_store else "build"])
+
+
 pages = {
+    "home": st.Page(home, title="snakeweb", url_path="home", default=True, visibility="hidden"),
     "build": st.Page("views/build.py", title="Build", icon="🛠️", url_path="build"),
-    "identify": st.Page("views/identify.py", title="Identify", icon="🐍", url_path="identify"),
-    "search": st.Page("views/search.py", title="Search", icon="🔎", url_path="search"),
-    "explore": st.Page("views/explore.py", title="Explore", icon="🗺️", url_path="explore"),
-    "metrics": st.Page("views/metrics.py", title="Metrics", icon="📊", url_path="metrics"),
-    "review": st.Page("views/review.py", title="Review", icon="✅", url_path="review"),
 }
-if store.exists():
-    order = ["identify", "search", "explore", "metrics", "review", "build"]
+# without a store only Build is in the menu; the others stay registered (hidden) so their URLs still resolve
+for name, title, icon in [("identify", "Identify", "🐍"), ("search", "Search", "🔎"), ("explore", "Explore", "🗺️"),
+                          ("metrics", "Metrics", "📊"), ("review", "Review", "✅")]:
+    pages[name] = st.Page(f"views/{name}.py", title=title, icon=icon, url_path=name,
+                          visibility="visible" if has_store else "hidden")
+if has_store:
     with st.sidebar:
         st.write(f"**Store** `{store.root}`")
         try:
@@ -71,9 +80,14 @@ if store.exists():
             st.warning(str(exc))
         if st.session_state.get("reviewer"):
             st.write(f"**Reviewer** {st.session_state['reviewer']}")
-else:
-    order = ["build"]
+order = ["home", "identify", "search", "explore", "metrics", "review", "build"]
+page = st.navigation([pages[name] for name in order])
 try:
-    st.navigation([pages[name] for name in order]).run()
+    if has_store or page in (pages["home"], pages["build"]):
+        page.run()
+    else:  # e.g. a bookmarked /identify on a fresh clone: say what to do instead of a missing-store error
+        st.title(page.title)
+        st.info(f"There is no store at `{store.root}` yet: build one first.")
+        st.page_link(pages["build"], label="Build a store", icon="🛠️")
 except SnakewebError as exc:  # e.g. the store is being rebuilt: a sentence, never a traceback
     st.error(str(exc))

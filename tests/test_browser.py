@@ -30,7 +30,10 @@ def server(imagenet_store):
     env = {**os.environ, "SNAKEWEB_STORE": str(imagenet_store)}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+         "--server.headless", "true",
+         # no file watcher: an edit to any source file during the run would put a "File change, Rerun" notice in the
+         # status widget, which wait_until_idle would wait on in vain
+         "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -82,26 +85,65 @@ def identify_in_browser(page, server, photo, expected_caption: str) -> float:
     return elapsed
 
 
+def main_text(page) -> str:
+    return page.locator("[data-testid=stMain]").inner_text()
+
+
 def test_upload_a_real_photo_and_see_species_and_neighbours(server, page):
     photos = shared("images", "imagenet-snakes")
     # warm-up: the first identification loads the model once in the server process
     identify_in_browser(page, server, photos / "n01755581_diamondback.JPEG", "Crotalus adamanteus ☠️ · 1.000")
     round_trip = identify_in_browser(page, server, photos / "n01728572_thunder_snake.JPEG", "Carphophis amoenus · 1.000")
     print(f"identify round trip in the browser (model loaded): {round_trip:.2f} s")
-    page.screenshot(path=str(SCREENSHOTS / "identify.png"), full_page=True)
-    assert page.get_by_role("heading", name="Carphophis amoenus").count() == 1  # the verdict
+    assert page.get_by_role("heading", name="Carphophis amoenus").count() == 1  # the answer
     assert page.get_by_text("Carphophis amoenus · 1.000").count() == 1  # the photo itself is its nearest neighbour
     assert page.locator("[data-testid=stImage] img").count() == 12  # the 12 nearest reference images
     assert page.locator("[data-testid=stException]").count() == 0
 
 
-@pytest.mark.parametrize("path, text", [  # Identify is the default page, served at /
-    ("search", "Search similar images"), ("explore", "Explore the embedding map"), ("metrics", "Metrics"),
-    ("review", "Review predictions"), ("build", "Build a store"),
+def test_identify_opens_from_its_own_url_and_reads_in_one_glance(server, page):
+    """/identify opened directly (a bookmark, a shared link): the page itself, not "Page not found"; after an
+    upload the venom banner comes first, then the answer at its rank, then the classifier's top 5."""
+    page.goto(server + "/identify")
+    page.get_by_role("heading", name="Identify a snake").wait_for()
+    wait_until_idle(page)
+    assert page.get_by_text("Page not found").count() == 0 and page.url.endswith("/identify")
+    page.locator("input[type=file]").set_input_files(str(shared("images", "imagenet-snakes") / "n01755581_diamondback.JPEG"))
+    # bounded poll (the page's default timeout), whatever this machine's speed: the banner, then the last neighbour image
+    page.locator("[data-testid=stAlert]").filter(has_text="Venomous:").first.wait_for()
+    page.locator("[data-testid=stImage] img").nth(11).wait_for()
+    wait_until_idle(page)
+    text = main_text(page)
+    (SCREENSHOTS / "identify.txt").write_text(text)
+    page.screenshot(path=str(SCREENSHOTS / "identify.png"), full_page=True)
+    print(text)
+    banner = page.locator("[data-testid=stAlert]").first.inner_text()
+    assert "Venomous:" in banner and "% likely" in banner  # the banner is the first alert on the page
+    answer = page.get_by_role("heading").filter(has_text="Crotalus adamanteus")
+    assert answer.count() == 1 and "VENOMOUS" in answer.inner_text()  # the answer line, at species rank
+    assert "Top 5 from the classifier" in text and "Where this answer came from" in text
+    assert text.index("Venomous:") < text.index("Crotalus adamanteus") < text.index("Top 5 from the classifier")
+    assert page.locator("[data-testid=stException]").count() == 0
+
+
+def test_root_lands_on_identify(server, page):
+    page.goto(server + "/")
+    page.get_by_role("heading", name="Identify a snake").wait_for()
+    wait_until_idle(page)
+    assert page.url.rstrip("/").endswith("/identify")  # "/" forwards, so the address bar shows the page's own URL
+    assert page.get_by_text("Page not found").count() == 0
+
+
+@pytest.mark.parametrize("path, text", [
+    ("identify", "Identify a snake"), ("search", "Search similar images"), ("explore", "Explore the embedding map"),
+    ("metrics", "Metrics"), ("review", "Review predictions"), ("build", "Build a store"),
 ])
-def test_every_page_renders_in_the_browser(server, page, path, text):
+def test_every_page_opens_from_its_own_url(server, page, path, text):
     page.goto(f"{server}/{path}")
     page.get_by_role("heading", name=text).first.wait_for()
     wait_until_idle(page)
+    # a page served only at "/" answers its own URL with a "Page not found" dialog and falls back to the first page
+    assert page.get_by_text("Page not found").count() == 0 and page.url.endswith(f"/{path}")
     assert page.locator("[data-testid=stException]").count() == 0
-    page.screenshot(path=str(SCREENSHOTS / f"{path}.png"), full_page=True)
+    if path != "identify":  # identify.png is the screenshot after an upload
+        page.screenshot(path=str(SCREENSHOTS / f"{path}.png"), full_page=True)
