@@ -392,7 +392,8 @@ def _print_identification(result, as_json: bool) -> None:
     for note in result.notes:
         print(f"  note: {note}")
     flags = {"venomous": "VENOMOUS", "harmless": "harmless", "unknown": "venom status UNKNOWN (treat as possibly venomous)"}
-    print(f"  {result.headline.upper() if result.p_venomous >= 0.5 else result.headline}")
+    lead = {"danger": "DANGER: ", "caution": "caution: ", "harmless": "", "unknown": "venom status unknown: "}[result.venom_level]
+    print(f"  {lead}{result.headline}")
     print(f"  answer: {result.answer_text}  [{result.prediction_rank or 'no rank'}, {result.prediction_source}; "
           f"{flags[result.venom_status] if result.prediction_rank else 'venom status unknown'}]")
     print("  top species from the classifier" + (" after the country step:" if result.country_prior_applied else ":"))

@@ -26,6 +26,27 @@ from snakeweb.store import Store
 SCHEMA_VERSION = "snakeweb.identification/1"
 
 
+# p(venomous) (with unknown-status species counted as possibly venomous) at or above which the answer is "danger",
+# and at or above which it is at least "caution". Deliberately cautious: a first responder acts on this, and a
+# missed viper costs far more than a wary look at a grass snake.
+DANGER_AT = 0.5
+CAUTION_AT = 0.1
+VENOM_LEVELS = ("danger", "caution", "harmless", "unknown")
+
+
+def venom_level(result) -> str:
+    """danger / caution / harmless / unknown, for the banner's colour and the CLI's first line: harmless needs a
+    low venomous probability AND a named answer known to be harmless AND a photo like the store's snakes."""
+    possibly = result.p_venomous + result.p_unknown_venom
+    if possibly >= DANGER_AT:
+        return "danger"
+    if possibly >= CAUTION_AT:
+        return "caution"
+    if result.venom_status == "harmless" and result.prediction_rank is not None and not result.out_of_store:
+        return "harmless"
+    return "unknown"
+
+
 def venom_headline(p_venomous: float, p_unknown: float) -> str:
     """What a first responder reads first: "Venomous: 87% likely", with the unknown-status share beside it."""
     text = f"Venomous: {p_venomous:.0%} likely"
@@ -110,6 +131,7 @@ class Identification:
     out_of_range: bool | None = None  # the top species is not recorded in the country; None: cannot tell
     out_of_store: bool | None = False  # True: farther from every reference than validation snakes ever are
     headline: str = ""  # "Venomous: 87% likely": what a first responder reads first
+    venom_level: str = "unknown"  # danger / caution / harmless / unknown (see venom_level)
     answer_text: str = ""  # the answer at its rank and its source, in words
     raw_top_k: list[SpeciesCandidate] = field(default_factory=list)  # the head's output before any prior or rule
     unconstrained_top: SpeciesCandidate | None = None  # the head's top species before the range step
@@ -257,6 +279,7 @@ class Identifier:
                     + result.explanation
                 )
         result.provenance = self.provenance(rank, range_mode, aggregation, uncertain_below)
+        result.venom_level = venom_level(result)
         return result
 
     def _fill_answer(self, result: Identification, answer) -> None:

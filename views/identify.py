@@ -7,12 +7,9 @@ import streamlit as st
 
 from snakeweb.countries import all_countries, country_name
 from snakeweb.errors import SnakewebError
+from snakeweb.identify import DANGER_AT
 from views.common import VENOM_LABELS, current_store, identifier, image_grid
 
-# p(venomous) at or above which the banner is red, and at or above which it is at least amber. Deliberately
-# cautious: a first responder acts on the colour, and a missed viper costs far more than a wary look at a grass snake.
-DANGER_AT = 0.5
-CAUTION_AT = 0.1
 # candidates named in the red banner: a species this likely matters for the antivenom, one below it is noise
 NAME_VENOMOUS_FROM = 0.05
 RANGE_MODE_LABELS = {"prior": "down-weight species not recorded there", "filter": "only species recorded there"}
@@ -59,8 +56,7 @@ except SnakewebError as exc:
 def venom_banner(result) -> None:
     """One coloured line a first responder reads in a second. Unknown venom status counts as possibly venomous,
     and green needs both a low probability and an answer known to be harmless."""
-    p_possibly = result.p_venomous + result.p_unknown_venom
-    if p_possibly >= DANGER_AT:
+    if result.venom_level == "danger":
         if result.p_venomous >= DANGER_AT:
             text = f"**☠️ {result.headline} — keep away, treat as dangerous.**"
         else:  # the mass is mostly on species nobody recorded a venom status for
@@ -71,9 +67,9 @@ def venom_banner(result) -> None:
             if named:
                 text += f"  \n{label}: {', '.join(named)}."
         st.error(text)
-    elif p_possibly >= CAUTION_AT:
+    elif result.venom_level == "caution":
         st.warning(f"**⚠️ {result.headline} — venomous not ruled out: keep your distance.**")
-    elif result.venom_status == "harmless" and result.prediction_rank is not None and not result.out_of_store:
+    elif result.venom_level == "harmless":
         st.success(f"**✅ {result.headline} — the answer is a harmless snake. Still, do not handle it.**")
     else:  # low venomous mass, but the answer itself has no known harmless status: never green
         st.warning(f"**❓ {result.headline} — the answer's venom status is not known: treat as possibly venomous.**")
