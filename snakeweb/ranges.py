@@ -6,7 +6,6 @@ Writes go through the same per-store lock as reviews (DuckDB allows one writer p
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 import duckdb
@@ -16,7 +15,7 @@ import pandas as pd
 from snakeweb.countries import country_name, resolve_country
 from snakeweb.decisions import CountryPrior
 from snakeweb.errors import SnakewebError
-from snakeweb.review import _store_lock
+from snakeweb.review import ensure_table, write_with_retries
 from snakeweb.store import Store, StoreBusyError
 
 RANGE_OVERRIDES_TABLE = """
@@ -33,17 +32,11 @@ CREATE TABLE IF NOT EXISTS range_overrides (
 """
 LOG_COLUMNS = ["override_id", "class_id", "binomial_name", "country_code", "country", "present", "reviewer", "changed_at", "note"]
 CURRENT_COLUMNS = ["class_id", "binomial_name", "country_code", "present"]
-_tables_ready: set[str] = set()  # stores whose range_overrides table this process has already made sure of
 
 
 def ensure_range_overrides_table(store: Store) -> None:
     """Create the range_overrides table (and its id sequence) once per store and process."""
-    key = str(store.db_path.resolve())
-    if key in _tables_ready:
-        return
-    with _store_lock(store), store.connect() as con:
-        con.execute(RANGE_OVERRIDES_TABLE)
-    _tables_ready.add(key)
+    ensure_table(store, RANGE_OVERRIDES_TABLE)
 
 
 def add_range_override(store: Store, class_id: int, country: str, present: bool, reviewer: str, note: str = "",
@@ -65,25 +58,16 @@ def add_range_override(store: Store, class_id: int, country: str, present: bool,
         raise SnakewebError(f"Class id {class_id!r} is not a number; pick a species of this store.") from None
     code = resolve_country(country, "range record")
     ensure_range_overrides_table(store)
-    for attempt in range(retries):
-        try:
-            with _store_lock(store), store.connect() as con:
-                con.execute("BEGIN TRANSACTION")
-                known = con.execute("SELECT count(*) FROM species WHERE class_id = ?", [class_id]).fetchall()[0][0]
-                if not known:
-                    con.execute("ROLLBACK")
-                    raise SnakewebError(f"Class id {class_id} is not in this store's species table; pick a species of this store.")
-                con.execute(
-                    "INSERT INTO range_overrides (class_id, country_code, present, reviewer, changed_at, note) VALUES (?, ?, ?, ?, ?, ?)",
-                    [class_id, code, bool(present), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), note or ""],
-                )
-                con.execute("COMMIT")
-            return
-        # another process holds the file, or (ConnectionException) a read-only connection of this process is open
-        except (StoreBusyError, duckdb.TransactionException, duckdb.IOException, duckdb.ConnectionException):
-            pass
-        time.sleep(min(0.02 * (attempt + 1), 0.5))
-    raise SnakewebError("The store stayed busy; your range record was not saved. Try again in a moment.")
+
+    def work(con: duckdb.DuckDBPyConnection) -> None:
+        if not con.execute("SELECT count(*) FROM species WHERE class_id = ?", [class_id]).fetchall()[0][0]:
+            raise SnakewebError(f"Class id {class_id} is not in this store's species table; pick a species of this store.")
+        con.execute(
+            "INSERT INTO range_overrides (class_id, country_code, present, reviewer, changed_at, note) VALUES (?, ?, ?, ?, ?, ?)",
+            [class_id, code, bool(present), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), note or ""],
+        )
+
+    write_with_retries(store, work, "range record", retries)
 
 
 def _read(store: Store, sql: str, columns: list[str]) -> pd.DataFrame:

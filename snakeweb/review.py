@@ -50,13 +50,40 @@ def _store_lock(store: Store) -> threading.Lock:
         return _locks.setdefault(str(store.db_path.resolve()), threading.Lock())
 
 
-def ensure_reviews_table(store: Store) -> None:
-    key = str(store.db_path.resolve())
+def ensure_table(store: Store, ddl: str) -> None:
+    """Run a team table's CREATE ... IF NOT EXISTS once per store, table and process (the app writes only the
+    team's tables: reviews, range records)."""
+    key = f"{store.db_path.resolve()}:{hash(ddl)}"
     if key in _tables_ready:
         return
     with _store_lock(store), store.connect() as con:
-        con.execute(REVIEWS_TABLE)
+        con.execute(ddl)
     _tables_ready.add(key)
+
+
+def ensure_reviews_table(store: Store) -> None:
+    ensure_table(store, REVIEWS_TABLE)
+
+
+def write_with_retries(store: Store, work, what: str, retries: int = 50) -> None:
+    """Run `work(con)` in one transaction under the store's lock, retrying while another process (or a
+    read-only connection of this one) holds the file; a SnakewebError from `work` rolls back and is raised.
+    `what` names the record in the sentence said when the store stays busy."""
+    for attempt in range(retries):
+        try:
+            with _store_lock(store), store.connect() as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    work(con)
+                except SnakewebError:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+            return
+        except (StoreBusyError, duckdb.TransactionException, duckdb.IOException, duckdb.ConnectionException):
+            pass
+        time.sleep(min(0.02 * (attempt + 1), 0.5))
+    raise SnakewebError(f"The store stayed busy; your {what} was not saved. Try again in a moment.")
 
 
 def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) -> pd.DataFrame:
@@ -98,35 +125,23 @@ def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: i
     if not reviewer.strip():
         raise SnakewebError("A review needs the reviewer's name.")
     ensure_reviews_table(store)
-    for attempt in range(retries):
-        try:
-            with _store_lock(store), store.connect() as con:
-                con.execute("BEGIN TRANSACTION")
-                known = con.execute("SELECT count(*) FROM species WHERE class_id = ?", [int(new_class_id)]).fetchall()[0][0]
-                current = con.execute(
-                    f"SELECT {CURRENT_LABEL}, "
-                    "(SELECT count(*) FROM observations WHERE observation_id = $1)", [str(observation_id)]
-                ).fetchall()[0]
-                if not current[1]:
-                    con.execute("ROLLBACK")
-                    raise SnakewebError(f"Observation {observation_id!r} is not in this store.")
-                if not known:
-                    con.execute("ROLLBACK")
-                    raise SnakewebError(f"Class id {new_class_id} is not in this store's species table.")
-                answer = ANSWER_AT_REVIEW if _has_table(con, "answers") else "NULL"
-                con.execute(
-                    "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note, answer) "
-                    f"VALUES ($1, $2, $3, $4, $5, $6, {answer})",
-                    [str(observation_id), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), current[0], int(new_class_id), note],
-                )
-                con.execute("COMMIT")
-            return
-        except StoreBusyError:
-            pass
-        except (duckdb.TransactionException, duckdb.IOException):
-            pass
-        time.sleep(min(0.02 * (attempt + 1), 0.5))
-    raise SnakewebError("The store stayed busy; your review was not saved. Try again in a moment.")
+
+    def work(con: duckdb.DuckDBPyConnection) -> None:
+        known = con.execute("SELECT count(*) FROM species WHERE class_id = ?", [int(new_class_id)]).fetchall()[0][0]
+        current = con.execute(f"SELECT {CURRENT_LABEL}, (SELECT count(*) FROM observations WHERE observation_id = $1)",
+                              [str(observation_id)]).fetchall()[0]
+        if not current[1]:
+            raise SnakewebError(f"Observation {observation_id!r} is not in this store.")
+        if not known:
+            raise SnakewebError(f"Class id {new_class_id} is not in this store's species table.")
+        answer = ANSWER_AT_REVIEW if _has_table(con, "answers") else "NULL"
+        con.execute(
+            "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note, answer) "
+            f"VALUES ($1, $2, $3, $4, $5, $6, {answer})",
+            [str(observation_id), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), current[0], int(new_class_id), note],
+        )
+
+    write_with_retries(store, work, "review", retries)
 
 
 def reviews(store: Store) -> pd.DataFrame:
