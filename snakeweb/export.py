@@ -15,7 +15,7 @@ from snakeweb.aggregate import top_k
 from snakeweb.answers import UNKNOWN_TAXON, Taxa, Thresholds, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index
-from snakeweb.provenance import decision_settings, file_id, provenance
+from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
 from snakeweb.stages import observation_probabilities, tqdm
 from snakeweb.store import Store, write_atomically
 
@@ -64,7 +64,7 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
     failures = _failures(store)
     decision = decision_settings(head, thresholds, rank, range_mode, getattr(prior, "source", None), live.version if live else 0,
                                  aggregation)
-    shared = provenance(store, head, file_id(store.head_path), decision)
+    shared = provenance(store_facts(store), head, file_id(store.head_path), decision)
     status = dict(zip(species["class_id"], species["venom_status"]))
     family = dict(zip(species["class_id"], species.get("family", pd.Series(UNKNOWN_TAXON, index=species.index))))
     records_out: list[dict] = []

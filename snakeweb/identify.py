@@ -16,7 +16,7 @@ from snakeweb.decisions import CountryPrior, cost_aware_choice
 from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index
-from snakeweb.provenance import decision_settings, file_id, provenance
+from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
 from snakeweb.ranges import LivePrior
 from snakeweb.search import image_catalogue, search_images
 from snakeweb.species import UNKNOWN, VENOMOUS
@@ -172,6 +172,7 @@ class Identifier:
         self.feature_kind = store.get_meta("feature_kind")
         self.head = load_head(store)
         self.head_id = file_id(store.head_path)
+        self.facts = store_facts(store)  # read now: identify keeps working while a rebuild holds the file
         self.index = load_index(store.index_path)
         self.species = store.species().set_index("class_id")
         self.names = self.species["binomial_name"].to_dict()
@@ -312,7 +313,7 @@ class Identifier:
         """What made this answer: enough to reproduce it or to tell two answers' origins apart."""
         decision = decision_settings(self.head, self.thresholds, rank, range_mode, self.country_table, self.ranges.version,
                                      aggregation, uncertain_below=uncertain_below)
-        return provenance(self.store, self.head, self.head_id, decision)
+        return provenance(self.facts, self.head, self.head_id, decision)
 
     def candidate(self, class_id: int, probability: float) -> SpeciesCandidate:
         status = self.venom_status.get(class_id, UNKNOWN)

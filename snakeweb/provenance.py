@@ -29,15 +29,19 @@ def file_id(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
-def provenance(store: Store, head, head_id: str | None, decision: dict) -> dict:
-    """The provenance block of the output schemas (snakeweb/schemas/*.schema.json): `head` a loaded
-    heads.Head, `decision` the settings that turned its probabilities into the answer."""
+def store_facts(store: Store) -> dict:
+    """What a store says about itself for provenance (model, feature kind, store id), read once: a loaded
+    model must go on answering, with its provenance, while a rebuild holds the store's file."""
     model = store.get_meta("model") or {}
-    return {
-        "snakeweb_version": snakeweb_version(), "model_fingerprint": model.get("fingerprint"),
-        "model_name": (model.get("config") or {}).get("name"), "feature_kind": store.get_meta("feature_kind"),
-        "head_id": head_id, "head_kind": head.kind, "store_id": store.get_meta("store_id"), "decision": decision,
-    }
+    return {"model_fingerprint": model.get("fingerprint"), "model_name": (model.get("config") or {}).get("name"),
+            "feature_kind": store.get_meta("feature_kind"), "store_id": store.get_meta("store_id")}
+
+
+def provenance(facts: dict, head, head_id: str | None, decision: dict) -> dict:
+    """The provenance block of the output schemas (snakeweb/schemas/output.schema.json): `facts` from
+    `store_facts`, `head` a loaded heads.Head, `decision` the settings that turned its probabilities into the
+    answer (`decision_settings`)."""
+    return {"snakeweb_version": snakeweb_version(), **facts, "head_id": head_id, "head_kind": head.kind, "decision": decision}
 
 
 def decision_settings(head, thresholds, rank: str | None, range_mode: str, country_table: str | None, range_records: int,

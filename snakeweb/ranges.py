@@ -40,7 +40,7 @@ def ensure_range_overrides_table(store: Store) -> None:
 
 
 def add_range_override(store: Store, class_id: int, country: str, present: bool, reviewer: str, note: str = "",
-                       retries: int = 50) -> None:
+                       wait_s: float = 60.0) -> None:
     """Log one range record: species `class_id` is (`present`=True) or is not (False) found in `country`.
 
     `country` is an ISO code or name, read strictly (a CountryError, with the real candidates, for 'ZZ',
@@ -67,7 +67,7 @@ def add_range_override(store: Store, class_id: int, country: str, present: bool,
             [class_id, code, bool(present), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), note or ""],
         )
 
-    write_with_retries(store, work, "range record", retries)
+    write_with_retries(store, work, "range record", wait_s)
 
 
 def _read(store: Store, sql: str, columns: list[str]) -> pd.DataFrame:

@@ -65,11 +65,13 @@ def ensure_reviews_table(store: Store) -> None:
     ensure_table(store, REVIEWS_TABLE)
 
 
-def write_with_retries(store: Store, work, what: str, retries: int = 50) -> None:
+def write_with_retries(store: Store, work, what: str, wait_s: float = 60.0) -> None:
     """Run `work(con)` in one transaction under the store's lock, retrying while another process (or a
-    read-only connection of this one) holds the file; a SnakewebError from `work` rolls back and is raised.
-    `what` names the record in the sentence said when the store stays busy."""
-    for attempt in range(retries):
+    read-only connection of this one) holds the file, for up to `wait_s` seconds (a time budget, not a count
+    of tries: on a loaded machine each writer holds the file longer); a SnakewebError from `work` rolls back
+    and is raised. `what` names the record in the sentence said when the store stays busy."""
+    deadline, attempt = time.monotonic() + wait_s, 0
+    while time.monotonic() < deadline:
         try:
             with _store_lock(store), store.connect() as con:
                 con.execute("BEGIN TRANSACTION")
@@ -82,7 +84,8 @@ def write_with_retries(store: Store, work, what: str, retries: int = 50) -> None
             return
         except (StoreBusyError, duckdb.TransactionException, duckdb.IOException, duckdb.ConnectionException):
             pass
-        time.sleep(min(0.02 * (attempt + 1), 0.5))
+        attempt += 1
+        time.sleep(min(0.02 * attempt, 0.5))
     raise SnakewebError(f"The store stayed busy; your {what} was not saved. Try again in a moment.")
 
 
@@ -119,7 +122,7 @@ def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) ->
 
 
 def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: int, note: str = "",
-               retries: int = 50) -> None:
+               wait_s: float = 60.0) -> None:
     """Store one review. The old label is the observation's current label (the latest review's, else the
     ingested one)."""
     if not reviewer.strip():
@@ -141,7 +144,7 @@ def add_review(store: Store, observation_id: str, reviewer: str, new_class_id: i
             [str(observation_id), reviewer.strip(), datetime.now(UTC).replace(tzinfo=None), current[0], int(new_class_id), note],
         )
 
-    write_with_retries(store, work, "review", retries)
+    write_with_retries(store, work, "review", wait_s)
 
 
 def reviews(store: Store) -> pd.DataFrame:
