@@ -196,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--split", choices=("train", "val", "test", "unlabelled"), help="--answers: only this split")
     export.add_argument("--decision", choices=DECISIONS, default="argmax",
                         help="argmax, or cost: minimise expected Track2 cost (venomous called harmless costs 5)")
-    export.add_argument("--prior", choices=("country", "none"), default="none")
+    export.add_argument("--prior", choices=("country", "none"),
+                        help="the country prior (default: none for a submission; for --answers the store's recorded table, as identify)")
     export.add_argument("--country-table", type=Path, help="species x country CSV (Species_Relevance.csv) for --prior country")
     export.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
 
@@ -226,6 +227,9 @@ def _evaluate(args: argparse.Namespace) -> None:
         _emit(json.dumps(report))
         return
     print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head on {report['model']}")
+    if report.get("observations_without_usable_photos"):
+        print(f"note: {report['observations_without_usable_photos']} labelled {report['split']} observation(s) are not scored: none "
+              "of their photos could be read (see `images` rows with status 'error').")
     chosen = {k: v for k, v in report["chosen_on_validation"].items() if v is not None}
     print("chosen on validation: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()))
     if report.get("classes_with_unknown_venom_status"):
@@ -307,6 +311,11 @@ def _export(args: argparse.Namespace) -> None:
     from snakeweb.decisions import CountryPrior
 
     prior = None
+    if args.prior is None:  # answers follow identify (the recorded table); submissions stay as the head made them
+        args.prior = "country" if args.answers and (args.country_table or Store(args.store).require().get_meta("country_table")) else "none"
+    if args.answers and args.range_mode == "filter" and args.prior != "country":
+        raise SnakewebError("--range-mode filter needs a species x country table: give --prior country (and --country-table "
+                            "if the store records none).")
     if args.prior == "country":
         table = args.country_table or Store(args.store).require().get_meta("country_table")
         if table is None:
@@ -320,7 +329,7 @@ def _export(args: argparse.Namespace) -> None:
         records = export_answers(store.require(), args.out, prior=prior, range_mode=args.range_mode, rank=args.rank,
                                  aggregation=args.aggregation, split=args.split)
         ranks = _counts([r["prediction_rank"] or "abstain" for r in records])
-        print(f"export: {len(records)} observations' answers -> {args.out} ({ranks})")
+        print(f"export: {len(records)} observations' answers -> {args.out} ({ranks}; country prior {args.prior}, range {args.range_mode})")
         return
     submission = stages.export_submission(store, args.out, args.decision, prior, args.aggregation)
     print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
@@ -413,8 +422,10 @@ def _print_identification(result, as_json: bool) -> None:
 def _identify(args: argparse.Namespace) -> int:
     """0 when at least one observation was identified (photos that could not be read are reported with it),
     2 when none could be."""
+    from dataclasses import asdict
+
     from snakeweb.countries import resolve_country
-    from snakeweb.identify import Identifier
+    from snakeweb.identify import SCHEMA_VERSION, Identifier
 
     args.country = (args.country or "").strip() or None  # --country "" (an empty shell variable) means none
     if args.country:
@@ -430,7 +441,9 @@ def _identify(args: argparse.Namespace) -> int:
         except SnakewebError as exc:
             failures += 1
             if args.json:
-                _emit(json.dumps({"inputs": [str(p) for p in group], "error": str(exc)}))
+                # the schema's identification_error: what was asked, why nothing came of it, and each photo's reason
+                _emit(json.dumps({"schema": SCHEMA_VERSION, "inputs": [str(p) for p in group], "error": str(exc),
+                                  "failures": [asdict(f) for f in getattr(exc, "failures", [])]}))
             else:
                 print(f"error: {exc}", file=sys.stderr)
             continue

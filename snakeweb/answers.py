@@ -9,7 +9,8 @@ and optionally per-row range records.
 The order of the decision (documented in docs/decisions.md):
 1. range: `prior` multiplies by the species x country weights (CountryPrior.weights); `filter` removes the
    species recorded there as not present (SpeciesNet's geofence), so sums at genus and family count only
-   allowed species: the answer rolls up to the nearest allowed rank by itself.
+   allowed species: the answer rolls up to the nearest allowed rank by itself. The range step never lowers
+   p(venomous), and the venom rule also looks at the probabilities before it.
 2. rank roll-up: the top species if its probability reaches the species threshold, else the first of genus,
    family whose best summed probability reaches that rank's threshold, else abstain ("unknown snake").
    Thresholds are chosen on validation for a target precision (`choose_thresholds`) and saved with the head.
@@ -55,8 +56,10 @@ class Taxa:
 
     `genus_of`/`family_of` [K] index into `genera`/`families`; -1 where the class has no known taxon at that
     rank (a placeholder class, family "unknown"): such a class never counts towards a genus or family answer.
-    A taxon's venom status is over the store's species in it: venomous (all venomous), harmless (all harmless),
-    else unknown (mixed, or a member of unknown status): never harmless unless every member is.
+    A taxon's venom status is over every species of it in the store's species table, not only the head's
+    (a family of harmless species in the head may hold venomous ones the head never learnt, and a photo of one
+    of those rolls up to it): venomous (all venomous), harmless (all harmless), else unknown (mixed, or a
+    member of unknown status): never harmless unless every member is.
     """
 
     class_ids: np.ndarray  # [K] int64
@@ -67,6 +70,7 @@ class Taxa:
     genus_of: np.ndarray  # [K] int, -1 unknown
     family_of: np.ndarray  # [K] int, -1 unknown
     family_of_genus: dict[str, str] = field(default_factory=dict)
+    taxon_status: dict[str, dict[str, str]] = field(default_factory=dict)  # rank -> taxon name -> venom status
 
     @classmethod
     def from_species(cls, species: pd.DataFrame, class_ids) -> Taxa:
@@ -86,11 +90,17 @@ class Taxa:
         genera = sorted({g for g in genus if g})
         families = sorted({f for f in family if f})
         g_index, f_index = {g: i for i, g in enumerate(genera)}, {f: i for i, f in enumerate(families)}
+        taxon_status = {}
+        for rank in ("genus", "family"):
+            if rank in table.columns:
+                statuses = table["venom_status"].where(table["venom_status"].isin(VENOM_STATUSES), "unknown")
+                grouped = statuses.groupby(table[rank]).agg(lambda v: v.iloc[0] if v.nunique() == 1 else "unknown")
+                taxon_status[rank] = grouped.to_dict()
         return cls(
             class_ids=ids, names=names, status=status, genera=genera, families=families,
             genus_of=np.array([g_index.get(g, -1) if g else -1 for g in genus], dtype=np.int64),
             family_of=np.array([f_index.get(f, -1) if f else -1 for f in family], dtype=np.int64),
-            family_of_genus={g: f for g, f in zip(genus, family) if g and f},
+            family_of_genus={g: f for g, f in zip(genus, family) if g and f}, taxon_status=taxon_status,
         )
 
     def __len__(self) -> int:
@@ -125,9 +135,11 @@ class Taxa:
         if rank == "species":
             return self.status
         out = []
-        for g in range(len(names)):
+        for g, name in enumerate(names):
             members = set(self.status[groups == g].tolist())
-            out.append(members.pop() if len(members) == 1 else "unknown")
+            head_status = members.pop() if len(members) == 1 else "unknown"
+            table_status = self.taxon_status.get(rank, {}).get(name, head_status)
+            out.append(head_status if head_status == table_status else "unknown")
         return np.array(out)
 
     def possibly_venomous(self) -> np.ndarray:
@@ -190,7 +202,7 @@ def out_of_range_flags(records: np.ndarray | None, top: np.ndarray) -> list[bool
 
 def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None, venom_weight: float = 1.0,
            rank: str | None = None, range_mode: str = "prior", range_weights: np.ndarray | None = None,
-           records: np.ndarray | None = None, venom_rule: bool = True) -> Answers:
+           records: np.ndarray | None = None, venom_rule: bool = True, out_of_store: np.ndarray | None = None) -> Answers:
     """Answers for [n, K] calibrated probabilities (label-map order).
 
     `rank` fixes the rank (argmax there, no thresholds); else thresholds decide (None thresholds: species
@@ -198,7 +210,8 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     are the prior's per-row multipliers (mode `prior`); `records` [n, K] (1 present, 0 recorded as not
     present, -1 no record: species not in the table, or no country for the row) give the range: mode
     `filter` removes the species recorded as not present (a species the table knows nothing about stays),
-    and the out-of-range flag. Rows whose filter would remove every species are left unfiltered.
+    and the out-of-range flag. Rows whose filter would remove every species are left unfiltered. Rows where
+    `out_of_store` [n] is True (the photos are unlike every reference) name no taxon (source abstain).
     """
     from snakeweb.decisions import cost_aware_choice
 
@@ -215,6 +228,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     if range_mode == "prior" and range_weights is not None:
         probs = raw * range_weights
         probs /= probs.sum(1, keepdims=True)
+        filtered = ~np.all(range_weights == range_weights[:, :1], axis=1)  # rows the prior could change
     elif range_mode == "filter" and records is not None:
         allowed = records != 0
         usable = (raw * allowed).sum(1) > 0
@@ -239,15 +253,22 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
             take = (answer_rank == "") & (best[r] >= 0) & (t is not None) & (best_p[r] >= (t if t is not None else math.inf))
             answer_rank[take] = r
             source[take] = "classifier" if r == "species" else "rollup"
+    if out_of_store is not None:  # a photo unlike every reference is no evidence for any taxon
+        unlike = np.asarray(out_of_store, dtype=bool)
+        answer_rank[unlike], source[unlike] = "", "abstain"
     taxon = np.array([best[r][i] if r else -1 for i, r in enumerate(answer_rank)], dtype=np.int64)
 
     statuses = {r: taxa.status_of_taxa(r) for r in RANKS}
     venomous = taxa.status == "venomous"
-    p_venomous = probs @ venomous.astype(np.float64)
-    p_unknown = probs @ (taxa.status == "unknown").astype(np.float64)
+    # the range step may change which species is named, never make a snake look safer than the photo does: a
+    # rattlesnake photographed where no rattlesnake is recorded is an escaped pet until shown otherwise
+    p_venomous = np.maximum(probs @ venomous.astype(np.float64), raw @ venomous.astype(np.float64))
+    p_unknown = np.maximum(probs @ (taxa.status == "unknown").astype(np.float64), raw @ (taxa.status == "unknown").astype(np.float64))
     if venom_rule and len(taxa):
         possibly = taxa.possibly_venomous()
         safe = cost_aware_choice(probs, possibly, venom_weight)
+        safe_raw = cost_aware_choice(raw, possibly, venom_weight) if probs is not raw else safe
+        safe = np.where(possibly[safe_raw] & ~possibly[safe], safe_raw, safe)
         for i, r in enumerate(answer_rank):
             if not r or statuses[r][taxon[i]] != "harmless" or not possibly[safe[i]]:
                 continue
@@ -256,7 +277,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
                 taxon[i], source[i] = groups[safe[i]], "venom_rule"
             else:  # never name a harmless taxon the costs say to treat as venomous: no name, "possibly venomous"
                 answer_rank[i], taxon[i], source[i] = "", -1, "venom_rule"
-    # an answer the filter changed says so (the venom rule's own change is reported as the venom rule)
+    # an answer the range step changed says so (the venom rule's own change is reported as the venom rule)
     if filtered.any():
         unfiltered = decide(raw[filtered], taxa, thresholds, venom_weight, rank, "prior", None, None, venom_rule)
         rows = np.flatnonzero(filtered)

@@ -59,7 +59,13 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     if prior is not None:
         prior = effective_prior(store, prior)  # the review team's range records in the store count as much as the table
         variants["country"] = prior.apply(probabilities, [names.get(c, "") for c in class_ids], row_countries)
-    report: dict = {"split": split, "observations": len(ids), "aggregation": aggregation, "head": head.kind, "variants": {},
+    # labelled observations of the split none of whose photos could be used: not scored, and said so
+    predicted = set(observation_ids)
+    unscored = ((observations["split"] == split) & observations["class_id"].notna() & ~observations.index.isin(list(predicted))
+                & (observations["country_code"].isin(countries) if countries else True))
+    unscored = observations.index[unscored]
+    report: dict = {"split": split, "observations": len(ids), "observations_without_usable_photos": len(unscored),
+                    "aggregation": aggregation, "head": head.kind, "variants": {},
                     "classes_with_unknown_venom_status": int((species["venom_status"] == UNKNOWN).sum())}
     trained = store.get_meta("head") or {}
     # what validation chose (the test split is only read here, after every choice was made)

@@ -58,15 +58,17 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
                               else (np.ones(len(taxa)), np.full(len(taxa), -1, np.int8)))
         weights = np.stack([cache[c][0] for c in countries])
         records = np.stack([cache[c][1] for c in countries])
-    answers = decide(probs, taxa, thresholds, head.venom_weight, rank, range_mode, weights, records)
-    raw_indices, raw_probs = top_k(probs, top) if len(wanted) else (np.zeros((0, 0), int), np.zeros((0, 0)))
     out_of_store = _out_of_store(store, head)
+    answers = decide(probs, taxa, thresholds, head.venom_weight, rank, range_mode, weights, records,
+                     out_of_store=np.array([bool(out_of_store.get(o)) for o in wanted], dtype=bool))
+    raw_indices, raw_probs = top_k(probs, top) if len(wanted) else (np.zeros((0, 0), int), np.zeros((0, 0)))
     failures = _failures(store)
     decision = decision_settings(head, thresholds, rank, range_mode, getattr(prior, "source", None), live.version if live else 0,
                                  aggregation)
     shared = provenance(store_facts(store), head, file_id(store.head_path), decision)
     status = dict(zip(species["class_id"], species["venom_status"]))
     family = dict(zip(species["class_id"], species.get("family", pd.Series(UNKNOWN_TAXON, index=species.index))))
+    genus = dict(zip(species["class_id"], species["genus"]))
     records_out: list[dict] = []
     position = {o: i for i, o in enumerate(wanted)}
     for observation_id, country in zip(observations["observation_id"], observations["country_code"]):
@@ -89,7 +91,8 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
             prediction_source=str(answers.source[i]), p_venomous=round(float(answers.p_venomous[i]), 6),
             p_unknown_venom=round(float(answers.p_unknown_venom[i]), 6), venom_status=str(answers.venom_status[i]),
             out_of_range=answers.out_of_range[i], out_of_store=out_of_store.get(observation_id),
-            raw_top_k=[{"class_id": int(c), "binomial_name": taxa.names[k], "family": _known(family.get(int(c))),
+            raw_top_k=[{"class_id": int(c), "binomial_name": taxa.names[k], "genus": _known(genus.get(int(c))),
+                        "family": _known(family.get(int(c))),
                         "probability": round(float(p), 6), "venom_status": str(status.get(int(c), "unknown"))}
                        for c, k, p in zip(class_ids, raw_indices[i], raw_probs[i])],
         )

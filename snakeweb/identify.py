@@ -26,6 +26,14 @@ from snakeweb.store import Store
 SCHEMA_VERSION = "snakeweb.identification/1"
 
 
+class NoUsablePhotos(SnakewebError):
+    """None of an observation's photos could be used; `failures` says why for each."""
+
+    def __init__(self, message: str, failures: list):
+        super().__init__(message)
+        self.failures = failures
+
+
 # p(venomous) (with unknown-status species counted as possibly venomous) at or above which the answer is "danger",
 # and at or above which it is at least "caution". Deliberately cautious: a first responder acts on this, and a
 # missed viper costs far more than a wary look at a grass snake.
@@ -36,12 +44,15 @@ VENOM_LEVELS = ("danger", "caution", "harmless", "unknown")
 
 def venom_level(result) -> str:
     """danger / caution / harmless / unknown, for the banner's colour and the CLI's first line: harmless needs a
-    low venomous probability AND a named answer known to be harmless AND a photo like the store's snakes."""
+    low venomous probability AND a named answer known to be harmless AND a photo like the store's snakes AND,
+    with a country, a country where the store's species table records some of its snakes."""
     possibly = result.p_venomous + result.p_unknown_venom
     if possibly >= DANGER_AT:
         return "danger"
     if possibly >= CAUTION_AT:
         return "caution"
+    if result.country and not result.country_prior_applied:
+        return "unknown"  # the store's species table knows nothing of the snakes of this country: no all-clear
     if result.venom_status == "harmless" and result.prediction_rank is not None and not result.out_of_store:
         return "harmless"
     return "unknown"
@@ -61,13 +72,18 @@ def answer_sentence(result, unconstrained_top: str, country: str | None) -> str:
     """The answer at its rank, and where it came from, in one or two sentences."""
     name, rank = result.prediction, result.prediction_rank
     family = f" ({result.prediction_family})" if result.prediction_family and rank != "family" else ""
-    if rank is None:
+    if rank is None and result.out_of_store:
+        text = "Not named: this does not look like a snake in this store; the candidates below are guesses."
+    elif rank is None and result.prediction_source == "venom_rule":
+        text = (f"Not named: the likeliest answer is a harmless snake, but venomous species carry {result.p_venomous:.0%} "
+                "of the probability, too much to call it harmless. Treat it as possibly venomous.")
+    elif rank is None:
         text = ("Unknown snake: no species, genus or family is likely enough to name with the precision chosen on "
                 "validation; the candidates are listed below.")
     else:
         score = f"{result.prediction_score:.0%}"
         text = {
-            "species": f"{name}{family}, {score}.",
+            "species": f"{name}{family}, {score}: the classifier's most likely species.",
             "genus": f"Genus {name}{family}: species uncertain; the genus carries {score}.",
             "family": f"Family {name}: genus and species uncertain; the family carries {score}.",
         }[rank]
@@ -75,7 +91,8 @@ def answer_sentence(result, unconstrained_top: str, country: str | None) -> str:
             text += (" Given as the venom-aware call: a harmless answer was not given because the venomous species "
                      f"carry {result.p_venomous:.0%} of the probability.")
         elif result.prediction_source == "range_filter" and country:
-            text += f" Species not recorded in {country} were left out."
+            done = "left out" if result.range_mode == "filter" else "down-weighted"
+            text += f" The country check changed the answer: species not recorded in {country} were {done}."
     if result.out_of_range:
         text += (f" The most likely species before the country check, {unconstrained_top}, is outside its known range"
                  f"{' (not recorded in ' + country + ')' if country else ''}: a possible escaped pet or range extension; "
@@ -240,7 +257,7 @@ class Identifier:
         positions, vectors, failures = self.embed(sources)
         result = Identification(inputs=[str(n) for n, _ in sources], failures=failures, country=code, range_mode=range_mode)
         if not positions:
-            raise SnakewebError("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures))
+            raise NoUsablePhotos("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures), failures)
         raw = combine(self.head.predict_log_proba(vectors, self.index), aggregation)[None, :]
         weights = records = None
         if code:
@@ -254,18 +271,9 @@ class Identifier:
         if self.thresholds is None and rank is None:
             result.notes.append("This head has no rank thresholds chosen on validation (it was trained before roll-up, or "
                                 "validation was too small), so the answer is always the most likely species.")
-        answer = decide(raw, self.taxa, self.thresholds, self.head.venom_weight, rank, range_mode, weights, records)
-        probabilities = answer.probabilities[0]
-        self._fill_answer(result, answer)
-        result.raw_top_k = self.top_candidates(raw[0], top)
-        result.species = self.top_candidates(probabilities, top)
-        result.unconstrained_top = self.candidate(int(self.taxa.class_ids[answer.unconstrained_top[0]]), float(raw[0].max()))
-        chosen = int(cost_aware_choice(probabilities[None, :], self.taxa.possibly_venomous(), self.venom_weight)[0])
-        result.venom_aware = self.candidate(int(self.taxa.class_ids[chosen]), float(probabilities[chosen]))
-        result.uncertain = bool(probabilities.max() < uncertain_below)
-        result.explanation = self.explain(result, result.p_venomous, result.p_unknown_venom, self.venom_weight)
         nearest = self.nearest(vectors, max(neighbours, 1))  # the closest one also answers "a snake this store knows?"
         result.neighbours = nearest[:neighbours]
+        unlike = ""
         if not self.novelty:
             result.out_of_store = None
             result.notes.append("This store cannot tell whether the photo shows a snake it knows: it had too few validation "
@@ -274,11 +282,20 @@ class Identifier:
             best, threshold = nearest[0].similarity, self.novelty["similarity_threshold"]
             if best < threshold:
                 result.out_of_store = True
-                result.explanation = (
-                    f"This does not look like a snake in this store: its closest reference image has similarity {best:.3f}, "
-                    f"below the {threshold:.3f} that {1 - self.novelty['target_false_rejection']:.0%} of validation snakes reach. "
-                    + result.explanation
-                )
+                unlike = (f"This does not look like a snake in this store: its closest reference image has similarity {best:.3f}, "
+                          f"below the {threshold:.3f} that {1 - self.novelty['target_false_rejection']:.0%} of validation snakes "
+                          "reach, so no taxon is named. ")
+        answer = decide(raw, self.taxa, self.thresholds, self.head.venom_weight, rank, range_mode, weights, records,
+                        out_of_store=np.array([bool(result.out_of_store)]))
+        probabilities = answer.probabilities[0]
+        self._fill_answer(result, answer)
+        result.raw_top_k = self.top_candidates(raw[0], top)
+        result.species = self.top_candidates(probabilities, top)
+        result.unconstrained_top = self.candidate(int(self.taxa.class_ids[answer.unconstrained_top[0]]), float(raw[0].max()))
+        chosen = int(cost_aware_choice(probabilities[None, :], self.taxa.possibly_venomous(), self.venom_weight)[0])
+        result.venom_aware = self.candidate(int(self.taxa.class_ids[chosen]), float(probabilities[chosen]))
+        result.uncertain = bool(probabilities.max() < uncertain_below)
+        result.explanation = unlike + self.explain(result, result.p_venomous, result.p_unknown_venom, self.venom_weight)
         result.provenance = self.provenance(rank, range_mode, aggregation, uncertain_below)
         result.venom_level = venom_level(result)
         return result
@@ -334,6 +351,8 @@ class Identifier:
         mass = f"venomous species carry {venomous_mass:.0%} of the probability"
         if unknown_mass >= 0.005:
             mass += f", species of unknown venom status {unknown_mass:.0%} (treated as possibly venomous)"
+        if result.prediction_rank is None:
+            return lead + f"No taxon is named; the {mass}."
         if safe is not None and safe.class_id != top.class_id:
             return lead + (
                 f"The {mass}, so the venom-aware call is {safe.binomial_name} (mistaking a venomous snake for a harmless "

@@ -322,7 +322,8 @@ def _refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
         return
     for column, what in (("class_id", "class id"), ("observation_id", "observation"), ("country_code", "country")):
         new, old = both[column].astype(object), both[f"{column}_stored"].astype(object)
-        differs = new.map(_comparable) != old.map(_comparable)
+        # compared in Python: pandas reads None != None as True, which made an unlabelled photo "relabelled"
+        differs = pd.Series([_comparable(a) != _comparable(b) for a, b in zip(new, old)], index=both.index, dtype=bool)
         if column == "country_code":
             differs &= new.notna()  # a folder gives no country: that is not a change
         if differs.any():

@@ -176,6 +176,11 @@ def review_export(store: Store) -> pd.DataFrame:
         frame[field] = [a.get(field) for a in answers]
     for field in PROVENANCE_FIELDS:
         frame[field] = [(a.get("provenance") or {}).get(field) for a in answers]
+    # the settings behind the answer (thresholds, range mode, country table, ...), as JSON text in one cell
+    frame["decision"] = [json.dumps((a.get("provenance") or {})["decision"]) if (a.get("provenance") or {}).get("decision") else None
+                         for a in answers]
+    for column in ("review_id", "old_class_id", "new_class_id", "prediction_class_id"):  # whole numbers, never 405.0
+        frame[column] = pd.array(frame[column], dtype="Int64")
     frame = frame.drop(columns=["answer"], errors="ignore")
     frame.insert(0, "schema", REVIEW_SCHEMA_VERSION)
     frame["reviewed_at"] = frame["reviewed_at"].map(lambda t: t.isoformat(sep=" ") if pd.notna(t) else None)

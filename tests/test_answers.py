@@ -162,3 +162,31 @@ def test_answer_venom_weight_is_raised_until_validation_calls_no_venomous_snake_
     assert chosen.venom_weight == 2.0  # calling it harmless costs 0.2 * 5 * w, venomous 0.8 * 2: w must pass 1.6
     assert called_harmless_rate(decide(probabilities, taxa, chosen), truth, taxa) == 0.0
     assert chosen.chosen_on["venom_weight"]["called_harmless_by_weight"] == {"1": 0.5, "1.5": 0.5, "2": 0.0}
+
+
+def test_the_range_step_never_makes_a_snake_look_safer(taxa):
+    """A rattlesnake photographed where the table records no rattlesnake (an escaped pet) is filtered to a water
+    snake, but p(venomous) stays the photo's and no harmless name is given."""
+    p = row(Crotalus_atrox=0.6, Nerodia_sipedon=0.4)
+    records = np.array([[-1, 0, 0, 1, -1, -1]])  # both rattlesnakes recorded as not present
+    a = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), venom_weight=1.0, range_mode="filter", records=records)
+    assert a.p_venomous[0] == pytest.approx(0.6) and a.probabilities[0, ORDER.index(1137)] == pytest.approx(1.0)
+    assert (a.name[0], a.source[0], a.venom_status[0], a.out_of_range) == ("unknown snake", "venom_rule", "unknown", [True])
+    weights = np.array([[1, 0.02, 0.02, 1, 1, 1]])
+    prior = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), venom_weight=1.0, range_weights=weights, records=records)
+    assert prior.p_venomous[0] == pytest.approx(0.6) and prior.source[0] == "venom_rule"
+    # without the venom rule the changed answer is reported as the range step's
+    assert decide(p, taxa, Thresholds(0.5, 0.5, 0.5), range_weights=weights, venom_rule=False).source[0] == "range_filter"
+
+
+def test_a_family_is_harmless_only_if_every_species_of_it_in_the_store_is():
+    """The head knows only harmless colubrids, but the store's table has a venomous one (the boomslang): a
+    photo rolled up to Colubridae must not be called harmless."""
+    species = pd.concat([SPECIES, pd.DataFrame({"class_id": [502], "binomial_name": ["Dispholidus typus"], "genus": ["Dispholidus"],
+                                                "family": ["Colubridae"], "venom_status": ["venomous"]})])
+    taxa = Taxa.from_species(species, ORDER)  # 502 is not in the head
+    assert taxa.status_of_taxa("family").tolist() == ["unknown", "venomous"]
+    assert taxa.status_of_taxa("genus").tolist() == ["venomous", "harmless", "harmless"]
+    a = decide(row(Nerodia_sipedon=0.3, Nerodia_fasciata=0.2, Pantherophis_guttatus=0.45, Crotalus_atrox=0.05), taxa,
+               Thresholds(0.9, 0.9, 0.6), venom_rule=False)
+    assert (a.name[0], a.venom_status[0]) == ("Colubridae", "unknown")

@@ -71,6 +71,10 @@ def test_loose_images_are_indexed_not_trained(tmp_path, tiny_model_dir):
     assert int(loose["image_id"][0]) not in set(train_ids.tolist())
     from snakeweb.index import index_ids, load_index
     assert int(loose["image_id"][0]) in set(index_ids(load_index(store.index_path)).tolist())
+    # a second ingest of the same folder (resume, or photos added later) adds nothing and refuses nothing: the
+    # unlabelled photo's missing class is not "another class id"
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    assert store.query("SELECT count(*) AS n FROM images")["n"][0] == 13
 
 
 def test_splits_are_stratified_deterministic_and_keep_small_classes_for_training():

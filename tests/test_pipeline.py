@@ -238,6 +238,11 @@ def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path
     provenance = identification["provenance"]
     assert provenance["store_id"] == built_store.get_meta("store_id") and len(provenance["head_id"]) == 16
     assert provenance["model_fingerprint"] == built_store.get_meta("model")["fingerprint"]
+    # none of the photos usable: the error form of the schema, with each photo's reason
+    assert main(["identify", "--store", str(built_store.root), photos[1], "--json"]) == 2
+    failed = json.loads(capsys.readouterr().out)
+    schema_validator("identification_error").validate(failed)
+    assert failed["failures"][0]["name"].endswith("empty.jpg") and "empty" in failed["failures"][0]["reason"]
     broken = {**identification, "prediction_source": "oracle"}
     assert list(validator.iter_errors(broken)) and list(validator.iter_errors({k: v for k, v in identification.items() if k != "p_venomous"}))
 

@@ -3,6 +3,7 @@ remove species x country range records."""
 
 import os
 
+import pandas as pd
 import streamlit as st
 
 from snakeweb.countries import all_countries
@@ -47,7 +48,12 @@ else:
     species = store.species()
     options = species["class_id"].tolist()
     names = dict(zip(species["class_id"], species["binomial_name"]))
-    default = options.index(int(row["top_class_id"])) if int(row["top_class_id"]) in options else 0
+    # start from the photo's current label, never the model's guess: one click on Save must not relabel a viper
+    labelled = pd.notna(row["label"]) and int(row["label"]) in options
+    start = int(row["label"]) if labelled else int(row["top_class_id"])
+    default = options.index(start) if start in options else 0
+    st.caption(f"Current label: {names[int(row['label'])]}" if labelled else
+               f"No label yet; the box starts at the model's most likely species, {row['top_species']}.")
     new_class = st.selectbox("Species", options, index=default, format_func=lambda c: f"{names[c]} ({c})")
     note = st.text_input("Note (optional)")
     if st.button("Save review", type="primary"):
