@@ -390,6 +390,12 @@ def _build(args: argparse.Namespace) -> None:
     print(f"build: done; identify with `python -m pipelines identify --store {store.root} PHOTO...`")
 
 
+# prediction_source in words, for people (the JSON keeps the schema's terms)
+SOURCE_WORDS = {"classifier": "the classifier's top species", "rollup": "rolled up: the species was uncertain",
+                "range_filter": "changed by the country check", "venom_rule": "withheld: possibly venomous",
+                "abstain": "nothing likely enough to name"}
+
+
 def _print_identification(result, as_json: bool) -> None:
     if as_json:
         _emit(json.dumps(result.to_json()))
@@ -401,9 +407,9 @@ def _print_identification(result, as_json: bool) -> None:
     for note in result.notes:
         print(f"  note: {note}")
     flags = {"venomous": "VENOMOUS", "harmless": "harmless", "unknown": "venom status UNKNOWN (treat as possibly venomous)"}
-    lead = {"danger": "DANGER: ", "caution": "caution: ", "harmless": "", "unknown": "venom status unknown: "}[result.venom_level]
-    print(f"  {lead}{result.headline}")
-    print(f"  answer: {result.answer_text}  [{result.prediction_rank or 'no rank'}, {result.prediction_source}; "
+    lead = {"danger": "DANGER", "caution": "CAUTION", "harmless": "LOW RISK", "unknown": "VENOM STATUS UNKNOWN"}[result.venom_level]
+    print(f"  {lead}: {result.headline}")
+    print(f"  answer: {result.answer_text}  [{SOURCE_WORDS[result.prediction_source]}; "
           f"{flags[result.venom_status] if result.prediction_rank else 'venom status unknown'}]")
     print("  top species from the classifier" + (" after the country step:" if result.country_prior_applied else ":"))
     for rank, s in enumerate(result.species, 1):
@@ -414,7 +420,8 @@ def _print_identification(result, as_json: bool) -> None:
     elif result.uncertain:
         print("  UNCERTAIN: the candidates above are possibilities, not an identification.")
     print(f"  {result.explanation}")
-    print("  nearest reference images:")
+    if result.neighbours:
+        print("  nearest reference images:")
     for n in result.neighbours:
         print(f"    image {n.image_id}  similarity {n.similarity:.4f}  {n.binomial_name or 'unlabelled'}  {n.path}")
 

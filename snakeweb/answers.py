@@ -47,7 +47,7 @@ ANSWER_VENOM_WEIGHTS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 # to answer more of them at species
 COVERAGE_SLACK = 0.02
 # how thresholds are chosen: a head whose thresholds were chosen another way gets them chosen again (train stage)
-THRESHOLD_METHOD = "species+genus jointly, then family; answer venom weight/3"
+THRESHOLD_METHOD = "species+genus jointly, then family; answer venom weight/4"
 
 
 @dataclass
@@ -399,5 +399,7 @@ def choose_answer_venom_weight(probabilities: np.ndarray, truth_index: np.ndarra
         chosen = weight
         if rate is None or rate <= max_rate:
             break
-    chosen_on = {**thresholds.chosen_on, "venom_weight": {"max_venomous_called_harmless": max_rate, "called_harmless_by_weight": tried}}
+    venomous = int((taxa.status[np.asarray(truth_index)] == "venomous").sum())
+    chosen_on = {**thresholds.chosen_on, "venom_weight": {"max_venomous_called_harmless": max_rate, "called_harmless_by_weight": tried,
+                                                          "venomous_observations": venomous}}
     return Thresholds(thresholds.species, thresholds.genus, thresholds.family, thresholds.target_precision, chosen, chosen_on)

@@ -317,6 +317,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
             head = load_head(store)
             head.thresholds = recorded["thresholds"] = rank_thresholds(store, head, include_reviews)
             head.save(store.head_path)
+            _say_thresholds(head.thresholds)
             with store.transaction() as con:
                 set_meta(con, "head", recorded)
         print(f"train: head up to date ({recorded['kind']}, {recorded['classes']} classes)")
@@ -359,7 +360,26 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
              f"{info['logit_adjustment']}, temperature {info['temperature']:.2f}" if info["logit_adjustment"] is not None else "")
           + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else "")
           + (f", venom weight {head.venom_weight:g}" if "venom_weight_val_track1" in head.history else ""))
+    _say_thresholds(head.thresholds)
     return info
+
+
+# below this many venomous validation observations the answer venom weight rests on too few snakes to trust
+FEW_VENOMOUS = 30
+
+
+def _say_thresholds(thresholds: dict | None) -> None:
+    """One line on the rank thresholds, and a warning when validation had too few venomous snakes."""
+    if not thresholds:
+        print("train: no rank thresholds (validation too small): answers always name the most likely species")
+        return
+    shown = ", ".join(f"{r} {'never' if thresholds.get(r) is None else format(thresholds[r], '.3f')}" for r in ("species", "genus", "family"))
+    print(f"train: rank thresholds for {thresholds['target_precision']:.0%} correct: {shown}; "
+          f"answer venom weight {thresholds['venom_weight']:g}")
+    venomous = thresholds.get("chosen_on", {}).get("venom_weight", {}).get("venomous_observations")
+    if venomous is not None and venomous < FEW_VENOMOUS:
+        print(f"train: warning: validation holds only {venomous} venomous observation(s); the answer venom weight rests on too "
+              "few snakes to trust how often a venomous one is answered harmless. Add labelled photos of venomous species.")
 
 
 def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, aggregation: str = "mean-log") -> dict | None:

@@ -65,8 +65,9 @@ else:
             st.error(str(exc))
 
 st.subheader("Species ranges")
-st.caption("Add or remove a species x country record of the country prior. Records are logged with your name and the time, "
-           "stored over the shipped table (the latest record of a pair wins) and used by the next identification.")
+st.caption("Record that a species is found in a country (adds it to the range) or is not found there (takes it out). "
+           "Records are logged with your name and the time, stored over the shipped table (the latest record of a pair "
+           "wins, so a later record undoes an earlier one) and used by the next identification.")
 if "range_saved" in st.session_state:  # the sentence of the save that triggered this rerun
     st.success(st.session_state.pop("range_saved"))
 range_species = store.species()
