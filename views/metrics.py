@@ -142,14 +142,16 @@ def show_answers(report: dict) -> None:
         if bins.empty:
             column.caption("No photos to measure.")
             continue
-        diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(color="gray", strokeDash=[4, 4]).encode(x="x", y="y")
-        points = alt.Chart(bins).mark_circle(opacity=0.8).encode(
-            x=alt.X("confidence", title=f"{title} (mean in bin)", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y("accuracy", title=f"share {what}", scale=alt.Scale(domain=[0, 1])),
-            size=alt.Size("count", title="photos"),
+        x = alt.X("confidence", title=f"{title} (mean in bin)", scale=alt.Scale(domain=[0, 1]))
+        y = alt.Y("accuracy", title=f"share {what}", scale=alt.Scale(domain=[0, 1]))
+        diagonal = alt.Chart(pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]})).mark_line(
+            color="gray", strokeDash=[4, 4], clip=True).encode(x=x, y=y)
+        line = alt.Chart(bins).mark_line(opacity=0.5, clip=True).encode(x=x, y=y)  # no size: a thin line through the bins
+        points = alt.Chart(bins).mark_circle(opacity=0.8, clip=True).encode(
+            x=x, y=y, size=alt.Size("count", title="photos"),
             tooltip=[alt.Tooltip("lower", format=".2f"), alt.Tooltip("upper", format=".2f"),
                      alt.Tooltip("confidence", format=".3f"), alt.Tooltip("accuracy", format=".3f"), "count"])
-        column.altair_chart((diagonal + points + points.mark_line(opacity=0.5)).properties(height=300), width="stretch")
+        column.altair_chart((diagonal + line + points).properties(height=300), width="stretch")
     st.caption("On the diagonal = calibrated: of the photos given 80%, 80% are right. "
                + (f"p(venomous) leaves out {answers['reliability']['p_venomous']['left_out']} photo(s) of species of unknown venom status."
                   if answers["reliability"]["p_venomous"].get("left_out") else ""))
