@@ -79,6 +79,8 @@ def answer_title(result) -> str:
     """The answer at its rank, from the result's fields only (the wording of the sentence is answer_text's)."""
     family = f" ({result.prediction_family})" if result.prediction_family and result.prediction_rank != "family" else ""
     venom = f" · {VENOM_LABELS[result.venom_status]}"
+    if result.prediction_rank in ("genus", "family") and result.venom_status == "unknown":
+        venom = " · ❓ not all its species are harmless"  # a taxon's "unknown" is mostly a mix of venomous and harmless
     if result.prediction_rank == "species":
         return f"*{result.prediction}*{family} · {result.prediction_score:.0%}{venom}"
     if result.prediction_rank == "genus":
