@@ -266,7 +266,11 @@ def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path
     reviewed = exported.set_index("observation_id").loc[observation]
     stored = built_store.query("SELECT prediction, prediction_source FROM answers WHERE observation_id = ?", [observation]).iloc[0]
     assert (reviewed["prediction"], reviewed["prediction_source"]) == (stored["prediction"], stored["prediction_source"])
-    assert reviewed["head_id"] == provenance["head_id"] and reviewed["store_id"] == provenance["store_id"]
+    # the review carries the provenance of the answer it was made on (the predict stage's, whatever head made it)
+    record = built_store.query("SELECT record FROM answers WHERE observation_id = ?", [observation])["record"][0]
+    stored_provenance = json.loads(record)["provenance"]
+    assert reviewed["head_id"] == stored_provenance["head_id"] and reviewed["store_id"] == provenance["store_id"]
+    assert json.loads(reviewed["decision"]) == stored_provenance["decision"]
     # the export reads back: the same review is recognised, not added twice
     from snakeweb.review import import_reviews
 
