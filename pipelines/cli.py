@@ -331,7 +331,9 @@ def _export(args: argparse.Namespace) -> None:
         ranks = _counts([r["prediction_rank"] or "abstain" for r in records])
         print(f"export: {len(records)} observations' answers -> {args.out} ({ranks}; country prior {args.prior}, range {args.range_mode})")
         return
-    submission = stages.export_submission(store, args.out, args.decision, prior, args.aggregation)
+    from snakeweb.export import export_submission
+
+    submission = export_submission(store, args.out, args.decision, prior, args.aggregation)
     print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
     numbered = set(store.get_meta("assigned_class_ids") or [])
     invented = submission[submission["class_id"].isin(numbered)]

@@ -1,7 +1,8 @@
-"""The answers export: one record per observation of a store, in the output schema identify uses
-(snakeweb/schemas/answer.schema.json): the answer at its rank and its source, p(venomous), the range flag,
-out-of-store, the raw top-k, the photos that could not be used, and provenance. Unlike a SnakeCLEF submission
-it keeps every observation, including those none of whose photos could be read (they abstain, with reasons)."""
+"""Exports of a store: a SnakeCLEF submission (`export_submission`: one class id per observation), and the
+answers export (`export_answers`): one record per observation in the output schema identify uses
+(snakeweb/schemas/output.schema.json, `answer`): the answer at its rank and its source, p(venomous), the range
+flag, out-of-store, the raw top-k, the photos that could not be used, and provenance. Unlike a submission it
+keeps every observation, including those none of whose photos could be read (they abstain, with reasons)."""
 
 from __future__ import annotations
 
@@ -188,3 +189,32 @@ def store_answers(store: Store, predicted, aggregation: str = "mean-log") -> int
         con.register("new_answers", frame)
         con.execute(f"INSERT INTO answers SELECT {', '.join(FLAT)}, record FROM new_answers")
     return len(frame)
+
+
+def export_submission(
+    store: Store, out, decision: str = "argmax", prior=None, aggregation: str = "mean-log", split: str | None = None,
+) -> pd.DataFrame:
+    """A SnakeCLEF submission (observation_id, class_id; one row per observation, integer ids), written
+    atomically. `prior` is a CountryPrior applied with each observation's country code."""
+    from snakeweb.decisions import decide as decide_class  # the SnakeCLEF decision rules (argmax / cost), not answers.decide
+    from snakeweb.species import possibly_venomous_mask
+
+    observation_ids, probabilities, head = observation_probabilities(store, aggregation)
+    observations = store.query("SELECT observation_id, country_code, split FROM observations").set_index("observation_id")
+    species = store.species().set_index("class_id")
+    class_ids = head.label_map.class_ids
+    if prior is not None:
+        from snakeweb.ranges import effective_prior
+
+        prior = effective_prior(store, prior)  # the review team's range records in the store count as much as the table
+        names = [species["binomial_name"].get(c, f"class {c}") for c in class_ids]
+        countries = [observations["country_code"].get(o) for o in observation_ids]
+        probabilities = prior.apply(probabilities, names, [c if isinstance(c, str) else None for c in countries])
+    venomous = possibly_venomous_mask(species, class_ids)
+    chosen = head.label_map.to_class_ids(decide_class(probabilities, venomous, decision, head.venom_weight))
+    submission = pd.DataFrame({"observation_id": observation_ids, "class_id": chosen.astype(np.int64)})
+    if split is not None:
+        submission = submission[submission["observation_id"].map(observations["split"]) == split]
+    if out is not None:
+        write_atomically(Path(out), lambda tmp: submission.to_csv(tmp, index=False))
+    return submission

@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, train_head
 from snakeweb.index import build_index, describe, ids_digest, load_index, save_index
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.projection import project_2d
-from snakeweb.species import possibly_venomous_class_ids, possibly_venomous_mask
+from snakeweb.species import possibly_venomous_class_ids
 from snakeweb.store import SCHEMA, Store, set_meta
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, parse_views
 
@@ -494,32 +493,3 @@ def project(store: Store, force: bool = False) -> dict:
         set_meta(con, "projection", settings)
     print(f"project: {len(image_ids)} points with {settings['method']}")
     return settings
-
-
-def export_submission(
-    store: Store, out, decision: str = "argmax", prior=None, aggregation: str = "mean-log", split: str | None = None,
-) -> pd.DataFrame:
-    """A SnakeCLEF submission (observation_id, class_id; one row per observation, integer ids), written
-    atomically. `prior` is a CountryPrior applied with each observation's country code."""
-    from snakeweb.decisions import decide
-    from snakeweb.store import write_atomically
-
-    observation_ids, probabilities, head = observation_probabilities(store, aggregation)
-    observations = store.query("SELECT observation_id, country_code, split FROM observations").set_index("observation_id")
-    species = store.species().set_index("class_id")
-    class_ids = head.label_map.class_ids
-    if prior is not None:
-        from snakeweb.ranges import effective_prior
-
-        prior = effective_prior(store, prior)  # the review team's range records in the store count as much as the table
-        names = [species["binomial_name"].get(c, f"class {c}") for c in class_ids]
-        countries = [observations["country_code"].get(o) for o in observation_ids]
-        probabilities = prior.apply(probabilities, names, [c if isinstance(c, str) else None for c in countries])
-    venomous = possibly_venomous_mask(species, class_ids)
-    chosen = head.label_map.to_class_ids(decide(probabilities, venomous, decision, head.venom_weight))
-    submission = pd.DataFrame({"observation_id": observation_ids, "class_id": chosen.astype(np.int64)})
-    if split is not None:
-        submission = submission[submission["observation_id"].map(observations["split"]) == split]
-    if out is not None:
-        write_atomically(Path(out), lambda tmp: submission.to_csv(tmp, index=False))
-    return submission

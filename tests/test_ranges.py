@@ -13,6 +13,7 @@ from snakeweb.countries import CountryError
 from snakeweb.decisions import CountryPrior
 from snakeweb.errors import SnakewebError
 from snakeweb.evaluation import evaluate
+from snakeweb.export import export_submission
 from snakeweb.ranges import (
     LivePrior,
     add_range_override,
@@ -21,7 +22,6 @@ from snakeweb.ranges import (
     overrides_version,
     range_override_log,
 )
-from snakeweb.stages import export_submission
 from snakeweb.store import Store
 from tests.conftest import REPO, build_photo_store, make_photo
 

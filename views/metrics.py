@@ -8,7 +8,7 @@ import streamlit as st
 from snakeweb.decisions import DECISIONS, CountryPrior
 from snakeweb.errors import SnakewebError
 from snakeweb.evaluation import evaluate
-from snakeweb.stages import export_submission
+from snakeweb.export import export_submission
 from views.common import current_store
 
 store = current_store()
