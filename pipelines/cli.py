@@ -311,8 +311,10 @@ def _export(args: argparse.Namespace) -> None:
     from snakeweb.decisions import CountryPrior
 
     prior = None
-    if args.prior is None:  # answers follow identify (the recorded table); submissions stay as the head made them
-        args.prior = "country" if args.answers and (args.country_table or Store(args.store).require().get_meta("country_table")) else "none"
+    if args.prior is None:  # answers follow identify (the recorded table, where observations have countries)
+        store = Store(args.store).require()
+        has_countries = args.answers and bool(store.query("SELECT count(country_code) AS n FROM observations")["n"][0])
+        args.prior = "country" if has_countries and (args.country_table or store.get_meta("country_table")) else "none"
     if args.answers and args.range_mode == "filter" and args.prior != "country":
         raise SnakewebError("--range-mode filter needs a species x country table: give --prior country (and --country-table "
                             "if the store records none).")

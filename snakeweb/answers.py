@@ -282,7 +282,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         unfiltered = decide(raw[filtered], taxa, thresholds, venom_weight, rank, "prior", None, None, venom_rule)
         rows = np.flatnonzero(filtered)
         for j, i in enumerate(rows):
-            if (unfiltered.rank[j], unfiltered.taxon[j]) != (answer_rank[i], taxon[i]) and source[i] != "venom_rule":
+            if (unfiltered.rank[j], unfiltered.taxon[j]) != (answer_rank[i], taxon[i]) and source[i] not in ("venom_rule", "abstain"):
                 source[i] = "range_filter"
     names, scores, status_out, class_index = [], np.full(n, np.nan), np.full(n, "unknown", dtype=object), np.full(n, -1)
     for i, r in enumerate(answer_rank):

@@ -43,9 +43,11 @@ VENOM_LEVELS = ("danger", "caution", "harmless", "unknown")
 
 
 def venom_level(result) -> str:
-    """danger / caution / harmless / unknown, for the banner's colour and the CLI's first line: harmless needs a
-    low venomous probability AND a named answer known to be harmless AND a photo like the store's snakes AND,
-    with a country, a country where the store's species table records some of its snakes."""
+    """danger / caution / harmless / unknown, for the banner's colour and the CLI's first line. Harmless (the
+    all-clear) needs all of: a low venomous probability, a named answer known to be harmless that the classifier
+    gave (not the range step) at a confidence its rank's threshold accepts, a photo like the store's snakes, a
+    top species not outside its range, and, with a country, one where the table records some of the store's
+    snakes."""
     possibly = result.p_venomous + result.p_unknown_venom
     if possibly >= DANGER_AT:
         return "danger"
@@ -53,7 +55,13 @@ def venom_level(result) -> str:
         return "caution"
     if result.country and not result.country_prior_applied:
         return "unknown"  # the store's species table knows nothing of the snakes of this country: no all-clear
-    if result.venom_status == "harmless" and result.prediction_rank is not None and not result.out_of_store:
+    if result.prediction_source not in ("classifier", "rollup") or result.out_of_range or result.out_of_store:
+        return "unknown"  # an answer the range step made, or a species outside its range: no all-clear
+    decision = (result.provenance or {}).get("decision") or {}
+    threshold = (decision.get("thresholds") or {}).get(result.prediction_rank or "")
+    if decision.get("rank", "auto") != "auto" and (threshold is None or (result.prediction_score or 0) < threshold):
+        return "unknown"  # a rank the user asked for, below the confidence validation needs there: no all-clear
+    if result.venom_status == "harmless" and result.prediction_rank is not None:
         return "harmless"
     return "unknown"
 
@@ -83,7 +91,8 @@ def answer_sentence(result, unconstrained_top: str, country: str | None) -> str:
     else:
         score = f"{result.prediction_score:.0%}"
         text = {
-            "species": f"{name}{family}, {score}: the classifier's most likely species.",
+            "species": f"{name}{family}, {score}" + (": the classifier's most likely species."
+                                                     if result.prediction_source == "classifier" else "."),
             "genus": f"Genus {name}{family}: species uncertain; the genus carries {score}.",
             "family": f"Family {name}: genus and species uncertain; the family carries {score}.",
         }[rank]
@@ -260,12 +269,16 @@ class Identifier:
             raise NoUsablePhotos("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures), failures)
         raw = combine(self.head.predict_log_proba(vectors, self.index), aggregation)[None, :]
         weights = records = None
+        applied_mode = range_mode
         if code:
+            # the records flag an out-of-range top species even where the prior cannot be applied (a rattlesnake in
+            # Australia, whose column records none of this store's species, is still recorded as not present there)
+            records = prior.records(self.taxa.names, code)[None, :]
             note = prior.note(code, self.taxa.names)
             if note:
                 result.notes.append(note)
+                applied_mode = "prior"  # flag only: no weights, nothing filtered
             else:
-                records = prior.records(self.taxa.names, code)[None, :]
                 weights = prior.weights(self.taxa.names, code)[None, :]
                 result.country_prior_applied = True
         if self.thresholds is None and rank is None:
@@ -285,7 +298,7 @@ class Identifier:
                 unlike = (f"This does not look like a snake in this store: its closest reference image has similarity {best:.3f}, "
                           f"below the {threshold:.3f} that {1 - self.novelty['target_false_rejection']:.0%} of validation snakes "
                           "reach, so no taxon is named. ")
-        answer = decide(raw, self.taxa, self.thresholds, self.head.venom_weight, rank, range_mode, weights, records,
+        answer = decide(raw, self.taxa, self.thresholds, self.head.venom_weight, rank, applied_mode, weights, records,
                         out_of_store=np.array([bool(result.out_of_store)]))
         probabilities = answer.probabilities[0]
         self._fill_answer(result, answer)

@@ -385,10 +385,15 @@ def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) ->
 
 
 def _update_splits(con, subsets: dict[str, object]) -> None:
-    """Official subsets when the metadata has both train and validation rows; else our stratified split."""
+    """Official subsets when the metadata has both train and validation rows; else our stratified split. A store
+    split by official subsets keeps them on a later ingest (run metadata `split_source`): observations it adds
+    with a subset take it, those without are trained on; re-splitting would move test photos into training."""
     observations = con.execute("SELECT observation_id, class_id, split FROM observations").df()
     known_subsets = {str(s).lower() for s in subsets.values() if isinstance(s, str)}
-    if known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS:
+    recorded = con.execute("SELECT value FROM run_metadata WHERE key = 'split_source'").fetchall()
+    official_before = bool(recorded) and json.loads(recorded[0][0]) == "metadata subsets"
+    if (known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS) or official_before:
+        set_meta(con, "split_source", "metadata subsets")
         def official(row):
             subset = str(subsets.get(row.observation_id, "")).lower()
             if subset in TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS:
@@ -405,6 +410,7 @@ def _update_splits(con, subsets: dict[str, object]) -> None:
             log.warning("The metadata's subsets (%s) lack a train or a validation subset; snakeweb makes its own "
                         "stratified train/val/test split instead.", ", ".join(sorted(known_subsets)))
         observations["split"] = assign_splits(observations)
+        set_meta(con, "split_source", "snakeweb (stratified by species, sha1 of the observation id)")
     con.register("splits", observations[["observation_id", "split"]])
     con.execute("UPDATE observations o SET split = s.split FROM splits s WHERE o.observation_id = s.observation_id")
     con.execute("UPDATE images i SET split = o.split FROM observations o WHERE i.observation_id = o.observation_id")

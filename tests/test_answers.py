@@ -190,3 +190,27 @@ def test_a_family_is_harmless_only_if_every_species_of_it_in_the_store_is():
     a = decide(row(Nerodia_sipedon=0.3, Nerodia_fasciata=0.2, Pantherophis_guttatus=0.45, Crotalus_atrox=0.05), taxa,
                Thresholds(0.9, 0.9, 0.6), venom_rule=False)
     assert (a.name[0], a.venom_status[0]) == ("Colubridae", "unknown")
+
+
+def test_the_all_clear_needs_a_harmless_answer_the_classifier_gave_with_confidence():
+    """venom_level: green ("harmless") only for a named harmless answer of the classifier's, at a confidence its
+    rank's threshold accepts, in range, like the store's snakes, and in a country the store knows."""
+    from snakeweb.identify import Identification, venom_level
+
+    decision = {"rank": "auto", "thresholds": {"species": 0.8, "genus": 0.6, "family": 0.7}}
+    clear = Identification(prediction="Nerodia sipedon", prediction_rank="species", prediction_score=0.9,
+                           prediction_source="classifier", venom_status="harmless", p_venomous=0.02, out_of_range=False,
+                           provenance={"decision": decision})
+    assert venom_level(clear) == "harmless"
+    from dataclasses import replace
+
+    assert venom_level(replace(clear, p_venomous=0.12)) == "caution"
+    assert venom_level(replace(clear, p_venomous=0.3, p_unknown_venom=0.25)) == "danger"
+    assert venom_level(replace(clear, prediction_source="range_filter")) == "unknown"  # the country check made it
+    assert venom_level(replace(clear, out_of_range=True)) == "unknown"
+    assert venom_level(replace(clear, out_of_store=True)) == "unknown"
+    assert venom_level(replace(clear, country="AU", country_prior_applied=False)) == "unknown"
+    forced = {"rank": "species", "thresholds": decision["thresholds"]}
+    assert venom_level(replace(clear, prediction_score=0.27, provenance={"decision": forced})) == "unknown"
+    assert venom_level(replace(clear, provenance={"decision": forced})) == "harmless"  # 0.9 >= 0.8
+    assert venom_level(replace(clear, venom_status="unknown")) == "unknown"

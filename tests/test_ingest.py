@@ -46,6 +46,13 @@ def test_snakeclef_metadata_uses_its_subset_and_observations(snakeclef_layout, t
     assert species.loc[1740, "venom_status"] == ("venomous" if mivs else "harmless")
     predictions = store.query("SELECT count(DISTINCT observation_id) n FROM predictions")["n"][0]
     assert predictions == 9  # one prediction per observation, not per image
+    # a second ingest of the same metadata keeps the official subsets (it once re-split them, moving test photos
+    # into training); so does one of a folder of new photos without subsets
+    splits = observations.set_index("observation_id")["split"]
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root / "images")]) == 0
+    again = store.query("SELECT observation_id, split FROM observations").set_index("observation_id")["split"]
+    assert again.sort_index().equals(splits.sort_index())
+    assert store.get_meta("split_source") == "metadata subsets"
 
 
 def test_metadata_missing_columns_is_a_sentence(tmp_path, capsys):

@@ -71,8 +71,8 @@ def venom_banner(result) -> None:
         st.warning(f"**⚠️ {result.headline} — venomous not ruled out: keep your distance.**")
     elif result.venom_level == "harmless":
         st.success(f"**✅ {result.headline} — the answer is a harmless snake. Still, do not handle it.**")
-    else:  # low venomous mass, but the answer itself has no known harmless status: never green
-        st.warning(f"**❓ {result.headline} — the answer's venom status is not known: treat as possibly venomous.**")
+    else:  # low venomous mass, but not enough for an all-clear (see snakeweb.identify.venom_level): never green
+        st.warning(f"**❓ {result.headline} — not enough to call it harmless: treat as possibly venomous.**")
 
 
 def answer_title(result) -> str:

@@ -50,13 +50,13 @@ else:
     names = dict(zip(species["class_id"], species["binomial_name"]))
     # start from the photo's current label, never the model's guess: one click on Save must not relabel a viper
     labelled = pd.notna(row["label"]) and int(row["label"]) in options
-    start = int(row["label"]) if labelled else int(row["top_class_id"])
-    default = options.index(start) if start in options else 0
     st.caption(f"Current label: {names[int(row['label'])]}" if labelled else
-               f"No label yet; the box starts at the model's most likely species, {row['top_species']}.")
-    new_class = st.selectbox("Species", options, index=default, format_func=lambda c: f"{names[c]} ({c})")
+               f"No label yet (the model's most likely species is {row['top_species']}): choose the species you see.")
+    # labelled: start from the label; unlabelled: start from nothing, so Save never files the model's guess unread
+    new_class = st.selectbox("Species", options, index=options.index(int(row["label"])) if labelled else None,
+                             format_func=lambda c: f"{names[c]} ({c})", placeholder="choose a species")
     note = st.text_input("Note (optional)")
-    if st.button("Save review", type="primary"):
+    if st.button("Save review", type="primary", disabled=new_class is None):
         try:
             add_review(store, observation, reviewer or "", int(new_class), note)
             st.success(f"Saved: {observation} is {names[int(new_class)]}.")
