@@ -20,27 +20,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snakeweb.answers import ANSWER_VENOM_WEIGHTS, Taxa, Thresholds, called_harmless_rate, choose_thresholds, correct_at_rank, decide  # noqa: E402
+from snakeweb.answers import ANSWER_VENOM_WEIGHTS, Taxa, Thresholds, choose_thresholds, decide  # noqa: E402
+from snakeweb.rank_metrics import answer_summary, venom_critical  # noqa: E402
 from snakeweb.stages import observation_probabilities  # noqa: E402
 from snakeweb.store import Store  # noqa: E402
 
 
 def figures(probabilities: np.ndarray, truth: np.ndarray, taxa: Taxa, thresholds: Thresholds | None, venom_weight: float) -> dict:
+    """The evaluate stage's own measures of the answers (rank_metrics.answer_summary and venom_critical)."""
     answers = decide(probabilities, taxa, thresholds, venom_weight)
-    correct = correct_at_rank(answers, truth, taxa)
-    out: dict = {"observations": int(len(truth))}
-    for rank in ("species", "genus", "family", ""):
-        rows = answers.rank == rank
-        out[rank or "no_name"] = {"share": round(float(rows.mean()), 4),
-                                  "correct": round(float(correct[rows].mean()), 4) if rows.any() and rank else None}
-    named = np.isin(answers.rank, ["species", "genus"])
-    out["species_or_genus"] = {"share": round(float(named.mean()), 4),
-                               "correct": round(float(correct[named].mean()), 4) if named.any() else None}
-    venomous = taxa.status[truth] == "venomous"
-    out["venomous_called_harmless"] = called_harmless_rate(answers, truth, taxa)
-    out["venomous_with_p_venomous_below_half"] = round(float((answers.p_venomous[venomous] < 0.5).mean()), 4) if venomous.any() else None
-    out["sources"] = {s: int((answers.source == s).sum()) for s in sorted(set(answers.source))}
-    return out
+    return {**answer_summary(answers, truth, taxa), "venom_critical": venom_critical(answers, truth, taxa)}
 
 
 def main() -> None:
@@ -70,8 +59,8 @@ def main() -> None:
     for split, (p, y) in splits.items():
         for w in ANSWER_VENOM_WEIGHTS:
             f = figures(p, y, taxa, replace(thresholds, venom_weight=w), w)
-            print(json.dumps({"split": split, "answer_venom_weight": w, "venomous_called_harmless": f["venomous_called_harmless"],
-                              "species_or_genus": f["species_or_genus"], "no_name": f["no_name"]}))
+            print(json.dumps({"split": split, "answer_venom_weight": w, "venom_critical": f["venom_critical"],
+                              "species_or_genus": f["species_or_genus"], "no_name": f["ranks"]["abstain"]}))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ The venom-aware rule minimises *expected* cost, so it is only as good as the pro
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
+
+from snakeweb.errors import SnakewebError
+
+RELIABILITY_BINS = 15
 
 # Work in torch (float32 passes, float64 means, all cores): with SnakeCLEF's 1,784 classes a validation split
 # is ~30M logits; a NumPy float64 softmax took 0.7 s per pass here, a torch float32 one ~0.15 s.
@@ -67,14 +72,46 @@ def fit_temperature(logits: np.ndarray, true_index: np.ndarray, low: float = 0.0
     return float(1.0 / beta)
 
 
-def expected_calibration_error(probabilities: np.ndarray, true_index: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-1 confidence: the usual 15 equal-width bins."""
-    confidence = probabilities.max(1)
-    correct = probabilities.argmax(1) == true_index
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = RELIABILITY_BINS) -> pd.DataFrame:
+    """Reliability diagram table: `bins` equal-width confidence bins over 0..1 (bin i holds (i/bins, (i+1)/bins],
+    the first also holds 0), one row per non-empty bin: bin, lower, upper, confidence (mean), accuracy (share of
+    `correct`), count.
+
+    For top-1 species: confidence = top probability, correct = top is the true class; for the venom probability:
+    confidence = p(venomous), correct = the true species is venomous (a calibrated p says 0.8 where 80% are).
+    The ECE (`ece`) is the count-weighted mean |confidence - accuracy| over the bins (Guo et al. 2017, "On
+    Calibration of Modern Neural Networks").
+    Raises SnakewebError when the arrays differ in length or a confidence lies outside 0..1.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    if confidence.shape != correct.shape:
+        raise SnakewebError(f"Give one correct flag per confidence ({len(correct)} flags for {len(confidence)} confidences).")
+    if len(confidence) and (np.nanmin(confidence) < 0 or np.nanmax(confidence) > 1 + 1e-9 or np.isnan(confidence).any()):
+        raise SnakewebError("Confidences must be probabilities in 0..1; pass calibrated probabilities, not logits.")
+    # bin i is (edges[i], edges[i + 1]], 0 put in the first; found by searchsorted on the edges (c * bins can round
+    # across an edge)
     edges = np.linspace(0, 1, bins + 1)
-    error = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (confidence > lo) & (confidence <= hi)
-        if inside.any():
-            error += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
-    return float(error)
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    rows = []
+    for b in np.unique(index):
+        inside = index == b
+        rows.append({"bin": int(b), "lower": float(edges[b]), "upper": float(edges[b + 1]), "confidence": float(confidence[inside].mean()),
+                     "accuracy": float(correct[inside].mean()), "count": int(inside.sum())})
+    return pd.DataFrame(rows, columns=["bin", "lower", "upper", "confidence", "accuracy", "count"])
+
+
+def ece(table: pd.DataFrame) -> float | None:
+    """Expected calibration error of a `reliability` table: sum over bins of count/n x |confidence - accuracy|;
+    None for an empty table."""
+    total = table["count"].sum() if len(table) else 0
+    if not total:
+        return None
+    return float((table["count"] / total * (table["confidence"] - table["accuracy"]).abs()).sum())
+
+
+def expected_calibration_error(probabilities: np.ndarray, true_index: np.ndarray, bins: int = RELIABILITY_BINS) -> float:
+    """ECE of the top-1 confidence over `bins` equal-width bins (the `reliability` table's)."""
+    probabilities = np.asarray(probabilities)
+    table = reliability(probabilities.max(1), probabilities.argmax(1) == np.asarray(true_index), bins)
+    return ece(table) or 0.0

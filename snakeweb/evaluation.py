@@ -11,6 +11,7 @@ import pandas as pd
 from snakeweb import rank_metrics as rm
 from snakeweb.answers import RANKS, Taxa, Thresholds
 from snakeweb.answers import decide as decide_answers
+from snakeweb.calibration import ece, reliability
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head
@@ -136,7 +137,7 @@ def answer_report(store: Store, head: Head, probabilities: np.ndarray, truth_cla
     for name, (weights, records) in settings.items():
         answers = decide_answers(probabilities, taxa, thresholds, head.venom_weight, None, "prior", weights, records)
         top_correct = answers.probabilities.argmax(1) == truth_index
-        species_table = rm.reliability(answers.probabilities.max(1, initial=0.0), top_correct)
+        species_table = reliability(answers.probabilities.max(1, initial=0.0), top_correct)
         venom_table, venom_left_out = rm.venom_reliability(answers, truth_index, taxa)
         curves, points = {}, {}
         for rank in RANKS:
@@ -149,8 +150,8 @@ def answer_report(store: Store, head: Head, probabilities: np.ndarray, truth_cla
             "rank_accuracy": rm.rank_accuracy(answers.probabilities, truth_index, taxa),
             "venom_critical": rm.venom_critical(answers, truth_index, taxa),
             "risk_coverage": curves, "operating_points": points,
-            "reliability": {"species": {"ece": rm.ece(species_table), "bins": _records(species_table)},
-                            "p_venomous": {"ece": rm.ece(venom_table), "bins": _records(venom_table), "left_out": venom_left_out}},
+            "reliability": {"species": {"ece": ece(species_table), "bins": _records(species_table)},
+                            "p_venomous": {"ece": ece(venom_table), "bins": _records(venom_table), "left_out": venom_left_out}},
         }
     return out
 

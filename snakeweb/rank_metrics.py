@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.answers import RANKS, SOURCES, Answers, Taxa, correct_at_rank
+from snakeweb.calibration import RELIABILITY_BINS, reliability
 from snakeweb.errors import SnakewebError
 
 ABSTAIN = "abstain"
 MAX_CURVE_POINTS = 200
-RELIABILITY_BINS = 15
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -130,44 +130,6 @@ def operating_point(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Ta
     take = score >= threshold
     return {"threshold": float(threshold), "coverage": _share(int(take.sum()), len(truth)),
             "accuracy": _share(int(correct[take].sum()), int(take.sum()))}
-
-
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = RELIABILITY_BINS) -> pd.DataFrame:
-    """Reliability diagram table: `bins` equal-width confidence bins over 0..1 (bin i holds (i/bins, (i+1)/bins],
-    the first also holds 0), one row per non-empty bin: bin, lower, upper, confidence (mean), accuracy (share of
-    `correct`), count.
-
-    For top-1 species: confidence = top probability, correct = top is the true class; for the venom probability:
-    confidence = p(venomous), correct = the true species is venomous (a calibrated p says 0.8 where 80% are).
-    The ECE (`ece`) is the count-weighted mean |confidence - accuracy| over the bins (Guo et al. 2017, "On
-    Calibration of Modern Neural Networks"), the same as `snakeweb.calibration.expected_calibration_error`.
-    Raises SnakewebError when the arrays differ in length or a confidence lies outside 0..1.
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    if confidence.shape != correct.shape:
-        raise SnakewebError(f"Give one correct flag per confidence ({len(correct)} flags for {len(confidence)} confidences).")
-    if len(confidence) and (np.nanmin(confidence) < 0 or np.nanmax(confidence) > 1 + 1e-9 or np.isnan(confidence).any()):
-        raise SnakewebError("Confidences must be probabilities in 0..1; pass calibrated probabilities, not logits.")
-    # bin i is (edges[i], edges[i + 1]], 0 put in the first; the same edges as calibration.py, so a confidence on an
-    # edge falls in the same bin there and here (c * bins can round across an edge)
-    edges = np.linspace(0, 1, bins + 1)
-    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    rows = []
-    for b in np.unique(index):
-        inside = index == b
-        rows.append({"bin": int(b), "lower": float(edges[b]), "upper": float(edges[b + 1]), "confidence": float(confidence[inside].mean()),
-                     "accuracy": float(correct[inside].mean()), "count": int(inside.sum())})
-    return pd.DataFrame(rows, columns=["bin", "lower", "upper", "confidence", "accuracy", "count"])
-
-
-def ece(table: pd.DataFrame) -> float | None:
-    """Expected calibration error of a `reliability` table: sum over bins of count/n x |confidence - accuracy|;
-    None for an empty table."""
-    total = table["count"].sum() if len(table) else 0
-    if not total:
-        return None
-    return float((table["count"] / total * (table["confidence"] - table["accuracy"]).abs()).sum())
 
 
 def venom_reliability(answers: Answers, truth_index: np.ndarray, taxa: Taxa, bins: int = RELIABILITY_BINS) -> tuple[pd.DataFrame, int]:

@@ -9,7 +9,7 @@ import pytest
 
 from snakeweb import rank_metrics as rm
 from snakeweb.answers import Answers, Taxa, Thresholds, decide
-from snakeweb.calibration import expected_calibration_error
+from snakeweb.calibration import ece, expected_calibration_error, reliability
 from snakeweb.errors import SnakewebError
 from tests.conftest import REPO
 from tests.test_pipeline import built_store  # noqa: F401  (the module-scoped store fixture, built once here)
@@ -127,18 +127,18 @@ def test_risk_coverage_is_monotone_thinned_and_ends_at_top1_accuracy(taxa):
 
 
 def test_reliability_by_hand_and_ece():
-    table = rm.reliability([0.0, 0.2, 0.25, 0.3, 0.8, 1.0], [0, 0, 1, 0, 1, 1], bins=4)
+    table = reliability([0.0, 0.2, 0.25, 0.3, 0.8, 1.0], [0, 0, 1, 0, 1, 1], bins=4)
     # (0, .25] holds 0 (first bin), .2 and .25 (an edge belongs to the bin below); (.25, .5] holds .3; (.75, 1] .8 and 1
     assert table["bin"].tolist() == [0, 1, 3] and table["count"].tolist() == [3, 1, 2]
     assert table["confidence"].tolist() == pytest.approx([0.15, 0.3, 0.9])
     assert table["accuracy"].tolist() == pytest.approx([1 / 3, 0.0, 1.0])
     assert table[["lower", "upper"]].values.tolist() == [[0.0, 0.25], [0.25, 0.5], [0.75, 1.0]]
-    assert rm.ece(table) == pytest.approx(0.5 * (1 / 3 - 0.15) + 0.3 / 6 + 2 / 6 * 0.1)
-    assert rm.ece(rm.reliability([], [])) is None
+    assert ece(table) == pytest.approx(0.5 * (1 / 3 - 0.15) + 0.3 / 6 + 2 / 6 * 0.1)
+    assert ece(reliability([], [])) is None
     with pytest.raises(SnakewebError, match="one correct flag"):
-        rm.reliability([0.5], [True, False])
+        reliability([0.5], [True, False])
     with pytest.raises(SnakewebError, match="0..1"):
-        rm.reliability([1.5], [True])
+        reliability([1.5], [True])
 
 
 def test_reliability_ece_matches_calibration_module():
@@ -146,8 +146,8 @@ def test_reliability_ece_matches_calibration_module():
     logits = rng.normal(0, 3, (500, 20))
     probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     truth = rng.integers(0, 20, 500)
-    table = rm.reliability(probabilities.max(1), probabilities.argmax(1) == truth)
-    assert rm.ece(table) == pytest.approx(expected_calibration_error(probabilities, truth), abs=1e-12)
+    table = reliability(probabilities.max(1), probabilities.argmax(1) == truth)
+    assert ece(table) == pytest.approx(expected_calibration_error(probabilities, truth), abs=1e-12)
     assert table["count"].sum() == 500
 
 
