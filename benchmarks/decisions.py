@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snakeweb.answers import ANSWER_VENOM_WEIGHTS, Taxa, Thresholds, choose_thresholds, decide  # noqa: E402
+from snakeweb.answers import ANSWER_VENOM_WEIGHTS, Taxa, Thresholds, answer_venom_weight, choose_thresholds, decide  # noqa: E402
 from snakeweb.rank_metrics import answer_summary, venom_critical  # noqa: E402
 from snakeweb.stages import observation_probabilities  # noqa: E402
 from snakeweb.store import Store  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     labels = store.query("SELECT observation_id, class_id, split FROM observations WHERE class_id IS NOT NULL").set_index("observation_id")
     taxa = Taxa.from_species(store.species(), head.label_map.class_ids)
     thresholds = Thresholds.from_json(head.thresholds)
-    weight = thresholds.venom_weight if thresholds and thresholds.venom_weight else head.venom_weight
+    weight = answer_venom_weight(thresholds, head.venom_weight)
     splits = {}
     for split in ("val", "test"):
         rows = [i for i, o in enumerate(observation_ids) if o in labels.index and labels.at[o, "split"] == split

@@ -71,6 +71,8 @@ class Taxa:
     family_of: np.ndarray  # [K] int, -1 unknown
     family_of_genus: dict[str, str] = field(default_factory=dict)
     taxon_status: dict[str, dict[str, str]] = field(default_factory=dict)  # rank -> taxon name -> venom status
+    # membership matrices and taxon statuses, derived once: identify calls decide once per observation
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_species(cls, species: pd.DataFrame, class_ids) -> Taxa:
@@ -124,23 +126,28 @@ class Taxa:
         groups, names = self.group(rank)
         if rank == "species":
             return probabilities
-        known = groups >= 0
-        membership = np.zeros((len(self), len(names)))
-        membership[np.flatnonzero(known), groups[known]] = 1.0
-        return probabilities @ membership
+        if ("membership", rank) not in self._derived:
+            known = groups >= 0
+            membership = np.zeros((len(self), len(names)))
+            membership[np.flatnonzero(known), groups[known]] = 1.0
+            self._derived["membership", rank] = membership
+        return probabilities @ self._derived["membership", rank]
 
     def status_of_taxa(self, rank: str) -> np.ndarray:
         """Venom status per taxon of `rank` (see the class docstring)."""
         groups, names = self.group(rank)
         if rank == "species":
             return self.status
+        if ("status", rank) in self._derived:
+            return self._derived["status", rank]
         out = []
         for g, name in enumerate(names):
             members = set(self.status[groups == g].tolist())
             head_status = members.pop() if len(members) == 1 else "unknown"
             table_status = self.taxon_status.get(rank, {}).get(name, head_status)
             out.append(head_status if head_status == table_status else "unknown")
-        return np.array(out)
+        self._derived["status", rank] = np.array(out)
+        return self._derived["status", rank]
 
     def possibly_venomous(self) -> np.ndarray:
         return self.status != "harmless"
@@ -191,6 +198,12 @@ class Answers:
     probabilities: np.ndarray  # [n, K] after the range step
 
 
+def answer_venom_weight(thresholds: Thresholds | None, head_weight: float) -> float:
+    """The venom rule's weight for answers: the one chosen with the thresholds (`choose_answer_venom_weight`),
+    else the head's own (chosen by Track1)."""
+    return thresholds.venom_weight if thresholds is not None and thresholds.venom_weight is not None else head_weight
+
+
 def out_of_range_flags(records: np.ndarray | None, top: np.ndarray) -> list[bool | None]:
     """Per row: the top species is recorded as not present in the row's country (True), recorded present
     (False), or the table cannot tell (None: no country, the species is not in the table, an empty cell).
@@ -215,8 +228,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     """
     from snakeweb.decisions import cost_aware_choice
 
-    if thresholds is not None and thresholds.venom_weight is not None:
-        venom_weight = thresholds.venom_weight
+    venom_weight = answer_venom_weight(thresholds, venom_weight)
     if range_mode not in RANGE_MODES:
         raise SnakewebError(f"Unknown range mode {range_mode!r}; use one of {', '.join(RANGE_MODES)}.")
     if rank is not None and rank not in RANKS:

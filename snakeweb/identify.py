@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.aggregate import combine, top_k
-from snakeweb.answers import RANGE_MODES, RANKS, UNKNOWN_TAXON, Taxa, Thresholds, decide
+from snakeweb.answers import RANGE_MODES, RANKS, UNKNOWN_TAXON, Taxa, Thresholds, answer_venom_weight, decide
 from snakeweb.countries import country_name
 from snakeweb.decisions import CountryPrior, cost_aware_choice
 from snakeweb.embed import embed_images
@@ -205,8 +205,7 @@ class Identifier:
         self.venom_status = self.species["venom_status"].to_dict()
         self.taxa = Taxa.from_species(self.species, self.head.label_map.class_ids)
         self.thresholds = Thresholds.from_json(self.head.thresholds)
-        # the venom rule's weight for answers (chosen on validation with the thresholds), else the head's Track1 choice
-        self.venom_weight = self.thresholds.venom_weight if self.thresholds and self.thresholds.venom_weight else self.head.venom_weight
+        self.venom_weight = answer_venom_weight(self.thresholds, self.head.venom_weight)
         if self.base_prior is not None and country_table:
             self.base_prior.require_species(self.species["binomial_name"].tolist())
         self.catalogue = image_catalogue(store)
@@ -318,21 +317,21 @@ class Identifier:
         result.prediction, result.prediction_rank, result.prediction_source = answer.name[0], rank, str(answer.source[0])
         result.prediction_score = None if rank is None else float(answer.score[0])
         result.prediction_class_id = int(self.taxa.class_ids[answer.class_index[0]]) if rank == "species" else None
-        result.prediction_family = self._family(rank, answer.name[0])
+        result.prediction_family = self._family(rank, answer.name[0], result.prediction_class_id)
         result.p_venomous, result.p_unknown_venom = float(answer.p_venomous[0]), float(answer.p_unknown_venom[0])
         result.venom_status, result.out_of_range = str(answer.venom_status[0]), answer.out_of_range[0]
         result.headline = venom_headline(result.p_venomous, result.p_unknown_venom)
         top = self.names.get(int(self.taxa.class_ids[answer.unconstrained_top[0]]), "")
         result.answer_text = answer_sentence(result, top, country_name(result.country) if result.country else None)
 
-    def _family(self, rank: str | None, name: str) -> str | None:
+    def _family(self, rank: str | None, name: str, class_id: int | None) -> str | None:
+        """The answered taxon's family, when known (a species by its class id: names are for people)."""
         if rank == "family":
             return name
         if rank == "genus":
             return self.taxa.family_of_genus.get(name)
         if rank == "species":
-            family = self.species.set_index("binomial_name")["family"].get(name) if "family" in self.species.columns else None
-            return family if isinstance(family, str) and family != UNKNOWN_TAXON else None
+            return self.candidate(class_id, 0.0).family
         return None
 
     def top_candidates(self, probabilities: np.ndarray, top: int) -> list[SpeciesCandidate]:

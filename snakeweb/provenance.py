@@ -47,13 +47,12 @@ def provenance(facts: dict, head, head_id: str | None, decision: dict) -> dict:
 def decision_settings(head, thresholds, rank: str | None, range_mode: str, country_table: str | None, range_records: int,
                       aggregation: str, **extra) -> dict:
     """The decision block of the provenance: everything between the head's probabilities and the answer."""
-    from snakeweb.answers import RANKS
+    from snakeweb.answers import RANKS, answer_venom_weight
 
     return {
         "rank": rank or "auto", "thresholds": None if thresholds is None else {r: thresholds.of(r) for r in RANKS},
         "target_precision": None if thresholds is None else thresholds.target_precision,
-        # the venom rule's weight for answers: the thresholds' own when chosen, else the head's (Track1)
-        "venom_weight": thresholds.venom_weight if thresholds is not None and thresholds.venom_weight is not None else head.venom_weight,
+        "venom_weight": answer_venom_weight(thresholds, head.venom_weight),
         "venom_rule": True, "range_mode": range_mode, "country_table": country_table, "range_records": range_records,
         "aggregation": aggregation, "temperature": head.temperature, **extra,
     }
