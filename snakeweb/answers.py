@@ -133,6 +133,22 @@ class Taxa:
             self._derived["membership", rank] = membership
         return probabilities @ self._derived["membership", rank]
 
+    def best(self, probabilities: np.ndarray, rank: str) -> tuple[np.ndarray, np.ndarray]:
+        """(most likely taxon of `rank` per row [n], its summed probability [n]); -1 and 0 where the rank has no
+        taxa at all (e.g. no class has a known family)."""
+        sums = self.sums(probabilities, rank)
+        if not sums.shape[1]:
+            return np.full(len(sums), -1), np.zeros(len(sums))
+        return sums.argmax(1), sums.max(1)
+
+    def scored(self, probabilities: np.ndarray, truth_index: np.ndarray, rank: str) -> tuple[np.ndarray, np.ndarray]:
+        """(top score at `rank` [n], whether that top taxon is the true class's [n]): the pair every precision at
+        a rank is measured from. A true class without a taxon at `rank` is never matched."""
+        taxon, score = self.best(probabilities, rank)
+        groups, _ = self.group(rank)
+        truth = groups[np.asarray(truth_index, dtype=np.int64)]
+        return score, (taxon == truth) & (truth >= 0)
+
     def status_of_taxa(self, rank: str) -> np.ndarray:
         """Venom status per taxon of `rank` (see the class docstring)."""
         groups, names = self.group(rank)
@@ -250,8 +266,9 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     out_of_range = out_of_range_flags(records, unconstrained_top)
 
     per_rank = {r: taxa.sums(probs, r) for r in RANKS}
-    best = {r: (per_rank[r].argmax(1) if per_rank[r].shape[1] else np.full(n, -1)) for r in RANKS}
-    best_p = {r: (per_rank[r].max(1) if per_rank[r].shape[1] else np.zeros(n)) for r in RANKS}
+    best, best_p = {}, {}
+    for r in RANKS:
+        best[r], best_p[r] = taxa.best(probs, r)
     answer_rank = np.full(n, "", dtype=object)
     source = np.full(n, "abstain", dtype=object)
     if rank is not None:
@@ -322,21 +339,26 @@ def correct_at_rank(answers: Answers, truth_index: np.ndarray, taxa: Taxa) -> np
     return out
 
 
+def precision_curve(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Answering the rows from the highest score down: (threshold, rows answered, precision) [points], one point
+    per distinct score (a threshold cannot split equal scores), thresholds falling. Empty arrays for no rows."""
+    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    scores, answered = scores[order], np.arange(1, len(order) + 1)
+    precision = np.cumsum(correct[order]) / np.maximum(answered, 1)
+    ends = np.flatnonzero(np.append(scores[1:] < scores[:-1], True)) if len(scores) else np.zeros(0, int)
+    return scores[ends], answered[ends], precision[ends]
+
+
 def _prefix_choice(scores: np.ndarray, correct: np.ndarray, target: float, min_answered: int) -> tuple[int, float | None, float | None]:
     """Answering the rows with the highest scores: (how many, the threshold, their precision) for the most
-    rows whose precision is at least `target` (at least `min_answered` of them); (0, None, None) when none.
-    A threshold cannot split equal scores, so only prefixes ending at a change of score count."""
-    if not len(scores):
-        return 0, None, None
-    order = np.argsort(-scores, kind="stable")
-    answered = np.arange(1, len(order) + 1)
-    precision = np.cumsum(correct[order]) / answered
-    distinct = np.append(scores[order][1:] < scores[order][:-1], True)
-    ok = np.flatnonzero((precision >= target) & (answered >= min_answered) & distinct)
+    rows whose precision is at least `target` (at least `min_answered` of them); (0, None, None) when none."""
+    thresholds, answered, precision = precision_curve(scores, correct)
+    ok = np.flatnonzero((precision >= target) & (answered >= min_answered))
     if not len(ok):
         return 0, None, None
     m = int(ok[-1])
-    return m + 1, float(scores[order][m]), float(precision[m])
+    return int(answered[m]), float(thresholds[m]), float(precision[m])
 
 
 def choose_thresholds(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Taxa,
@@ -355,12 +377,9 @@ def choose_thresholds(probabilities: np.ndarray, truth_index: np.ndarray, taxa: 
     """
     probs = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
     truth_index = np.asarray(truth_index, dtype=np.int64)
-    top_species, species_ok = probs.max(1), probs.argmax(1) == truth_index
-    genus_sums = taxa.sums(probs, "genus")
-    has_genus = genus_sums.shape[1] > 0
-    genus_p = genus_sums.max(1) if has_genus else np.zeros(len(probs))
-    genus_ok = ((taxa.genus_of[truth_index] == genus_sums.argmax(1)) & (taxa.genus_of[truth_index] >= 0)) if has_genus \
-        else np.zeros(len(probs), bool)
+    top_species, species_ok = taxa.scored(probs, truth_index, "species")
+    has_genus = len(taxa.genera) > 0
+    genus_p, genus_ok = taxa.scored(probs, truth_index, "genus")
     tried = np.unique(np.quantile(top_species, np.linspace(0, 1, candidates))) if len(probs) else np.zeros(0)
     options = []  # (coverage, species answered, t_species, t_genus, species precision, genus precision)
     for t_species in [None, *tried.tolist()]:
@@ -381,11 +400,10 @@ def choose_thresholds(probabilities: np.ndarray, truth_index: np.ndarray, taxa: 
     _, n_species, t_species, t_genus, species_precision, genus_precision = best
     answered = (top_species >= t_species if t_species is not None else np.zeros(len(probs), bool)) | \
         (genus_p >= t_genus if t_genus is not None else np.zeros(len(probs), bool))
-    family_sums = taxa.sums(probs, "family")
     n_family, t_family, family_precision = 0, None, None
-    if family_sums.shape[1] and (~answered).any():
-        family_ok = (taxa.family_of[truth_index] == family_sums.argmax(1)) & (taxa.family_of[truth_index] >= 0)
-        n_family, t_family, family_precision = _prefix_choice(family_sums.max(1)[~answered], family_ok[~answered], target, min_answered)
+    if taxa.families and (~answered).any():
+        family_p, family_ok = taxa.scored(probs, truth_index, "family")
+        n_family, t_family, family_precision = _prefix_choice(family_p[~answered], family_ok[~answered], target, min_answered)
     figures = {"method": THRESHOLD_METHOD, "observations": int(len(probs)),
                "species": {"answered": n_species, "precision": species_precision},
                "genus": {"answered": int(best[0] - n_species), "precision": genus_precision},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from snakeweb.answers import RANKS, SOURCES, Answers, Taxa, correct_at_rank
+from snakeweb.answers import RANKS, SOURCES, Answers, Taxa, correct_at_rank, precision_curve
 from snakeweb.calibration import RELIABILITY_BINS, reliability
 from snakeweb.errors import SnakewebError
 
@@ -32,14 +32,11 @@ def _truth(truth_index, taxa: Taxa) -> np.ndarray:
 
 
 def _top(probabilities: np.ndarray, truth: np.ndarray, taxa: Taxa, rank: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(top score [n], top taxon correct [n], true taxon known [n]) at `rank`; no taxa at all: scores 0, never correct."""
+    """(top score [n], top taxon correct [n], true taxon known [n]) at `rank` (`Taxa.scored`, plus which truths
+    have a taxon at that rank)."""
+    score, correct = taxa.scored(probabilities, truth, rank)
     groups, _ = taxa.group(rank)
-    sums = taxa.sums(probabilities, rank)
-    true_group = groups[truth] if len(truth) else np.zeros(0, np.int64)
-    known = true_group >= 0
-    if not sums.shape[1]:
-        return np.zeros(len(truth)), np.zeros(len(truth), bool), known
-    return sums.max(1), (sums.argmax(1) == true_group) & known, known
+    return score, correct, groups[truth] >= 0
 
 
 def rank_accuracy(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Taxa) -> dict:
@@ -108,15 +105,11 @@ def risk_coverage(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Taxa
     if not len(truth) or not len(taxa.group(rank)[1]):
         return pd.DataFrame(columns=columns, dtype=float)
     score, correct, _ = _top(probabilities, truth, taxa, rank)
-    order = np.argsort(-score, kind="stable")
-    score, correct = score[order], correct[order]
-    answered = np.arange(1, len(score) + 1)
-    hits = np.cumsum(correct)
-    # a threshold cannot split equal scores: keep the last row of each run of equal scores
-    ends = np.flatnonzero(np.append(score[1:] < score[:-1], True))
-    if len(ends) > max_points:
-        ends = ends[np.unique(np.linspace(0, len(ends) - 1, max_points).round().astype(int))]
-    return pd.DataFrame({"threshold": score[ends], "coverage": answered[ends] / len(score), "accuracy": hits[ends] / answered[ends]})
+    thresholds, answered, accuracy = precision_curve(score, correct)
+    keep = np.arange(len(thresholds))
+    if len(keep) > max_points:  # thinned evenly, the first and last points kept
+        keep = np.unique(np.linspace(0, len(keep) - 1, max_points).round().astype(int))
+    return pd.DataFrame({"threshold": thresholds[keep], "coverage": answered[keep] / len(score), "accuracy": accuracy[keep]})
 
 
 def operating_point(probabilities: np.ndarray, truth_index: np.ndarray, taxa: Taxa, rank: str, threshold: float | None) -> dict | None:
