@@ -1,20 +1,16 @@
-"""GPU embedding throughput, JPEG bytes on disk -> vectors on the host, against the naive way in the same run.
+"""The product's embed stage on a GPU, photos on disk -> vectors in a store, against the naive way in the same run.
 
-Self-contained (torch, transformers, torchvision, Pillow, numpy; no snakeweb import, no hub access) so it runs
-as one command on a bare GPU machine:
+    python benchmarks/gpu_embed.py [--photos DIR] [--images 32768] [--large-images 2048] [--naive-images 512] \
+        [--model base] [--out benchmarks/results/gpu_embed_h200.jsonl]
 
-    python benchmarks/gpu_embed.py [--photos DIR] [--images 16384] [--naive-images 1024] [--model base]
-
-Naive = the seed paper's way: HF image processor on PIL images + Dinov2Model, fp32, eager attention, batch 8,
-the whole last_hidden_state copied to the host. Fast = bytes read by CPU threads, batched nvJPEG decode on the
-GPU in 1, 3 or 4 producer threads, each on its own side stream (overlapping the model on the main stream; the
-model also with CUDA graphs),
-resize/crop/normalise on the GPU (per photo, or batched: one grid_sample over a padded batch), bf16 weights,
-SDPA attention, torch.compile, batch 256, only [CLS] + mean-patch copied back through pinned memory. A
-CPU-decode variant (Pillow `draft` in worker processes), a model-only ceiling and a one-thread profile of the
-producer (read, +decode, +resize, no model) are printed too, for large photos as well, so the decode share is
-visible. Weights are random (compute is the same as the real checkpoint's).
-Prints one JSON object per line and writes them to --out if given.
+Generates JPEGs of realistic sizes (about 640 x 480, and 1-2 MP) from real photos (`--photos`) or smooth noise,
+saves a randomly initialised DINOv2 ViT-B/14 as a transformers folder (the compute of the real checkpoint;
+the hub is out of reach here), ingests the folder into a store and times `python -m pipelines embed --device
+cuda` itself (snakeweb.gpu_embed: nvJPEG, GPU resize, bf16, torch.compile, batch 256). The stage's own figures
+come from the store (`embed_run`: seconds, decoders, compile warm-up). Naive = the seed paper's way: HF image
+processor on PIL images + Dinov2Model, fp32, eager attention, batch 8, the whole last_hidden_state copied back.
+The model-only ceiling is the product's `DeviceForward` on random pixels. Prints one JSON object per line and
+writes them to --out if given.
 """
 
 from __future__ import annotations
@@ -23,19 +19,18 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"small": dict(hidden_size=384, num_attention_heads=6), "base": dict(hidden_size=768, num_attention_heads=12),
          "large": dict(hidden_size=1024, num_attention_heads=16, num_hidden_layers=24)}
 RESULTS: list[dict] = []
@@ -129,298 +124,143 @@ def naive(paths: list[Path], size: str, device: str) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
-class FastEmbedder:
-    """bf16 + SDPA + torch.compile at one fixed batch shape (short batches are padded, so nothing recompiles);
-    returns [CLS] + mean patch tokens."""
+def embed_stage(label: str, photos: Path, model_dir: Path, work: Path, baseline: float, target: str | None) -> None:
+    """Ingest `photos` into a fresh store and time the product's embed stage on the GPU."""
+    store = work / f"store-{label}"
+    run = [sys.executable, "-m", "pipelines"]
+    subprocess.run([*run, "ingest", "--store", str(store), "--images", str(photos)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    started = time.perf_counter()
+    subprocess.run([*run, "embed", "--store", str(store), "--model", str(model_dir), "--device", "cuda", "--views", "none"],
+                   check=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    sys.path.insert(0, str(ROOT))
+    from snakeweb.store import Store
 
-    def __init__(self, size: str, batch: int, compile_model: bool = True, mode: str | None = None):
-        self.model = build_model(size, "cuda", torch.bfloat16, "sdpa")
-        self.graphs = mode == "reduce-overhead"  # CUDA graphs: one launch per batch, so the GIL matters less
-        self.batch = batch
-        self.mean, self.std = (MEAN * 255).cuda(), (STD * 255).cuda()
-
-        def forward(pixels_uint8):
-            x = ((pixels_uint8.float() - self.mean) / self.std).to(torch.bfloat16)
-            hidden = self.model(pixel_values=x).last_hidden_state
-            return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1).float()
-
-        self._forward = torch.compile(forward, dynamic=False, mode=mode) if compile_model else forward
-        with torch.inference_mode():  # compile + autotune outside the timed region
-            for _ in range(3):
-                self(torch.zeros((batch, 3, 224, 224), dtype=torch.uint8, device="cuda"))
-        torch.cuda.synchronize()
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        n = pixels.shape[0]
-        if n < self.batch:
-            pixels = torch.cat([pixels, pixels.new_zeros((self.batch - n, *pixels.shape[1:]))])
-        if self.graphs:  # each call is a new step: the previous output (already copied out on this stream) may be reused
-            torch.compiler.cudagraph_mark_step_begin()
-        return self._forward(pixels.contiguous())[:n]
-
-    def model_only(self, batches: int = 40) -> float:
-        with torch.inference_mode():
-            x = torch.randint(0, 255, (self.batch, 3, 224, 224), dtype=torch.uint8, device="cuda")
-            self(x)
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            for _ in range(batches):
-                self(x)
-            torch.cuda.synchronize()
-        return batches * self.batch / (time.perf_counter() - started)
+    s = Store(store)
+    facts = s.get_meta("embed_run")
+    counts = s.query("SELECT status, count(*) AS n FROM images GROUP BY status")
+    ok = int(counts.loc[counts["status"] == "ok", "n"].sum())
+    rate = facts["images"] / facts["seconds"]
+    extra = {"target": target} if target else {}
+    emit(name=f"gpu_embed_stage_{label}", value=round(rate, 1), unit="img/s", baseline=round(baseline, 1), ratio=round(rate / baseline, 1),
+         what="python -m pipelines embed --device cuda into a store (steady rate: after the one-off compile)",
+         images=facts["images"], embedded=ok, decoders=facts["decoders"], batch=facts["batch_size"], compiled=facts.get("compiled"),
+         profile_s=facts.get("profile"), **extra)
+    emit(name=f"gpu_embed_stage_{label}_wall", value=round(wall, 1), unit="s",
+         what="the whole command: process start, model load, compile warm-up, embedding, store writes",
+         compile_warmup_s=facts.get("warmup_seconds"), images=facts["images"])
 
 
-def gpu_resize_crop(images: list[torch.Tensor]) -> torch.Tensor:
-    """Resize shortest side to 256 and centre-crop 224 (DINOv2's eval transform), done as one crop + resize."""
-    import torch.nn.functional as F
+def fidelity(root: Path) -> None:
+    """GPU vectors vs the CPU fp32 path on real photos (EfficientNet-Lite0, offline weights): cosine per photo and
+    top-1 agreement of a logistic head fitted on the CPU vectors, for each decoder x precision, so a miss says
+    whether decoding or bf16 causes it."""
+    sys.path.insert(0, str(ROOT))
+    from sklearn.linear_model import LogisticRegression
 
-    out = []
-    for img in images:
-        _, h, w = img.shape
-        side = min(h, w) * 224 / 256
-        top, left = int(round((h - side) / 2)), int(round((w - side) / 2))
-        crop = img[:, top:top + int(side), left:left + int(side)].unsqueeze(0).float()
-        out.append(F.interpolate(crop, size=(224, 224), mode="bilinear", antialias=True, align_corners=False))
-    return torch.cat(out).clamp_(0, 255).to(torch.uint8)
+    from snakeweb.embed import embed_images, l2_normalise
+    from snakeweb.gpu_embed import DeviceForward, embed_images_on_device
+    from snakeweb.models import load_backbone, resolve_model
 
-
-def gpu_resize_crop_batched(images: list[torch.Tensor], supersample: int = 3) -> torch.Tensor:
-    """The same crop + resize for the whole batch in a few kernels instead of ~3 per photo: each centre crop is
-    copied into one padded buffer, one `grid_sample` reads a `supersample`-times finer grid per photo (its own
-    scale) and an average pool brings it to 224 (the box filter stands in for antialiasing)."""
-    import torch.nn.functional as F
-
-    sides, corners = [], []
-    for img in images:
-        _, h, w = img.shape
-        side = int(min(h, w) * 224 / 256)
-        sides.append(side)
-        corners.append(((h - side) // 2, (w - side) // 2))
-    size = max(sides)
-    buffer = images[0].new_zeros((len(images), 3, size, size))
-    for i, (img, side, (top, left)) in enumerate(zip(images, sides, corners)):
-        buffer[i, :, :side, :side] = img[:, top:top + side, left:left + side]
-    fine = 224 * supersample
-    base = (torch.arange(fine, device=buffer.device, dtype=torch.float32) + 0.5) / fine  # 0..1 across the crop
-    scale = torch.tensor(sides, device=buffer.device, dtype=torch.float32).view(-1, 1) / size
-    coords = 2 * base.view(1, -1) * scale - 1  # [N, fine], grid_sample's normalised coordinates
-    grid = torch.stack(torch.broadcast_tensors(coords[:, None, :, None], coords[:, :, None, None]), dim=-1).squeeze(-2)
-    sampled = F.grid_sample(buffer.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return F.avg_pool2d(sampled, supersample).round_().clamp_(0, 255).to(torch.uint8)
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    items = [(i, path) for i, path in enumerate(p for f in folders for p in sorted(f.glob("*.jpg")))]
+    labels = np.array([folders.index(path.parent) for _, path in items])
+    config = resolve_model("efficientnet-lite0-offline")
+    reference = l2_normalise(np.stack([v for b in embed_images(load_backbone(config), items, "pool", batch_size=32) for v in b.vectors]))
+    head = LogisticRegression(max_iter=3000).fit(reference, labels)
+    cpu_top1 = head.predict(reference)
+    for decoder, dtype, compiled in (("nvjpeg", "bfloat16", True), ("nvjpeg", "float32", False), (None, "bfloat16", False),
+                                     (None, "float32", False)):
+        backbone = load_backbone(config, device="cuda")
+        forward = DeviceForward(backbone, "pool", 64, compile_model=compiled, dtype=dtype)
+        vectors = l2_normalise(np.stack([v for b in embed_images_on_device(backbone, items, "pool", 64, decoder=decoder, forward=forward)
+                                         for v in b.vectors]))
+        cosines = np.sum(vectors * reference, axis=1)
+        emit(name=f"gpu_fidelity_lite0_{decoder or 'pillow'}_{dtype}", value=round(float(cosines.min()), 5), unit="min cosine vs CPU fp32",
+             median=round(float(np.median(cosines)), 5), p01=round(float(np.quantile(cosines, 0.01)), 5),
+             top1_agreement=round(float(np.mean(head.predict(vectors) == cpu_top1)), 4), photos=len(items), compiled=forward.compiled)
 
 
-def read_bytes(paths: list[Path]) -> list[torch.Tensor]:
-    return [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
+def pipeline_only(photos: Path, model_dir: Path, baseline: float, producers: int, processes: bool = True, mode: str | None = None,
+                  count: int = 16384) -> None:
+    """The product's GPU pipeline (snakeweb.gpu_embed.embed_images_on_device) with no store behind it."""
+    sys.path.insert(0, str(ROOT))
+    from snakeweb.gpu_embed import DeviceForward, Profile, embed_images_on_device
+    from snakeweb.models import load_backbone, resolve_model
+
+    backbone = load_backbone(resolve_model(str(model_dir)), device="cuda")
+    forward, profile = DeviceForward(backbone, "cls", 256, mode=mode), Profile()
+    paths = sorted(photos.glob("*.jpg"))[:count]
+    started = time.perf_counter()
+    n = sum(len(b.keys) for b in embed_images_on_device(backbone, enumerate(paths), "cls", 256, forward=forward, profile=profile,
+                                                           producers=producers, reader_processes=processes))
+    rate = n / (time.perf_counter() - started)
+    label = f"{producers}_producers_{'processes' if processes else 'threads'}{'_' + mode if mode else ''}"
+    emit(name=f"gpu_pipeline_only_vit_base_{label}", value=round(rate, 1), unit="img/s",
+         baseline=round(baseline, 1), ratio=round(rate / baseline, 1),
+         what="snakeweb.gpu_embed.embed_images_on_device, vectors dropped (no store)", images=n, profile_s=profile.rounded())
 
 
-def _pil_prepare(path: Path) -> np.ndarray:
-    from PIL import Image
+def model_only(model_dir: Path, batch: int) -> float:
+    """The product's DeviceForward (bf16, compiled) on random pixels already on the GPU: the ceiling."""
+    sys.path.insert(0, str(ROOT))
+    from snakeweb.gpu_embed import DeviceForward
+    from snakeweb.models import load_backbone, resolve_model
 
-    with Image.open(path) as im:
-        im.draft("RGB", (256, 256))  # JPEG DCT scaling: decode big photos at 1/2..1/8 size
-        im = im.convert("RGB")
-        w, h = im.size
-        side = min(w, h) * 224 / 256
-        left, top = (w - side) / 2, (h - side) / 2
-        im = im.resize((224, 224), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0)
-        return np.asarray(im)
-
-
-class PillowChunks(torch.utils.data.Dataset):
-    """Each item: one batch's Pillow share, decoded in a worker process (no GIL contention with nvJPEG)."""
-
-    def __init__(self, chunks: list[list[Path]]):
-        self.chunks = chunks
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([_pil_prepare(p) for p in self.chunks[i]]))
-
-
-def end_to_end(embedder: FastEmbedder, paths: list[Path], pil_share: float, workers: int, producers: int = 1,
-               resize=gpu_resize_crop) -> tuple[float, np.ndarray]:
-    """`producers` threads, each on its own CUDA stream, prepare batches i+1.. (a `pil_share` of each decoded by
-    Pillow in worker processes, the rest by batched nvJPEG, then `resize`) while the main thread runs the model
-    on batch i; batch i comes from producer i % producers, so the order is kept."""
-    import queue
-    import threading
-
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    if pil_share and producers != 1:
-        raise ValueError("the Pillow share is fed by one producer")
-    started = time.perf_counter()  # worker start-up counts
-    batches = [paths[i:i + embedder.batch] for i in range(0, len(paths), embedder.batch)]
-    ready: list[queue.Queue] = [queue.Queue(maxsize=2) for _ in range(producers)]
-
-    shares = [int(round(len(b) * pil_share)) for b in batches]
-    loader = iter(torch.utils.data.DataLoader(
-        PillowChunks([b[:n] for b, n in zip(batches, shares) if n]), batch_size=None, num_workers=workers,
-        pin_memory=True, prefetch_factor=4, persistent_workers=False)) if pil_share else None
-
-    def produce(me: int, readers: ThreadPoolExecutor) -> None:
-        try:
-            side = torch.cuda.Stream()
-            with torch.inference_mode(), torch.cuda.stream(side):
-                for i in range(me, len(batches), producers):
-                    batch, n_pil = batches[i], shares[i]
-                    parts = []
-                    rest = batch[n_pil:]
-                    if rest:
-                        chunk = max(1, len(rest) // 4)
-                        data = [t for part in readers.map(read_bytes, [rest[j:j + chunk] for j in range(0, len(rest), chunk)]) for t in part]
-                        parts.append(resize(decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")))
-                    if n_pil:
-                        parts.insert(0, next(loader).to("cuda", non_blocking=True).permute(0, 3, 1, 2))
-                    pixels = torch.cat(parts) if len(parts) > 1 else parts[0].contiguous()
-                    event = torch.cuda.Event()
-                    event.record(side)
-                    ready[me].put((pixels, event))
-        except BaseException as exc:  # surface producer errors in the main thread
-            ready[me].put(exc)
-            return
-
-    vectors = []
-    with ThreadPoolExecutor(4 * producers) as readers, torch.inference_mode():
-        threads = [threading.Thread(target=produce, args=(me, readers), daemon=True) for me in range(producers)]
-        for thread in threads:
-            thread.start()
-        outputs = []
-        for i in range(len(batches)):
-            item = ready[i % producers].get()
-            if isinstance(item, BaseException):
-                raise item
-            pixels, event = item
-            torch.cuda.current_stream().wait_event(event)
-            pixels.record_stream(torch.cuda.current_stream())
-            host = embedder(pixels).to("cpu", non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-            outputs.append((done, host))
-            if len(outputs) > 2:  # the GPU stays two batches ahead of the host
-                oldest, vector = outputs.pop(0)
-                oldest.synchronize()
-                vectors.append(vector.numpy())
-        torch.cuda.synchronize()
-        vectors.extend(v.numpy() for _, v in outputs)
-        elapsed = time.perf_counter() - started
-        for thread in threads:
-            thread.join()
-    return len(paths) / elapsed, np.concatenate(vectors)
-
-
-def decode_profile(paths: list[Path], batch: int) -> None:
-    """Where the producer's time goes, one thread, no model: reading bytes, batched nvJPEG, each resize."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    batches = [paths[i:i + batch] for i in range(0, len(paths), batch)]
-    with ThreadPoolExecutor(4) as readers, torch.inference_mode():
-        def read(batch_paths):
-            chunk = max(1, len(batch_paths) // 4)
-            return [t for part in readers.map(read_bytes, [batch_paths[j:j + chunk] for j in range(0, len(batch_paths), chunk)]) for t in part]
-
-        def decode(b):
-            return decode_jpeg(read(b), mode=ImageReadMode.RGB, device="cuda")
-
-        for label, work in (("read", read), ("read_decode", decode),
-                            ("read_decode_resize_loop", lambda b: gpu_resize_crop(decode(b))),
-                            ("read_decode_resize_batched", lambda b: gpu_resize_crop_batched(decode(b)))):
-            work(batches[0])
-            torch.cuda.synchronize()
-            started = time.perf_counter()
-            for b in batches:
-                work(b)
-            torch.cuda.synchronize()
-            emit(name=f"gpu_producer_{label}", value=round(len(paths) / (time.perf_counter() - started), 1), unit="img/s",
-                 threads=1, what="one producer thread, no model")
+    forward = DeviceForward(load_backbone(resolve_model(str(model_dir)), device="cuda"), "cls", batch)
+    x = torch.randn((batch, 3, 224, 224), device="cuda")
+    forward(x)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(30):
+        forward(x)
+    torch.cuda.synchronize()
+    return 30 * batch / (time.perf_counter() - started)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=Path, help="folder of real JPEG photos to derive the test images from")
-    parser.add_argument("--images", type=int, default=8192)
+    parser.add_argument("--images", type=int, default=32768)
+    parser.add_argument("--large-images", type=int, default=2048, help="1-2 MP photos")
     parser.add_argument("--naive-images", type=int, default=512)
-    parser.add_argument("--large-images", type=int, default=512, help="2-4k px photos for the decode-share figure")
     parser.add_argument("--model", choices=sorted(SIZES), default="base")
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--fidelity", type=Path, help="folder of species folders of real photos: GPU vs CPU fp32 vectors")
+    parser.add_argument("--work", type=Path, help="folder for the photos and stores (default: a temporary one)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("No CUDA device: this benchmark needs a GPU (the CPU one is `python benchmarks/run.py`).", file=sys.stderr)
         return 2
-    torch.backends.cuda.matmul.allow_tf32 = True
-    emit(name="device", value=torch.cuda.get_device_name(), unit="", torch=torch.__version__, cpus=os.cpu_count())
-    tmp = Path(tempfile.mkdtemp())
-    seeds = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in {".jpg", ".jpeg"}) if args.photos else synthetic_seeds(tmp / "seeds")
-    photos = make_dataset(seeds, tmp / "photos", args.images, (375, 750))
-    large = make_dataset(seeds, tmp / "large", args.large_images, (2000, 4000))
+    emit(name="device", value=torch.cuda.get_device_name(), unit="", torch=torch.__version__, cpus=os.cpu_count(),
+         date=time.strftime("%Y-%m-%d"))
+    work = args.work or Path(tempfile.mkdtemp())
+    jpegs = {".jpg", ".jpeg"}
+    seeds = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in jpegs) if args.photos else synthetic_seeds(work / "seeds")
+    photos = make_dataset(seeds, work / "photos", args.images, (560, 800))
+    large = make_dataset(seeds, work / "large", args.large_images, (1200, 1700))
+    model_dir = work / f"vit-{args.model}-14"
+    build_model(args.model, "cpu", torch.float32, "sdpa").save_pretrained(model_dir)
 
     baseline = naive(photos[: args.naive_images], args.model, "cuda")
     emit(name=f"gpu_naive_vit_{args.model}", value=round(baseline, 1), unit="img/s", batch=8, dtype="fp32", attn="eager")
-
-    def ratio(value: float) -> dict:
-        return {"baseline": round(baseline, 1), "ratio": round(value / baseline, 2)}
-
-    try:
-        t0 = time.perf_counter()
-        embedder = FastEmbedder(args.model, args.batch)
-        emit(name="gpu_compile_warmup", value=round(time.perf_counter() - t0, 1), unit="s")
-    except Exception:
-        traceback.print_exc()
-        embedder = FastEmbedder(args.model, args.batch, compile_model=False)
-        emit(name="gpu_compile_failed_fell_back_to_eager", value=1, unit="")
-    emit(name=f"gpu_model_only_vit_{args.model}", value=round(embedder.model_only(), 1), unit="img/s", batch=args.batch, dtype="bf16")
-    workers = max(1, (os.cpu_count() or 4) - 4)  # leave cores for the nvJPEG producer, readers and the model thread
-    decode_profile(photos, args.batch)
-    # fidelity of the fast path: bf16 vs fp32 on the same decoded pixels
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        pixels = gpu_resize_crop(decode_jpeg(read_bytes(photos[:64]), mode=ImageReadMode.RGB, device="cuda"))
-        fp32 = build_model(args.model, "cuda", torch.float32, "eager")
-        with torch.inference_mode():
-            ref = fp32(pixel_values=((pixels.float() - embedder.mean) / embedder.std)).last_hidden_state[:, 0]
-            fast = embedder(pixels)[:, : ref.shape[1]]
-        cosine = torch.nn.functional.cosine_similarity(ref, fast).min().item()
-        emit(name="gpu_bf16_cls_cosine_min_vs_fp32", value=round(cosine, 5), unit="cosine", images=64)
-        batched_pixels = gpu_resize_crop_batched(decode_jpeg(read_bytes(photos[:64]), mode=ImageReadMode.RGB, device="cuda"))
-        emit(name="gpu_batched_resize_mean_abs_diff_vs_loop", value=round((batched_pixels.float() - pixels.float()).abs().mean().item(), 3),
-             unit="grey levels of 255", images=64)
-    except Exception:
-        traceback.print_exc()
-    one, three, four = dict(pil_share=0.0), dict(pil_share=0.0, producers=3), dict(pil_share=0.0, producers=4)
-    batched = dict(resize=gpu_resize_crop_batched)
-    runs = [("photos", photos, "pil0", one), ("photos", photos, "pil100", dict(pil_share=1.0)),
-            ("photos", photos, "batched_resize", {**one, **batched}), ("large", large, "pil0", one),
-            # several producers after: should concurrent nvJPEG calls break the CUDA context, the above is measured
-            *[("photos", photos, f"3_producers_rep{r}", three) for r in range(3)],
-            *[("photos", photos, f"4_producers_rep{r}", four) for r in range(3)],
-            *[("photos", photos, f"3_producers_batched_resize_rep{r}", {**three, **batched}) for r in range(3)],
-            ("large", large, "3_producers", three)]
-    try:
-        graphed = FastEmbedder(args.model, args.batch, mode="reduce-overhead")
-        emit(name=f"gpu_model_only_vit_{args.model}_cuda_graphs", value=round(graphed.model_only(), 1), unit="img/s", batch=args.batch)
-        runs += [("photos", photos, f"3_producers_batched_resize_cuda_graphs_rep{r}", {**three, **batched, "embedder": graphed})
-                 for r in range(3)]
-    except Exception:
-        traceback.print_exc()
-    for label, paths, variant, options in runs:
+    steps = [lambda: embed_stage(f"vit_{args.model}", work / "photos", model_dir, work, baseline,
+                                 ">= 5,000 img/s and >= 10x naive" if args.model == "base" else None)]
+    if args.fidelity:
+        steps.append(lambda: fidelity(args.fidelity))
+    steps += [lambda options=options: pipeline_only(work / "photos", model_dir, baseline, **options)
+              for options in ({"producers": 3}, {"producers": 3, "processes": False}, {"producers": 3, "mode": "reduce-overhead"})]
+    steps += [lambda: emit(name=f"gpu_model_only_vit_{args.model}", value=round(model_only(model_dir, 256), 1), unit="img/s", batch=256,
+                           what="snakeweb.gpu_embed.DeviceForward on random pixels on the GPU (no decode, no store)"),
+              lambda: embed_stage(f"vit_{args.model}_1-2MP", work / "large", model_dir, work, baseline, None)]
+    for step in steps:  # the headline first: a run cut short still reports it
         try:
-            run_embedder = options.pop("embedder", embedder)
-            options = {"workers": workers, **options}
-            end_to_end(run_embedder, paths[: args.batch * 4], **options)  # warm nvJPEG and the threads
-            value, vectors = end_to_end(run_embedder, paths, **options)
-            assert vectors.shape[0] == len(paths) and np.isfinite(vectors).all()
-            decode = f"{int(options['pil_share'] * 100)}% Pillow, rest nvJPEG"
-            emit(name=f"gpu_e2e_{label}_vit_{args.model}_{variant}", value=round(value, 1), unit="img/s", **ratio(value),
-                 decode=decode, pillow_processes=options["workers"], batch=args.batch,
-                 producers=options.get("producers", 1), resize=options.get("resize", gpu_resize_crop).__name__)
+            step()
         except Exception:
             traceback.print_exc()
+        if args.out:
+            args.out.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
+    del photos, large
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
     return 0

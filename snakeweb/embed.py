@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from snakeweb.errors import SnakewebError
 from snakeweb.images import DecodedImage, ImageReadError, decode_bytes, read_image, to_pixels
 from snakeweb.models import LoadedBackbone
+from snakeweb.threads import decode_workers
 from snakeweb.train_views import view_pixels
 
 
@@ -19,10 +22,52 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str | None) -> str:
+    """`device` checked ("cpu", "cuda" or "cuda:N"), or the default (cuda when present). Raises SnakewebError with
+    what to do when a GPU is asked for and torch cannot use one."""
+    if device is None:
+        return default_device()
+    kind, _, number = device.partition(":")
+    if kind not in ("cpu", "cuda") or (number and (kind == "cpu" or not number.isdigit())):
+        raise SnakewebError(f"Unknown device {device!r}; use cpu, cuda or cuda:N (or leave --device out: cuda when present).")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SnakewebError(
+            f"--device {device}: this torch cannot use a GPU (it is a CPU build, or no GPU is visible). Install a CUDA "
+            "build of torch and `pip install -r requirements-gpu.txt` (docs/gpu.md), or leave --device out to run on the CPU."
+        )
+    if number and int(number) >= torch.cuda.device_count():
+        raise SnakewebError(f"--device {device}: there is no such GPU ({torch.cuda.device_count()} visible: cuda:0 to "
+                            f"cuda:{torch.cuda.device_count() - 1}).")
+    return device
+
+
+def gpu_dtype(backbone: LoadedBackbone) -> str:
+    """The precision a backbone runs in on a GPU: "bfloat16" for ViTs, "float32" for anything holding a CNN.
+    Measured on an H200 against the CPU fp32 path (benchmarks/gpu_embed.py --fidelity, same CPU-decoded pixels):
+    EfficientNet-Lite0 in bf16 fell to cosine 0.988 (median 0.999), in fp32 0.99999; a ViT-B/14's [CLS] in bf16
+    stayed at 0.99994 (benchmarks/results/prototype/gpu_embed_h100_standalone.jsonl)."""
+    parts = backbone.parts or [backbone]
+    return "float32" if any(p.config.source == "efficientnet" for p in parts) else "bfloat16"
+
+
 @torch.inference_mode()
 def embed_pixels(backbone: LoadedBackbone, pixels: torch.Tensor, feature_kind: str) -> np.ndarray:
     device = next(backbone.model.parameters()).device
-    return backbone.features(pixels.to(device), feature_kind).float().cpu().numpy()
+    # on a GPU the model runs in the GPU embed stage's precision (snakeweb.gpu_embed), so uploads match the store
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and gpu_dtype(backbone) == "bfloat16"):
+        return backbone.features(pixels.to(device), feature_kind).float().cpu().numpy()
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of `size` (the last one shorter), without holding more than one list."""
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -31,6 +76,22 @@ class EmbeddedBatch:
     decoded: list[DecodedImage | None]
     errors: list[str | None]
     vectors: list[np.ndarray | None]
+    decoders: list[str | None] | None = None  # "pillow" or "nvjpeg" per photo (None: all Pillow, or not decoded)
+
+    def rows(self) -> pd.DataFrame:
+        """One row per image: what the store records about it, and its vector (or None)."""
+        decoders = self.decoders or ["pillow" if v is not None else None for v in self.vectors]
+        return pd.DataFrame({
+            "image_id": self.keys,
+            "status": ["error" if e else "ok" for e in self.errors],
+            "error": self.errors,
+            "sha256": [d.sha256 if d else None for d in self.decoded],
+            "size_bytes": [d.size_bytes if d else None for d in self.decoded],
+            "width": [d.width if d else None for d in self.decoded],
+            "height": [d.height if d else None for d in self.decoded],
+            "decoder": decoders,
+            "vector": self.vectors,
+        })
 
 
 def embed_images(
@@ -38,7 +99,7 @@ def embed_images(
     items: Iterable[tuple[object, str | Path | bytes]],
     feature_kind: str,
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int | None = None,
     view: str | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Embed (key, path-or-bytes) items batch by batch; unreadable images come back with their error.
@@ -61,19 +122,10 @@ def embed_images(
         except ImageReadError as exc:
             return key, None, None, str(exc)
 
-    def batches() -> Iterator[list]:
-        batch: list = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
+    workers = workers or decode_workers()  # sized from the cores this process is granted (snakeweb.threads)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending = None
-        for batch in batches():
+        for batch in chunks(items, batch_size):
             submitted = pool.map(prepare, batch)
             if pending is not None:
                 yield _run(backbone, list(pending), feature_kind, view)

@@ -6,6 +6,7 @@ and go on with the good files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -13,13 +14,16 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from snakeweb.models import BackboneConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # A decompression bomb (a tiny file declaring e.g. 50k x 50k pixels) is refused before any pixel is
 # allocated; 120 Mpx still admits any real camera photo.
@@ -39,7 +43,7 @@ class ImageReadError(Exception):
 
 @dataclass
 class DecodedImage:
-    image: Image.Image  # RGB, upright
+    image: Image.Image | None  # RGB, upright; None where the GPU decoded it (snakeweb.gpu_embed)
     sha256: str
     size_bytes: int
     width: int  # of the original, upright
@@ -81,6 +85,133 @@ def _reduce(image: Image.Image, min_side: int) -> Image.Image:
     return image.reduce(factor)
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a photo's header says, read before any pixel is decoded."""
+
+    format: str | None  # Pillow's name: "JPEG", "PNG", ...
+    mode: str  # "RGB", "L", "CMYK", ...
+    width: int  # upright (after the EXIF orientation)
+    height: int
+    orientation: int  # EXIF orientation tag, 1 when upright as stored
+    progressive: bool  # a progressive JPEG
+
+
+def _check_size(width: int, height: int) -> None:
+    """Refuse decompression bombs, pixel-less images and strips beyond `MAX_ASPECT_RATIO` (ImageReadError)."""
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(f"the image declares {width} x {height} pixels, more than the {MAX_PIXELS:,} allowed")
+    if width < 1 or height < 1:
+        raise ImageReadError("the image has no pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):  # a quarter turn keeps the ratio
+        raise ImageReadError(
+            f"the image is {width} x {height} pixels, a {_ratio_text(width, height)}:1 strip; snakeweb accepts "
+            f"aspect ratios up to {MAX_ASPECT_RATIO}:1 (crop it to the snake)"
+        )
+
+
+_JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
+_JPEG_FRAMES = {0xC0: False, 0xC1: False, 0xC2: True}  # baseline, extended, progressive Huffman (8-bit): Pillow's too
+
+
+def jpeg_header(data: bytes) -> ImageHeader | None:
+    """`read_header` of an ordinary JPEG from its markers alone, about ten times cheaper than opening it with
+    Pillow (the GPU embed path reads thousands a second). None for anything else or anything unusual (another
+    format, an Adobe colour transform, lossless or arithmetic coding, odd EXIF): `read_header` then decides.
+    Raises `ImageReadError` for a size `read_header` refuses (the same sentence). Markers: ITU-T T.81 B.1.1;
+    EXIF orientation: the first IFD's tag 0x0112 (EXIF 2.3, 4.6.4)."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end, orientation = 2, len(data), 1
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        segment = data[pos + 4:pos + 2 + length]
+        if length < 2 or len(segment) != length - 2:
+            return None
+        if marker == 0xE1 and segment[:6] == b"Exif\0\0":
+            orientation = _exif_orientation(segment[6:])
+            if orientation is None:
+                return None
+        elif marker == 0xEE and segment[:5] == b"Adobe":
+            return None
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            mode = _JPEG_MODES.get(segment[5]) if len(segment) >= 6 else None
+            if marker not in _JPEG_FRAMES or segment[0] != 8 or mode is None:
+                return None
+            height, width = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big")
+            _check_size(width, height)
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            return ImageHeader("JPEG", mode, width, height, orientation, _JPEG_FRAMES[marker])
+        pos += 2 + length
+    return None
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    """The orientation tag of an EXIF block (1 when absent), None where the block is malformed."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return None
+    for entry in range(ifd + 2, ifd + 2 + 12 * int.from_bytes(tiff[ifd:ifd + 2], order), 12):
+        if entry + 12 > len(tiff):
+            return None
+        if int.from_bytes(tiff[entry:entry + 2], order) == 0x0112:
+            value = int.from_bytes(tiff[entry + 8:entry + 10], order)
+            return value if 1 <= value <= 8 else None
+    return 1
+
+
+def _open_checked(data: bytes) -> tuple[Image.Image, ImageHeader]:
+    """Open image bytes lazily and refuse decompression bombs, pixel-less images and strips beyond
+    `MAX_ASPECT_RATIO` from the header alone. Raises `ImageReadError` (or Pillow's own errors, which
+    `_pillow_errors` turns into one)."""
+    if not data:
+        raise ImageReadError("the file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    _check_size(width, height)
+    orientation = image.getexif().get(0x0112, 1)
+    if orientation in (5, 6, 7, 8):  # EXIF says turned a quarter: upright is tall
+        width, height = height, width
+    progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+    return image, ImageHeader(image.format, image.mode, width, height, int(orientation or 1), progressive)
+
+
+@contextlib.contextmanager
+def _pillow_errors():
+    """Pillow's many ways of saying the data is not an image, too large, cut short or corrupt -> one sentence."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(f"the image declares more pixels than the {MAX_PIXELS:,} allowed (a decompression bomb?)") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError("not an image, or a format snakeweb cannot read (use JPEG, PNG, WebP, GIF, BMP or TIFF)") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError) as exc:
+        raise ImageReadError(f"the image data is damaged or cut short ({exc})") from exc
+
+
+def read_header(data: bytes) -> ImageHeader:
+    """The header of image bytes (format, mode, upright size, orientation), checked as `decode_bytes` checks it.
+    Raises `ImageReadError` with the same sentence `decode_bytes` would give for a refused header."""
+    with _pillow_errors():
+        return _open_checked(data)[1]
+
+
 def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
     """Decode image bytes into an upright RGB image (the first frame of an animation).
 
@@ -90,41 +221,16 @@ def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
     The declared size is checked before any pixel is decoded, so a decompression bomb never allocates its
     declared size, and a strip beyond `MAX_ASPECT_RATIO` is refused unread.
     """
-    if not data:
-        raise ImageReadError("the file is empty (0 bytes)")
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageReadError(f"the image declares {width} x {height} pixels, more than the {MAX_PIXELS:,} allowed")
-            if width < 1 or height < 1:
-                raise ImageReadError("the image has no pixels")
-            if max(width, height) > MAX_ASPECT_RATIO * min(width, height):  # a quarter turn keeps the ratio
-                raise ImageReadError(
-                    f"the image is {width} x {height} pixels, a {_ratio_text(width, height)}:1 strip; snakeweb accepts "
-                    f"aspect ratios up to {MAX_ASPECT_RATIO}:1 (crop it to the snake)"
-                )
-            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says turned a quarter: upright is tall
-                width, height = height, width
-            if min_side and image.format == "JPEG":
-                image.draft("RGB", (min_side, min_side))
-            elif min_side:
-                image = _reduce(image, min_side)
-            image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
-    except ImageReadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"the image declares more pixels than the {MAX_PIXELS:,} allowed (a decompression bomb?)") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageReadError("not an image, or a format snakeweb cannot read (use JPEG, PNG, WebP, GIF, BMP or TIFF)") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError) as exc:
-        # Pillow's ways of saying the data is cut short or corrupt
-        raise ImageReadError(f"the image data is damaged or cut short ({exc})") from exc
-    return DecodedImage(image=image, sha256=digest, size_bytes=len(data), width=width, height=height)
+    with _pillow_errors():
+        image, header = _open_checked(data)
+        digest = hashlib.sha256(data).hexdigest()
+        if min_side and image.format == "JPEG":
+            image.draft("RGB", (min_side, min_side))
+        elif min_side:
+            image = _reduce(image, min_side)
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+    return DecodedImage(image=image, sha256=digest, size_bytes=len(data), width=header.width, height=header.height)
 
 
 MAX_FILE_BYTES = 200_000_000  # no photo is larger; a bigger file is not read into memory
@@ -163,7 +269,7 @@ def _vertical_first(width: int, height: int, new_width: int, new_height: int) ->
     return _PILLOW_ORDERS_PASSES and 0 < height - new_height and height - new_height > 2 * (width - new_width)
 
 
-def to_pixels(image: Image.Image, config: BackboneConfig) -> torch.Tensor:
+def pixel_array(image: Image.Image, config: BackboneConfig) -> np.ndarray:
     """Resize the short side to `resize_size` (bicubic), centre-crop `image_size`, normalise: [3, S, S].
 
     Only the crop is resampled: its box is mapped back into the source and handed to `resize(box=...)`,
@@ -190,7 +296,14 @@ def to_pixels(image: Image.Image, config: BackboneConfig) -> torch.Tensor:
         crop = rows.resize((size, size), bicubic, box=(0, top - first_row, size, bottom - first_row))
     array = np.asarray(crop, dtype=np.float32) / 255.0
     array = (array - np.asarray(config.mean, dtype=np.float32)) / np.asarray(config.std, dtype=np.float32)
-    return torch.from_numpy(array.transpose(2, 0, 1).copy())
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def to_pixels(image: Image.Image, config: BackboneConfig) -> torch.Tensor:
+    """`pixel_array` as a torch tensor [3, S, S] float32 (torch imported here: header reads stay light)."""
+    import torch
+
+    return torch.from_numpy(pixel_array(image, config))
 
 
 def thumbnail_jpeg(path: str | Path, size: int = 320) -> bytes:

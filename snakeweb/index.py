@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import numpy as np
 from snakeweb.embed import l2_normalise
 from snakeweb.errors import SnakewebError
 from snakeweb.store import write_atomically
+
+log = logging.getLogger(__name__)
 
 
 def ids_digest(image_ids: np.ndarray) -> str:
@@ -59,6 +63,10 @@ def build_index(image_ids: np.ndarray, vectors: np.ndarray, spec: IndexSpec | No
     if not inner.is_trained:
         lists = ivf.nlist if ivf is not None else 0
         sample = np.random.default_rng(0).choice(len(x), min(len(x), max(lists * IVF_TRAIN_SAMPLE, 10_000)), replace=False)
+        if ivf is not None and gpu_count():
+            # the k-means of the IVF lists on the GPU (FAISS's own way: a GPU index as the clustering index);
+            # the index itself, its codes and the saved file stay CPU ones
+            ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(int(x.shape[1])))
         inner.train(x[np.sort(sample)])
     if ivf is not None:
         ivf.nprobe = spec.nprobe or max(1, ivf.nlist // 2)
@@ -114,10 +122,32 @@ def save_index(index: faiss.Index, path: Path) -> None:
     write_atomically(Path(path), lambda tmp: faiss.write_index(index, tmp))
 
 
-def load_index(path: Path) -> faiss.Index:
+def load_index(path: Path, batch_search: bool = False) -> faiss.Index:
+    """The saved (CPU) index; with `batch_search`, a GPU copy where FAISS has a GPU and can hold this kind of
+    index (`on_gpu`), for the many-query searches of predict and the kNN head."""
     if not Path(path).is_file():
         raise SnakewebError(f"No index at {path}; run `python -m pipelines index --store {Path(path).parent}`.")
-    return faiss.read_index(str(path))
+    index = faiss.read_index(str(path))
+    return on_gpu(index) if batch_search else index
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use: 0 with faiss-cpu, or with SNAKEWEB_FAISS_GPU=0."""
+    if os.environ.get("SNAKEWEB_FAISS_GPU") == "0":
+        return 0
+    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+
+
+def on_gpu(index: faiss.Index) -> faiss.Index:
+    """A copy of `index` on GPU 0 with the same ids (the id map is cloned with it), or `index` itself without a
+    GPU, or where FAISS's GPU code holds no such index (fast-scan PQ and its refinement stay on the CPU)."""
+    if not gpu_count():
+        return index
+    try:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    except RuntimeError as exc:  # FAISS says "not supported" for index kinds it has no GPU version of
+        log.info("FAISS keeps this index on the CPU (%s)", str(exc).splitlines()[0][:120])
+        return index
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -202,16 +202,7 @@ def ingest(
 
     store.create()
     with store.transaction() as con:
-        con.register("new_species", species[SPECIES_COLUMNS])
-        # a table may only fill in what the store did not know (conflicts were refused by combine_with_store)
-        con.execute(
-            "INSERT INTO species (class_id, binomial_name, genus, venom_status, family) "
-            f"SELECT *, '{UNKNOWN_FAMILY}' FROM new_species ON CONFLICT (class_id) DO UPDATE SET "
-            "venom_status = CASE WHEN species.venom_status = 'unknown' THEN excluded.venom_status ELSE species.venom_status END, "
-            "binomial_name = CASE WHEN species.binomial_name LIKE 'class %' THEN excluded.binomial_name ELSE species.binomial_name END, "
-            "genus = COALESCE(species.genus, excluded.genus), family = COALESCE(species.family, excluded.family)"
-        )
-        families = _assign_families(con, taxa)
+        families = record_species(con, species, taxa)
         stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code FROM images i "
                              "JOIN observations o USING (observation_id)").df()
         _refuse_relabels(listing, stored)
@@ -236,11 +227,7 @@ def ingest(
         subsets = dict(zip(fresh["observation_id"], fresh["subset"])) if "subset" in fresh else {}
         _update_splits(con, subsets)
         set_meta(con, "source", source)
-        # class ids snakeweb numbered itself (no table gave them): a SnakeCLEF submission must not carry them silently
-        from_table = set((species_table.attrs if species_table is not None else {}).get(ASSIGNED_IDS, []))
-        previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [ASSIGNED_IDS]).fetchall()
-        numbered = (set(assigned) | from_table) & set(species["class_id"].astype(int))
-        set_meta(con, ASSIGNED_IDS, sorted(numbered | set(json.loads(previous[0][0]) if previous else [])))
+        record_numbered_ids(con, species, species_table, assigned)
         if prior is not None:
             set_meta(con, "country_table", str(Path(country_table).resolve()))
     rejected = int(fresh["error"].notna().sum())
@@ -249,6 +236,32 @@ def ingest(
     if skipped:
         log.warning("ingest: %d file(s) that are not photos were skipped: %s", len(skipped), ", ".join(skipped[:5]))
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped}
+
+
+def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:
+    """Add a species table (SPECIES_COLUMNS) to the store inside the caller's transaction `con`: new classes are
+    inserted, known ones only get what the store did not know (an unknown venom status, a placeholder name, a
+    missing genus or family; conflicts were refused by `combine_with_store`), then every class gets its family
+    from `taxa`. Returns the line to print about families ("" when there is nothing to say)."""
+    con.register("new_species", species[SPECIES_COLUMNS])
+    con.execute(
+        "INSERT INTO species (class_id, binomial_name, genus, venom_status, family) "
+        f"SELECT *, '{UNKNOWN_FAMILY}' FROM new_species ON CONFLICT (class_id) DO UPDATE SET "
+        "venom_status = CASE WHEN species.venom_status = 'unknown' THEN excluded.venom_status ELSE species.venom_status END, "
+        "binomial_name = CASE WHEN species.binomial_name LIKE 'class %' THEN excluded.binomial_name ELSE species.binomial_name END, "
+        "genus = COALESCE(species.genus, excluded.genus), family = COALESCE(species.family, excluded.family)"
+    )
+    con.unregister("new_species")
+    return _assign_families(con, taxa)
+
+
+def record_numbered_ids(con, species: pd.DataFrame, species_table: pd.DataFrame | None, assigned=()) -> None:
+    """Run metadata ASSIGNED_IDS: the class ids snakeweb numbered itself (no table gave them), kept across ingests,
+    so a SnakeCLEF submission does not carry them silently."""
+    from_table = set((species_table.attrs if species_table is not None else {}).get(ASSIGNED_IDS, []))
+    previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [ASSIGNED_IDS]).fetchall()
+    numbered = (set(assigned) | from_table) & set(species["class_id"].astype(int))
+    set_meta(con, ASSIGNED_IDS, sorted(numbered | set(json.loads(previous[0][0]) if previous else [])))
 
 
 def _assign_families(con, taxa: Taxonomy | None) -> str:

@@ -153,10 +153,15 @@ def _model(store: Store) -> Verdict:
 
 
 def _files(store: Store) -> Verdict:
-    paths = store.query("SELECT path FROM images WHERE status = 'ok'")["path"]
-    missing = [p for p in paths if not Path(p).is_file()]
-    return Verdict("files", not missing, f"{len(paths) - len(missing)} of {len(paths)} photos present"
-                   + (f"; missing e.g. {missing[:3]}" if missing else ""))
+    """Photos of embedded images are present; vectors imported without their photos (import-embeddings from another
+    machine) are counted apart, not a failure: nothing reads those photos, only image grids show none."""
+    rows = store.query("SELECT path, decoder = 'imported' AS imported FROM images WHERE status = 'ok'")
+    present = [Path(p).is_file() for p in rows["path"]]
+    missing = [p for p, here, imported in zip(rows["path"], present, rows["imported"]) if not here and imported is not True]
+    absent_imports = sum(1 for here, imported in zip(present, rows["imported"]) if not here and imported is True)
+    return Verdict("files", not missing, f"{sum(present)} of {len(rows)} photos present"
+                   + (f"; missing e.g. {missing[:3]}" if missing else "")
+                   + (f"; {absent_imports} imported vector(s) have no photo here (image grids show none)" if absent_imports else ""))
 
 
 def _predictions(store: Store) -> Verdict:

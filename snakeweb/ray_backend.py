@@ -21,18 +21,28 @@ from snakeweb.models import BackboneConfig
 class _Embedder:
     """A Ray actor: one loaded backbone, embedding one pandas batch of (image_id, path) per call."""
 
-    def __init__(self, config: BackboneConfig, feature_kind: str, device: str):
+    def __init__(self, config: BackboneConfig, feature_kind: str, device: str, batch_size: int):
         from snakeweb.models import load_backbone
 
         self.backbone = load_backbone(config, device=device)
         self.feature_kind = feature_kind
+        self.forward = None
+        if device == "cuda":  # the GPU path (nvJPEG, bf16, compiled once per actor at the batch shape)
+            from snakeweb.gpu_embed import DeviceForward
+
+            self.forward = DeviceForward(self.backbone, feature_kind, batch_size)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         from snakeweb.embed import embed_images
-        from snakeweb.stages import batch_rows
 
         items = zip(batch["image_id"].tolist(), batch["path"].tolist())
-        frames = [batch_rows(b) for b in embed_images(self.backbone, items, self.feature_kind, batch_size=len(batch))]
+        if self.forward is not None:
+            from snakeweb.gpu_embed import embed_images_on_device
+
+            batches = embed_images_on_device(self.backbone, items, self.feature_kind, self.forward.batch_size, forward=self.forward)
+        else:
+            batches = embed_images(self.backbone, items, self.feature_kind, batch_size=len(batch))
+        frames = [b.rows() for b in batches]
         out = pd.concat(frames, ignore_index=True)
         out["vector"] = [None if v is None else v.tolist() for v in out["vector"]]
         return out
@@ -40,7 +50,7 @@ class _Embedder:
 
 def embed_with_ray(config: BackboneConfig, feature_kind: str, pending: pd.DataFrame, batch_size: int, device: str,
                    workers: int | None = None) -> Iterator[pd.DataFrame]:
-    """Yield embedded batches (the columns of `stages.batch_rows`) as the actor pool finishes them."""
+    """Yield embedded batches (the columns of `EmbeddedBatch.rows`) as the actor pool finishes them."""
     try:
         import ray
     except ImportError as exc:
@@ -58,7 +68,7 @@ def embed_with_ray(config: BackboneConfig, feature_kind: str, pending: pd.DataFr
     ctx.enable_progress_bars = False  # the stage draws its own
     dataset = ray.data.from_pandas(pending[["image_id", "path"]].reset_index(drop=True))
     embedded = dataset.map_batches(
-        _Embedder, fn_constructor_kwargs={"config": config, "feature_kind": feature_kind, "device": device},
+        _Embedder, fn_constructor_kwargs={"config": config, "feature_kind": feature_kind, "device": device, "batch_size": batch_size},
         batch_size=batch_size, batch_format="pandas", concurrency=workers, num_gpus=gpus,
     )
     for frame in embedded.iter_batches(batch_size=None, batch_format="pandas"):

@@ -6,184 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import time
-from dataclasses import asdict, replace
-from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm as _tqdm
 
 from snakeweb.aggregate import combine_by_observation, top_k
 from snakeweb.answers import THRESHOLD_METHOD
-from snakeweb.embed import default_device, embed_images
+from snakeweb.embed_stage import StoreWriter, embed, package_versions, store_backbone, tqdm  # noqa: F401 (the stages in one place)
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, train_head
-from snakeweb.index import build_index, describe, ids_digest, load_index, save_index
-from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
-from snakeweb.projection import project_2d
 from snakeweb.species import possibly_venomous_class_ids
-from snakeweb.store import SCHEMA, Store, set_meta
-from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, parse_views
+from snakeweb.store import Store, set_meta
 
 log = logging.getLogger(__name__)
 STORED_TOP_K = 10
-PACKAGES = ("torch", "transformers", "faiss-cpu", "duckdb", "numpy", "pillow", "umap-learn", "scikit-learn")
-
-
-def tqdm(*args, **kwargs):
-    """Progress with counts and rate, redrawn at most twice a second (logs stay readable)."""
-    return _tqdm(*args, mininterval=0.5, dynamic_ncols=True, **kwargs)
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def store_backbone(store: Store, device: str | None = None) -> LoadedBackbone:
-    """The backbone that embedded this store, checked against the recorded fingerprint."""
-    recorded = store.get_meta("model")
-    if recorded is None:
-        raise SnakewebError(f"The store {store.root} has no embeddings yet; run `python -m pipelines embed --store {store.root}`.")
-    backbone = load_backbone(BackboneConfig(**recorded["config"]), device=device or default_device())
-    if backbone.fingerprint != recorded["fingerprint"]:
-        raise SnakewebError(
-            f"The store was embedded with {recorded['fingerprint']} but {backbone.config.location} now loads "
-            f"{backbone.fingerprint}. Restore those weights, or re-embed with `embed --reembed`."
-        )
-    return backbone
-
-
-def embed(
-    store: Store, model: str | None = None, feature_kind: str | None = None, batch_size: int = 32,
-    reembed: bool = False, device: str | None = None, tta: str | None = None, backend: str = "local",
-    views: list[str] | tuple[str, ...] | None = None,
-) -> dict[str, int]:
-    """Embed every pending image; commits per batch, so a killed run loses at most one batch. `tta` "flip"
-    averages each photo with its mirror image (identify then does the same: it is part of the recorded model).
-    `backend` "ray" runs decoding and the model on a Ray Data actor pool (snakeweb/ray_backend.py). Then
-    train-split photos get their augmented `views` (snakeweb/train_views.py; default: what the store recorded,
-    else DEFAULT_TRAIN_VIEWS), extra rows for the head."""
-    store.require()
-    recorded_model, recorded_features = store.get_meta("model"), store.get_meta("feature_kind")
-    n_embedded = int(store.query("SELECT count(*) AS n FROM embeddings")["n"][0])
-    config = resolve_model(model) if model else (
-        BackboneConfig(**recorded_model["config"]) if recorded_model else resolve_model("auto")
-    )
-    if tta is not None:
-        config = replace(config, tta=tta)
-    if feature_kind is None:
-        feature_kind = recorded_features if recorded_features in config.feature_kinds else config.feature_kinds[0]
-    if feature_kind not in FEATURE_KINDS:
-        raise SnakewebError(f"Unknown feature kind {feature_kind!r}; use one of {', '.join(FEATURE_KINDS)}.")
-    backbone = load_backbone(config, device=device or default_device())
-    backbone.check_feature_kind(feature_kind)
-    changed = recorded_model is not None and (
-        recorded_model["fingerprint"] != backbone.fingerprint or recorded_features != feature_kind
-    )
-    if changed and n_embedded and not reembed:
-        raise SnakewebError(
-            f"This store holds {n_embedded} embeddings of {recorded_model['fingerprint']} ({recorded_features}); "
-            f"you asked for {backbone.fingerprint} ({feature_kind}). Add --reembed to replace them, or use another --store."
-        )
-    views = _views_for(store, views, backbone)
-    with store.transaction() as con:
-        con.execute(SCHEMA)  # stores made before a table was added get it here
-        con.execute("DELETE FROM view_embeddings WHERE NOT list_contains(?::VARCHAR[], view)", [list(views)])
-        set_meta(con, "train_views", list(views))
-        if reembed:
-            con.execute("DELETE FROM embeddings")
-            con.execute("DELETE FROM view_embeddings")
-            # rejected files stay rejected: a link out of the image root must never be read, even on a re-embed
-            con.execute("UPDATE images SET status = 'pending' WHERE status = 'ok'")
-        set_meta(con, "model", {"config": backbone.config.to_json(), "fingerprint": backbone.fingerprint, **backbone.details})
-        set_meta(con, "feature_kind", feature_kind)
-        set_meta(con, "feature_dim", backbone.feature_dim(feature_kind))
-        set_meta(con, "preprocessing", {
-            "exif_transpose": True, "mode": "RGB", "resize_short_side": config.resize_size,
-            "interpolation": "bicubic", "centre_crop": config.image_size, "mean": config.mean, "std": config.std,
-            # snakeweb.images: JPEG decoded at reduced scale (draft), other formats shrunk by an integer factor
-            # while the short side stays >= 2 x resize_short_side; strips beyond 50:1 refused
-            "decode_reduction": "jpeg draft / integer reduce to >= 2x resize", "max_aspect_ratio": 50,
-        })
-        set_meta(con, "image_size", config.image_size)
-        set_meta(con, "dtype", str(next(backbone.model.parameters()).dtype).removeprefix("torch."))
-        set_meta(con, "device", str(next(backbone.model.parameters()).device))
-        set_meta(con, "packages", package_versions())
-        set_meta(con, "embedded_at", datetime.now(UTC).isoformat(timespec="seconds"))
-    print(f"embed: model {backbone.config.name} ({backbone.fingerprint}), features {feature_kind}")
-    pending = store.query("SELECT image_id, path FROM images WHERE status = 'pending' ORDER BY image_id")
-    counts = {"embedded": 0, "errors": 0, "already_done": n_embedded if not reembed else 0}
-    started = time.perf_counter()
-    if backend == "ray":
-        from snakeweb.ray_backend import embed_with_ray
-
-        frames = embed_with_ray(backbone.config, feature_kind, pending, batch_size, device or default_device())
-    elif backend == "local":
-        items = zip(pending["image_id"].tolist(), pending["path"].tolist())
-        frames = (batch_rows(batch) for batch in embed_images(backbone, items, feature_kind, batch_size=batch_size))
-    else:
-        raise SnakewebError(f"Unknown embed backend {backend!r}; use local or ray.")
-    with tqdm(total=len(pending), desc="embed", unit="img") as bar:
-        for frame in frames:
-            _write_rows(store, frame)
-            errors = int((frame["status"] == "error").sum())
-            counts["errors"] += errors
-            counts["embedded"] += len(frame) - errors
-            bar.update(len(frame))
-            bar.set_postfix(errors=counts["errors"])
-    elapsed = time.perf_counter() - started
-    counts["images_per_second"] = round(len(pending) / elapsed, 2) if pending.shape[0] and elapsed > 0 else None
-    if counts["errors"]:
-        print(f"embed: {counts['errors']} image(s) could not be read; see `images` rows with status 'error'.")
-    counts["view_vectors"] = _embed_views(store, backbone, feature_kind, views, batch_size)
-    return counts
-
-
-def _views_for(store: Store, views, backbone: LoadedBackbone) -> tuple[str, ...]:
-    recorded = store.get_meta("train_views")
-    views = parse_views(views if views is not None else recorded if recorded is not None else DEFAULT_TRAIN_VIEWS)
-    if backbone.config.tta == "flip" and any("flip" in v for v in views):
-        # with mirror TTA a photo and its mirror image have one vector: a flipped view would repeat a row
-        views = tuple(v for v in views if "flip" not in v)
-        print("embed: mirrored training views skipped (the flip TTA already averages each photo with its mirror image)")
-    return views
-
-
-def _embed_views(store: Store, backbone: LoadedBackbone, feature_kind: str, views: tuple[str, ...], batch_size: int) -> int:
-    """Embed the missing augmented views of train-split photos (resumable: committed per batch)."""
-    done = failed = 0
-    for view in views:
-        pending = store.query(
-            "SELECT image_id, path FROM images i WHERE split = 'train' AND status = 'ok' AND NOT EXISTS "
-            "(SELECT 1 FROM view_embeddings v WHERE v.image_id = i.image_id AND v.view = ?) ORDER BY image_id", [view])
-        if pending.empty:
-            continue
-        items = zip(pending["image_id"].tolist(), pending["path"].tolist())
-        with tqdm(total=len(pending), desc=f"embed view {view}", unit="img") as bar:
-            for batch in embed_images(backbone, items, feature_kind, batch_size=batch_size, view=view):
-                rows = pd.DataFrame({
-                    "image_id": [k for k, v in zip(batch.keys, batch.vectors) if v is not None],
-                    "vector": [np.asarray(v, np.float32).tolist() for v in batch.vectors if v is not None],
-                })
-                with store.transaction() as con:
-                    con.register("batch_views", rows)
-                    con.execute("INSERT OR REPLACE INTO view_embeddings SELECT image_id, ?, vector::FLOAT[] FROM batch_views", [view])
-                done += len(rows)
-                failed += sum(e is not None for e in batch.errors)
-                bar.update(len(batch.keys))
-    if failed:
-        print(f"embed: {failed} training view(s) could not be made (the photo could not be read again); "
-              "the next embed run retries them, and training uses the views that exist.")
-    return done
 
 
 def views_to_train_on(store: Store, config: TrainConfig) -> list[str]:
@@ -210,43 +48,16 @@ def training_views(store: Store, train_ids: np.ndarray, train_labels: np.ndarray
     return np.stack(rows["vector"][keep]).astype(np.float32), train_labels[position[keep]]
 
 
-def batch_rows(batch) -> pd.DataFrame:
-    """One row per image of an embedded batch: what the store records about it, and its vector (or None)."""
-    return pd.DataFrame({
-        "image_id": batch.keys,
-        "status": ["error" if e else "ok" for e in batch.errors],
-        "error": batch.errors,
-        "sha256": [d.sha256 if d else None for d in batch.decoded],
-        "size_bytes": [d.size_bytes if d else None for d in batch.decoded],
-        "width": [d.width if d else None for d in batch.decoded],
-        "height": [d.height if d else None for d in batch.decoded],
-        "vector": batch.vectors,
-    })
-
-
-def _write_rows(store: Store, frame: pd.DataFrame) -> None:
-    has_vector = frame["vector"].map(lambda v: v is not None)
-    vectors = pd.DataFrame({
-        "image_id": frame.loc[has_vector, "image_id"].astype("int64"),
-        "vector": [np.asarray(v, dtype=np.float32).tolist() for v in frame.loc[has_vector, "vector"]],
-    })
-    rows = frame.drop(columns="vector")
-    with store.transaction() as con:
-        con.register("batch_vectors", vectors)
-        con.execute(
-            "INSERT INTO embeddings SELECT image_id, vector::FLOAT[] FROM batch_vectors "
-            "ON CONFLICT (image_id) DO UPDATE SET vector = excluded.vector"
-        )
-        con.register("batch_rows", rows)
-        con.execute(
-            "UPDATE images i SET status = b.status, error = b.error, sha256 = b.sha256, size_bytes = b.size_bytes, "
-            "width = b.width, height = b.height FROM batch_rows b WHERE i.image_id = b.image_id"
-        )
-
-
 def index(store: Store, force: bool = False) -> dict:
     """Build the FAISS index from all stored embeddings (skipped when it already holds exactly them)."""
+    import torch
+
+    from snakeweb.index import build_index, describe, gpu_count, ids_digest, save_index  # faiss: only the stages that need it
+
     store.require()
+    if torch.cuda.is_available() and not gpu_count():
+        print("index: a GPU is present but this FAISS is the CPU build; `pip install -r requirements-gpu.txt` trains "
+              "and searches on the GPU")
     embedded = store.embedded_ids()
     if len(embedded) == 0:
         raise SnakewebError("No embeddings to index; run the embed stage first.")
@@ -259,7 +70,7 @@ def index(store: Store, force: bool = False) -> dict:
     built = build_index(image_ids, vectors)
     save_index(built, store.index_path)
     info = {**describe(built), "metric": "inner product on L2-normalised vectors", "count": int(built.ntotal),
-            "dim": int(vectors.shape[1]), "ids_digest": digest}
+            "dim": int(vectors.shape[1]), "ids_digest": digest, "trained_on": "gpu" if gpu_count() else "cpu"}
     with store.transaction() as con:
         set_meta(con, "index", info)
     approximate = f" (approximate, nprobe {info.get('nprobe')}, {info.get('k_factor', 1)} x k re-ranked)"
@@ -385,12 +196,13 @@ def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, agg
     """The rank roll-up thresholds (snakeweb.answers.choose_thresholds) chosen on the validation split's
     observations, as saved with the head; None when validation is too small to choose any."""
     from snakeweb.answers import MIN_ANSWERED, Taxa, choose_answer_venom_weight, choose_thresholds
+    from snakeweb.index import load_index
 
     val_ids, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
     seen = np.isin(val_y, head.label_map.class_ids)
     if seen.sum() < MIN_ANSWERED:
         return None
-    faiss_index = load_index(store.index_path) if head.kind in INDEX_HEADS else None
+    faiss_index = load_index(store.index_path, batch_search=True) if head.kind in INDEX_HEADS else None
     log_probs = head.predict_log_proba(val_x[seen], faiss_index, val_ids[seen])
     observation_of = store.query("SELECT image_id, observation_id FROM images WHERE split = 'val'").set_index("image_id")["observation_id"]
     observations = [observation_of.get(int(i), f"image {i}") for i in val_ids[seen]]
@@ -411,9 +223,11 @@ def load_head(store: Store) -> Head:
 def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> tuple[list[str], np.ndarray, Head]:
     """(observation ids, class probabilities [m, K] in the head's label-map order, head) for every
     observation with at least one embedded image."""
+    from snakeweb.index import load_index
+
     store.require()
     head = load_head(store)
-    faiss_index = load_index(store.index_path) if head.kind in INDEX_HEADS else None
+    faiss_index = load_index(store.index_path, batch_search=True) if head.kind in INDEX_HEADS else None
     image_ids, vectors = store.embeddings()
     observations = store.query(
         "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"
@@ -475,6 +289,9 @@ def held_out_summary(store: Store) -> dict:
 
 def project(store: Store, force: bool = False) -> dict:
     """UMAP (after PCA to 50) of all embeddings into the `projection` table."""
+    from snakeweb.index import ids_digest
+    from snakeweb.projection import project_2d
+
     store.require()
     digest = ids_digest(store.embedded_ids())
     recorded = store.get_meta("projection")

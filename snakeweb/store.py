@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS images (
     width INTEGER,
     height INTEGER,
     status VARCHAR NOT NULL DEFAULT 'pending',  -- pending | ok | error
-    error VARCHAR
+    error VARCHAR,
+    decoder VARCHAR  -- who decoded it for the embed stage: pillow (CPU) or nvjpeg (GPU)
 );
 CREATE TABLE IF NOT EXISTS embeddings (image_id BIGINT PRIMARY KEY, vector FLOAT[] NOT NULL);
 CREATE TABLE IF NOT EXISTS view_embeddings (
@@ -197,7 +198,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring a store made by an earlier snakeweb up to this schema: a boolean venom flag becomes a venom
     status (its False could not tell harmless from unknown, so those classes keep 'harmless' as recorded;
     rebuild with a species table to get 'unknown' where it applies), observations gain `subspecies`, and
-    species gain `family` (NULL, read as "unknown" until an ingest with a taxonomy table fills it); every
+    species gain `family` (NULL, read as "unknown" until an ingest with a taxonomy table fills it), images gain
+    `decoder` (NULL until embedded again); every
     store gets a `store_id` (run metadata) once."""
     # a store's identity for provenance: answers and reviews say which store made them, wherever it is moved
     con.execute("INSERT INTO run_metadata VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING", [json.dumps(uuid.uuid4().hex)])
@@ -209,6 +211,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ALTER TABLE observations ADD COLUMN subspecies VARCHAR")
     if "family" not in _columns(con, "species"):
         con.execute("ALTER TABLE species ADD COLUMN family VARCHAR")
+    if "decoder" not in _columns(con, "images"):
+        con.execute("ALTER TABLE images ADD COLUMN decoder VARCHAR")
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
