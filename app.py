@@ -69,15 +69,18 @@ for name, title, icon in [("identify", "Identify", "🐍"), ("search", "Search",
     pages[name] = st.Page(f"views/{name}.py", title=title, icon=icon, url_path=name,
                           visibility="visible" if has_store else "hidden")
 if has_store:
+    try:  # loaded here, not in the sidebar: the main area says what it is doing while the model loads
+        loaded, load_error = identifier(store), None
+    except SnakewebError as exc:
+        loaded, load_error = None, exc
     with st.sidebar:
         st.write(f"**Store** `{store.root}`")
-        try:
-            loaded = identifier(store)
+        if loaded is not None:
             st.write(f"**Model** {loaded.backbone.config.name}")
             st.caption(loaded.backbone.config.description)
             st.write(f"**Head** {loaded.head.kind}, {len(loaded.head.label_map)} species")
-        except SnakewebError as exc:
-            st.warning(str(exc))
+        else:
+            st.warning(str(load_error))
         if st.session_state.get("reviewer"):
             st.write(f"**Reviewer** {st.session_state['reviewer']}")
 order = ["home", "identify", "search", "explore", "metrics", "review", "build"]

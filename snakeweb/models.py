@@ -150,6 +150,9 @@ class LoadedBackbone:
     cpu_runner: Any = None
     micro_batch: int = 0
     parts: list[LoadedBackbone] = field(default_factory=list)  # a composite's backbones
+    # on CPU with OpenVINO installed: the forward converted and compiled by OpenVINO (snakeweb/openvino_backend.py);
+    # the torch model above stays loaded (feature sizes, the recorded dtype/device, and the GPU path)
+    openvino: Any = None
 
     def __post_init__(self) -> None:
         if self.config.tta not in TTA_MODES:
@@ -165,6 +168,25 @@ class LoadedBackbone:
             return int(self.model._conv_head.out_channels)
         hidden = int(self.model.config.hidden_size)
         return hidden * (2 if feature_kind == "cls+mean" else 1)
+
+    @property
+    def engine(self) -> str:
+        """Which engine runs the forward on CPU tensors: "openvino" or "torch" (a composite: its parts')."""
+        if self.parts:
+            return "+".join(sorted({p.engine for p in self.parts}))
+        return "openvino" if self.openvino is not None else "torch"
+
+    def set_purpose(self, purpose: str) -> None:
+        """Tune the engine for `purpose`: "embed" (throughput over batches, the default) or "identify"
+        (latency of one photo). Only OpenVINO differs (snakeweb.openvino_backend.PERFORMANCE_HINTS); it
+        compiles now, so a page's loading step covers it. Raises SnakewebError for another purpose."""
+        from snakeweb.openvino_backend import PURPOSES
+
+        if purpose not in PURPOSES:
+            raise SnakewebError(f"Unknown purpose {purpose!r}; use one of {', '.join(PURPOSES)}.")
+        for part in self.parts or [self]:
+            if part.openvino is not None:
+                part.openvino.set_purpose(purpose, warm=True)
 
     def check_feature_kind(self, feature_kind: str) -> None:
         if feature_kind not in self.config.feature_kinds:
@@ -186,6 +208,13 @@ class LoadedBackbone:
         if self.parts:
             joined = [F.normalize(p._features(self._pixels_for(p, pixels), p.config.feature_kinds[0]).float(), dim=1) for p in self.parts]
             return torch.cat(joined, dim=1) / len(self.parts) ** 0.5
+        if self.openvino is not None and pixels.device.type == "cpu":
+            import numpy as np
+
+            out = self.openvino(pixels.detach().numpy())
+            if self.config.source == "efficientnet":
+                return torch.from_numpy(out["pool"])
+            return torch.from_numpy(out["cls"] if feature_kind == "cls" else np.concatenate([out["cls"], out["mean"]], axis=1))
         if self.micro_batch and len(pixels) > self.micro_batch:
             return torch.cat([self._features(chunk, feature_kind) for chunk in pixels.split(self.micro_batch)])
         if self.config.source == "efficientnet":
@@ -205,8 +234,9 @@ class LoadedBackbone:
         def channel(values):
             return torch.tensor(values, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
 
-        raw = pixels * channel(self.config.std) + channel(self.config.mean)
-        x = (raw - channel(part.config.mean)) / channel(part.config.std)
+        x = pixels
+        if (part.config.mean, part.config.std) != (self.config.mean, self.config.std):  # the Lite parts share theirs
+            x = (pixels * channel(self.config.std) + channel(self.config.mean) - channel(part.config.mean)) / channel(part.config.std)
         if part.config.image_size != x.shape[-1]:
             x = F.interpolate(x, size=(part.config.image_size,) * 2, mode="bicubic", antialias=True, align_corners=False)
         return x
@@ -255,15 +285,80 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def load_backbone(config: BackboneConfig, device: str = "cpu") -> LoadedBackbone:
+def load_backbone(config: BackboneConfig, device: str = "cpu", purpose: str = "embed") -> LoadedBackbone:
     """Load weights for a registry entry; the hub path is real `from_pretrained` code (it needs network
-    or a local HF cache)."""
-    from transformers import AutoModel
+    or a local HF cache).
 
+    On the CPU the forward runs through OpenVINO when it is installed (converted once into the cache,
+    snakeweb/openvino_backend.py), compiled for `purpose`: "embed" (throughput) or "identify" (latency);
+    `SNAKEWEB_ENGINE=torch` keeps torch. Other devices run torch. Thread pools are sized from the cores
+    this process may use (snakeweb/threads.py). The fingerprint depends on the weights only, never the engine.
+    """
+    from snakeweb import threads
+
+    threads.configure()
+    loaded = _load_torch_backbone(config, device, purpose)
+    # recorded with the model in the store (meta `model`), beside the fingerprint it does not change
+    loaded.details["engine"] = "; ".join(sorted({_engine_label(p) for p in loaded.parts or [loaded]}))
+    return loaded
+
+
+def _engine_label(loaded: LoadedBackbone) -> str:
+    from importlib import metadata
+
+    if loaded.openvino is not None:
+        return f"openvino {metadata.version('openvino')} (f32)"
+    if loaded.cpu_runner is not None:
+        return "torch (TorchScript frozen)"
+    return "torch"
+
+
+_SAID_NO_OPENVINO: list[bool] = []  # the fallback is said once a process
+
+
+def _use_openvino(device: str) -> bool:
+    """OpenVINO for this load? Only on the CPU, and only when installed (else torch, with a log line);
+    `SNAKEWEB_ENGINE=openvino` makes a missing OpenVINO an error, `torch` turns it off."""
+    from snakeweb.openvino_backend import ENV_ENGINE, openvino_version, requested_engine
+
+    engine = requested_engine()
+    if engine == "torch" or device != "cpu":
+        return False
+    if openvino_version() is None:
+        if engine == "openvino":
+            raise SnakewebError(f"{ENV_ENGINE}=openvino but OpenVINO is not installed; `pip install openvino==2026.4.1`, or unset {ENV_ENGINE}.")
+        if not _SAID_NO_OPENVINO:
+            log.warning("OpenVINO is not installed: the backbone runs with torch; `pip install openvino==2026.4.1` makes the CPU "
+                        "path ~2x faster (SNAKEWEB_ENGINE=torch silences this)")
+            _SAID_NO_OPENVINO.append(True)
+        return False
+    return True
+
+
+def _attach_openvino(loaded: LoadedBackbone, weights_fingerprint: str, purpose: str) -> bool:
+    """Give `loaded` its OpenVINO forward; False (and torch stays) when the conversion fails in auto mode."""
+    from snakeweb import threads
+    from snakeweb.openvino_backend import load_forward, requested_engine
+
+    try:
+        loaded.openvino = load_forward(loaded.model, loaded.config.source, loaded.config.name, weights_fingerprint,
+                                       loaded.config.image_size, threads.inference_threads(), purpose)
+        return True
+    except Exception as exc:
+        if requested_engine() == "openvino":
+            raise SnakewebError(f"OpenVINO could not convert {loaded.config.name} ({type(exc).__name__}: {exc}); "
+                                "unset SNAKEWEB_ENGINE to fall back to torch.") from exc
+        log.warning("OpenVINO could not convert %s (%s: %s); running it with torch", loaded.config.name, type(exc).__name__, str(exc)[:200])
+        return False
+
+
+def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> LoadedBackbone:
     if config.source == "concat":
         import torch
 
-        parts = [load_backbone(resolve_model(n), device) for n in config.location.split("+")]
+        parts = [_load_torch_backbone(resolve_model(n), device, purpose) for n in config.location.split("+")]
+        for part in parts:
+            part.details["engine"] = _engine_label(part)
         return LoadedBackbone(
             config=config, model=torch.nn.ModuleList([p.model for p in parts]),
             fingerprint="concat(" + ",".join(p.fingerprint for p in parts) + ")",
@@ -287,10 +382,15 @@ def load_backbone(config: BackboneConfig, device: str = "cpu") -> LoadedBackbone
         with contextlib.redirect_stdout(sys.stderr):
             model = EfficientNet.from_pretrained(config.location, weights_path=weights)
         model.eval().to(device)
-        loaded = LoadedBackbone(config=config, model=model, fingerprint=f"{config.name}@sha256:{digest[:16]}", details={"sha256": digest})
+        fingerprint = f"{config.name}@sha256:{digest[:16]}"
+        loaded = LoadedBackbone(config=config, model=model, fingerprint=fingerprint, details={"sha256": digest})
+        if _use_openvino(device) and _attach_openvino(loaded, fingerprint, purpose):
+            return loaded
         if device == "cpu":
             loaded.cpu_runner, loaded.micro_batch = _frozen_cnn_runner(model, config.image_size), 4
         return loaded
+    from transformers import AutoModel  # here, not above: an EfficientNet load need not import transformers (~1 s)
+
     if config.source == "offline":
         from snakeweb.offline_weights import ONNX_SHA256, converted_model_dir
 
@@ -313,4 +413,7 @@ def load_backbone(config: BackboneConfig, device: str = "cpu") -> LoadedBackbone
         fingerprint, details = f"local:{folder.name}@sha256:{digest[:16]}", {"sha256": digest}
         model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
     model.eval().to(device)
-    return LoadedBackbone(config=config, model=model, fingerprint=fingerprint, details=details)
+    loaded = LoadedBackbone(config=config, model=model, fingerprint=fingerprint, details=details)
+    if _use_openvino(device):
+        _attach_openvino(loaded, fingerprint, purpose)
+    return loaded

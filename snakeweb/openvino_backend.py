@@ -1,0 +1,343 @@
+"""Backbone forwards on the CPU through OpenVINO: converted once, cached on disk, compiled per purpose.
+
+Each backbone's forward (EfficientNet-Lite: global-average-pooled features; DINOv2: the [CLS] token and the
+mean patch token of `last_hidden_state`) is converted from the loaded torch module once, into
+
+    ~/.cache/snakeweb/openvino/<model name>-<key>-ov<OpenVINO version>/   (SNAKEWEB_CACHE moves ~/.cache/snakeweb)
+
+beside the converted offline weights. The key is a digest of the model fingerprint (which changes with the
+weights), the outputs, the input size, this module's CONVERSION_VERSION and OpenVINO's full version, so new
+weights or another OpenVINO make a new folder. The conversion is written to a temporary folder and renamed,
+so a killed conversion never leaves a half model. Compiled blobs go to the folder's `compiled/` (OpenVINO's
+CACHE_DIR): a fresh process imports them instead of compiling.
+
+Precision is pinned to f32 (`INFERENCE_PRECISION_HINT`): on CPUs with AVX-512 bf16 or AMX OpenVINO would
+otherwise pick bf16, and the store's vectors must match the torch path's (cosine >= 0.9999, tests/test_openvino.py).
+The performance hint is chosen by purpose, in one place (PERFORMANCE_HINTS): the embed stage compiles for
+throughput (one stream per core, each request single-threaded: no barrier waits, so two jobs sharing the
+cores each keep their share), identify for latency (one request on every core).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snakeweb.errors import SnakewebError
+
+log = logging.getLogger(__name__)
+
+CONVERSION_VERSION = 1  # bump when the converted graph changes, so cached folders are rebuilt
+ENV_ENGINE = "SNAKEWEB_ENGINE"  # auto (default: OpenVINO on the CPU when installed), openvino, or torch
+ENGINES = ("auto", "openvino", "torch")
+PURPOSES = ("embed", "identify")
+PERFORMANCE_HINTS = {"embed": "THROUGHPUT", "identify": "LATENCY"}
+# images per inference request in throughput mode: small requests keep both streams busy to the end of a batch
+# (EfficientNet-Lite0 on 2 cores: 200-210 img/s at 1, 2 or 4 a request, 85-99 for Lite2 at 4 vs 84-86 at 8-32)
+THROUGHPUT_CHUNK = 4
+MODEL_FILE = "model.xml"
+SECONDS_PER_CONVERSION = 20  # one network converted on 2 busy cores: 16-28 s measured (EfficientNet-Lite0/1/2, DINOv2-S)
+
+
+def requested_engine() -> str:
+    """`SNAKEWEB_ENGINE` (auto / openvino / torch); raises SnakewebError for anything else."""
+    engine = os.environ.get(ENV_ENGINE, "auto").strip().lower() or "auto"
+    if engine not in ENGINES:
+        raise SnakewebError(f"{ENV_ENGINE}={engine!r} is not an engine; set it to one of {', '.join(ENGINES)}, or unset it.")
+    return engine
+
+
+def import_openvino():
+    """`import openvino`, without its usage telemetry: `import openvino` loads its converter, which otherwise
+    sends Google Analytics events (import, conversion) unless the user ran `opt_in_out --opt_out`; snakeweb
+    runs offline on people's photos and sends nothing. The converter falls back to its own no-op stub when
+    `openvino_telemetry` cannot be imported, so that import is blocked in this process (no file of the user's
+    is touched). Raises ImportError when OpenVINO is not installed."""
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # `import openvino_telemetry` -> ImportError
+    import openvino
+
+    return openvino
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's full version ("2026.4.1-22982-..."), or None when it is not installed."""
+    try:
+        openvino = import_openvino()
+    except ImportError:
+        return None
+    return str(openvino.get_version())
+
+
+def cache_root() -> Path:
+    from snakeweb.offline_weights import default_cache_dir
+
+    return default_cache_dir() / "openvino"
+
+
+def _short_version(full: str) -> str:
+    return full.split("-")[0]
+
+
+def model_folder(name: str, fingerprint: str, outputs: tuple[str, ...], image_size: int, version: str | None = None) -> Path:
+    """The cache folder of one converted forward (it need not exist yet)."""
+    version = version or openvino_version() or "none"
+    key = hashlib.sha256(json.dumps([fingerprint, list(outputs), image_size, CONVERSION_VERSION, version]).encode()).hexdigest()[:16]
+    return cache_root() / f"{_safe(name)}-{key}-ov{_short_version(version)}"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+
+
+def is_converted(folder: Path) -> bool:
+    """A whole converted model: its files there and, where the conversion recorded them, of the recorded sizes (a
+    truncated or emptied file makes the folder be converted again instead of failing at every load)."""
+    files = (folder / MODEL_FILE, folder / "model.bin", folder / "conversion.json")
+    if not all(f.is_file() for f in files):
+        return False
+    try:
+        sizes = json.loads(files[2].read_text()).get("sizes", {})
+    except (OSError, ValueError):
+        return False
+    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in sizes.items())
+
+
+def _pool_wrapper(network):
+    import torch
+
+    class PoolFeatures(torch.nn.Module):
+        """EfficientNet-Lite's `extract_features` and global average pool."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner.extract_features(x).mean(dim=(2, 3))
+
+    return PoolFeatures(network).eval()
+
+
+def _vit_wrapper(model):
+    import torch
+
+    class VitFeatures(torch.nn.Module):
+        """[CLS] token and mean patch token of the last hidden state: `cls` and `cls+mean` come from them."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            hidden = self.inner(pixel_values=x).last_hidden_state
+            return hidden[:, 0], hidden[:, 1:].mean(dim=1)
+
+    return VitFeatures(model).eval()
+
+
+def outputs_for(source: str) -> tuple[str, ...]:
+    """The converted graph's outputs for a backbone source: CNNs give `pool`, ViTs `cls` and `mean`."""
+    return ("pool",) if source == "efficientnet" else ("cls", "mean")
+
+
+def convert(model, source: str, name: str, fingerprint: str, image_size: int) -> Path:
+    """Convert a loaded torch backbone's forward into the cache once; returns its folder (the cached one when
+    it exists). Writes beside the target and renames, so a killed conversion leaves no half model and two
+    processes converting at once both end with one whole folder. Raises whatever the conversion raises."""
+    import torch
+
+    ov = import_openvino()
+    outputs = outputs_for(source)
+    folder = model_folder(name, fingerprint, outputs, image_size)
+    if is_converted(folder):
+        return folder
+    started = time.perf_counter()
+    log.warning("OpenVINO: converting %s once (cached in %s)", name, folder)
+    wrapper = _pool_wrapper(model) if source == "efficientnet" else _vit_wrapper(model)
+    example = torch.zeros(2, 3, image_size, image_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shapes that are constant here (one input size)
+        converted = ov.convert_model(wrapper, example_input=example, input=[ov.PartialShape([-1, 3, image_size, image_size])])
+    for port, output_name in zip(converted.outputs, outputs):
+        port.get_tensor().set_names({output_name})
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache folders beside it are not
+    try:
+        ov.save_model(converted, str(staging / MODEL_FILE), compress_to_fp16=False)  # f32 weights: the vectors must not move
+        (staging / "conversion.json").write_text(json.dumps({
+            "model": name, "fingerprint": fingerprint, "outputs": list(outputs), "image_size": image_size,
+            "conversion_version": CONVERSION_VERSION, "openvino": openvino_version(), "torch": torch.__version__,
+            "seconds": round(time.perf_counter() - started, 1),
+            "sizes": {f.name: f.stat().st_size for f in staging.iterdir() if f.is_file()},
+        }, indent=1) + "\n")
+        try:
+            os.replace(staging, folder)
+        except OSError:  # the folder exists: another process finished first (keep theirs), or it is damaged
+            if not is_converted(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.warning("OpenVINO: %s converted in %.1f s", name, time.perf_counter() - started)
+    return folder
+
+
+@dataclass
+class OpenVINOForward:
+    """A converted backbone forward, compiled on first use for the current purpose (embed: throughput,
+    identify: latency) and kept per purpose. Calls are serialised by a lock (a dashboard shares one loaded
+    model between sessions); throughput mode splits a batch into requests that run on all streams."""
+
+    folder: Path
+    outputs: tuple[str, ...]
+    threads: int
+    purpose: str = "embed"
+    _compiled: dict[str, Any] = field(default_factory=dict, repr=False)
+    _queues: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set_purpose(self, purpose: str, warm: bool = False) -> None:
+        """Compile for `purpose` ("embed" or "identify") from now on; `warm` compiles now rather than at the
+        first call. Raises SnakewebError for another purpose."""
+        if purpose not in PURPOSES:
+            raise SnakewebError(f"Unknown purpose {purpose!r}; use one of {', '.join(PURPOSES)}.")
+        self.purpose = purpose
+        if warm:
+            self.compiled()
+
+    def config(self, blob_cache: bool = True) -> dict[str, Any]:
+        """The compile properties for the current purpose; the compiled-blob cache only where it can be written."""
+        config = {
+            "PERFORMANCE_HINT": PERFORMANCE_HINTS[self.purpose], "INFERENCE_NUM_THREADS": self.threads,
+            "INFERENCE_PRECISION_HINT": "f32",
+            # the OS balances threads between jobs better than fixed pins when two share the cores
+            "ENABLE_CPU_PINNING": False,
+        }
+        if blob_cache and os.access(self.folder, os.W_OK):
+            config["CACHE_DIR"] = str(self.folder / "compiled")
+        return config
+
+    def _compile(self, core):
+        """Compile, one process at a time per model (OpenVINO's blob cache is not safe for two writers: two first
+        compiles at once crashed 4 of 30 processes); a damaged or unwritable blob cache is bypassed."""
+        with _exclusive(self.folder / ".compile.lock"):
+            try:
+                return core.compile_model(str(self.folder / MODEL_FILE), "CPU", self.config())
+            except RuntimeError as exc:
+                log.warning("OpenVINO: the compiled cache in %s is unusable (%s); compiling without it", self.folder, str(exc)[:160])
+                shutil.rmtree(self.folder / "compiled", ignore_errors=True)
+            try:
+                return core.compile_model(str(self.folder / MODEL_FILE), "CPU", self.config(blob_cache=False))
+            except RuntimeError as exc:
+                raise SnakewebError(
+                    f"OpenVINO cannot use the converted model in {self.folder} ({str(exc).splitlines()[0][:160]}); delete "
+                    "that folder (it is converted again) or set SNAKEWEB_ENGINE=torch."
+                ) from exc
+
+    def compiled(self):
+        """The compiled model for the current purpose (compiled, or imported from CACHE_DIR, once)."""
+        if self.purpose not in self._compiled:
+            ov = import_openvino()
+            core = _core()
+            started = time.perf_counter()
+            compiled = self._compile(core)
+            self._compiled[self.purpose] = compiled
+            if self.purpose == "embed":
+                self._queues[self.purpose] = ov.AsyncInferQueue(compiled, max(1, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            else:
+                self._queues[self.purpose] = compiled.create_infer_request()
+            log.info("OpenVINO: %s compiled for %s in %.2f s", self.folder.name, self.purpose, time.perf_counter() - started)
+        return self._compiled[self.purpose]
+
+    def __call__(self, pixels) -> dict[str, Any]:
+        """{output name: float32 array [B, D]} for normalised pixels [B, 3, S, S] (a float32 numpy array)."""
+        import numpy as np
+
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        with self._lock:
+            self.compiled()
+            runner = self._queues[self.purpose]
+            if self.purpose != "embed" or len(pixels) <= THROUGHPUT_CHUNK:
+                request = runner if self.purpose != "embed" else runner[0]
+                request.infer({0: pixels})
+                return {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(self.outputs)}
+            chunks = [pixels[i:i + THROUGHPUT_CHUNK] for i in range(0, len(pixels), THROUGHPUT_CHUNK)]
+            results: list = [None] * len(chunks)
+
+            def done(request, position):
+                results[position] = [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+
+            runner.set_callback(done)
+            for position, chunk in enumerate(chunks):
+                runner.start_async({0: chunk}, position)
+            runner.wait_all()
+            return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self.outputs)}
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An exclusive lock between processes (flock) on `lock_path`; no lock where the file cannot be made
+    (a read-only cache: nothing will be written there either)."""
+    try:
+        handle = open(lock_path, "a+")  # noqa: SIM115 (held for the duration of the with block)
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
+def _core():
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = import_openvino().Core()
+        return _CORE
+
+
+def load_forward(model, source: str, name: str, fingerprint: str, image_size: int, threads: int, purpose: str = "embed") -> OpenVINOForward:
+    """Convert (once) and wrap a loaded torch backbone for OpenVINO; compilation waits for the first call or
+    `set_purpose(..., warm=True)`. Raises ImportError when OpenVINO is not installed."""
+    folder = convert(model, source, name, fingerprint, image_size)
+    forward = OpenVINOForward(folder=folder, outputs=outputs_for(source), threads=threads)
+    forward.set_purpose(purpose)
+    return forward
+
+
+def load_message(config) -> str:
+    """What a page says while the backbone of `config` (a models.BackboneConfig) loads: whether OpenVINO must
+    convert it first on this machine, with a rough duration."""
+    version = openvino_version()
+    if version is None or requested_engine() == "torch":
+        return "Loading the model with torch (OpenVINO is not in use; EfficientNets are traced at load, 5-20 s)…"
+    names = config.location.split("+") if config.source == "concat" else [config.name]
+    suffix = f"-ov{_short_version(version)}"
+    root = cache_root()
+    missing = [n for n in names if not any(is_converted(f) for f in root.glob(f"{_safe(n)}-*{suffix}"))] if root.is_dir() else names
+    if missing:
+        return (f"Loading the model (first time on this machine: converting {len(missing)} network(s) for OpenVINO, "
+                f"~{SECONDS_PER_CONVERSION * len(missing)} s; later starts take a few seconds)…")
+    return "Loading the model (OpenVINO, converted before: a few seconds)…"
