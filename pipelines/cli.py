@@ -16,16 +16,18 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from snakeweb import stages
-from snakeweb.aggregate import AGGREGATIONS
-from snakeweb.answers import RANGE_MODES, RANKS
-from snakeweb.decisions import DECISIONS
+# Only light modules at the top (standard library and snakeweb modules that import no NumPy, pandas or torch):
+# `--help`, argument errors and `score` must not wait for torch, transformers, faiss or umap. Every handler
+# imports the library modules it uses (tests/test_cli_imports.py checks this in a fresh process).
 from snakeweb.errors import SnakewebError
-from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import FEATURE_KINDS, TTA_MODES
-from snakeweb.store import Store
+from snakeweb.options import AGGREGATIONS, DECISIONS, HEAD_KINDS, RANGE_MODES, RANKS, TrainConfig
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, TRAIN_VIEWS
+
+if TYPE_CHECKING:
+    from snakeweb.store import Store
 
 _results = None  # where JSON results go while library output is sent to stderr (see _json_only_on_stdout)
 
@@ -118,7 +120,7 @@ def _embed_args(parser: argparse.ArgumentParser) -> None:
                              f"(default: what the store recorded, else {' '.join(DEFAULT_TRAIN_VIEWS) or 'none'}; none for no views)")
     parser.add_argument("--features", choices=FEATURE_KINDS,
                         help="ViTs: cls (the paper) or cls+mean (DINOv2 linear eval); CNNs: pool (default: the model's first)")
-    parser.add_argument("--batch-size", type=_whole(1), default=32)
+    parser.add_argument("--batch-size", type=_whole(1), help="photos per model call (default: 32 on the CPU, 256 on a GPU)")
     parser.add_argument("--reembed", action="store_true", help="replace embeddings made by another model or feature kind")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -211,12 +213,28 @@ def _parser() -> argparse.ArgumentParser:
     import_reviews = sub.add_parser("import-reviews", help="add reviews from a review export (the Review page's CSV)")
     _store_arg(import_reviews)
     import_reviews.add_argument("csv", type=Path, help="reviews CSV: observation_id, reviewer, new_class_id[, reviewed_at, note]")
+
+    import_embeddings = sub.add_parser("import-embeddings", help="add vectors computed elsewhere (Parquet) to a store, as ingest + embed would")
+    import_embeddings.add_argument("--store", required=True, type=Path, help="store directory (created when absent)")
+    import_embeddings.add_argument("--parquet", required=True, nargs="+", type=Path,
+                                   help="Parquet file(s): path and/or image_id, observation_id, [class_id, split, country,] vector")
+    import_embeddings.add_argument("--model", required=True, help="the model that made the vectors: a registry name, concat:A+B "
+                                   "or a folder (not auto); identify embeds uploads with it")
+    import_embeddings.add_argument("--features", choices=FEATURE_KINDS, help="the vectors' feature kind (default: the model's first)")
+    import_embeddings.add_argument("--tta", choices=TTA_MODES, help="flip: the vectors average each photo with its mirror image")
+    import_embeddings.add_argument("--species", type=Path, nargs="+", default=[],
+                                   help="species table CSV(s) naming the class ids (as ingest takes them; e.g. class_list.csv)")
+    import_embeddings.add_argument("--taxonomy", type=Path, help="taxonomy CSV giving every class its family (as ingest)")
+    export_embeddings = sub.add_parser("export-embeddings", help="write the store's vectors as Parquet (the import-embeddings layout)")
+    _store_arg(export_embeddings)
+    export_embeddings.add_argument("--out", required=True, type=Path, help="Parquet file to write")
     return parser
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from snakeweb.decisions import CountryPrior
     from snakeweb.evaluation import evaluate
+    from snakeweb.store import Store
 
     store = Store(args.store).require()
     prior = CountryPrior.from_csv(args.country_table) if args.country_table else None
@@ -309,6 +327,7 @@ def _score(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from snakeweb.decisions import CountryPrior
+    from snakeweb.store import Store
 
     prior = None
     if args.prior is None:  # answers follow identify (the recorded table, where observations have countries)
@@ -362,6 +381,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def _ingest(args: argparse.Namespace) -> None:
     from snakeweb.ingest import ingest
     from snakeweb.species import read_species_table
+    from snakeweb.store import Store
 
     store = Store(args.store)
     known = store.require().species() if store.exists() else None  # names-only tables take the store's ids
@@ -374,6 +394,9 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
+    from snakeweb import stages
+    from snakeweb.store import Store
+
     counts = stages.embed(Store(args.store), model=args.model, feature_kind=args.features,
                           batch_size=args.batch_size, reembed=args.reembed, device=args.device, tta=args.tta, backend=args.backend,
                           views=args.views)
@@ -383,6 +406,11 @@ def _embed(args: argparse.Namespace) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
+    from snakeweb import stages
+    from snakeweb.embed import resolve_device
+    from snakeweb.store import Store
+
+    resolve_device(args.device)  # a device that cannot be used is said before the store is made
     store = Store(args.store)
     _ingest(args)
     _embed(args)
@@ -437,6 +465,7 @@ def _identify(args: argparse.Namespace) -> int:
 
     from snakeweb.countries import resolve_country
     from snakeweb.identify import SCHEMA_VERSION, Identifier
+    from snakeweb.store import Store
 
     args.country = (args.country or "").strip() or None  # --country "" (an empty shell variable) means none
     if args.country:
@@ -473,13 +502,55 @@ def main(argv: list[str] | None = None) -> int:
 
 def _import_reviews(args: argparse.Namespace) -> None:
     from snakeweb.review import import_reviews
+    from snakeweb.store import Store
 
     counts = import_reviews(Store(args.store).require(), args.csv)
     print(f"import-reviews: {counts['added']} review(s) added, {counts['already_present']} already in the store")
 
 
+def _import_embeddings(args: argparse.Namespace) -> None:
+    from snakeweb.embeddings_io import import_embeddings
+    from snakeweb.species import read_species_table
+    from snakeweb.store import Store
+
+    store = Store(args.store)
+    known = store.require().species() if store.exists() else None
+    table = read_species_table(args.species, known) if args.species else None
+    counts = import_embeddings(store, args.parquet, args.model, feature_kind=args.features, tta=args.tta, species_table=table,
+                               taxonomy=args.taxonomy)
+    if counts["families"]:
+        print(counts["families"])
+    print(f"import-embeddings: {counts['added']} vector(s) added ({counts['new_images']} new image(s)), "
+          f"{counts['already_present']} already in the store"
+          + (f", {counts['rejected']} left out (their photos were rejected at ingest)" if counts["rejected"] else "")
+          + f"; model {counts['model']} ({counts['fingerprint']}), {counts['dim']}-d {counts['feature_kind']} features")
+
+
+def _export_embeddings(args: argparse.Namespace) -> None:
+    from snakeweb.embeddings_io import export_embeddings
+    from snakeweb.store import Store
+
+    counts = export_embeddings(Store(args.store), args.out)
+    print(f"export-embeddings: {counts['rows']} vector(s) ({counts['dim']}-d {counts['feature_kind']}, {counts['fingerprint']}) -> {args.out}")
+
+
+def _stage(args: argparse.Namespace) -> None:
+    """One of the stages that need the heavy libraries (torch, faiss, umap): they are imported here, for these commands only."""
+    from snakeweb import stages
+    from snakeweb.store import Store
+
+    store = Store(args.store)
+    if args.command == "index":
+        stages.index(store, force=args.force)
+    elif args.command == "train":
+        stages.train(store, _train_config(args), force=args.force, include_reviews=args.include_reviews)
+    elif args.command == "predict":
+        stages.predict(store, args.aggregation)
+    elif args.command == "project":
+        stages.project(store, force=args.force)
+
+
 def _run(args: argparse.Namespace) -> int:
-    store = Store(args.store) if getattr(args, "store", None) else None
     try:
         if args.command == "build":
             _build(args)
@@ -487,22 +558,17 @@ def _run(args: argparse.Namespace) -> int:
             _ingest(args)
         elif args.command == "embed":
             _embed(args)
-        elif args.command == "index":
-            stages.index(store, force=args.force)
-        elif args.command == "train":
-            stages.train(store, _train_config(args), force=args.force, include_reviews=args.include_reviews)
-        elif args.command == "predict":
-            stages.predict(store, args.aggregation)
-        elif args.command == "project":
-            stages.project(store, force=args.force)
+        elif args.command in ("index", "train", "predict", "project"):
+            _stage(args)
         elif args.command == "identify":
             return _identify(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "check":
             from snakeweb.integrity import check_store
+            from snakeweb.store import Store
 
-            verdicts = check_store(store)
+            verdicts = check_store(Store(args.store))
             for verdict in verdicts:
                 print(verdict.line())
             return 0 if all(v.ok for v in verdicts) else 1
@@ -512,6 +578,10 @@ def _run(args: argparse.Namespace) -> int:
             _export(args)
         elif args.command == "import-reviews":
             _import_reviews(args)
+        elif args.command == "import-embeddings":
+            _import_embeddings(args)
+        elif args.command == "export-embeddings":
+            _export_embeddings(args)
     except SnakewebError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if getattr(args, "json", False):  # a script reading stdout gets the reason as JSON too

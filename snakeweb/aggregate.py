@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-AGGREGATIONS = ("mean-log", "mean-prob", "mode")
+from snakeweb.options import AGGREGATIONS  # defined there so the command line offers them without NumPy
 
 
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:

@@ -30,10 +30,9 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
+from snakeweb.options import RANGE_MODES, RANKS  # defined there so the command line offers them without pandas
 
-RANKS = ("species", "genus", "family")
 SOURCES = ("classifier", "rollup", "range_filter", "venom_rule", "abstain")
-RANGE_MODES = ("prior", "filter")
 VENOM_STATUSES = ("venomous", "harmless", "unknown")
 UNKNOWN_TAXON = "unknown"
 TARGET_PRECISION = 0.9

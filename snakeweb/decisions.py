@@ -13,6 +13,7 @@ import pandas as pd
 
 from snakeweb.countries import country_name, lookup_country, resolve_country
 from snakeweb.errors import SnakewebError
+from snakeweb.options import DECISIONS  # defined there so the command line offers them without pandas
 from snakeweb.species import taxon_key
 from snakeweb.tables import FALSE_WORDS, TRUE_WORDS, read_table
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 PRESENT_WORDS = TRUE_WORDS | {"present", "x", "✓", "✔", "+"}
 ABSENT_WORDS = FALSE_WORDS | {"absent"}
 ACCEPTED_PRESENCE = "1/0, yes/no, true/false, present/absent or x, and empty for no record"
-DECISIONS = ("argmax", "cost")
 # Track2 costs of calling truth i as j != i
 COST_HARMLESS_AS_HARMLESS, COST_HARMLESS_AS_VENOMOUS = 1.0, 2.0
 COST_VENOMOUS_AS_HARMLESS, COST_VENOMOUS_AS_VENOMOUS = 5.0, 2.0

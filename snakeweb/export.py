@@ -15,10 +15,11 @@ import pandas as pd
 from snakeweb.aggregate import top_k
 from snakeweb.answers import UNKNOWN_TAXON, Taxa, Thresholds, decide
 from snakeweb.errors import SnakewebError
-from snakeweb.index import load_index
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
-from snakeweb.stages import observation_probabilities, tqdm
 from snakeweb.store import Store, write_atomically
+
+# snakeweb.stages (the head, hence torch) and snakeweb.index (faiss) are imported by the functions that run the
+# head or search the index: importing this module, as the command line does for `export`, stays light
 
 ANSWER_SCHEMA_VERSION = "snakeweb.answer/1"
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -36,7 +37,11 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
     """
     from snakeweb.ranges import LivePrior
 
-    observation_ids, probabilities, head = predicted or observation_probabilities(store, aggregation)
+    if predicted is None:
+        from snakeweb.stages import observation_probabilities
+
+        predicted = observation_probabilities(store, aggregation)
+    observation_ids, probabilities, head = predicted
     observations = store.query("SELECT observation_id, country_code, split FROM observations ORDER BY observation_id")
     if split is not None:
         observations = observations[observations["split"] == split]
@@ -121,7 +126,8 @@ def _out_of_store(store: Store, head, chunk: int = 4096) -> dict[str, bool | Non
     if not novelty or not store.index_path.is_file():
         return {}
     from snakeweb.embed import l2_normalise
-    from snakeweb.index import selector_parameters
+    from snakeweb.index import load_index, selector_parameters
+    from snakeweb.stages import tqdm
 
     frame = store.query("SELECT image_id, observation_id, split FROM images WHERE status = 'ok' ORDER BY image_id")
     train_ids = frame.loc[frame["split"] == "train", "image_id"].to_numpy(np.int64)
@@ -198,6 +204,7 @@ def export_submission(
     atomically. `prior` is a CountryPrior applied with each observation's country code."""
     from snakeweb.decisions import decide as decide_class  # the SnakeCLEF decision rules (argmax / cost), not answers.decide
     from snakeweb.species import possibly_venomous_mask
+    from snakeweb.stages import observation_probabilities
 
     observation_ids, probabilities, head = observation_probabilities(store, aggregation)
     observations = store.query("SELECT observation_id, country_code, split FROM observations").set_index("observation_id")

@@ -22,11 +22,11 @@ from torch import nn
 
 from snakeweb.embed import l2_normalise
 from snakeweb.errors import SnakewebError
+from snakeweb.options import HEAD_KINDS, TrainConfig  # defined there so the command line offers them without torch
 from snakeweb.species import LabelMap
 from snakeweb.store import write_atomically
 
 log = logging.getLogger(__name__)
-HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")
 INDEX_HEADS = ("knn", "linear+knn")  # heads that vote with the store's FAISS index
 HEAD_FORMAT = 2
 # SnakeCLEF scale (182k x 768, 1,784 classes; one epoch of one linear head ~14 s of fp32 GEMM here): above
@@ -37,30 +37,6 @@ SWEEP_SAMPLE = 10_000
 SWEEP_SAMPLE_EPOCHS = 8
 PATIENCE_STEPS_PER_EPOCH = 13  # early-stopping patience is config.patience epochs of this many steps (HackerEarth-35)
 EARLY_STOPPING_VAL_ROWS = 5_000  # early stopping reads a stratified sample of a larger validation split
-
-
-@dataclass
-class TrainConfig:
-    kind: str = "linear+knn"  # best on HackerEarth-35 validation; the blend weight falls to 1.0 where kNN does not help
-    max_epochs: int = 1000  # a cap; early stopping on validation loss decides
-    # trained together, one head per (learning rate, weight decay); the best on validation accuracy is kept
-    learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
-    weight_decays: tuple[float, ...] = (0.0, 1e-4)
-    # post-hoc logit adjustment strengths tau (logits - tau * log class prior), chosen on validation
-    logit_adjustments: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    blend_weights: tuple[float, ...] = (0.5, 0.7, 0.85)  # linear+knn: weight of the linear head's probabilities
-    batch_size: int = 256
-    patience: int = 15  # epochs without validation improvement before stopping
-    balanced: bool = False  # weight classes by inverse frequency
-    hidden: int = 1024  # MLP width
-    # Cosine similarity of L2-normalised features lies in [-1, 1]; logits need a wider range to become
-    # confident, so linear/MLP inputs are scaled by this (learned biases and weights absorb the rest).
-    input_scale: float = 10.0
-    knn_k: int = 10
-    knn_temperature: float = 0.05
-    seed: int = 0
-    # augmented training views to train on (snakeweb/train_views.py): None = every view the embed stage made
-    views: tuple[str, ...] | None = None
 
 
 def _module(kind: str, dim: int, classes: int, hidden: int) -> nn.Module:
@@ -422,9 +398,9 @@ def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_
 
 def _knn_probabilities(head: Head, x_val: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray) -> np.ndarray:
     """kNN vote probabilities of normalised validation features over an index of the training references."""
-    from snakeweb.index import build_index
+    from snakeweb.index import build_index, on_gpu
 
-    return np.exp(head._knn_log_proba(x_val, build_index(train_image_ids, train_vectors), None))
+    return np.exp(head._knn_log_proba(x_val, on_gpu(build_index(train_image_ids, train_vectors)), None))
 
 
 def _choose_venom_weight(head: Head, probabilities: np.ndarray, y_val: np.ndarray, venomous_class_ids: set[int]) -> None:

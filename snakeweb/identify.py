@@ -195,6 +195,7 @@ class Identifier:
         self.ranges = LivePrior(store, self.base_prior)
         self.prior = self.base_prior
         self.backbone = store_backbone(store, device)
+        self.backbone.set_purpose("identify")  # OpenVINO compiles for the latency of one photo, not throughput
         self.feature_kind = store.get_meta("feature_kind")
         self.head = load_head(store)
         self.head_id = file_id(store.head_path)

@@ -86,6 +86,7 @@ class Table:
     error: type[SnakewebError] = TableError
     notes: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # column name in `frame` -> the header as the file wrote it
+    unit: str = "line"  # what `lines` count: file lines of a text table, rows of a Parquet file
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -96,7 +97,7 @@ class Table:
     def where(self, mask: np.ndarray | pd.Series, column: str) -> str:
         """'line 4: '405.5', line 9: 'abc'' for the first rows where `mask` holds, and how many there are."""
         rows = np.flatnonzero(np.asarray(mask, dtype=bool))
-        shown = ", ".join(f"line {self.lines[r]}: {self.frame[column].iloc[r]!r}" for r in rows[:MAX_EXAMPLES])
+        shown = ", ".join(f"{self.unit} {self.lines[r]}: {self.frame[column].iloc[r]!r}" for r in rows[:MAX_EXAMPLES])
         return shown + (f" and {len(rows) - MAX_EXAMPLES} more" if len(rows) > MAX_EXAMPLES else "")
 
     def fail(self, message: str) -> SnakewebError:
@@ -186,6 +187,16 @@ def read_table(path: str | Path, what: str, columns: Sequence[Column] = (),
     table.frame = _canonical_columns(table, rows[0], columns)
     table.headers = {name: raw.strip() for name, raw in zip(table.frame.columns, rows[0])}
     return table
+
+
+def header_names(path: str | Path, what: str, headers: Sequence[str], columns: Sequence[Column],
+                 error: type[SnakewebError] = TableError) -> dict[str, str]:
+    """For a table another reader opens (a Parquet file's column names): canonical column name -> the header as
+    given, matched exactly as `read_table` matches a text table's headers (case, spaces, aliases). Raises `error`
+    naming the file and its columns when a required column is missing or two headers mean one column."""
+    keys = [header_key(h) for h in headers]
+    table = Table(path=Path(path), what=what, frame=pd.DataFrame(columns=keys, dtype=object), lines=np.zeros(0, np.int64), error=error)
+    return dict(zip(_canonical_columns(table, list(headers), columns).columns, headers))
 
 
 def _decode(raw: bytes, path: Path, what: str, error: type[SnakewebError]) -> tuple[str, str | None]:

@@ -9,15 +9,19 @@ vector per photo.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from snakeweb.errors import SnakewebError
+
+if TYPE_CHECKING:  # torch is imported where a view is made: the command line lists the views without it
+    import torch
 
 ZOOM = 0.8  # the zoomed view keeps the centre 80% of the crop, resized back up
 
 
 def _zoom(pixels: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
     size = pixels.shape[-1]
     kept = round(size * ZOOM)
     start = (size - kept) // 2
@@ -46,4 +50,5 @@ def parse_views(names: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def view_pixels(pixels: torch.Tensor, view: str) -> torch.Tensor:
+    """The augmented view `view` (a name in TRAIN_VIEWS) of normalised centre-crop pixels [B, 3, S, S]."""
     return TRAIN_VIEWS[view](pixels)

@@ -16,6 +16,16 @@ SHARED = Path(os.environ.get("SNAKEWEB_SHARED_DATA", REPO.parent / "shared" / "d
 # class ids far apart and out of order on purpose: heads must never mix them up with head indices
 SYNTHETIC_SPECIES = {"Natrix natrix": 1130, "Vipera berus": 1740, "Zamenis longissimus": 7}
 SYNTHETIC_COLOURS = {"Natrix natrix": (40, 160, 60), "Vipera berus": (170, 50, 40), "Zamenis longissimus": (50, 60, 170)}
+# the browser tests' skip reason; pytest_terminal_summary repeats it beside the final count so it is not missed
+NO_CHROMIUM = "Debian chromium is not installed; `apt-get install chromium` (what .ci/run does)"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say at the end, not only in -rs, when the browser tests were skipped for want of chromium."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if isinstance(report.longrepr, tuple) and NO_CHROMIUM in str(report.longrepr[-1])]
+    if skipped:
+        terminalreporter.write_line(f"browser tests skipped ({len(skipped)}): {NO_CHROMIUM}", yellow=True, bold=True)
 
 
 def build_photo_store(root: Path, model_dir: Path, photos: Path, species_csv: Path, *extra: str) -> Path:

@@ -81,3 +81,36 @@ def test_per_species_table_and_venom_confusion():
     confusion = venom_confusion(truth, predicted, VENOMOUS)
     assert confusion.loc["venomous", "harmless"] == 1 and confusion.loc["harmless", "venomous"] == 1
     assert int(confusion.values.sum()) == 5
+
+
+def test_macro_f1_is_scikit_learns_to_the_last_bit():
+    """`score` computes macro F1 itself (importing sklearn.metrics took longer than the rest of the command); it must
+    be the organisers' `f1_score(average="macro")` exactly, also for ids only in truth or only in prediction."""
+    import warnings
+
+    from sklearn.metrics import f1_score
+
+    from snakeweb.scoring import macro_f1
+
+    rng = np.random.default_rng(16)
+    for _ in range(300):
+        n, k = int(rng.integers(1, 500)), int(rng.integers(1, 80))
+        truth = rng.integers(-2, k, n)
+        predicted = np.where(rng.random(n) < rng.random(), truth, rng.integers(0, k + 5, n))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn warns about classes never predicted
+            expected = f1_score(truth, predicted, average="macro")
+        assert macro_f1(truth, predicted) == expected
+
+
+def test_every_real_submission_scores_as_recorded(capsys):
+    """The 21 further real validation submissions in shared/data/reference/more, with the scores saved beside them."""
+    folder = shared("reference", "more")
+    submissions = sorted(folder.glob("*.csv"))
+    assert len(submissions) >= 20
+    for csv in submissions:
+        assert main(["score", "--metadata", str(shared("snakeclef", "SnakeCLEF2023-ValMetadata.csv")), "--predictions", str(csv),
+                     "--venomous", str(shared("snakeclef", "venomous_status_list.csv")), "--json"]) == 0
+        scores = json.loads(capsys.readouterr().out)
+        expected = json.loads(csv.with_suffix(".json").read_text())
+        assert {k: scores[k] for k in OFFICIAL_KEYS} == {k: expected[k] for k in OFFICIAL_KEYS}, csv.name

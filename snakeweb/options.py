@@ -1,0 +1,44 @@
+"""The names the library's options take (aggregations, answer ranks, range modes, decision rules, head kinds) and
+the head's training settings with their defaults.
+
+They live here, in a module that imports only the standard library, so that `python -m pipelines --help`,
+argument errors and the light commands (`score`) can offer them as argparse choices and defaults without
+importing NumPy, pandas or torch. This is their one definition: `snakeweb.aggregate`, `snakeweb.answers`,
+`snakeweb.decisions` and `snakeweb.heads` import them from here (and so still export them under their old names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AGGREGATIONS = ("mean-log", "mean-prob", "mode")  # how one observation's photos are combined (snakeweb.aggregate)
+RANKS = ("species", "genus", "family")  # the ranks an answer can name (snakeweb.answers)
+RANGE_MODES = ("prior", "filter")  # what the range check does with a country (snakeweb.answers)
+DECISIONS = ("argmax", "cost")  # SnakeCLEF decision rules (snakeweb.decisions)
+HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")  # heads on frozen embeddings (snakeweb.heads)
+
+
+@dataclass
+class TrainConfig:
+    """How a head is trained (snakeweb.heads.train_head); saved with the head."""
+
+    kind: str = "linear+knn"  # best on HackerEarth-35 validation; the blend weight falls to 1.0 where kNN does not help
+    max_epochs: int = 1000  # a cap; early stopping on validation loss decides
+    # trained together, one head per (learning rate, weight decay); the best on validation accuracy is kept
+    learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    weight_decays: tuple[float, ...] = (0.0, 1e-4)
+    # post-hoc logit adjustment strengths tau (logits - tau * log class prior), chosen on validation
+    logit_adjustments: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    blend_weights: tuple[float, ...] = (0.5, 0.7, 0.85)  # linear+knn: weight of the linear head's probabilities
+    batch_size: int = 256
+    patience: int = 15  # epochs without validation improvement before stopping
+    balanced: bool = False  # weight classes by inverse frequency
+    hidden: int = 1024  # MLP width
+    # Cosine similarity of L2-normalised features lies in [-1, 1]; logits need a wider range to become
+    # confident, so linear/MLP inputs are scaled by this (learned biases and weights absorb the rest).
+    input_scale: float = 10.0
+    knn_k: int = 10
+    knn_temperature: float = 0.05
+    seed: int = 0
+    # augmented training views to train on (snakeweb/train_views.py): None = every view the embed stage made
+    views: tuple[str, ...] | None = None
