@@ -2,6 +2,7 @@
 uploaded, species names and neighbour images seen on the page. Screenshots land in artifacts/screenshots/."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -11,10 +12,11 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, shared
+from tests.conftest import NO_CHROMIUM, REPO, shared
 
-pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# skipped before any fixture runs (the store build and the server would be wasted); the summary line says so too
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
 
@@ -53,8 +55,6 @@ def server(imagenet_store):
 
 @pytest.fixture(scope="module")
 def page(server):
-    if CHROMIUM is None:
-        pytest.skip("Debian chromium is not installed (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -147,3 +147,26 @@ def test_every_page_opens_from_its_own_url(server, page, path, text):
     assert page.locator("[data-testid=stException]").count() == 0
     if path != "identify":  # identify.png is the screenshot after an upload
         page.screenshot(path=str(SCREENSHOTS / f"{path}.png"), full_page=True)
+
+
+def test_explore_select_a_region_and_see_its_images(server, page):
+    """The map drawn whole; a box dragged over all of it selects every image and shows them with their species."""
+    page.goto(f"{server}/explore")
+    drag = page.locator("[data-testid=stPlotlyChart] .nsewdrag").first
+    drag.wait_for()
+    wait_until_idle(page)
+    drawn = int(re.search(r"([\d,]+) points", main_text(page)).group(1).replace(",", ""))
+    area = drag.bounding_box()
+    page.mouse.move(area["x"] + 2, area["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] - 2, area["y"] + area["height"] - 2, steps=5)
+    page.mouse.up()
+    page.get_by_role("heading", name=re.compile("selected image")).wait_for()
+    page.locator("[data-testid=stImage] img").nth(min(drawn, 24) - 1).wait_for()
+    wait_until_idle(page)
+    text = main_text(page)
+    page.screenshot(path=str(SCREENSHOTS / "explore-selection.png"), full_page=True)
+    assert f"{drawn} selected image(s)" in text  # every point of the map
+    assert page.locator("[data-testid=stImage] img").count() == min(drawn, 24)
+    assert "Crotalus adamanteus ☠️" in text  # image captions name the species, venomous ones marked
+    assert page.locator("[data-testid=stException]").count() == 0

@@ -27,14 +27,38 @@ def _version(store: Store) -> tuple:
     return tuple(os.path.getmtime(p) if p.exists() else 0 for p in (store.db_path, store.head_path, store.index_path))
 
 
-@st.cache_resource(show_spinner="Loading model, head and index…", max_entries=2)
+@st.cache_resource(show_spinner=False, max_entries=2)
 def _identifier(root: str, version: tuple) -> Identifier:
     return Identifier(Store(root))
 
 
+_LOADED: set[tuple] = set()  # (root, version) of identifiers this process has loaded
+
+
 def identifier(store: Store) -> Identifier:
-    """Model, head and index: loaded once per process and shared by all sessions (read-only use)."""
-    return _identifier(str(store.root), _version(store))
+    """Model, head and index: loaded once per process and shared by all sessions (read-only use). While they
+    load, the page says what it is doing (a first load on a machine converts the model for OpenVINO)."""
+    key = (str(store.root), _version(store))
+    if key in _LOADED:
+        return _identifier(*key)
+    with st.spinner(loading_message(store), show_time=True):
+        loaded = _identifier(*key)
+    _LOADED.add(key)
+    return loaded
+
+
+def loading_message(store: Store) -> str:
+    """What the spinner says: the model load on this machine (OpenVINO converting it the first time, or not),
+    then the head and index."""
+    from snakeweb.models import BackboneConfig
+    from snakeweb.openvino_backend import load_message
+
+    try:
+        recorded = store.get_meta("model")
+        model = load_message(BackboneConfig(**recorded["config"])).removesuffix("…") if recorded else "Loading the model"
+    except Exception:  # the store is busy or from another version: loading itself will say what is wrong
+        model = "Loading the model"
+    return model + ", head and index…"
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

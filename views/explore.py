@@ -1,40 +1,75 @@
-"""Explore: the UMAP map of the store; select points to see their images."""
+"""Explore: the UMAP map of the store, every point drawn (WebGL); select a region to see its species and images."""
 
-import altair as alt
+import json
+
+import numpy as np
 import streamlit as st
 
-from snakeweb.explore import MAX_POINTS, map_points
-from views.common import current_store, image_grid
+from snakeweb.explore import COLOURINGS, MAX_POINTS, PALETTE, MapPoints, map_points, selection_counts, selection_images
+from snakeweb.store import Store
+from views.common import VENOM_LABELS, current_store, image_grid
+from views.explore_map import LEGEND_MAX, DrawnMap, map_figure, selected_positions
+
+SHOWN = 24  # images shown from a selection, drawn at random from it
+TOP = 8  # species listed for a selection before "All N species"
+
+
+@st.cache_data(show_spinner="Reading the map…", max_entries=2)
+def points_of(root: str, version: tuple) -> MapPoints:
+    return map_points(Store(root))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def drawn_map(root: str, version: tuple, colouring: str) -> DrawnMap:
+    """The figure of one colouring, built once and shared (read only: st.plotly_chart serialises a copy)."""
+    return map_figure(points_of(root, version), colouring)
+
+
+def map_version(store: Store) -> tuple[dict, tuple]:
+    """(the projection's record, a version key): the record's ids digest and run, and the database file's
+    modification time, so a new projection, new predictions or relabelled images all change the key."""
+    settings = store.get_meta("projection") or {}
+    stamps = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in (store.db_path, store.db_path.with_suffix(".duckdb.wal")))
+    return settings, (json.dumps(settings, sort_keys=True), stamps)
+
 
 store = current_store()
 st.title("Explore the embedding map")
-points, rate = map_points(store)
-if points.empty:
+settings, version = map_version(store)
+points = points_of(str(store.root), version)
+if len(points) == 0:
     st.info("No map yet: run `python -m pipelines project --store ...` to compute it.")
     st.stop()
-settings = store.get_meta("projection", {})
 st.caption(
     f"{len(points):,} points ({settings.get('method', '?')}, PCA to {settings.get('pca_components', '-')} dims first). "
-    + (f"Sampled at {rate:.1%} per species to stay under {MAX_POINTS:,} points." if rate < 1 else "All points shown.")
+    + (f"The store has {points.total:,}: a uniform sample of {MAX_POINTS:,} is drawn, the most a browser draws smoothly."
+       if points.total > len(points) else "All points shown.")
 )
-colour = st.selectbox("Colour by", ["binomial_name", "genus", "venom_status", "prediction"],
-                      format_func={"binomial_name": "species", "genus": "genus", "venom_status": "venom status",
-                                   "prediction": "correct / incorrect"}.get)
-brush = alt.selection_interval(name="area")
-chart = (
-    alt.Chart(points).mark_circle(size=18, opacity=0.7)
-    .encode(x=alt.X("x", axis=None), y=alt.Y("y", axis=None),
-            color=alt.Color(f"{colour}:N", legend=alt.Legend(columns=2, symbolLimit=60)),
-            tooltip=["image_id", "binomial_name", "venom_status", "prediction"])
-    .add_params(brush).properties(height=560)
-)
-event = st.altair_chart(chart, on_select="rerun", key="map", width="stretch")
-selected = event.selection.get("area", {}) if event else {}
-if selected and "x" in selected and "y" in selected:
-    (x0, x1), (y0, y1) = selected["x"], selected["y"]
-    inside = points[points["x"].between(min(x0, x1), max(x0, x1)) & points["y"].between(min(y0, y1), max(y0, y1))]
-    st.subheader(f"{len(inside)} selected image(s)")
-    st.dataframe(inside["binomial_name"].value_counts().rename("images"), width="content")
-    image_grid(inside.head(24), columns=6, key="explore", search_button=True)
-else:
-    st.info("Drag on the map to select points and see their images.")
+colouring = st.selectbox("Colour by", list(COLOURINGS), format_func=COLOURINGS.get)
+categories = len(points.categories[colouring])
+st.caption(("" if categories <= LEGEND_MAX else f"{categories:,} {COLOURINGS[colouring]}: " + (
+    "each its own colour. " if categories <= len(PALETTE) else f"{len(PALETTE)} colours, each repeated only between clusters far apart. "))
+    + "Drag to select a region (a box; a lasso from the toolbar), scroll to zoom, double-click to reset; in pan mode a click "
+      "selects one point.")
+drawn = drawn_map(str(store.root), version, colouring)
+event = st.plotly_chart(drawn.figure, on_select="rerun", selection_mode=("points", "box", "lasso"), key="map",
+                        width="stretch", config={"scrollZoom": True, "displaylogo": False, "plotGlPixelRatio": 1})
+selected = selected_positions(event, drawn)
+if selected is None:
+    st.info("Select a region of the map to see its species and images.")
+    st.stop()
+st.subheader(f"{len(selected):,} selected image(s)")
+if len(selected) == 0:
+    st.stop()
+counts = selection_counts(points, selected)
+# the first few as markdown: the table component's script, loaded on a page's first table, cost the first
+# selection 0.4 s (benchmarks/explore_scale.py)
+rows = counts.head(TOP).itertuples(index=False)
+st.markdown("| species | venom status | images |\n|---|---|---:|\n"
+            + "\n".join(f"| {name.replace('|', '/')} | {VENOM_LABELS.get(venom, venom)} | {count:,} |" for name, venom, count in rows))
+if len(counts) > TOP and st.toggle(f"All {len(counts):,} species of the selection"):
+    st.dataframe(counts, hide_index=True, width="content", height=min(420, 38 + 35 * len(counts)))
+shown = np.sort(np.random.default_rng(0).choice(selected, min(SHOWN, len(selected)), replace=False))
+if len(selected) > SHOWN:
+    st.caption(f"{SHOWN} of the {len(selected):,} images, drawn at random:")
+image_grid(selection_images(store, points.image_id[shown]), columns=6, key="explore", search_button=True)

@@ -1,0 +1,380 @@
+"""Bring your own embeddings: vectors computed elsewhere (on a cluster, by the seed paper's Spark/Petastorm
+pipeline, in another snakeweb store) go into a store as ingest + embed would put them there, and a store's vectors
+come out, in one Parquet layout, one row per image:
+
+    image_id int64 | path string | observation_id string | class_id int64 | split string | country string |
+    vector fixed_size_list<float32>[D]        (file metadata b"snakeweb": JSON with the model and feature kind)
+
+An import also takes `vector` as a list of float16/32/64, the headers' usual aliases (as every table snakeweb
+reads, `snakeweb.tables`), and either `path` or `image_id` alone; class_id, split and country may be left out.
+Values are read by ingest's rules (class ids, observation ids, subsets, countries). Both directions stream:
+Parquet is read in batches with pyarrow and staged in DuckDB as Arrow fixed-size-list columns (never a Python list
+per vector); the export writes DuckDB's Arrow batches. An import is one transaction: a refusal (one sentence naming
+the file, the first rows and how many) leaves the store as it was, and a store it created is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from snakeweb.errors import SnakewebError
+from snakeweb.ingest import METADATA_COLUMNS, _countries, _subsets, _update_splits, record_numbered_ids, record_species
+from snakeweb.species import combine_with_store
+from snakeweb.store import Store, set_meta, write_atomically
+from snakeweb.tables import Column, Table, TableError, header_names
+from snakeweb.taxonomy import Taxonomy, taxonomy_path
+
+WHAT = "embeddings file"
+META_KEY = b"snakeweb"  # Parquet file metadata: model, fingerprint, feature kind and dimension of the vectors
+IMPORTS_KEY = "embedding_imports"  # run metadata: one record per import (files, sha256, rows, when)
+FLOATS_PER_BATCH = 2**22  # rows per batch = this / D: 16 MB of float32 per batch whatever the dimension
+MAX_SHOWN = 3
+COLUMNS = (
+    Column("image_id", ("id",)),
+    *(replace(c, required=False) if c.name == "image_path" else c for c in METADATA_COLUMNS if c.name != "binomial_name"),
+    Column("vector", ("embedding", "embeddings", "features", "feature", "vectors"), required=True),
+)
+STAGING = """CREATE TABLE _import_staging (file INTEGER, row BIGINT, given_id BIGINT, path VARCHAR, observation_id VARCHAR,
+    class_id BIGINT, country_code VARCHAR, subset VARCHAR)"""
+METADATA_BATCH_ROWS = 1 << 16
+
+
+@dataclass
+class _Source:
+    path: Path
+    columns: dict[str, str]  # canonical name -> the file's column name
+    rows: int
+    sha256: str
+
+
+def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_kind: str | None = None, tta: str | None = None,
+                      species_table: pd.DataFrame | None = None, taxonomy: Path | None = None,
+                      batch_rows: int | None = None) -> dict[str, Any]:
+    """Add the vectors of Parquet `files` (layout in the module docstring) to `store`, creating it when absent: image
+    and observation rows (status 'ok', decoder 'imported'), embeddings, splits by ingest's rules, and run metadata
+    `model`/`feature_kind`/`feature_dim` as the embed stage records them plus an `embedding_imports` record (files,
+    sha256, rows, time). `model` (a registry name, concat:A+B or a folder; not auto) must be the model that made the
+    vectors: it is loaded for its fingerprint and its `feature_kind` dimension D (default: its first kind).
+    Rows whose path is already in the store keep their image; pending ones get the vector. `species_table` (from
+    `read_species_table`) and `taxonomy` (default $SNAKEWEB_TAXONOMY) are taken as ingest takes them. `batch_rows` defaults to 2**22 / D.
+
+    Returns counts: rows, added (vectors stored), new_images, already_present, rejected (store rows in error),
+    dim, feature_kind, fingerprint, families (a line to print, or ""). Raises SnakewebError (TableError for a file)
+    with one sentence for: auto or an unknown model, a vector dimension other than D, a file exported from another
+    model, missing columns (naming those the file has), null/NaN/inf vectors, repeated paths or image ids, values
+    ingest refuses (class ids, subsets, countries, empty observation ids), one observation given two classes,
+    countries or splits, relabelled store photos, class ids the species table lacks (or no species table), and
+    a store already holding vectors of another model. Nothing is written then."""
+    from snakeweb.embed_stage import record_model
+    from snakeweb.models import load_backbone, resolve_model
+
+    if model == "auto":
+        raise SnakewebError("--model auto picks a model by what is installed; name the model that made the vectors "
+                            "(a registry name such as dinov2-base, concat:A+B or a model folder).")
+    config = resolve_model(model)
+    config = replace(config, tta=tta) if tta else config
+    backbone = load_backbone(config)
+    feature_kind = feature_kind or config.feature_kinds[0]
+    backbone.check_feature_kind(feature_kind)
+    dim = backbone.feature_dim(feature_kind)
+    described = f"{config.name} ({backbone.fingerprint}) gives {dim}-d {feature_kind} features"
+    _refuse_other_model(store, backbone.fingerprint, feature_kind)
+    sources = [_open(Path(f), dim, described, backbone.fingerprint, feature_kind) for f in files]
+    combined = combine_with_store(store.species() if store.exists() else None, species_table)
+    taxonomy = taxonomy_path(taxonomy)
+    taxa = Taxonomy.from_csv(taxonomy) if taxonomy is not None else None
+    batch_rows = batch_rows or max(1, FLOATS_PER_BATCH // dim)
+    created_root, created_db = not store.root.exists(), not store.exists()
+    try:
+        store.create() if created_db else store.require()
+        with store.transaction() as con:
+            families = record_species(con, combined, taxa) if combined is not None else ""
+            if species_table is not None and combined is not None:
+                record_numbered_ids(con, combined, species_table)
+            con.execute(STAGING)
+            for number, source in enumerate(sources):  # first pass: every column but the vectors
+                _stage(con, source, number)
+            counts = _write(con, [s.path.name for s in sources])
+            for number, source in enumerate(sources):  # second pass: the vectors, straight into embeddings
+                _store_vectors(con, source, number, dim, described, batch_rows)
+            record_model(con, backbone, feature_kind)
+            if not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'train_views'").fetchone()[0]:
+                set_meta(con, "train_views", [])  # imported vectors come without augmented views of their photos
+            record = {"files": [{"path": str(s.path.resolve()), "sha256": s.sha256, "rows": s.rows} for s in sources],
+                      "imported_at": datetime.now(UTC).isoformat(timespec="seconds"), "fingerprint": backbone.fingerprint,
+                      "feature_kind": feature_kind, "rows": counts["rows"], "added": counts["added"]}
+            previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [IMPORTS_KEY]).fetchall()
+            set_meta(con, IMPORTS_KEY, (json.loads(previous[0][0]) if previous else []) + [record])
+            if not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'source'").fetchone()[0]:
+                set_meta(con, "source", {"kind": "imported embeddings", "files": record["files"]})
+            con.execute("DROP TABLE _import_staging")
+            con.execute("DROP TABLE _import_plan")
+    except BaseException:
+        if created_root:  # a refused import into a new store leaves no store behind
+            shutil.rmtree(store.root, ignore_errors=True)
+        elif created_db and store.root.is_dir():
+            for path in (store.db_path, store.db_path.with_name(store.db_path.name + ".wal")):
+                path.unlink(missing_ok=True)
+        raise
+    return {**counts, "dim": dim, "feature_kind": feature_kind, "fingerprint": backbone.fingerprint, "model": config.name,
+            "families": families if (species_table is not None or taxa is not None) else ""}
+
+
+def _refuse_other_model(store: Store, fingerprint: str, feature_kind: str) -> None:
+    if not store.exists():
+        return
+    store.require()
+    recorded, kind = store.get_meta("model"), store.get_meta("feature_kind")
+    held = int(store.query("SELECT count(*) AS n FROM embeddings")["n"][0])
+    if held and recorded is not None and (recorded["fingerprint"], kind) != (fingerprint, feature_kind):
+        raise SnakewebError(f"The store {store.root} holds {held} embeddings of {recorded['fingerprint']} ({kind}) but these "
+                            f"vectors are {fingerprint} ({feature_kind}); one store holds one model's vectors: import into "
+                            "another --store.")
+
+
+def _open(path: Path, dim: int, described: str, fingerprint: str, feature_kind: str) -> _Source:
+    """The file's columns checked against the layout and the model, before any row is read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise TableError(f"Cannot read the {WHAT} {path}: there is no such file.")
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"The {WHAT} {path} is not a Parquet file pyarrow can read; write the vectors as Parquet "
+                         "(pyarrow, pandas, Spark or DuckDB).") from exc
+    schema = parquet.schema_arrow
+    columns = header_names(path, WHAT, schema.names, COLUMNS)
+    if "image_path" not in columns and "image_id" not in columns:
+        raise TableError(f"The {WHAT} {path}: it has neither a path nor an image_id column; give one of them "
+                         f"(its columns are {schema.names}).")
+    vector = schema.field(columns["vector"]).type
+    listed = pa.types.is_list(vector) or pa.types.is_large_list(vector) or pa.types.is_fixed_size_list(vector)
+    if not listed or not pa.types.is_floating(vector.value_type):
+        raise TableError(f"The {WHAT} {path}: its column {columns['vector']} holds {vector}, not a list of floats; "
+                         "store each vector as a list (or fixed-size list) of float32.")
+    if pa.types.is_fixed_size_list(vector) and vector.list_size != dim:
+        raise TableError(f"The {WHAT} {path}: its vectors are {vector.list_size}-d but {described}; name the model "
+                         "that made them with --model (and --features).")
+    recorded = json.loads(schema.metadata[META_KEY]) if schema.metadata and META_KEY in schema.metadata else {}
+    made_by = (recorded.get("fingerprint"), recorded.get("feature_kind"))
+    if recorded and made_by != (fingerprint, feature_kind):
+        raise TableError(f"The {WHAT} {path} was exported from a store embedded with {made_by[0]} ({made_by[1]}) but "
+                         f"you named {fingerprint} ({feature_kind}); name the model that made the vectors with --model.")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return _Source(path, columns, parquet.metadata.num_rows, digest.hexdigest())
+
+
+def _at(rows: np.ndarray, shown: list[str] | None = None) -> str:
+    """'row 4: 47 values, row 9: 0 values and 5 more' (rows counted from 1)."""
+    text = ", ".join(f"row {r}" + (f": {s}" if shown else "") for r, s in zip(rows[:MAX_SHOWN], shown or [""] * MAX_SHOWN))
+    return text + (f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else "")
+
+
+def _stage(con, source: _Source, number: int) -> None:
+    """First pass over one file: every column but the vector, batch by batch into _import_staging, each batch's values
+    checked by ingest's rules."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    first = 1
+    columns = {name: column for name, column in source.columns.items() if name != "vector"}
+    for batch in pq.ParquetFile(source.path).iter_batches(batch_size=METADATA_BATCH_ROWS, columns=list(columns.values())):
+        lines = np.arange(first, first + batch.num_rows)
+        first += batch.num_rows
+        text = {}
+        for name, column in columns.items():
+            try:
+                values = pc.utf8_trim_whitespace(pc.cast(batch.column(column), pa.string()))
+            except pa.ArrowException as exc:
+                raise TableError(f"The {WHAT} {source.path}: its column {column} holds {batch.column(column).type}, which "
+                                 f"snakeweb cannot read as {name}.") from exc
+            text[name] = values.fill_null("").to_numpy(zero_copy_only=False)
+        table = Table(source.path, WHAT, pd.DataFrame(text, index=pd.RangeIndex(batch.num_rows), dtype=object), lines, unit="row")
+        con.register("_import_batch", pa.table({"file": np.full(batch.num_rows, number, np.int32), "row": lines, **_metadata(table)}))
+        con.execute("INSERT INTO _import_staging SELECT file, row, given_id, path, observation_id, class_id, country_code, subset "
+                    "FROM _import_batch")
+        con.unregister("_import_batch")
+
+
+def _store_vectors(con, source: _Source, number: int, dim: int, described: str, batch_rows: int) -> None:
+    """Second pass over one file: each batch of vectors checked (nulls, length, NaN/inf) and written to `embeddings`
+    under the image ids `_write` planned, as one Arrow fixed-size-list column (as the embed stage writes them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    first = 1
+    fail = Table(source.path, WHAT, pd.DataFrame(), np.zeros(0, np.int64)).fail
+    for batch in pq.ParquetFile(source.path).iter_batches(batch_size=batch_rows, columns=[source.columns["vector"]]):
+        n, lines = batch.num_rows, np.arange(first, first + batch.num_rows)
+        first += n
+        vectors = batch.column(0)
+        if vectors.null_count:
+            raise fail(f"{vectors.null_count} row(s) have no vector ({_at(lines[vectors.is_null().to_numpy(zero_copy_only=False)])}); "
+                       "give every row its vector or leave those rows out.")
+        if not pa.types.is_fixed_size_list(vectors.type):
+            lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
+            wrong = lengths != dim
+            if wrong.any():
+                shown = _at(lines[wrong], [f"{v} values" for v in lengths[wrong]])
+                raise fail(f"{int(wrong.sum())} row(s) have vectors of another length ({shown}) but {described}; name the model "
+                           "that made them with --model (and --features).")
+        matrix = np.asarray(vectors.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, dim)
+        broken = ~np.isfinite(matrix).all(axis=1)
+        if broken.any():
+            raise fail(f"{int(broken.sum())} row(s) have NaN, infinite or missing values in their vector ({_at(lines[broken])}); "
+                       "recompute or leave out those rows.")
+        plan = con.execute("SELECT image_id, target IN ('new', 'pending') AS store FROM _import_plan WHERE file = ? AND row BETWEEN ? AND ? "
+                           "ORDER BY row", [number, int(lines[0]), int(lines[-1])]).fetchnumpy()
+        keep = np.asarray(plan["store"], bool)
+        if keep.any():
+            kept = np.ascontiguousarray(matrix[keep])
+            con.register("_import_vectors", pa.table({"image_id": np.asarray(plan["image_id"], np.int64)[keep],
+                                                      "vector": pa.FixedSizeListArray.from_arrays(kept.ravel(), dim)}))
+            con.execute("INSERT INTO embeddings SELECT image_id, vector::FLOAT[] FROM _import_vectors")  # (no ON CONFLICT: 2x faster)
+            con.unregister("_import_vectors")
+
+
+def _metadata(table: Table) -> dict[str, Any]:
+    """One batch's columns other than the vector, read by ingest's rules (as pyarrow arrays)."""
+    import pyarrow as pa
+
+    observations = table.identifiers("observation_id")
+    empty = observations.eq("").to_numpy(bool)
+    if empty.any():
+        raise table.fail(f"{int(empty.sum())} row(s) have no observation_id ({_at(table.lines[empty])}); fill them in.")
+    none = pd.Series(pd.NA, index=table.frame.index, dtype="Int64")
+    class_ids = table.ids("class_id", missing_ok=True) if table.has("class_id") else none
+    given = table.ids("image_id", missing_ok=True, what="image ids") if table.has("image_id") else none
+    paths = table.text("image_path") if table.has("image_path") else pd.Series(None, index=table.frame.index, dtype=object)
+    nameless = (paths.isna() & given.isna()).to_numpy(bool)
+    if nameless.any():
+        raise table.fail(f"{int(nameless.sum())} row(s) have neither a path nor an image_id ({_at(table.lines[nameless])}); "
+                         "give each row one of them.")
+    subsets = None
+    if table.has("subset"):  # what export-embeddings writes for photos without a label, read as no subset
+        table.frame.loc[table.frame["subset"].str.lower().eq("unlabelled") & class_ids.isna(), "subset"] = ""
+        subsets = _subsets(table)
+    countries = _countries(table)
+    return {
+        "given_id": pa.Array.from_pandas(given), "path": pa.array(paths, pa.string(), from_pandas=True),
+        "observation_id": pa.array(observations, pa.string()), "class_id": pa.Array.from_pandas(class_ids),
+        "country_code": pa.array(countries if countries is not None else [None] * len(table), pa.string()),
+        "subset": pa.array(subsets if subsets is not None else [None] * len(table), pa.string(), from_pandas=True),
+    }
+
+
+def _refuse(con, names: list[str], where: str, message: str) -> None:
+    """Raise `message` with '{rows}' filled in ('a.parquet row 4, row 9 and 3 more') when staged rows match `where`."""
+    n = con.execute(f"SELECT count(*) FROM _import_staging s WHERE {where}").fetchone()[0]
+    if not n:
+        return
+    shown = con.execute(f"SELECT file, row FROM _import_staging s WHERE {where} ORDER BY file, row LIMIT {MAX_SHOWN}").fetchall()
+    rows = ", ".join(f"{names[f]} row {r}" for f, r in shown) + (f" and {n - len(shown)} more" if n > len(shown) else "")
+    raise TableError(message.format(n=n, rows=rows))
+
+
+def _write(con, names: list[str]) -> dict[str, int]:
+    """Check the staged rows against each other and the store, plan every row's image id and what becomes of it
+    (_import_plan: target new, pending, ok or error), then write images, observations and splits."""
+    con.execute("UPDATE _import_staging s SET path = i.path FROM images i WHERE s.path IS NULL AND i.image_id = s.given_id")
+    con.execute("UPDATE _import_staging SET path = 'imported:' || given_id WHERE path IS NULL")
+    repeats = "s.{0} IN (SELECT {0} FROM _import_staging GROUP BY {0} HAVING count(*) > 1)"
+    _refuse(con, names, repeats.format("given_id"), "{n} rows repeat an image_id ({rows}); each image must appear once.")
+    _refuse(con, names, repeats.format("path"), "{n} rows repeat an image path ({rows}); each image must appear once.")
+    _refuse(con, names, "s.path NOT IN (SELECT path FROM images) AND s.given_id IN (SELECT image_id FROM images)",
+            "{n} row(s) give an image_id the store already uses for another photo ({rows}); leave image_id out to have new "
+            "ids assigned, or import into another --store.")
+    _refuse(con, names, "EXISTS (SELECT 1 FROM images i JOIN observations o USING (observation_id) WHERE i.path = s.path AND "
+            "(i.class_id IS DISTINCT FROM s.class_id OR i.observation_id <> s.observation_id OR "
+            "(s.country_code IS NOT NULL AND o.country_code IS DISTINCT FROM s.country_code)))",
+            "{n} row(s) would give a photo already in the store another class id, observation or country ({rows}); snakeweb "
+            "does not relabel stored photos: correct labels with reviews (the Review page or import-reviews), or build a new store.")
+    for column, what in (("class_id", "class_id"), ("country_code", "country"), ("subset", "split")):
+        store_rows = f"UNION ALL SELECT observation_id, {column} FROM observations" if column != "subset" else ""
+        _refuse(con, names, f"s.observation_id IN (SELECT observation_id FROM (SELECT observation_id, {column} FROM _import_staging "
+                f"{store_rows}) GROUP BY observation_id HAVING count(DISTINCT {column}) > 1)",
+                "{n} row(s) give one observation photos with different " + what + " values ({rows}); one observation is one animal.")
+    if not con.execute("SELECT count(*) FROM species").fetchone()[0]:
+        _refuse(con, names, "s.class_id IS NOT NULL", "{n} row(s) have a class_id ({rows}) but the store has no species table "
+                "to say which species each is; give one with --species class_list.csv (class_id, binomial_name, venomous or MIVS), "
+                "as ingest takes it.")
+    _refuse(con, names, "s.class_id IS NOT NULL AND s.class_id NOT IN (SELECT class_id FROM species)",
+            "{n} row(s) have a class_id the store's species table does not have ({rows}); add those classes with --species "
+            "TABLE, or correct the class ids.")
+    base = con.execute("SELECT GREATEST((SELECT COALESCE(max(image_id), -1) FROM images), "
+                       "(SELECT COALESCE(max(given_id), -1) FROM _import_staging)) + 1").fetchone()[0]
+    con.execute(
+        "CREATE TABLE _import_plan AS SELECT s.file, s.row, COALESCE(i.image_id, s.given_id, ? - 1 + row_number() OVER "
+        "(PARTITION BY i.image_id IS NULL AND s.given_id IS NULL ORDER BY s.file, s.row)) AS image_id, "
+        "COALESCE(i.status, 'new') AS target FROM _import_staging s LEFT JOIN images i ON i.path = s.path", [base])
+    joined = "FROM _import_staging s JOIN _import_plan p USING (file, row)"
+    con.execute("INSERT INTO images (image_id, observation_id, path, class_id, split, status, decoder) SELECT p.image_id, "
+                f"s.observation_id, s.path, s.class_id, 'unassigned', 'ok', 'imported' {joined} WHERE p.target = 'new'")
+    con.execute("INSERT INTO observations (observation_id, class_id, country_code, split) SELECT s.observation_id, max(s.class_id), "
+                f"max(s.country_code), 'unassigned' {joined} WHERE p.target = 'new' GROUP BY s.observation_id "
+                "ON CONFLICT (observation_id) DO NOTHING")
+    con.execute("UPDATE images SET status = 'ok', error = NULL, decoder = 'imported' FROM _import_plan p "
+                "WHERE images.image_id = p.image_id AND p.target = 'pending'")
+    con.execute("DELETE FROM embeddings WHERE image_id IN (SELECT image_id FROM _import_plan WHERE target IN ('new', 'pending'))")
+    subsets = con.execute(f"SELECT s.observation_id, max(s.subset) {joined} WHERE p.target = 'new' GROUP BY s.observation_id").fetchall()
+    _update_splits(con, dict(subsets))
+    targets = dict(con.execute("SELECT target, count(*) FROM _import_plan GROUP BY target").fetchall())
+    return {"rows": sum(targets.values()), "added": targets.get("new", 0) + targets.get("pending", 0),
+            "new_images": targets.get("new", 0), "already_present": targets.get("ok", 0), "rejected": targets.get("error", 0)}
+
+
+def export_embeddings(store: Store, out: Path, batch_rows: int | None = None) -> dict[str, Any]:
+    """Write every embedded image of `store` to the Parquet file `out` (layout in the module docstring; rows ordered
+    by image_id, `batch_rows` per DuckDB query and row group, default 2**22 / D), atomically, with file metadata
+    b"snakeweb": JSON of the model (config, fingerprint), feature_kind, feature_dim, rows, store_id, exported_at.
+    Returns {"rows", "dim", "feature_kind", "fingerprint"}; raises SnakewebError when the store has no embeddings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store.require()
+    model, kind, dim = store.get_meta("model"), store.get_meta("feature_kind"), store.get_meta("feature_dim")
+    ids = store.query("SELECT image_id FROM embeddings JOIN images USING (image_id) WHERE status = 'ok' ORDER BY image_id")
+    ids = ids["image_id"].to_numpy(np.int64)
+    if model is None or not len(ids):
+        raise SnakewebError(f"The store {store.root} has no embeddings to export; run `embed` or `import-embeddings` first.")
+    if dim is None:  # a store from before feature_dim was recorded
+        dim = int(store.query("SELECT len(vector) AS d FROM embeddings WHERE image_id = ?", [int(ids[0])])["d"][0])
+    batch_rows = batch_rows or max(1, FLOATS_PER_BATCH // dim)
+    facts = {"model": model, "fingerprint": model["fingerprint"], "feature_kind": kind, "feature_dim": dim, "rows": len(ids),
+             "store_id": store.get_meta("store_id"), "exported_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    schema = pa.schema([("image_id", pa.int64()), ("path", pa.string()), ("observation_id", pa.string()), ("class_id", pa.int64()),
+                        ("split", pa.string()), ("country", pa.string()), ("vector", pa.list_(pa.float32(), dim))],
+                       metadata={META_KEY: json.dumps(facts, sort_keys=True, default=str).encode()})
+    starts = ids[::batch_rows]
+    bounds = list(zip(starts, [*starts[1:], ids[-1] + 1]))
+
+    def write(tmp: str) -> None:
+        with store.connect(read_only=True) as con, pq.ParquetWriter(tmp, schema) as writer:
+            for low, high in bounds:
+                chunk = con.sql(
+                    f"SELECT i.image_id, i.path, i.observation_id, i.class_id, i.split, o.country_code AS country, "
+                    f"e.vector::FLOAT[{int(dim)}] AS vector FROM embeddings e JOIN images i USING (image_id) "
+                    "LEFT JOIN observations o USING (observation_id) "
+                    "WHERE i.status = 'ok' AND e.image_id >= ? AND e.image_id < ? ORDER BY i.image_id",
+                    params=[int(low), int(high)]).to_arrow_table()
+                writer.write_table(chunk.cast(schema), row_group_size=batch_rows)
+
+    write_atomically(Path(out), write)
+    return {"rows": len(ids), "dim": dim, "feature_kind": kind, "fingerprint": model["fingerprint"]}

@@ -1,0 +1,280 @@
+"""import-embeddings and export-embeddings: the round trip, a store extended with imported vectors, every refusal
+(exit 2, one sentence naming the rows), identify holding to the imported model, and a 100k-row import in batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cli import main
+from snakeweb.store import Store
+from tests.conftest import SYNTHETIC_SPECIES, build_photo_store
+
+DIM = 48  # the tiny DINOv2's cls features
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_model_dir, photo_folder, species_csv) -> dict[str, Path]:
+    """A store built from the photo folder, and its export."""
+    root = tmp_path_factory.mktemp("embeddings-io")
+    store = build_photo_store(root / "built", tiny_model_dir, photo_folder, species_csv, "--skip-project")
+    assert main(["export-embeddings", "--store", str(store), "--out", str(root / "built.parquet")]) == 0
+    return {"store": store, "parquet": root / "built.parquet"}
+
+
+def write(out: Path, vectors, /, fixed: bool = True, metadata: dict | None = None, **columns) -> Path:
+    """A Parquet file with these columns and a vector column (fixed-size list of float32, or a plain list)."""
+    if fixed:
+        matrix = np.asarray(vectors, np.float32)
+        vector = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), matrix.shape[1])
+    else:
+        vector = pa.array([None if v is None else list(v) for v in vectors], pa.list_(pa.float32()))
+    table = pa.table({**{k: pa.array(v) for k, v in columns.items()}, "vector": vector})
+    pq.write_table(table.replace_schema_metadata(metadata), out)
+    return out
+
+
+def rows(n: int, seed: int = 0, **overrides) -> dict:
+    """n valid rows: paths, observations of two photos, class ids of the synthetic species, vectors."""
+    rng = np.random.default_rng(seed)
+    classes = list(SYNTHETIC_SPECIES.values())
+    columns = {"path": [f"/photos/{seed}/{i}.jpg" for i in range(n)], "observation_id": [f"obs{seed}-{i // 2}" for i in range(n)],
+               "class_id": [classes[(i // 2) % 3] for i in range(n)], "vectors": rng.normal(size=(n, DIM)).astype(np.float32)}
+    return {**columns, **overrides}
+
+
+def run_import(store: Path, files: list[Path], model: Path, *extra: str) -> int:
+    return main(["import-embeddings", "--store", str(store), "--parquet", *map(str, files), "--model", str(model), *extra])
+
+
+def refused(capsys, store: Path, files: list[Path], model: Path, *extra: str) -> str:
+    """The one-sentence error of an import that must be refused with exit code 2."""
+    capsys.readouterr()
+    assert run_import(store, files, model, *extra) == 2
+    err = capsys.readouterr().err  # (transformers may print a progress bar while the model loads)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_round_trip_then_every_stage_runs_on_the_imported_store(built, tiny_model_dir, species_csv, photo_folder, tmp_path):
+    first = pq.read_table(built["parquet"])
+    facts = json.loads(pq.ParquetFile(built["parquet"]).schema_arrow.metadata[b"snakeweb"])
+    source = Store(built["store"])
+    assert first.schema.field("vector").type == pa.list_(pa.float32(), DIM)
+    assert first.column_names == ["image_id", "path", "observation_id", "class_id", "split", "country", "vector"]
+    assert first.num_rows == 24 and facts["fingerprint"] == source.get_meta("model")["fingerprint"] and facts["feature_kind"] == "cls"
+
+    store = tmp_path / "imported"
+    assert run_import(store, [built["parquet"]], tiny_model_dir, "--species", str(species_csv)) == 0
+    assert main(["export-embeddings", "--store", str(store), "--out", str(tmp_path / "again.parquet")]) == 0
+    again = pq.read_table(tmp_path / "again.parquet")
+    assert again.replace_schema_metadata(None).equals(first.replace_schema_metadata(None))  # same ids, labels, splits, vectors
+
+    imported = Store(store)
+    assert imported.get_meta("model") == source.get_meta("model")  # config, fingerprint, details: as the embed stage records them
+    assert (imported.get_meta("feature_kind"), imported.get_meta("feature_dim")) == ("cls", DIM)
+    [record] = imported.get_meta("embedding_imports")
+    assert record["files"][0]["sha256"] == hashlib.sha256(built["parquet"].read_bytes()).hexdigest()
+    assert record["rows"] == record["added"] == 24 and record["imported_at"]
+    assert set(imported.query("SELECT DISTINCT status || '/' || decoder AS s FROM images")["s"]) == {"ok/imported"}
+    for stage in ("index", "train", "predict"):
+        assert main([stage, "--store", str(store)]) == 0
+    assert main(["check", "--store", str(store)]) == 0
+    assert main(["identify", "--store", str(store), str(photo_folder / "Vipera_berus" / "00.jpg")]) == 0
+
+
+def test_identify_refuses_when_the_named_model_no_longer_loads_the_same_weights(built, tiny_model_dir, species_csv, photo_folder,
+                                                                               tmp_path, capsys):
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    model = tmp_path / tiny_model_dir.name  # the fingerprint names the folder: a copy of the same name loads the same model
+    shutil.copytree(tiny_model_dir, model)
+    store = tmp_path / "store"
+    assert run_import(store, [built["parquet"]], model, "--species", str(species_csv)) == 0
+    torch.manual_seed(1)  # other weights in the folder the store recorded
+    Dinov2Model(Dinov2Config(hidden_size=DIM, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14)).save_pretrained(model)
+    capsys.readouterr()
+    assert main(["identify", "--store", str(store), str(photo_folder / "Vipera_berus" / "00.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert f"The store was embedded with local:{model.name}@sha256:" in err and "Restore those weights" in err
+
+
+def test_vectors_for_ingested_photos_fill_them_in_and_a_second_import_adds_nothing(built, tiny_model_dir, photo_folder, species_csv, tmp_path):
+    store = tmp_path / "store"
+    assert main(["ingest", "--store", str(store), "--images", str(photo_folder), "--species", str(species_csv)]) == 0
+    splits = Store(store).query("SELECT path, split FROM images ORDER BY path")
+    assert run_import(store, [built["parquet"]], tiny_model_dir) == 0
+    s = Store(store)
+    counts = s.query("SELECT count(*) FILTER (status = 'ok') AS ok, count(*) FILTER (status = 'pending') AS pending FROM images").iloc[0]
+    assert (counts["ok"], counts["pending"]) == (24, 2)  # the two unreadable files were never embedded, so not exported
+    assert s.query("SELECT path, split FROM images ORDER BY path").equals(splits)  # ingest's splits stand
+    assert run_import(store, [built["parquet"]], tiny_model_dir) == 0
+    assert [r["added"] for r in s.get_meta("embedding_imports")] == [24, 0]
+    assert int(s.query("SELECT count(*) AS n FROM embeddings")["n"][0]) == 24
+
+
+def test_images_by_id_splits_countries_and_new_ids(tiny_model_dir, species_csv, tmp_path):
+    data = rows(6)
+    file = write(tmp_path / "ids.parquet", data["vectors"], image_id=[10, 11, 12, 13, 14, 15], observation_id=data["observation_id"],
+                 class_id=[1130, 1130, 7, 7, None, None], split=["Train", "train", "val", "val", "unlabelled", "unlabelled"],
+                 country=["DE", "DE", "Germany", "germany", "NA", None])
+    store = tmp_path / "store"
+    assert run_import(store, [file], tiny_model_dir, "--species", str(species_csv)) == 0
+    images = Store(store).query("SELECT i.image_id, i.path, i.split, o.country_code FROM images i JOIN observations o USING "
+                                "(observation_id) ORDER BY image_id")
+    assert images["image_id"].tolist() == [10, 11, 12, 13, 14, 15] and images["path"][0] == "imported:10"
+    assert images["split"].tolist() == ["train", "train", "val", "val", "unlabelled", "unlabelled"]
+    assert images["country_code"].tolist()[:5] == ["DE", "DE", "DE", "DE", "NA"]
+    more = rows(2, seed=1)
+    assert run_import(store, [write(tmp_path / "more.parquet", more["vectors"], path=more["path"],
+                                    observation_id=more["observation_id"])], tiny_model_dir) == 0
+    assert Store(store).query("SELECT image_id FROM images ORDER BY image_id")["image_id"].tolist()[-2:] == [16, 17]
+
+
+def _broken(vectors: np.ndarray) -> np.ndarray:
+    broken = vectors.copy()
+    broken[1, 3], broken[3, 0], broken[4, 47] = np.nan, np.inf, -np.inf
+    return broken
+
+
+def test_unlabelled_vectors_need_no_species_table(tiny_model_dir, tmp_path):
+    data = rows(4)
+    file = write(tmp_path / "x.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"])
+    assert run_import(tmp_path / "store", [file], tiny_model_dir) == 0
+    images = Store(tmp_path / "store").query("SELECT split, status, decoder FROM images")
+    assert len(images) == 4 and set(images["split"]) == {"unlabelled"} and set(images["decoder"]) == {"imported"}
+
+
+REFUSALS = {
+    "dimension": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], vectors=np.zeros((4, 47))),
+                  "its vectors are 47-d but tiny-dinov2"),
+    "missing observation_id": (lambda d: dict(path=d["path"], vectors=d["vectors"]),
+                               "it has no observation_id (or observation, obs_id) column; its columns are ['path', 'vector']"),
+    "neither path nor id": (lambda d: dict(observation_id=d["observation_id"], vectors=d["vectors"]),
+                            "it has neither a path nor an image_id column; give one of them (its columns are ['observation_id', 'vector'])"),
+    "NaN and inf": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], vectors=_broken(d["vectors"])),
+                    "3 row(s) have NaN, infinite or missing values in their vector (row 2, row 4, row 5)"),
+    "repeated path": (lambda d: dict(path=["a", "b", "a", "b"] + d["path"][4:], observation_id=d["observation_id"], vectors=d["vectors"]),
+                      "4 rows repeat an image path (x.parquet row 1, x.parquet row 2, x.parquet row 3 and 1 more); each image must"),
+    "repeated image id": (lambda d: dict(image_id=[1, 2, 3, 1, 5], observation_id=d["observation_id"], vectors=d["vectors"]),
+                          "2 rows repeat an image_id (x.parquet row 1, x.parquet row 4)"),
+    "unknown class": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], class_id=[7, 7, 999, 999, 1130], vectors=d["vectors"]),
+                      "2 row(s) have a class_id the store's species table does not have (x.parquet row 3, x.parquet row 4)"),
+    "unknown split": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], split=["train", "train", "holdout", "holdout", "val"],
+                                     vectors=d["vectors"]), "2 row(s) have a subset snakeweb does not know (row 3: 'holdout', row 4: "),
+    "bad country": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], country=["DE", "DE", "ZZ", "ZZ", None],
+                                   vectors=d["vectors"]), "country that is not exactly one current country (row 3: 'ZZ', row 4: 'ZZ')"),
+    "bad class id": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], class_id=["7", "7", "x", "7", ""],
+                                    vectors=d["vectors"]), "1 value(s) in column class_id are not whole numbers (row 3: 'x')"),
+    "two classes in one observation": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], class_id=[7, 1130, 7, 7, 7],
+                                                      vectors=d["vectors"]), "2 row(s) give one observation photos with different class_id"),
+    "empty observation": (lambda d: dict(path=d["path"], observation_id=["1", "", "2", "2", "3"], vectors=d["vectors"]),
+                          "1 row(s) have no observation_id (row 2)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals_name_the_rows_and_leave_no_store(case, tiny_model_dir, species_csv, tmp_path, capsys):
+    make, sentence = REFUSALS[case]
+    data = rows(5)
+    columns = make(data)
+    vectors = columns.pop("vectors")
+    vectors = vectors[:len(next(iter(columns.values())))] if case != "dimension" else vectors
+    file = write(tmp_path / "x.parquet", vectors, **{k: v[:len(vectors)] for k, v in columns.items()})
+    store = tmp_path / "new-store"
+    err = refused(capsys, store, [file], tiny_model_dir, "--species", str(species_csv))
+    assert sentence in err and (str(file) in err or "x.parquet" in err), err
+    assert not store.exists()  # a refused import into a new store leaves nothing behind
+
+
+def test_list_vectors_of_other_lengths_and_null_vectors(tiny_model_dir, tmp_path, capsys):
+    data = rows(5)
+    vectors = [list(v) for v in data["vectors"]]
+    vectors[1], vectors[4] = vectors[1][:47], vectors[4] + [0.0]
+    file = write(tmp_path / "x.parquet", vectors, fixed=False, path=data["path"], observation_id=data["observation_id"])
+    err = refused(capsys, tmp_path / "s", [file], tiny_model_dir)
+    assert "2 row(s) have vectors of another length (row 2: 47 values, row 5: 49 values) but tiny-dinov2" in err
+    assert "gives 48-d cls features; name the model that made them with --model (and --features)." in err
+    vectors[1], vectors[4] = None, vectors[0]
+    file = write(tmp_path / "x.parquet", vectors, fixed=False, path=data["path"], observation_id=data["observation_id"])
+    assert "1 row(s) have no vector (row 2)" in refused(capsys, tmp_path / "s", [file], tiny_model_dir)
+
+
+def test_class_ids_without_a_species_table_and_rows_across_batches(tiny_model_dir, tmp_path, capsys):
+    from snakeweb.embeddings_io import import_embeddings
+    from snakeweb.errors import SnakewebError
+
+    data = rows(5)
+    file = write(tmp_path / "x.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"], class_id=data["class_id"])
+    err = refused(capsys, tmp_path / "s", [file], tiny_model_dir)
+    assert "5 row(s) have a class_id (x.parquet row 1, x.parquet row 2, x.parquet row 3 and 2 more) but the store has no species " in err
+    assert "give one with --species class_list.csv" in err
+    other = write(tmp_path / "y.parquet", data["vectors"][:2], path=data["path"][3:5], observation_id=["o1", "o2"])
+    with pytest.raises(SnakewebError, match=r"4 rows repeat an image path \(x.parquet row 4, x.parquet row 5, y.parquet row 1 and 1 more\)"):
+        import_embeddings(Store(tmp_path / "s"), [write(tmp_path / "x.parquet", data["vectors"], path=data["path"],
+                                                        observation_id=data["observation_id"]), other],
+                          str(tiny_model_dir), batch_rows=2)
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_model_must_be_the_one_that_made_the_vectors(built, tiny_model_dir, species_csv, tmp_path, capsys):
+    assert "--model auto picks a model by what is installed" in refused(capsys, tmp_path / "s", [built["parquet"]], Path("auto"))
+    # a file snakeweb exported says which model made it
+    table = pq.read_table(built["parquet"])
+    metadata = {b"snakeweb": b'{"fingerprint": "dinov2-base@main", "feature_kind": "cls"}'}
+    other = tmp_path / "other.parquet"
+    pq.write_table(table.replace_schema_metadata(metadata), other)
+    err = refused(capsys, tmp_path / "s", [other], tiny_model_dir, "--species", str(species_csv))
+    assert "was exported from a store embedded with dinov2-base@main (cls) but you named local:tiny-dinov2" in err
+    # a store holds one model's vectors
+    err = refused(capsys, built["store"], [built["parquet"]], tiny_model_dir, "--tta", "flip")
+    assert "holds 24 embeddings of local:tiny-dinov2" in err and "import into another --store" in err
+
+
+def test_a_refused_import_leaves_an_existing_store_as_it_was(built, tiny_model_dir, tmp_path, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(built["store"], store)
+    before = Store(store).query("SELECT count(*) AS n FROM images")["n"][0]
+    data = rows(4)
+    file = write(tmp_path / "x.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"],
+                 class_id=[7, 7, 12345, 12345])
+    err = refused(capsys, store, [file], tiny_model_dir)
+    assert "2 row(s) have a class_id the store's species table does not have (x.parquet row 3, x.parquet row 4)" in err
+    assert Store(store).query("SELECT count(*) AS n FROM images")["n"][0] == before
+    assert Store(store).get_meta("embedding_imports") is None
+
+
+def test_a_hundred_thousand_rows_stream_in_and_out(tiny_model_dir, species_csv, tmp_path):
+    n, rng = 100_000, np.random.default_rng(7)
+    classes = np.array(list(SYNTHETIC_SPECIES.values()))
+    observation = np.arange(n) // 2
+    split = np.array(["train", "val", "test"])[(observation % 10 >= 7).astype(int) + (observation % 10 >= 9).astype(int)]
+    table = pa.table({
+        "image_path": pa.array([f"/cluster/photos/{i}.jpg" for i in range(n)]),
+        "observation_id": pa.array(observation.astype(str)), "class_id": pa.array(classes[observation % 3]),
+        "split": pa.array(split), "country": pa.array(np.where(observation % 2 == 0, "DE", "FR")),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=n * DIM).astype(np.float32)), DIM),
+    })
+    file = tmp_path / "big.parquet"
+    pq.write_table(table, file, row_group_size=10_000)
+    store = tmp_path / "store"
+    assert run_import(store, [file], tiny_model_dir, "--species", str(species_csv)) == 0
+    counts = Store(store).query(
+        "SELECT (SELECT count(*) FROM images WHERE status = 'ok') AS images, (SELECT count(*) FROM embeddings) AS vectors, "
+        "(SELECT count(*) FROM observations) AS observations, (SELECT count(*) FROM images WHERE split = 'val') AS val").iloc[0]
+    assert counts.tolist() == [n, n, n // 2, int((split == "val").sum())]
+    assert main(["export-embeddings", "--store", str(store), "--out", str(tmp_path / "out.parquet")]) == 0
+    out = pq.ParquetFile(tmp_path / "out.parquet")
+    assert out.metadata.num_rows == n and out.metadata.num_row_groups > 1
+    last = out.read_row_group(out.metadata.num_row_groups - 1)
+    assert last.column("path")[-1].as_py() == f"/cluster/photos/{n - 1}.jpg"
+    np.testing.assert_array_equal(np.asarray(last.column("vector")[-1].as_py(), np.float32), table.column("vector")[-1].as_py())
