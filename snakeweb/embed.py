@@ -16,6 +16,7 @@ from snakeweb.images import DecodedImage, ImageReadError, decode_bytes, read_ima
 from snakeweb.models import LoadedBackbone
 from snakeweb.threads import decode_workers
 from snakeweb.train_views import view_pixels
+from snakeweb.vectors import l2_normalise  # noqa: F401 (defined there, importable without torch)
 
 
 def default_device() -> str:
@@ -146,9 +147,3 @@ def _run(backbone: LoadedBackbone, prepared: Sequence[tuple], feature_kind: str,
         keys=[p[0] for p in prepared], decoded=[p[1] for p in prepared],
         errors=[p[3] for p in prepared], vectors=vectors,
     )
-
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)

@@ -15,11 +15,11 @@ from importlib import metadata as importlib_metadata
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm as _tqdm
 
 from snakeweb.embed import embed_images, resolve_device
 from snakeweb.errors import SnakewebError
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
+from snakeweb.progress import tqdm  # the stages' progress bars (snakeweb.stages takes it from here)
 from snakeweb.store import SCHEMA, Store, set_meta
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, parse_views
 
@@ -27,11 +27,6 @@ log = logging.getLogger(__name__)
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256  # snakeweb.gpu_embed.GPU_BATCH_SIZE (not imported here: that module needs CUDA-side torch code)
 PACKAGES = ("torch", "transformers", "faiss-cpu", "duckdb", "numpy", "pillow", "umap-learn", "scikit-learn")
-
-
-def tqdm(*args, **kwargs):
-    """Progress with counts and rate, redrawn at most twice a second (logs stay readable)."""
-    return _tqdm(*args, mininterval=0.5, dynamic_ncols=True, **kwargs)
 
 
 def package_versions() -> dict[str, str]:

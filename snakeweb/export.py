@@ -18,8 +18,8 @@ from snakeweb.errors import SnakewebError
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
 from snakeweb.store import Store, write_atomically
 
-# snakeweb.stages (the head, hence torch) and snakeweb.index (faiss) are imported by the functions that run the
-# head or search the index: importing this module, as the command line does for `export`, stays light
+# `export` imports no torch, transformers, FAISS or umap: the head runs in NumPy (snakeweb.heads), and an exact
+# index is read and searched in NumPy (snakeweb.vectors); only a large store's approximate index opens FAISS
 
 ANSWER_SCHEMA_VERSION = "snakeweb.answer/1"
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -33,12 +33,12 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
 
     `prior` (a CountryPrior, with the store's range records applied here) uses each observation's recorded
     country. Observations without any usable photo abstain and list their photos' reasons in `failures`.
-    `predicted` is `stages.observation_probabilities(store, aggregation)` when the caller has it already.
+    `predicted` is `heads.observation_probabilities(store, aggregation)` when the caller has it already.
     """
     from snakeweb.ranges import LivePrior
 
     if predicted is None:
-        from snakeweb.stages import observation_probabilities
+        from snakeweb.heads import observation_probabilities
 
         predicted = observation_probabilities(store, aggregation)
     observation_ids, probabilities, head = predicted
@@ -125,22 +125,20 @@ def _out_of_store(store: Store, head, chunk: int = 4096) -> dict[str, bool | Non
     novelty = store.get_meta("novelty")
     if not novelty or not store.index_path.is_file():
         return {}
-    from snakeweb.embed import l2_normalise
-    from snakeweb.index import load_index, selector_parameters
-    from snakeweb.stages import tqdm
+    from snakeweb.progress import tqdm
+    from snakeweb.vectors import l2_normalise, open_index, restrict
 
     frame = store.query("SELECT image_id, observation_id, split FROM images WHERE status = 'ok' ORDER BY image_id")
     train_ids = frame.loc[frame["split"] == "train", "image_id"].to_numpy(np.int64)
     if not len(train_ids):
         return {}
     observation_of = dict(zip(frame["image_id"], frame["observation_id"]))
-    index = load_index(store.index_path)
-    params = selector_parameters(index, train_ids)
+    index = restrict(open_index(store.index_path), train_ids)
     image_ids, vectors = store.embeddings()
     best: dict[str, float] = {}
     for start in tqdm(range(0, len(image_ids), chunk), desc="out-of-store", unit="chunk"):
         ids = image_ids[start:start + chunk]
-        sims, found = index.search(np.ascontiguousarray(l2_normalise(vectors[start:start + chunk])), 8, params=params)
+        sims, found = index.search(np.ascontiguousarray(l2_normalise(vectors[start:start + chunk])), 8)
         for image_id, row_sims, row_ids in zip(ids, sims, found):
             own = observation_of.get(int(image_id))
             others = [s for s, f in zip(row_sims, row_ids) if f >= 0 and observation_of.get(int(f)) != own]
@@ -203,8 +201,8 @@ def export_submission(
     """A SnakeCLEF submission (observation_id, class_id; one row per observation, integer ids), written
     atomically. `prior` is a CountryPrior applied with each observation's country code."""
     from snakeweb.decisions import decide as decide_class  # the SnakeCLEF decision rules (argmax / cost), not answers.decide
+    from snakeweb.heads import observation_probabilities
     from snakeweb.species import possibly_venomous_mask
-    from snakeweb.stages import observation_probabilities
 
     observation_ids, probabilities, head = observation_probabilities(store, aggregation)
     observations = store.query("SELECT observation_id, country_code, split FROM observations").set_index("observation_id")

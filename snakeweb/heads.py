@@ -6,29 +6,39 @@ kNN weight are chosen on validation too. Test data is never seen here.
 
 A head file carries its `LabelMap`, feature kind and the backbone fingerprint it was trained for; loading it
 against embeddings of another model or feature kind is refused. Heads see L2-normalised embeddings.
+
+Training uses torch; a trained head is NumPy arrays (each linear layer's weight and bias), saved as safetensors
+with its settings as JSON metadata, so loading and running one (`check`, `export`, `predict`, `identify`'s
+decision) needs no torch. Head files of earlier versions (a `torch.save` payload) are still read, with torch.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from snakeweb.embed import l2_normalise
 from snakeweb.errors import SnakewebError
 from snakeweb.options import HEAD_KINDS, TrainConfig  # defined there so the command line offers them without torch
 from snakeweb.species import LabelMap
 from snakeweb.store import write_atomically
+from snakeweb.vectors import l2_normalise
+
+if TYPE_CHECKING:  # torch is imported by the functions that train
+    import torch
+    from torch import nn
+
+    from snakeweb.store import Store
 
 log = logging.getLogger(__name__)
 INDEX_HEADS = ("knn", "linear+knn")  # heads that vote with the store's FAISS index
-HEAD_FORMAT = 2
+HEAD_FORMAT = 3  # 3: safetensors of NumPy arrays + JSON metadata; 2 and before: a torch.save payload
+SAFETENSORS_KEY = "snakeweb.head"  # the metadata entry holding the head's settings (JSON)
 # SnakeCLEF scale (182k x 768, 1,784 classes; one epoch of one linear head ~14 s of fp32 GEMM here): above
 # SWEEP_SAMPLE training rows the learning rates are swept on a stratified sample of that many rows, for at most
 # SWEEP_SAMPLE_EPOCHS epochs (a slow rate that has not won by then loses), with the first weight decay only (0 vs
@@ -41,11 +51,28 @@ EARLY_STOPPING_VAL_ROWS = 5_000  # early stopping reads a stratified sample of a
 
 def _module(kind: str, dim: int, classes: int, hidden: int) -> nn.Module:
     """The trained part of a head (`linear+knn` trains a linear one)."""
+    from torch import nn
+
     if kind in ("linear", "linear+knn"):
         return nn.Linear(dim, classes)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.2), nn.Linear(hidden, classes))
     raise SnakewebError(f"Unknown head {kind!r}; use one of {', '.join(HEAD_KINDS)}.")
+
+
+def _layers(module: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (weight [out, in], bias [out]) of each linear layer of a trained module, in order, as float32 arrays."""
+    from torch import nn
+
+    return [(m.weight.detach().cpu().numpy().astype(np.float32), m.bias.detach().cpu().numpy().astype(np.float32))
+            for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """torch.nn.GELU() (the exact, erf one) in NumPy."""
+    from scipy.special import erf  # MLP heads only
+
+    return (0.5 * x * (1.0 + erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
 
 
 @dataclass
@@ -56,7 +83,9 @@ class Head:
     model_fingerprint: str
     feature_dim: int
     config: TrainConfig
-    module: nn.Module | None = None
+    # the trained part: (weight [out, in], bias [out]) of each linear layer, GELU between them (one for linear, two
+    # for the MLP; dropout is off at inference); None for kNN
+    layers: list[tuple[np.ndarray, np.ndarray]] | None = None
     # kNN: the reference image ids and their class ids (the vectors live in the FAISS index)
     reference_ids: np.ndarray | None = None
     reference_labels: np.ndarray | None = None
@@ -68,10 +97,17 @@ class Head:
     venom_weight: float = 1.0  # the venom-aware rule's weight on venomous errors, chosen on validation by Track1
     # rank roll-up thresholds chosen on validation observations (snakeweb.answers.Thresholds.to_json); None = not chosen
     thresholds: dict | None = None
+    saved_format: int = HEAD_FORMAT  # the format of the file it was loaded from (older ones need torch to read)
+
+    @property
+    def needs_index(self) -> bool:
+        """Whether predictions read the store's index: kNN, and linear+kNN unless validation gave kNN no weight."""
+        return self.kind == "knn" or (self.kind == "linear+knn" and self.blend_weight < 1.0)
 
     def predict_log_proba(self, vectors: np.ndarray, index=None, exclude_self_ids: np.ndarray | None = None) -> np.ndarray:
-        """Log-probabilities [n, K] in label-map order. kNN needs the store's FAISS index; when the queries
-        are themselves stored images, pass their ids as `exclude_self_ids` so an image never votes for itself."""
+        """Log-probabilities [n, K] in label-map order. kNN needs the store's index (`snakeweb.vectors.open_index`,
+        or a FAISS index); when the queries are themselves stored images, pass their ids as `exclude_self_ids` so
+        an image never votes for itself."""
         x = l2_normalise(vectors)
         if x.ndim != 2 or x.shape[1] != self.feature_dim:
             raise SnakewebError(
@@ -85,12 +121,17 @@ class Head:
             return np.log(self.blend_weight * np.exp(log_probs) + (1 - self.blend_weight) * knn).astype(np.float32)
         return log_probs
 
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The trained part's logits of L2-normalised features (no logit adjustment, no temperature)."""
+        assert self.layers is not None
+        h = np.ascontiguousarray(x, dtype=np.float32) * np.float32(self.config.input_scale)
+        for i, (weight, bias) in enumerate(self.layers):
+            h = (_gelu(h) if i else h) @ weight.T + bias
+        return h
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Adjusted, uncalibrated logits of L2-normalised features."""
-        assert self.module is not None
-        self.module.eval()
-        with torch.inference_mode():
-            logits = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) * self.config.input_scale).numpy()
+        logits = self.forward(x)
         return logits - self.logit_offset if self.logit_offset is not None else logits
 
     def _knn_log_proba(self, x: np.ndarray, index, exclude_self_ids: np.ndarray | None) -> np.ndarray:
@@ -115,24 +156,31 @@ class Head:
         return np.log(scores).astype(np.float32)
 
     def save(self, path: Path) -> None:
-        payload = {
+        """Write the head as safetensors (arrays) with its settings as JSON metadata, atomically."""
+        from safetensors.numpy import save
+
+        settings = {
             "format": HEAD_FORMAT, "kind": self.kind, "class_ids": self.label_map.to_json(),
             "feature_kind": self.feature_kind, "model_fingerprint": self.model_fingerprint,
             "feature_dim": self.feature_dim, "config": asdict(self.config), "history": self.history,
-            "state_dict": self.module.state_dict() if self.module is not None else None,
-            "reference_ids": self.reference_ids, "reference_labels": self.reference_labels,
-            "temperature": self.temperature, "logit_offset": self.logit_offset, "blend_weight": self.blend_weight,
+            "layers": len(self.layers) if self.layers is not None else None,
+            "temperature": self.temperature, "blend_weight": self.blend_weight,
             "venom_weight": self.venom_weight, "thresholds": self.thresholds,
         }
-        write_atomically(Path(path), lambda tmp: torch.save(payload, tmp))
+        arrays = {}
+        for i, (weight, bias) in enumerate(self.layers or []):
+            arrays[f"layers.{i}.weight"], arrays[f"layers.{i}.bias"] = weight, bias
+        for name in ("reference_ids", "reference_labels", "logit_offset"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
+        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                    metadata={SAFETENSORS_KEY: json.dumps(settings, default=_json_value)})
+        write_atomically(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 
     @classmethod
     def load(cls, path: Path, model_fingerprint: str | None = None, feature_kind: str | None = None) -> Head:
         """Load a head; refuse one trained for other embeddings than the store's."""
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, EOFError, RuntimeError) as exc:
-            raise SnakewebError(f"Cannot read the head {path} ({exc}); run the train stage again.") from exc
+        payload = _read(Path(path))
         if model_fingerprint is not None and payload["model_fingerprint"] != model_fingerprint:
             raise SnakewebError(
                 f"The head {path} was trained on embeddings of {payload['model_fingerprint']}, but this store was "
@@ -146,19 +194,97 @@ class Head:
         known = TrainConfig.__dataclass_fields__
         config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in payload["config"].items() if k in known})
         label_map = LabelMap.from_json(payload["class_ids"])
-        module = None
-        if payload["state_dict"] is not None:
-            module = _module(payload["kind"], payload["feature_dim"], len(label_map), config.hidden)
-            module.load_state_dict(payload["state_dict"])  # the selected head of the sweep
-            module.eval()
         return cls(
             kind=payload["kind"], label_map=label_map, feature_kind=payload["feature_kind"],
             model_fingerprint=payload["model_fingerprint"], feature_dim=payload["feature_dim"], config=config,
-            module=module, reference_ids=payload["reference_ids"], reference_labels=payload["reference_labels"],
+            layers=payload["layers"], reference_ids=payload.get("reference_ids"), reference_labels=payload.get("reference_labels"),
             history=payload["history"], temperature=float(payload.get("temperature", 1.0)),
             logit_offset=payload.get("logit_offset"), blend_weight=float(payload.get("blend_weight", 1.0)),
             venom_weight=float(payload.get("venom_weight", 1.0)), thresholds=payload.get("thresholds"),
+            saved_format=int(payload.get("format", 1)),
         )
+
+
+def _json_value(value):
+    """NumPy scalars and arrays in a head's history, as JSON."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _read(path: Path) -> dict:
+    """A head file's settings and arrays (`layers` as (weight, bias) pairs): safetensors, or an earlier torch.save."""
+    unreadable = "Cannot read the head {path} ({exc}); run the train stage again."
+    try:
+        with open(path, "rb") as f:
+            start = f.read(9)
+    except OSError as exc:
+        raise SnakewebError(unreadable.format(path=path, exc=exc)) from exc
+    if start[:2] == b"PK" or start[:1] == b"\x80":  # a torch.save zip archive, or its legacy pickle
+        return _read_torch(path, unreadable)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            settings = json.loads((f.metadata() or {})[SAFETENSORS_KEY])
+            arrays = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:  # safetensors raises its own error kinds for a damaged file; any of them means the same
+        raise SnakewebError(unreadable.format(path=path, exc=str(exc) or type(exc).__name__)) from exc
+    count = settings.pop("layers")
+    settings["layers"] = None if count is None else [(arrays[f"layers.{i}.weight"], arrays[f"layers.{i}.bias"]) for i in range(count)]
+    return settings | {name: arrays[name] for name in ("reference_ids", "reference_labels", "logit_offset") if name in arrays}
+
+
+def _read_torch(path: Path, unreadable: str) -> dict:
+    """A head saved by snakeweb before format 3 (torch.save of its settings and the trained module's state_dict)."""
+    import pickle
+
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise SnakewebError(unreadable.format(path=path, exc=exc)) from exc
+    state = payload.pop("state_dict")
+    layers = None
+    if state is not None:  # nn.Linear: weight, bias; the MLP's nn.Sequential: 0.weight, 0.bias, 3.weight, 3.bias
+        prefixes = list(dict.fromkeys(name.rpartition(".")[0] for name in state))
+        layers = [(state[f"{p}.weight" if p else "weight"].numpy().astype(np.float32),
+                   state[f"{p}.bias" if p else "bias"].numpy().astype(np.float32)) for p in prefixes]
+    for name in ("reference_ids", "reference_labels", "logit_offset"):
+        if isinstance(payload.get(name), torch.Tensor):
+            payload[name] = payload[name].numpy()
+    return payload | {"layers": layers, "format": payload.get("format", 1)}
+
+
+def load_head(store: Store) -> Head:
+    """The store's head, checked against the store's model and feature kind."""
+    if not store.head_path.is_file():
+        raise SnakewebError(f"No trained head in {store.root}; run `python -m pipelines train --store {store.root}`.")
+    return Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
+
+
+def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> tuple[list[str], np.ndarray, Head]:
+    """(observation ids, class probabilities [m, K] in the head's label-map order, head) for every
+    observation with at least one embedded image. Needs no torch, and no FAISS unless the head votes with an
+    approximate (IVF) index."""
+    from snakeweb.aggregate import combine_by_observation
+    from snakeweb.progress import tqdm
+    from snakeweb.vectors import open_index
+
+    store.require()
+    head = load_head(store)
+    index = open_index(store.index_path, batch_search=True) if head.needs_index else None
+    image_ids, vectors = store.embeddings()
+    observations = store.query(
+        "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"
+    )["observation_id"].tolist()
+    log_probs = np.concatenate([
+        head.predict_log_proba(vectors[s:s + chunk], index, image_ids[s:s + chunk])
+        for s in tqdm(range(0, len(vectors), chunk), desc="predict", unit="chunk")
+    ]) if len(vectors) else np.zeros((0, len(head.label_map)))
+    observation_ids, probabilities = combine_by_observation(log_probs, observations, aggregation)
+    return observation_ids, probabilities, head
 
 
 def train_head(
@@ -201,6 +327,8 @@ def train_head(
             _choose_venom_weight(head, votes, label_map.to_indices(val_class_ids[seen]), venomous_class_ids)
         return head
 
+    import torch
+
     x_train = torch.from_numpy(l2_normalise(train_vectors)) * config.input_scale
     y_train = torch.from_numpy(label_map.to_indices(train_class_ids))
     counts = torch.bincount(y_train, minlength=len(label_map)).float().clamp(min=1)
@@ -237,7 +365,7 @@ def train_head(
     chosen = 0
     if x_val is not None and len(grid) > 1:
         chosen, history["sweep"] = _choose(modules, best, grid, x_val, y_val)
-    head.module = modules[chosen]
+    head.layers = _layers(modules[chosen])
     epochs_run = curves["epoch"][-1]
     history.update(curves, epochs_run=epochs_run, best_evaluation=best[chosen]["evaluation"] or len(curves["epoch"]),
                    best_epoch=best[chosen]["epoch"] or epochs_run)
@@ -255,6 +383,8 @@ def _offset_progress(progress, offset: int):
 
 def _stratified_sample(labels: np.ndarray, size: int, seed: int) -> torch.Tensor:
     """Row indices: `size` rows spread over the classes in proportion, at least one of each class."""
+    import torch
+
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     rank = np.empty(len(labels), np.int64)
@@ -269,6 +399,9 @@ def _fit(config: TrainConfig, grid: list[tuple[float, float]], x_train: torch.Te
     """Train one head per (learning rate, weight decay) together, each early-stopped on validation loss;
     returns the modules (each at its best evaluation), their best records and the loss curves (one point per
     evaluation, `epoch` giving where it fell)."""
+    import torch
+    from torch import nn
+
     torch.manual_seed(config.seed)
     modules = nn.ModuleList(_module(config.kind, x_train.shape[1], classes, config.hidden) for _ in grid)
     # fused: one pass over each tensor per step (3.3x faster on SnakeCLEF-sized heads here; same update to 1 ulp)
@@ -328,6 +461,9 @@ def _fit(config: TrainConfig, grid: list[tuple[float, float]], x_train: torch.Te
 def _evaluate(modules: nn.ModuleList, best: list[dict], live: list[int], x_val: torch.Tensor, y_val: torch.Tensor, epoch: float,
               evaluation: int, curves: dict, patience: int) -> list[int]:
     """Validation loss of the heads still training: keep each one's best state; returns those still live."""
+    import torch
+    from torch import nn
+
     modules.eval()
     accuracies = []
     with torch.inference_mode():
@@ -348,6 +484,8 @@ def _evaluate(modules: nn.ModuleList, best: list[dict], live: list[int], x_val: 
 def _choose(modules: nn.ModuleList, best: list[dict], grid: list[tuple[float, float]], x_val: torch.Tensor,
             y_val: torch.Tensor) -> tuple[int, list[dict]]:
     """The most accurate head on validation (ties: lower validation loss), and the sweep's table."""
+    import torch
+
     with torch.inference_mode():
         scores = [(float((m(x_val).argmax(1) == y_val).float().mean()), -record["loss"]) for m, record in zip(modules, best)]
     chosen = max(range(len(grid)), key=lambda i: scores[i])

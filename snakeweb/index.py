@@ -1,8 +1,9 @@
-"""FAISS index over L2-normalised embeddings; its ids are the store's image ids, never insertion order."""
+"""FAISS index over L2-normalised embeddings; its ids are the store's image ids, never insertion order.
+
+What needs no FAISS (reading a saved index's ids, searching an exact one) is in snakeweb.vectors."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -11,16 +12,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from snakeweb.embed import l2_normalise
 from snakeweb.errors import SnakewebError
 from snakeweb.store import write_atomically
+from snakeweb.vectors import ids_digest, l2_normalise  # noqa: F401 (ids_digest: defined there, without FAISS)
 
 log = logging.getLogger(__name__)
-
-
-def ids_digest(image_ids: np.ndarray) -> str:
-    """A short digest of the sorted id set, recorded in the store to check index/DuckDB agreement."""
-    return hashlib.sha256(np.sort(np.asarray(image_ids, dtype=np.int64)).tobytes()).hexdigest()[:16]
 
 
 # A flat (exact) search reads every stored vector for each query, so its latency is set by memory bandwidth:

@@ -97,24 +97,28 @@ def _country_table(store: Store) -> Verdict:
 
 
 def _index(store: Store) -> Verdict:
-    from snakeweb.index import ids_digest, index_ids, load_index
+    """The saved index holds exactly the stored embeddings' ids, once each, at the store's dimension. Read from
+    the file's bytes (snakeweb.vectors.read_index_file: headers, id map, and for an exact index that its vectors
+    fill it), without FAISS: a missing, cut-short or inconsistent file fails as an unreadable one did."""
+    from snakeweb.vectors import ids_digest, read_index_file
 
     if not store.index_path.is_file():
         return Verdict("index", False, "index.faiss is missing; run the index stage")
     try:
-        index = load_index(store.index_path)
-    except (RuntimeError, SnakewebError) as exc:
-        return Verdict("index", False, f"index.faiss cannot be read ({exc}); run `index --force`")
+        saved = read_index_file(store.index_path)
+    except SnakewebError as exc:
+        return Verdict("index", False, f"index.faiss cannot be read: {exc}")
     stored = store.embedded_ids()
-    ids = index_ids(index)
+    ids = saved.ids
     same = ids_digest(ids) == ids_digest(stored) and len(set(ids.tolist())) == len(ids)
-    dim_ok = index.d == store.get_meta("feature_dim")
+    dim_ok = saved.dim == store.get_meta("feature_dim")
     return Verdict("index", bool(same and dim_ok),
-                   f"{len(ids)} ids, {'same as' if same else 'DIFFERENT from'} the {len(stored)} stored embeddings; dim {index.d}")
+                   f"{len(ids)} ids, {'same as' if same else 'DIFFERENT from'} the {len(stored)} stored embeddings; dim {saved.dim}"
+                   + ("" if dim_ok else f", but the store's embeddings are {store.get_meta('feature_dim')}-d"))
 
 
 def _head(store: Store) -> Verdict:
-    from snakeweb.heads import Head
+    from snakeweb.heads import HEAD_FORMAT, Head
 
     if not store.head_path.is_file():
         return Verdict("head", False, "head.pt is missing; run the train stage")
@@ -125,7 +129,9 @@ def _head(store: Store) -> Verdict:
     species = set(store.species()["class_id"].tolist())
     unknown = sorted(set(head.label_map.class_ids) - species)
     return Verdict("head", not unknown, f"{head.kind}, {len(head.label_map)} classes, trained for this model and feature kind"
-                   + (f"; class ids missing from the species table: {unknown[:5]}" if unknown else "; every class id is in the species table"))
+                   + (f"; class ids missing from the species table: {unknown[:5]}" if unknown else "; every class id is in the species table")
+                   + ("; saved in the earlier torch format (still read, with torch; the next `train --force` writes the "
+                      "torch-free one)" if head.saved_format < HEAD_FORMAT else ""))
 
 
 def _model(store: Store) -> Verdict:

@@ -16,7 +16,7 @@ from snakeweb.aggregate import combine_by_observation, top_k
 from snakeweb.answers import THRESHOLD_METHOD
 from snakeweb.embed_stage import StoreWriter, embed, package_versions, store_backbone, tqdm  # noqa: F401 (the stages in one place)
 from snakeweb.errors import SnakewebError
-from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, train_head
+from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, load_head, observation_probabilities, train_head
 from snakeweb.species import possibly_venomous_class_ids
 from snakeweb.store import Store, set_meta
 
@@ -212,32 +212,6 @@ def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, agg
     taxa = Taxa.from_species(store.species(), head.label_map.class_ids)
     thresholds = choose_thresholds(probabilities, truth_index, taxa)
     return choose_answer_venom_weight(probabilities, truth_index, taxa, thresholds, head.venom_weight).to_json()
-
-
-def load_head(store: Store) -> Head:
-    if not store.head_path.is_file():
-        raise SnakewebError(f"No trained head in {store.root}; run `python -m pipelines train --store {store.root}`.")
-    return Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
-
-
-def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> tuple[list[str], np.ndarray, Head]:
-    """(observation ids, class probabilities [m, K] in the head's label-map order, head) for every
-    observation with at least one embedded image."""
-    from snakeweb.index import load_index
-
-    store.require()
-    head = load_head(store)
-    faiss_index = load_index(store.index_path, batch_search=True) if head.kind in INDEX_HEADS else None
-    image_ids, vectors = store.embeddings()
-    observations = store.query(
-        "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"
-    )["observation_id"].tolist()
-    log_probs = np.concatenate([
-        head.predict_log_proba(vectors[s:s + chunk], faiss_index, image_ids[s:s + chunk])
-        for s in tqdm(range(0, len(vectors), chunk), desc="predict", unit="chunk")
-    ]) if len(vectors) else np.zeros((0, len(head.label_map)))
-    observation_ids, probabilities = combine_by_observation(log_probs, observations, aggregation)
-    return observation_ids, probabilities, head
 
 
 def predict(store: Store, aggregation: str = "mean-log") -> dict:

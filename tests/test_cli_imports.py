@@ -1,6 +1,8 @@
 """The quick commands stay quick: `--help` (top level and every command's), argument errors and `score` import
-none of torch, transformers, faiss, umap (nor scikit-learn, Ray, Streamlit); `check` and `export` import no
-transformers or umap (they load the head, saved with torch, and the FAISS index, so those two they need).
+none of torch, transformers, faiss, umap (nor scikit-learn, Ray, Streamlit); `check` and `export` on a real store
+import none of torch, transformers, faiss, umap either: the head is NumPy arrays (safetensors), the index file is
+read and, when exact, searched with NumPy (snakeweb.vectors). Only a head saved by an earlier snakeweb (a torch
+file) brings torch in, to read it.
 
 Each case runs in a fresh interpreter: the test process itself has imported torch long ago.
 """
@@ -12,13 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, SHARED, build_photo_store
 
 NEVER = ("torch", "transformers", "faiss", "umap")  # never for --help, argument errors and score
 NOT_FOR_SCORE = ("sklearn", "ray", "streamlit")
-NOT_FOR_STORE_COMMANDS = ("transformers", "umap")  # check and export: the head needs torch, the index faiss
 
 # Runs `pipelines.cli.main` on each argument list given as JSON in argv[1], in one fresh process, and writes the
 # exit codes and the top-level packages of sys.modules to argv[2] (stdout belongs to the commands).
@@ -42,12 +44,12 @@ with open(sys.argv[2], "w") as out:
 
 
 def probe(runs, tmp_path: Path) -> dict:
-    """Run the argument lists in a fresh `python`; returns {"runs", "codes", "modules"}."""
+    """Run the argument lists in a fresh `python`; returns {"runs", "codes", "modules", "stdout"}."""
     result = tmp_path / "probe.json"
     done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(runs), str(result)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and result.is_file(), done.stderr
-    return json.loads(result.read_text())
+    return json.loads(result.read_text()) | {"stdout": done.stdout}
 
 
 def imported(report: dict, packages: tuple[str, ...]) -> list[str]:
@@ -98,11 +100,107 @@ def store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv) -> Path:
     return build_photo_store(tmp_path_factory.mktemp("cli-imports") / "store", tiny_model_dir, photo_folder, species_csv)
 
 
+def store_commands(store: Path, out: Path) -> list[list[str]]:
+    return [["check", "--store", str(store)], ["export", "--store", str(store), "--out", str(out / "submission.csv")],
+            ["export", "--store", str(store), "--out", str(out / "answers.jsonl"), "--answers"]]
+
+
 def test_check_and_export_load_no_model_library(store, tmp_path):
-    runs = [["check", "--store", str(store)], ["export", "--store", str(store), "--out", str(tmp_path / "submission.csv")],
-            ["export", "--store", str(store), "--out", str(tmp_path / "answers.jsonl"), "--answers"]]
-    report = probe(runs, tmp_path)
+    report = probe(store_commands(store, tmp_path), tmp_path)
     assert report["codes"] == [0, 0, 0]
     assert (tmp_path / "submission.csv").is_file() and (tmp_path / "answers.jsonl").is_file()
-    assert "torch" in report["modules"]  # the head is a torch file: the probe sees it, and nothing else model-sized
-    assert imported(report, NOT_FOR_STORE_COMMANDS + NOT_FOR_SCORE) == []
+    assert "numpy" in report["modules"] and "duckdb" in report["modules"]  # the probe sees what the commands imported
+    assert imported(report, NEVER + NOT_FOR_SCORE) == []
+
+
+def test_export_searches_the_index_with_numpy_as_faiss_would(store, tmp_path, monkeypatch):
+    """A head that votes with the index (linear+kNN blended) and a novelty threshold: export reads and searches the
+    exact index in NumPy, without FAISS, and writes what the same export searching with FAISS writes."""
+    import shutil
+
+    from snakeweb import vectors
+    from snakeweb.export import export_answers, export_submission
+    from snakeweb.heads import Head
+    from snakeweb.index import load_index
+    from snakeweb.store import Store, set_meta
+
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    blended = Store(root)
+    head = Head.load(blended.head_path)
+    head.blend_weight = 0.5
+    head.save(blended.head_path)
+    ids, x = blended.embeddings()
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    train = (blended.query("SELECT split FROM images WHERE status = 'ok' ORDER BY image_id")["split"] == "train").to_numpy()
+    nearest = np.sort(np.sort(x @ x[train].T, axis=1)[:, -2])  # (one photo per observation: the best is itself or another)
+    middle = len(nearest) // 4 + int(np.argmax(np.diff(nearest[len(nearest) // 4:3 * len(nearest) // 4])))
+    with blended.transaction() as con:  # a threshold in the widest gap mid-way: about half the photos out of store, no near-ties
+        set_meta(con, "novelty", {"similarity_threshold": float(nearest[middle:middle + 2].mean())})
+    report = probe(store_commands(root, tmp_path), tmp_path)
+    assert report["codes"] == [0, 0, 0] and imported(report, NEVER + NOT_FOR_SCORE) == []
+    answers = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert {a["out_of_store"] for a in answers} == {True, False, None}  # the search ran and told some apart (None: abstained)
+
+    monkeypatch.setattr(vectors, "open_index", lambda path, batch_search=False: load_index(path))  # FAISS's search
+    expected = export_submission(blended, None)
+    assert (tmp_path / "submission.csv").read_text() == expected.to_csv(index=False)
+    assert answers == export_answers(blended, tmp_path / "faiss-answers.jsonl")
+
+
+def test_check_still_fails_a_missing_damaged_or_stale_index_without_faiss(store, tmp_path):
+    import shutil
+
+    from snakeweb.index import build_index, save_index
+    from snakeweb.store import Store
+
+    ids, vectors = Store(store).embeddings()
+    stores = {}
+    for case in ("missing", "truncated", "other ids", "other dimension", "not an index"):
+        root = stores[case] = tmp_path / case.replace(" ", "-")
+        shutil.copytree(store, root)
+        index_file = Store(root).index_path
+        if case == "missing":
+            index_file.unlink()
+        elif case == "truncated":
+            index_file.write_bytes(index_file.read_bytes()[:-12])
+        elif case == "other ids":
+            save_index(build_index(ids + 1000, vectors), index_file)
+        elif case == "other dimension":
+            save_index(build_index(ids, vectors[:, :-2]), index_file)
+        else:
+            index_file.write_text("a file that is not a FAISS index, though as long as an index header would be\n" * 3)
+    report = probe([["check", "--store", str(root)] for root in stores.values()], tmp_path)
+    assert report["codes"] == [1] * len(stores) and imported(report, NEVER + NOT_FOR_SCORE) == []
+    verdicts = [line for line in report["stdout"].splitlines() if "index:" in line]
+    assert len(verdicts) == len(stores) and all(line.startswith("FAIL") for line in verdicts), verdicts
+    assert "missing" in verdicts[0] and "truncated" in verdicts[1] and "not a snakeweb index" in verdicts[4]
+    assert "DIFFERENT" in verdicts[2] and "dim 46, but the store's embeddings are 48-d" in verdicts[3]
+
+
+def test_a_head_saved_with_torch_by_an_earlier_version_still_checks_and_exports(store, tmp_path):
+    """Stores trained before heads were NumPy files keep working: such a head is read with torch (only then)."""
+    import shutil
+    from dataclasses import asdict
+
+    import torch
+
+    from snakeweb.heads import Head
+    from snakeweb.store import Store
+
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    head = Head.load(Store(root).head_path)
+    (weight, bias), = head.layers
+    torch.save({"format": 2, "kind": head.kind, "class_ids": head.label_map.to_json(), "feature_kind": head.feature_kind,
+                "model_fingerprint": head.model_fingerprint, "feature_dim": head.feature_dim, "config": asdict(head.config),
+                "history": head.history, "state_dict": {"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)},
+                "reference_ids": head.reference_ids, "reference_labels": head.reference_labels, "temperature": head.temperature,
+                "logit_offset": head.logit_offset, "blend_weight": head.blend_weight, "venom_weight": head.venom_weight,
+                "thresholds": head.thresholds}, Store(root).head_path)
+    report = probe(store_commands(root, tmp_path), tmp_path)
+    assert report["codes"] == [0, 0, 0] and "earlier torch format" in report["stdout"]
+    assert imported(report, ("transformers", "faiss", "umap")) == []
+    (tmp_path / "new").mkdir()
+    assert probe(store_commands(store, tmp_path / "new"), tmp_path)["codes"] == [0, 0, 0]  # the same head, saved as NumPy
+    assert (tmp_path / "submission.csv").read_text() == (tmp_path / "new" / "submission.csv").read_text()

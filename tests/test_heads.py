@@ -5,6 +5,7 @@ import torch
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head, TrainConfig, train_head
 from snakeweb.index import build_index
+from snakeweb.species import LabelMap
 
 CLASS_IDS = np.array([1740, 7, 1130])  # non-contiguous, unsorted: the seed paper's bug would show here
 
@@ -44,11 +45,10 @@ def test_training_views_reach_the_trained_part_only():
     seen = train_head(x, y, vx, vy, "cls", "m", config, train_image_ids=ids, view_vectors=views,
                       view_class_ids=np.full(30, 1740))
     assert seen.reference_ids.tolist() == ids.tolist() and seen.reference_labels.tolist() == y.tolist()
-    inputs = torch.from_numpy(probe / np.linalg.norm(probe, axis=1, keepdims=True)) * config.input_scale
+    inputs = probe / np.linalg.norm(probe, axis=1, keepdims=True)
 
     def linear_part_calls(head):  # the trained part alone (the blend would add kNN votes from the photos)
-        with torch.no_grad():
-            return head.label_map.to_class_ids(head.module(inputs).argmax(1).numpy())
+        return head.label_map.to_class_ids(head.forward(inputs).argmax(1))
 
     assert (linear_part_calls(seen) == 1740).all() and not (linear_part_calls(plain) == 1740).all()
 
@@ -233,3 +233,86 @@ def test_large_stores_get_an_ivf_index_keyed_by_image_id_and_filters_still_work(
     allowed = ids[1::2]
     result = search_images(built, catalogue, x[1], k=5, allowed_ids=allowed)
     assert len(result) == 5 and set(result["image_id"]) <= set(allowed.tolist()) and result["image_id"].iloc[0] == ids[1]
+
+
+def _legacy_save(head: Head, module, path) -> None:
+    """What Head.save wrote before format 3: a torch.save payload with the trained module's state_dict."""
+    from dataclasses import asdict
+
+    torch.save({
+        "format": 2, "kind": head.kind, "class_ids": head.label_map.to_json(), "feature_kind": head.feature_kind,
+        "model_fingerprint": head.model_fingerprint, "feature_dim": head.feature_dim, "config": asdict(head.config),
+        "history": head.history, "state_dict": module.state_dict() if module is not None else None,
+        "reference_ids": head.reference_ids, "reference_labels": head.reference_labels, "temperature": head.temperature,
+        "logit_offset": head.logit_offset, "blend_weight": head.blend_weight, "venom_weight": head.venom_weight,
+        "thresholds": head.thresholds,
+    }, path)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_heads_run_in_numpy_as_their_torch_module_and_old_torch_files_still_load(kind, tmp_path):
+    """A trained head is NumPy layers: the same logits as the torch module it was trained as (GELU and all), saved as
+    safetensors; a head file saved by an earlier snakeweb with torch.save loads to the same predictions."""
+    from snakeweb.heads import _layers, _module
+
+    torch.manual_seed(0)
+    config = TrainConfig(kind=kind, hidden=32)
+    module = _module(kind, 16, 3, config.hidden).eval()
+    head = Head(kind, LabelMap((7, 1130, 1740)), "cls", "m", 16, config,
+                layers=_layers(module), temperature=1.7, logit_offset=np.array([0.1, -0.2, 0.3], np.float32), venom_weight=2.0,
+                history={"epoch": [1, 2], "val_loss": [np.float64(0.5), 0.25]}, thresholds={"species": 0.4})
+    x, _ = clusters(10, seed=2)
+    inputs = x / np.linalg.norm(x, axis=1, keepdims=True)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(inputs) * config.input_scale).numpy()
+    assert np.allclose(head.forward(inputs), expected, atol=1e-5)
+
+    head.save(tmp_path / "head.pt")
+    assert (tmp_path / "head.pt").read_bytes()[:2] != b"PK"  # not a torch archive
+    loaded = Head.load(tmp_path / "head.pt", "m", "cls")
+    assert loaded.saved_format == 3 and loaded.history == {"epoch": [1, 2], "val_loss": [0.5, 0.25]}
+    assert (loaded.temperature, loaded.venom_weight, loaded.thresholds, loaded.config) == (1.7, 2.0, {"species": 0.4}, config)
+    assert np.array_equal(loaded.predict_log_proba(x), head.predict_log_proba(x))
+
+    _legacy_save(head, module, tmp_path / "old.pt")
+    old = Head.load(tmp_path / "old.pt", "m", "cls")
+    assert old.saved_format == 2 and old.label_map == head.label_map and old.config == config
+    assert np.allclose(old.predict_log_proba(x), head.predict_log_proba(x), atol=1e-6)
+    with pytest.raises(SnakewebError, match="trained on embeddings of m"):
+        Head.load(tmp_path / "old.pt", "other", "cls")
+    old.save(tmp_path / "rewritten.pt")  # re-saving an old head writes the torch-free format
+    assert Head.load(tmp_path / "rewritten.pt").saved_format == 3
+
+
+def test_old_knn_head_files_load_and_damaged_head_files_are_refused(tmp_path):
+    x, y = clusters(10, seed=0)
+    ids = np.arange(100, 130)
+    head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(kind="knn", knn_k=3), train_image_ids=ids)
+    _legacy_save(head, None, tmp_path / "old.pt")
+    old = Head.load(tmp_path / "old.pt")
+    assert old.layers is None and old.reference_ids.tolist() == ids.tolist() and old.reference_labels.tolist() == y.tolist()
+    head.save(tmp_path / "head.pt")
+    data = (tmp_path / "head.pt").read_bytes()
+    for name, damaged in {"cut.pt": data[: len(data) // 2], "empty.pt": b"", "text.pt": b"not a head at all"}.items():
+        (tmp_path / name).write_bytes(damaged)
+        with pytest.raises(SnakewebError, match="Cannot read the head"):
+            Head.load(tmp_path / name)
+    (tmp_path / "cut-old.pt").write_bytes((tmp_path / "old.pt").read_bytes()[:100])
+    with pytest.raises(SnakewebError, match="Cannot read the head"):
+        Head.load(tmp_path / "cut-old.pt")
+
+
+def test_knn_head_votes_the_same_with_the_numpy_index_as_with_faiss(tmp_path):
+    from snakeweb.index import save_index
+    from snakeweb.vectors import FlatIndex, open_index
+
+    x, y = clusters(20, seed=0)
+    x = x + np.random.default_rng(5).normal(0, 2.0, x.shape).astype(np.float32)  # overlapping: votes are split
+    ids = np.arange(1000, 1060) * 3
+    head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(kind="knn", knn_k=5), train_image_ids=ids)
+    faiss_index = build_index(ids, x)
+    save_index(faiss_index, tmp_path / "index.faiss")
+    numpy_index = open_index(tmp_path / "index.faiss")
+    assert isinstance(numpy_index, FlatIndex)
+    expected = head.predict_log_proba(x, faiss_index, exclude_self_ids=ids)
+    assert np.allclose(head.predict_log_proba(x, numpy_index, exclude_self_ids=ids), expected, atol=1e-5)
