@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS run_metadata (key VARCHAR PRIMARY KEY, value VARCHAR 
 """
 
 
+# DuckDB's memory cap per connection (SNAKEWEB_DUCKDB_MEMORY, a DuckDB size such as 2GB)
+DUCKDB_MEMORY = os.environ.get("SNAKEWEB_DUCKDB_MEMORY", "2GB")
+
+
 class StoreBusyError(SnakewebError):
     """Another process holds the store's DuckDB file (a build, or another dashboard writing a review)."""
 
@@ -127,6 +131,14 @@ class Store:
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
+        # DuckDB would cache up to 80% of RAM: a 182k x 3840 import held 11.5 GB. A cap makes it write through to the
+        # file and spill big sorts to <store>/snakeweb.duckdb.tmp instead, so a pipeline and the dashboard share the machine
+        try:
+            con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        except duckdb.Error as exc:
+            con.close()
+            raise SnakewebError(f"SNAKEWEB_DUCKDB_MEMORY={DUCKDB_MEMORY!r} is not a size DuckDB takes ({exc}); "
+                                "use a size such as 2GB or 512MB.") from exc
         try:
             yield con
         finally:
@@ -170,16 +182,25 @@ class Store:
         return self.query("SELECT image_id FROM embeddings ORDER BY image_id")["image_id"].to_numpy(np.int64)
 
     def embeddings(self, where: str = "TRUE") -> tuple[np.ndarray, np.ndarray]:
-        """(image_ids, vectors) of embedded images matching a condition on `images i`, ordered by id."""
+        """(image_ids int64 [n], vectors float32 [n, D]) of embedded images matching a condition on `images i`,
+        ordered by id. Streamed in Arrow batches into one preallocated matrix, so reading 182k x 3840 vectors
+        (2.8 GB) peaks at about that plus a batch, not at three copies (an object array of lists, np.stack, astype)."""
+        select = f"FROM embeddings e JOIN images i USING (image_id) WHERE {where}"
         with self.connect(read_only=True) as con:
-            rows = con.execute(
-                f"SELECT e.image_id, e.vector FROM embeddings e JOIN images i USING (image_id) WHERE {where} "
-                "ORDER BY e.image_id"
-            ).fetchnumpy()
-        ids = np.asarray(rows["image_id"], dtype=np.int64)
-        if len(ids) == 0:
-            return ids, np.zeros((0, 0), dtype=np.float32)
-        return ids, np.stack(rows["vector"]).astype(np.float32)
+            n, dim = con.execute(f"SELECT count(*), max(len(e.vector)) {select}").fetchone()
+            if not n:
+                return np.zeros(0, np.int64), np.zeros((0, 0), dtype=np.float32)
+            ids, vectors = np.empty(n, np.int64), np.empty((n, int(dim)), np.float32)
+            # a fixed-size FLOAT[D] column flattens to one float32 buffer per batch, without per-row objects
+            reader = con.execute(f"SELECT e.image_id, e.vector::FLOAT[{int(dim)}] AS vector {select} ORDER BY e.image_id") \
+                .to_arrow_reader(max(1024, 2**22 // int(dim)))
+            start = 0
+            for batch in reader:
+                stop = start + batch.num_rows
+                ids[start:stop] = batch.column(0).to_numpy()
+                vectors[start:stop] = batch.column(1).flatten().to_numpy().reshape(batch.num_rows, int(dim))
+                start = stop
+        return ids, vectors
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
