@@ -86,7 +86,7 @@ def machine_of(rows: list[dict], file: Path) -> tuple[str, str]:
     for row in rows:
         if row.get("name") in MACHINE_ROWS:
             value = with_unit(row.get("value"), row.get("unit"))
-            words = [str(v) for k, v in row.items() if k not in KNOWN and isinstance(v, str) and v]
+            words = [str(v) for k, v in row.items() if k not in KNOWN and k not in DATE_FIELDS and isinstance(v, str) and v]
             short = value if isinstance(row.get("value"), str) else ", ".join([*words, value])
             rest = details(row)
             return short, f"{value} ({rest})" if rest else value
@@ -172,12 +172,29 @@ def render(results: Path) -> tuple[str, str]:
     return doc, target_table
 
 
-def splice(path: Path, generated: str) -> str:
+def file_table(file: Path) -> str:
+    """One results file as a compact table (figure, value, peak memory where recorded, target): what the README
+    shows between `<!-- BEGIN figures.py: NAME.jsonl -->` and `<!-- END figures.py: NAME.jsonl -->`."""
+    rows, _ = read_results(file)
+    (short, _), date = machine_of(rows, file), date_of(rows, file)
+    lines = [f"Measured on {short}, {date} (`benchmarks/results/{file.name}`).", "",
+             "| figure | value | peak memory | target (met?) |", "|---|---|---|---|"]
+    for row in rows:
+        if row["name"] in MACHINE_ROWS:
+            continue
+        peak = f"{number(row['peak_gb'])} GB" if isinstance(row.get("peak_gb"), int | float) else ""
+        met = target_met(row)
+        target = text(row["target"]) + (f" ({met})" if met else "") if "target" in row else ""
+        lines.append(f"| `{text(row['name'])}` | {with_unit(row.get('value'), row.get('unit'))} | {peak} | {target} |")
+    return "\n".join(lines)
+
+
+def splice(path: Path, generated: str, begin: str = BEGIN, end: str = END) -> str:
     """The file's text with the part between the markers replaced (the markers appended when it has none)."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{BEGIN}\n\n{generated}\n\n{END}"
-    if BEGIN in old and END in old:
-        start, stop = old.index(BEGIN), old.index(END) + len(END)
+    block = f"{begin}\n\n{generated}\n\n{end}"
+    if begin in old and end in old:
+        start, stop = old.index(begin), old.index(end) + len(end)
         return old[:start] + block + old[stop:]
     return (old.rstrip("\n") + "\n\n" if old.strip() else "") + block + "\n"
 
@@ -194,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme.exists() and BEGIN in args.readme.read_text(encoding="utf-8"):
         args.readme.write_text(splice(args.readme, targets), encoding="utf-8")
         wrote.append(f"the targets table in {args.readme}")
+        for file in sorted(args.results.glob("*.jsonl")):  # a file's own table where the README asks for it
+            begin, end = f"<!-- BEGIN figures.py: {file.name} -->", f"<!-- END figures.py: {file.name} -->"
+            if begin in args.readme.read_text(encoding="utf-8"):
+                args.readme.write_text(splice(args.readme, file_table(file), begin, end), encoding="utf-8")
+                wrote.append(f"the {file.name} table in {args.readme}")
     print("wrote " + " and ".join(wrote), file=sys.stderr)
     return 0
 

@@ -44,3 +44,23 @@ def test_renders_rows_with_machine_file_and_targets(tmp_path):
 
     main(["--results", str(results), "--doc", str(doc), "--readme", str(readme)])  # idempotent
     assert doc.read_text(encoding="utf-8") == text
+
+
+def test_a_results_file_gets_its_own_table_where_the_readme_asks(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"name": "machine", "value": 2, "unit": "cpus", "cpu": "x86_64", "date": "2026-12-01"},
+            {"name": "stage_train_s", "value": 55.2, "unit": "s", "peak_gb": 2.31, "exit_code": 0},
+            {"name": "stages_total_s", "value": 400.0, "unit": "s", "target": "<= 360 s"}]
+    (results / "scale.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (results / "other.jsonl").write_text(json.dumps({"name": "x", "value": 1, "unit": "s"}) + "\n", encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n\n## At scale\n\n<!-- BEGIN figures.py: scale.jsonl -->\nold\n"
+                      "<!-- END figures.py: scale.jsonl -->\n\nafter\n", encoding="utf-8")
+    main(["--results", str(results), "--doc", str(tmp_path / "figures.md"), "--readme", str(readme)])
+    text = readme.read_text(encoding="utf-8")
+    block = text[text.index("<!-- BEGIN figures.py: scale.jsonl -->"):text.index("<!-- END figures.py: scale.jsonl -->")]
+    assert "Measured on x86_64, 2 cpus, 2026-12-01 (`benchmarks/results/scale.jsonl`)." in block and "\nold\n" not in block
+    assert "| `stage_train_s` | 55.2 s | 2.31 GB |  |" in block
+    assert "| `stages_total_s` | 400 s |  | <= 360 s (no) |" in block
+    assert "`x`" not in block and text.endswith("\nafter\n")  # other files stay out; the rest of the README stays
