@@ -272,7 +272,7 @@ def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk
     """(observation ids, class probabilities [m, K] in the head's label-map order, head) for every
     observation with at least one embedded image. Needs no torch, and no FAISS unless the head votes with an
     approximate (IVF) index."""
-    from snakeweb.aggregate import combine_by_observation
+    from snakeweb.aggregate import ObservationCombiner
     from snakeweb.progress import tqdm
     from snakeweb.vectors import open_index
 
@@ -283,11 +283,11 @@ def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk
     observations = store.query(
         "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"
     )["observation_id"].tolist()
-    log_probs = np.concatenate([
-        head.predict_log_proba(vectors[s:s + chunk], index, image_ids[s:s + chunk])
-        for s in tqdm(range(0, len(vectors), chunk), desc="predict", unit="chunk")
-    ]) if len(vectors) else np.zeros((0, len(head.label_map)))
-    observation_ids, probabilities = combine_by_observation(log_probs, observations, aggregation)
+    # each chunk's per-image log-probabilities go straight into the per-observation sums (never [n_images, K] at once)
+    combiner = ObservationCombiner(observations, len(head.label_map), aggregation)
+    for s in tqdm(range(0, len(vectors), chunk), desc="predict", unit="chunk"):
+        combiner.add(s, head.predict_log_proba(vectors[s:s + chunk], index, image_ids[s:s + chunk]))
+    observation_ids, probabilities = combiner.result()
     return observation_ids, probabilities, head
 
 

@@ -39,3 +39,22 @@ def test_combine_by_observation_groups_rows_in_first_seen_order():
 def test_top_k_sorted():
     idx, p = top_k(np.array([[0.1, 0.5, 0.05, 0.35]]), 3)
     assert idx.tolist() == [[1, 3, 0]] and p[0].tolist() == [0.5, 0.35, 0.1]
+
+
+@pytest.mark.parametrize("method", ["mean-log", "mean-prob", "mode"])
+def test_streamed_observations_match_combine_one_at_a_time(method):
+    """The vectorised combiner, fed in uneven chunks, equals `combine` per observation (images in any order)."""
+    from snakeweb.aggregate import ObservationCombiner
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (500, 40))
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    observations = [f"o{i}" for i in rng.integers(0, 180, 500)]
+    combiner = ObservationCombiner(observations, 40, method)
+    for start, stop in [(0, 7), (7, 300), (300, 301), (301, 500)]:
+        combiner.add(start, log_probs[start:stop])
+    ids, probabilities = combiner.result(chunk=16)
+    assert ids == list(dict.fromkeys(observations))
+    for observation, row in zip(ids, probabilities):
+        rows = [i for i, o in enumerate(observations) if o == observation]
+        assert row == pytest.approx(combine(log_probs[rows], method), rel=1e-9, abs=1e-12)
