@@ -237,7 +237,8 @@ def run_product(work: Path, store: Path, args: argparse.Namespace) -> None:
     species = [str(SNAKECLEF / "class_list.csv"), str(SNAKECLEF / "venomous_status_list.csv")]
     s = ["--store", str(store)]
     stages = [
-        ("import", ["import-embeddings", *s, "--parquet", str(work / "vectors.parquet"), "--model", args.model, "--species", *species]),
+        ("import", ["import-embeddings", *s, "--parquet", str(work / "vectors.parquet"), "--model", args.model, "--species", *species,
+                    "--taxonomy", str(SHARED / "taxonomy" / "serpentes.csv")]),
         ("index", ["index", *s]),
         ("train", ["train", *s]),
         ("predict", ["predict", *s]),
@@ -273,9 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="--work holds a store this harness built: time identify and the pages only")
     parser.add_argument("--out", type=Path, help="also write the JSON lines here")
     args = parser.parse_args(argv)
-    for needed in ("class_count.csv", "class_list.csv", "venomous_status_list.csv", "SnakeCLEF2023-ValMetadata.csv"):
+    for needed in ("class_count.csv", "class_list.csv", "venomous_status_list.csv", "SnakeCLEF2023-ValMetadata.csv",
+                   "SnakeCLEF2023-TrainMetadata-HM.csv", "Species_Relevance.csv", "../taxonomy/serpentes.csv"):
         if not (SNAKECLEF / needed).is_file():
-            parser.error(f"{SNAKECLEF / needed} is missing: the harness reads the real SnakeCLEF tables from ../shared/data "
+            parser.error(f"{(SNAKECLEF / needed).resolve()} is missing: the harness reads the real SnakeCLEF tables from ../shared/data "
                          "(or SNAKEWEB_SHARED_DATA)")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="snakeweb-scale-"))

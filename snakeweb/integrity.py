@@ -200,7 +200,33 @@ def _answers(store: Store) -> Verdict:
     return Verdict("answers", stored == observations, detail)
 
 
-CHECKS = (_counts, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _files, _predictions, _answers)
+def _engine(store: Store) -> Verdict:
+    """Which engine identify and embed would run the store's backbone with on this machine's CPU, read without
+    importing OpenVINO or torch: OpenVINO when installed (and whether its converted forward is cached yet), else
+    torch. Fails only when SNAKEWEB_ENGINE asks for OpenVINO and it is not installed."""
+    from importlib import metadata
+
+    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, _safe, cache_root, requested_engine
+
+    config = store.get_meta("model")["config"]
+    engine = requested_engine()
+    try:
+        version = metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        version = None
+    if engine == "torch":
+        return Verdict("engine", True, f"torch on the CPU ({ENV_ENGINE}=torch)")
+    if version is None:
+        return Verdict("engine", engine != "openvino", "torch on the CPU: OpenVINO is not installed"
+                       + (f", but {ENV_ENGINE}=openvino asks for it" if engine == "openvino" else
+                          f"; `{INSTALL}` makes it ~2x faster"))
+    parts = config["location"].split("+") if config["source"] == "concat" else [config["name"]]
+    cached = all(any(cache_root().glob(f"{_safe(part)}-*-ov{version.split('-')[0]}")) for part in parts)
+    return Verdict("engine", True, f"openvino {version} on the CPU; the converted forward is "
+                   + (f"cached in {cache_root()}" if cached else "made on first use (a few seconds, once)"))
+
+
+CHECKS = (_counts, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _engine, _files, _predictions, _answers)
 
 
 def check_store(store: Store) -> list[Verdict]:

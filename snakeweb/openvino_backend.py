@@ -52,6 +52,9 @@ MODEL_FILE = "model.xml"
 SECONDS_PER_CONVERSION = 20  # one network converted on 2 busy cores: 16-28 s measured (EfficientNet-Lite0/1/2, DINOv2-S)
 
 
+INSTALL = "pip install openvino==2026.4.1"  # the version requirements.txt pins
+
+
 def requested_engine() -> str:
     """`SNAKEWEB_ENGINE` (auto / openvino / torch); raises SnakewebError for anything else."""
     engine = os.environ.get(ENV_ENGINE, "auto").strip().lower() or "auto"

@@ -276,3 +276,18 @@ def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path
 
     exported.to_csv(tmp_path / "reviews.csv", index=False)
     assert import_reviews(built_store, tmp_path / "reviews.csv") == {"added": 0, "already_present": 1}
+
+
+def test_check_names_the_engine_identify_would_use(built_store, monkeypatch):
+    """check says which engine runs the backbone on this machine (without importing OpenVINO or torch), and fails
+    when SNAKEWEB_ENGINE asks for an engine that is not there or is not one."""
+    from importlib import metadata
+
+    monkeypatch.setenv("SNAKEWEB_ENGINE", "torch")
+    assert {v.name: v.detail for v in check_store(built_store)}["engine"] == "torch on the CPU (SNAKEWEB_ENGINE=torch)"
+    monkeypatch.delenv("SNAKEWEB_ENGINE")
+    engine = {v.name: v for v in check_store(built_store)}["engine"]
+    assert engine.ok and engine.detail.startswith(f"openvino {metadata.version('openvino')} on the CPU")
+    monkeypatch.setenv("SNAKEWEB_ENGINE", "tensorrt")
+    engine = {v.name: v for v in check_store(built_store)}["engine"]
+    assert not engine.ok and "SNAKEWEB_ENGINE='tensorrt' is not an engine" in engine.detail
