@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 # imports the library modules it uses (tests/test_cli_imports.py checks this in a fresh process).
 from snakeweb.errors import SnakewebError
 from snakeweb.models import FEATURE_KINDS, TTA_MODES
-from snakeweb.options import AGGREGATIONS, DECISIONS, HEAD_KINDS, RANGE_MODES, RANKS, TrainConfig
+from snakeweb.options import AGGREGATIONS, DECISIONS, HEAD_KINDS, RANGE_MODES, RANKS, SPLITS, TrainConfig
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, TRAIN_VIEWS
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="every observation's answer in the output schema (JSON lines, or CSV when --out ends .csv)")
     export.add_argument("--rank", choices=RANKS, help="--answers: answer at this rank (default: thresholds chosen on validation)")
     export.add_argument("--range-mode", choices=RANGE_MODES, default="prior", help="--answers with --prior country: prior or filter")
-    export.add_argument("--split", choices=("train", "val", "test", "unlabelled"), help="--answers: only this split")
+    export.add_argument("--split", choices=SPLITS, help="--answers: only this split")
     export.add_argument("--decision", choices=DECISIONS, default="argmax",
                         help="argmax, or cost: minimise expected Track2 cost (venomous called harmless costs 5)")
     export.add_argument("--prior", choices=("country", "none"),

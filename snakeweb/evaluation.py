@@ -35,7 +35,7 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     """Official scores of every decision variant on one split's labelled observations (optionally only those
     from some countries); with `save`, stores the report (run_metadata 'evaluation') and per-species tables
     (`species_metrics`, one set per variant). The report carries the tables too, as records."""
-    observation_ids, probabilities, head = observation_probabilities(store, aggregation)
+    observation_ids, probabilities, head = observation_probabilities(store, aggregation, split=split)
     observations = store.query("SELECT observation_id, class_id, country_code, split FROM observations").set_index("observation_id")
     keep = np.array([
         observations["split"].get(o) == split and pd.notna(observations["class_id"].get(o))

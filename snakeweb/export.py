@@ -40,7 +40,7 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
     if predicted is None:
         from snakeweb.heads import observation_probabilities
 
-        predicted = observation_probabilities(store, aggregation)
+        predicted = observation_probabilities(store, aggregation, split=split)
     observation_ids, probabilities, head = predicted
     observations = store.query("SELECT observation_id, country_code, split FROM observations ORDER BY observation_id")
     if split is not None:
@@ -64,7 +64,7 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
                               else (np.ones(len(taxa)), np.full(len(taxa), -1, np.int8)))
         weights = np.stack([cache[c][0] for c in countries])
         records = np.stack([cache[c][1] for c in countries])
-    out_of_store = _out_of_store(store, head)
+    out_of_store = _out_of_store(store, head, split=split)
     answers = decide(probs, taxa, thresholds, head.venom_weight, rank, range_mode, weights, records,
                      out_of_store=np.array([bool(out_of_store.get(o)) for o in wanted], dtype=bool))
     raw_indices, raw_probs = top_k(probs, top) if len(wanted) else (np.zeros((0, 0), int), np.zeros((0, 0)))
@@ -119,12 +119,14 @@ def _failures(store: Store) -> dict[str, list[dict]]:
     return out
 
 
-def _out_of_store(store: Store, head, chunk: int = 4096) -> dict[str, bool | None]:
-    """Per observation: True when none of its photos is as close to a training photo of another observation as
-    the novelty threshold chosen at train time (snakeweb.novelty); empty when the store has no threshold."""
+def _out_of_store(store: Store, head, chunk: int = 4096, split: str | None = None) -> dict[str, bool | None]:
+    """Per observation (of one split's, with `split`): True when none of its photos is as close to a training
+    photo of another observation as the novelty threshold chosen at train time (snakeweb.novelty); empty when
+    the store has no threshold."""
     novelty = store.get_meta("novelty")
     if not novelty or not store.index_path.is_file():
         return {}
+    from snakeweb.heads import split_condition
     from snakeweb.progress import tqdm
     from snakeweb.vectors import l2_normalise, open_index, restrict
 
@@ -134,7 +136,8 @@ def _out_of_store(store: Store, head, chunk: int = 4096) -> dict[str, bool | Non
         return {}
     observation_of = dict(zip(frame["image_id"], frame["observation_id"]))
     index = restrict(open_index(store.index_path), train_ids)
-    image_ids, vectors = store.embeddings()
+    # only the photos asked about are searched: a split's 10% of a SnakeCLEF-sized store, not all 182k
+    image_ids, vectors = store.embeddings(split_condition(split))
     best: dict[str, float] = {}
     for start in tqdm(range(0, len(image_ids), chunk), desc="out-of-store", unit="chunk"):
         ids = image_ids[start:start + chunk]

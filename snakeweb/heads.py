@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from snakeweb.errors import SnakewebError
-from snakeweb.options import HEAD_KINDS, TrainConfig  # defined there so the command line offers them without torch
+from snakeweb.options import HEAD_KINDS, SPLITS, TrainConfig  # defined there so the command line offers them without torch
 from snakeweb.species import LabelMap
 from snakeweb.store import write_atomically
 from snakeweb.vectors import l2_normalise
@@ -268,10 +268,22 @@ def load_head(store: Store) -> Head:
     return Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
 
 
-def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk: int = 4096) -> tuple[list[str], np.ndarray, Head]:
+def split_condition(split: str | None) -> str:
+    """SQL on `images i`: the images of one split's observations (any image for None). Raises SnakewebError for a
+    split the store does not know."""
+    if split is None:
+        return "TRUE"
+    if split not in SPLITS:
+        raise SnakewebError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    return f"i.observation_id IN (SELECT observation_id FROM observations WHERE split = '{split}')"
+
+
+def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk: int = 4096,
+                              split: str | None = None) -> tuple[list[str], np.ndarray, Head]:
     """(observation ids, class probabilities [m, K] in the head's label-map order, head) for every
-    observation with at least one embedded image. Needs no torch, and no FAISS unless the head votes with an
-    approximate (IVF) index."""
+    observation with at least one embedded image (of one split's observations with `split`: evaluating or
+    exporting the 10k test observations of a SnakeCLEF-sized store then reads 10% of its vectors). Needs no
+    torch, and no FAISS unless the head votes with an approximate (IVF) index."""
     from snakeweb.aggregate import ObservationCombiner
     from snakeweb.progress import tqdm
     from snakeweb.vectors import open_index
@@ -279,9 +291,10 @@ def observation_probabilities(store: Store, aggregation: str = "mean-log", chunk
     store.require()
     head = load_head(store)
     index = open_index(store.index_path, batch_search=True) if head.needs_index else None
-    image_ids, vectors = store.embeddings()
+    where = split_condition(split)
+    image_ids, vectors = store.embeddings(where)
     observations = store.query(
-        "SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) ORDER BY i.image_id"
+        f"SELECT i.image_id, i.observation_id FROM images i JOIN embeddings USING (image_id) WHERE {where} ORDER BY i.image_id"
     )["observation_id"].tolist()
     # each chunk's per-image log-probabilities go straight into the per-observation sums (never [n_images, K] at once)
     combiner = ObservationCombiner(observations, len(head.label_map), aggregation)

@@ -16,6 +16,7 @@ RANKS = ("species", "genus", "family")  # the ranks an answer can name (snakeweb
 RANGE_MODES = ("prior", "filter")  # what the range check does with a country (snakeweb.answers)
 DECISIONS = ("argmax", "cost")  # SnakeCLEF decision rules (snakeweb.decisions)
 HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")  # heads on frozen embeddings (snakeweb.heads)
+SPLITS = ("train", "val", "test", "unlabelled")  # an observation's split, as the store records it (snakeweb.ingest)
 
 
 @dataclass

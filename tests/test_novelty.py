@@ -50,3 +50,17 @@ def test_real_non_snake_photos_are_called_out_of_store_and_held_out_snakes_are_n
     _, held_out, _ = labelled_embeddings(store, "test")
     assert len(held_out) >= 20
     assert np.mean(nearest_training_similarity(train, held_out) < novelty["similarity_threshold"]) <= 0.1
+
+
+def test_one_splits_answers_equal_the_same_observations_in_the_whole_export(store):
+    """`export --answers --split test` reads only the test observations' photos (probabilities and the
+    out-of-store search): its records are exactly the test observations' records of the whole export."""
+    from snakeweb.export import observation_answers
+
+    everything = {r["observation_id"]: r for r in observation_answers(store)}
+    test = observation_answers(store, split="test")
+    split_of = dict(store.query("SELECT observation_id, split FROM observations").itertuples(index=False))
+    assert len(test) >= 10 and [r["observation_id"] for r in test] == [o for o in everything if split_of[o] == "test"]
+    for record in test:
+        assert record == everything[record["observation_id"]]
+    assert any(r["out_of_store"] is not None for r in test)  # the novelty search ran on them
