@@ -330,30 +330,30 @@ class Pages:
         try:
             page.locator("[data-testid=stExpander] summary").filter(has_text="Filters").click()
             for name in self.facts["species"][:repeats]:
-                box = page.locator("[data-testid=stMultiSelect]").filter(has_text="Species").first
-                box.click()
-                page.keyboard.type(name)
-                option = page.get_by_role("option", name=name, exact=True).first
-                option.wait_for()
+                choose(page, page.locator("[data-testid=stMultiSelect]").filter(has_text="Species").first, name)
                 before = page.evaluate(CAPTION)
-                runs.append(timed(page, option.click, RESULTS, [before, "passing the filters", 1]))
+                runs.append(timed(page, page.get_by_role("option", name=name, exact=True).first.click, RESULTS,
+                                  [before, "passing the filters", 1]))
                 page.keyboard.press("Escape")
         except Exception as exc:  # noqa: BLE001
             self.fail("search", "the results were not redrawn after picking a species in the Filters expander", exc)
         if runs:
             self.row("page_search_species_filter_s", runs, target=INTERACTION, species=self.facts["species"][:len(runs)],
                      captions=[r["value"] for r in runs],
-                     note="median; a species picked in Filters (one more each run) -> the filtered results drawn, script run finished")
+                     note="median; a species picked in Filters (one more each run) -> the filtered results drawn, script run "
+                          "finished")
 
     def explore(self, page, repeats: int) -> None:
         runs = []
         for box in (REGIONS * repeats)[:repeats]:
+            since = time.time()  # the drag starts no run: the runs after it are the selection's
             try:
                 selected = box_select(page, CHARTS["plotly"], box)
+                settle(page)
             except Exception as exc:  # noqa: BLE001
                 self.fail("explore", f"no selection drawn after a box over {box} of the map", exc)
                 continue
-            runs.append({"s": selected["shown_s"], "server_s": selected["server_s"], "heading": selected["heading"]})
+            runs.append({"s": selected["shown_s"], "server_s": server_runs(since, True), "heading": selected["heading"]})
         if runs:
             self.row("page_explore_select_s", runs, target=INTERACTION, selected=[r["heading"] for r in runs],
                      points=self.facts["points"], note="median; a box dragged over part of the map, mouse released -> "
@@ -441,19 +441,22 @@ class Pages:
         for _ in range(repeats):
             if page.get_by_role("button", name="Save review").count() == 0:
                 break  # the queue is empty
+            step = "no \"Current label\" caption under the queue"
             try:
                 caption = page.get_by_text("Current label:").or_(page.get_by_text("No label yet")).first.inner_text()
                 species = (caption.split("Current label: ", 1)[1] if "Current label:" in caption
                            else caption.split("most likely species is ", 1)[1].split(")")[0]).strip()
-                page.locator("[data-testid=stSelectbox]").filter(has_text="Species").first.click()
-                page.keyboard.type(species)
+                step = f"{species} could not be chosen in \"Species\""
+                choose(page, page.locator("[data-testid=stSelectbox]").filter(has_text="Species").first, species)
                 page.get_by_role("option").filter(has_text=f"{species} (").first.click()
                 page.wait_for_timeout(300)  # the run that choice starts (if it changed the value)
                 settle(page)
+                step = "a review was not shown as saved after \"Save review\""
                 reviews = page.evaluate(TABLE, "Reviews so far")
                 saved = timed(page, page.get_by_role("button", name="Save review").click, SAVED, [reviews[0] if reviews else 1])
             except Exception as exc:  # noqa: BLE001
-                self.fail("review", "a review was not shown as saved after \"Save review\"", exc)
+                alerts = " ".join(page.locator("[data-testid=stAlert]").all_inner_texts())[:200]
+                self.fail("review", step + (f" (the page says: {alerts})" if alerts else ""), exc)
                 break
             # what the reviewer is left looking at once the runs are over (a message only flashed does not count)
             by_message.append(page.get_by_text("Saved:").count() > 0)
@@ -466,6 +469,19 @@ class Pages:
         if runs and not any(by_message):
             self.fail("review", "\"Save review\" saved the review but no success message was drawn (views/review.py calls "
                                 "st.success and then st.rerun(), which discards it)")
+
+
+def choose(page, widget, text: str) -> None:
+    """Click a selectbox or multiselect and fill its search field with `text` until the matching option stays listed
+    (a long list opening after the click empties the field: what was typed meanwhile is lost)."""
+    widget.click()
+    field, option = widget.locator("input"), page.get_by_role("option").filter(has_text=text).first
+    for _ in range(10):
+        field.fill(text)
+        page.wait_for_timeout(300)
+        if field.input_value() == text and option.is_visible():
+            return
+    option.wait_for(timeout=1)  # raises, saying which option was never listed
 
 
 def store_facts(store_root: Path, upload: Path, repeats: int) -> dict:
