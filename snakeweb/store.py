@@ -166,6 +166,22 @@ class Store:
             rows = con.execute("SELECT value FROM run_metadata WHERE key = ?", [key]).fetchall()
         return json.loads(rows[0][0]) if rows else default
 
+    def content_version(self) -> tuple:
+        """A key that changes when what identify, search and the maps read changes (photos, labels, species,
+        observations' countries and splits, predictions, any run metadata, the head and index files) and not when a review or
+        a range record is saved: keyed on the database file's modification time instead, every review made the
+        dashboard reload the model, head, index and image catalogue (2.3 s a save on a 182k-image store). Range
+        records reach identify through snakeweb.ranges.LivePrior, which watches them itself. One query of digests."""
+        with self.connect(read_only=True) as con:
+            digests = con.execute(
+                "SELECT (SELECT count(*) FROM images), (SELECT sum(hash(image_id, class_id, status, path, split)) FROM images), "
+                "(SELECT sum(hash(class_id, binomial_name, genus, family, venom_status)) FROM species), "
+                "(SELECT sum(hash(observation_id, class_id, country_code, split)) FROM observations), "
+                "(SELECT sum(hash(observation_id, rank, class_id, probability)) FROM predictions), "
+                "(SELECT sum(hash(key, value)) FROM run_metadata)").fetchone()
+        files = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in (self.head_path, self.index_path))
+        return tuple(str(d) for d in digests) + files
+
     def all_meta(self) -> dict[str, Any]:
         frame = self.query("SELECT key, value FROM run_metadata ORDER BY key")
         return {k: json.loads(v) for k, v in zip(frame["key"], frame["value"])}

@@ -94,6 +94,8 @@ def test_review_page_saves_a_review_and_reads_it_back(store, monkeypatch):
     assert saved.iloc[-1]["observation_id"] == observation and saved.iloc[-1]["reviewer"] == "ana"
     assert saved.iloc[-1]["new_class_id"] == 7 and saved.iloc[-1]["new_species"] == "Zamenis longissimus"
     assert observation in app.dataframe[-1].value["observation_id"].tolist()
+    # the page says so after the rerun that refreshes the queue (said before st.rerun(), it was thrown away)
+    assert [s.value for s in app.success] == [f"Saved: {observation} is Zamenis longissimus."]
 
 
 def test_login_gate_blocks_every_page_until_logged_in(store, monkeypatch):

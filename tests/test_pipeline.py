@@ -291,3 +291,21 @@ def test_check_names_the_engine_identify_would_use(built_store, monkeypatch):
     monkeypatch.setenv("SNAKEWEB_ENGINE", "tensorrt")
     engine = {v.name: v for v in check_store(built_store)}["engine"]
     assert not engine.ok and "SNAKEWEB_ENGINE='tensorrt' is not an engine" in engine.detail
+
+
+def test_content_version_ignores_reviews_and_follows_relabels(built_store):
+    """The dashboard's cache key: a saved review leaves it as it is (the model, index and catalogue stay loaded),
+    a relabelled photo or a new head changes it."""
+    from snakeweb.review import add_review
+
+    before = built_store.content_version()
+    observation, class_id = built_store.query("SELECT observation_id, class_id FROM observations WHERE class_id IS NOT NULL LIMIT 1").iloc[0]
+    add_review(built_store, observation, "ana", int(class_id), "checked")
+    assert built_store.content_version() == before
+    first = built_store.query("SELECT image_id, class_id FROM images ORDER BY image_id LIMIT 1").iloc[0]
+    with built_store.transaction() as con:
+        con.execute("UPDATE images SET class_id = NULL WHERE image_id = ?", [int(first["image_id"])])
+    assert built_store.content_version() != before
+    with built_store.transaction() as con:  # the module's store, as it was
+        con.execute("UPDATE images SET class_id = ? WHERE image_id = ?", [int(first["class_id"]), int(first["image_id"])])
+    assert built_store.content_version() == before

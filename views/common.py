@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import streamlit as st
 
@@ -23,8 +21,8 @@ def current_store() -> Store:
 
 
 def _version(store: Store) -> tuple:
-    """Changes whenever a rebuild replaces the head, index or database, so caches reload."""
-    return tuple(os.path.getmtime(p) if p.exists() else 0 for p in (store.db_path, store.head_path, store.index_path))
+    """Changes whenever a rebuild changes the photos, labels, head or index, so caches reload (not on a review)."""
+    return store.content_version()
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)

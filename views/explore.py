@@ -26,11 +26,10 @@ def drawn_map(root: str, version: tuple, colouring: str) -> DrawnMap:
 
 
 def map_version(store: Store) -> tuple[dict, tuple]:
-    """(the projection's record, a version key): the record's ids digest and run, and the database file's
-    modification time, so a new projection, new predictions or relabelled images all change the key."""
+    """(the projection's record, a version key): the store's content version, so a new projection, new
+    predictions or relabelled images change the key, and a saved review does not."""
     settings = store.get_meta("projection") or {}
-    stamps = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in (store.db_path, store.db_path.with_suffix(".duckdb.wal")))
-    return settings, (json.dumps(settings, sort_keys=True), stamps)
+    return settings, (json.dumps(settings, sort_keys=True), store.content_version())
 
 
 store = current_store()

@@ -28,6 +28,8 @@ reviewer = st.session_state.get("reviewer")
 if not reviewer:
     reviewer = st.text_input("Your name (stored with each review and range record)")
 
+if "review_saved" in st.session_state:  # the sentence of the save that triggered this rerun
+    st.success(st.session_state.pop("review_saved"))
 kind = st.radio("Queue", QUEUES, horizontal=True,
                 format_func={"low-confidence": "lowest confidence first",
                              "venomous-runner-up": "venomous or unknown-status species a close second"}.get)
@@ -59,7 +61,8 @@ else:
     if st.button("Save review", type="primary", disabled=new_class is None):
         try:
             add_review(store, observation, reviewer or "", int(new_class), note)
-            st.success(f"Saved: {observation} is {names[int(new_class)]}.")
+            # said after the rerun that refreshes the queue (a message drawn before st.rerun() is thrown away)
+            st.session_state["review_saved"] = f"Saved: {observation} is {names[int(new_class)]}."
             st.rerun()
         except SnakewebError as exc:
             st.error(str(exc))
