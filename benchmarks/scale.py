@@ -1,17 +1,18 @@
 """SnakeCLEF scale end to end: a store of the real task's size built and used through the product's own commands.
 
-    python benchmarks/scale.py [--scale 1.0] [--work DIR] [--model NAME] [--no-pages] [--keep] \
-        [--out benchmarks/results/scale.jsonl]
+    python benchmarks/scale.py [--scale 1.0] [--work DIR] [--model NAME] [--no-pages] [--keep] [--reuse] \
+        [--queries 40] [--repeats 3] [--out benchmarks/results/scale.jsonl]
 
 1. Synthesis (the harness's own code, not timed as product): `scale` x 182,261 images in ~0.567 observations
    per image over the 1,784 SnakeCLEF classes with the real class-size skew (snakeclef/class_count.csv), split
    80/10/10 by observation, each observation's country drawn from its class's countries in the real metadata
-   (the global distribution for classes the metadata lacks), vectors of the model's dimension with the head
-   benchmark's structure and difficulty (benchmarks/run.py clustered_vector_chunks, noise scaled to the
-   dimension), one small real JPEG per image, written as the import-embeddings Parquet layout.
+   (the global distribution for classes the metadata lacks; `NA` is Namibia), vectors of the model's dimension
+   with the head benchmark's structure (benchmarks/run.py clustered_vector_chunks), one small real JPEG per
+   image, written as the import-embeddings Parquet layout. The model the vectors name is by default a stand-in
+   of DINOv2-B's shape (768-d, random weights: standin_model), the dimension SnakeCLEF entries import.
 2. Stages, each `python -m pipelines ...` in its own process, timed with its peak resident memory (wait4):
-   import-embeddings (with class_list.csv + venomous_status_list.csv as the species tables) -> index -> train
-   -> predict -> project -> evaluate -> export (submission) -> export --answers -> check.
+   import-embeddings (class_list.csv + venomous_status_list.csv as the species tables, the taxonomy) -> index
+   -> train -> predict -> project -> evaluate -> export (submission) -> export --answers -> check.
 3. Identify on that store with the model it names (the product's Identifier, as the CLI and the dashboard use
    it): load time once, then p50/p95 over real HackerEarth photos.
 4. Every dashboard page in headless chromium (benchmarks/scale_pages.py): first render and one interaction.
@@ -19,6 +20,7 @@
 Prints one JSON object per line (the shape of benchmarks/run.py) and writes them to --out. Targets (issue 17,
 this 2-core machine): stages <= 6 min in all and <= 6 GB peak; identify p50 <= 150 ms; pages <= 2 s first
 render, <= 1 s per interaction. `--scale 0.05` is the CI-sized run (tests/test_scale.py: completes, no timings).
+`--reuse --work DIR` re-times identify and the pages on a store an earlier `--keep` run left there.
 """
 
 from __future__ import annotations
@@ -270,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(the default offline backbone, 3840-d)")
     parser.add_argument("--no-pages", action="store_true", help="skip the dashboard pages")
     parser.add_argument("--queries", type=int, default=40, help="identifications timed on the store")
+    parser.add_argument("--repeats", type=int, default=3, help="warm page visits and interactions timed per page")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     parser.add_argument("--reuse", action="store_true", help="--work holds a store this harness built: time identify and the pages only")
     parser.add_argument("--out", type=Path, help="also write the JSON lines here")
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.run import photos
             from benchmarks.scale_pages import measure_pages
 
-            failures = measure_pages(store, photos(1)[0], emit)
+            failures = measure_pages(store, photos(1)[0], emit, repeats=args.repeats)
             emit("pages_failures", len(failures), "count", failures=failures)
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -224,7 +224,9 @@ def _read(path: Path) -> dict:
             start = f.read(9)
     except OSError as exc:
         raise SnakewebError(unreadable.format(path=path, exc=exc)) from exc
-    if start[:2] == b"PK" or start[:1] == b"\x80":  # a torch.save zip archive, or its legacy pickle
+    # safetensors opens with its JSON header's length (u64, little-endian) and then "{"; that length's first byte can
+    # be 0x80 (1 head in 256), so the torch formats (a zip archive; a legacy pickle, 0x80) are tested only after it
+    if start[8:9] != b"{" and (start[:2] == b"PK" or start[:1] == b"\x80"):
         return _read_torch(path, unreadable)
     from safetensors import safe_open
 

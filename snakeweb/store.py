@@ -208,7 +208,8 @@ class Store:
                 return np.zeros(0, np.int64), np.zeros((0, 0), dtype=np.float32)
             ids, vectors = np.empty(n, np.int64), np.empty((n, int(dim)), np.float32)
             # a fixed-size FLOAT[D] column flattens to one float32 buffer per batch, without per-row objects
-            reader = con.execute(f"SELECT e.image_id, e.vector::FLOAT[{int(dim)}] AS vector {select} ORDER BY e.image_id") \
+            # con.sql streams; an execute() result's Arrow reader copies every row first
+            reader = con.sql(f"SELECT e.image_id, e.vector::FLOAT[{int(dim)}] AS vector {select} ORDER BY e.image_id") \
                 .to_arrow_reader(max(1024, 2**22 // int(dim)))
             start = 0
             for batch in reader:

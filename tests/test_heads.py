@@ -317,3 +317,24 @@ def test_knn_head_votes_the_same_with_the_numpy_index_as_with_faiss(tmp_path):
     assert isinstance(numpy_index, FlatIndex)
     expected = head.predict_log_proba(x, faiss_index, exclude_self_ids=ids)
     assert np.allclose(head.predict_log_proba(x, numpy_index, exclude_self_ids=ids), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("low_byte", [0x80, ord("P")])
+def test_a_safetensors_head_whose_header_length_looks_like_torch_still_loads(low_byte, tmp_path):
+    """safetensors opens with its header's length (u64 little-endian): a length whose first byte is 0x80 (a legacy
+    pickle's first byte; 1 head in 256, as a 182k-image run hit) or "P" must not be read as a torch file."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    x, y = clusters(10, seed=0)
+    head = train_head(x, y, x[:0], y[:0], "cls", "m", TrainConfig(kind="linear", max_epochs=3))
+    head.save(tmp_path / "head.pt")
+    with safe_open(str(tmp_path / "head.pt"), framework="numpy") as f:
+        metadata, arrays = dict(f.metadata()), {name: f.get_tensor(name) for name in f.keys()}
+    for pad in range(0, 4096):  # pad the header until its length's first byte is the one asked for
+        save_file(arrays, str(tmp_path / "padded.pt"), metadata={**metadata, "pad": "x" * pad})
+        if (tmp_path / "padded.pt").read_bytes()[0] == low_byte:
+            break
+    assert (tmp_path / "padded.pt").read_bytes()[0] == low_byte
+    loaded = Head.load(tmp_path / "padded.pt", "m", "cls")
+    assert loaded.saved_format == 3 and np.array_equal(loaded.predict_log_proba(x), head.predict_log_proba(x))
