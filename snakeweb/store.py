@@ -203,7 +203,8 @@ class Store:
         (2.8 GB) peaks at about that plus a batch, not at three copies (an object array of lists, np.stack, astype)."""
         select = f"FROM embeddings e JOIN images i USING (image_id) WHERE {where}"
         with self.connect(read_only=True) as con:
-            n, dim = con.execute(f"SELECT count(*), max(len(e.vector)) {select}").fetchall()[0]  # fetched to the end: DuckDB 2 refuses a new query on an unfinished result
+            # fetched to the end: DuckDB 2 refuses a new query on a connection with an unfinished result
+            n, dim = con.execute(f"SELECT count(*), max(len(e.vector)) {select}").fetchall()[0]
             if not n:
                 return np.zeros(0, np.int64), np.zeros((0, 0), dtype=np.float32)
             ids, vectors = np.empty(n, np.int64), np.empty((n, int(dim)), np.float32)
