@@ -128,22 +128,16 @@ SORTED = """([column, before]) => {
   const t = ($TABLE)('Per species');
   return t && t[1][column] !== before ? t[1][column] : null;
 }""".replace("$TABLE", TABLE)
-# a review saved: the success message drawn or one more row in "Reviews so far"
-SAVED = """() => {
-  window.__saved = null;
-  if (window.__savedWatch) window.__savedWatch.disconnect();
-  window.__savedWatch = new MutationObserver(() => {
-    const main = document.querySelector('[data-testid=stMain]');
-    if (main && main.textContent.includes('Saved:')) { window.__saved = performance.now(); window.__savedWatch.disconnect(); }
-  });
-  window.__savedWatch.observe(document.body, {subtree: true, childList: true, characterData: true});
-}"""
-SAVED = """([before]) => {
-  const main = document.querySelector('[data-testid=stMain]');
-  if (main && main.textContent.includes('Saved:')) return 'message';
+# a review saved: the success message drawn or one more row in "Reviews so far". The previous save's message stays
+# drawn until the next script run, and choosing the label an observation already has starts none: only a message
+# other than the one on the page before the click counts.
+SAVED = """([before, shownBefore]) => {
+  const saved = [...document.querySelectorAll('[data-testid=stAlert]')].map(a => a.innerText).find(t => t.includes('Saved:'));
+  if (saved && saved !== shownBefore) return 'message';
   const t = ($TABLE)('Reviews so far');
   return t && t[0] > before ? 'reviews table' : null;
 }""".replace("$TABLE", TABLE)
+SHOWN_SAVED = """() => [...document.querySelectorAll('[data-testid=stAlert]')].map(a => a.innerText).find(t => t.includes('Saved:')) || ''"""
 
 
 # Streamlit's run state (`data-test-script-state` on stApp): the page time of its last change to notRunning, kept
@@ -453,7 +447,8 @@ class Pages:
                 settle(page)
                 step = "a review was not shown as saved after \"Save review\""
                 reviews = page.evaluate(TABLE, "Reviews so far")
-                saved = timed(page, page.get_by_role("button", name="Save review").click, SAVED, [reviews[0] if reviews else 1])
+                saved = timed(page, page.get_by_role("button", name="Save review").click, SAVED,
+                              [reviews[0] if reviews else 1, page.evaluate(SHOWN_SAVED)])
             except Exception as exc:  # noqa: BLE001
                 alerts = " ".join(page.locator("[data-testid=stAlert]").all_inner_texts())[:200]
                 self.fail("review", step + (f" (the page says: {alerts})" if alerts else ""), exc)
