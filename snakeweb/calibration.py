@@ -53,8 +53,8 @@ def fit_temperature(logits: np.ndarray, true_index: np.ndarray, low: float = 0.0
         mean_z = weighted.sum(1)
         gradient = float((mean_z - picked).double().mean())
         curvature = float(((weighted.mul_(z)).sum(1).double() - mean_z.double() ** 2).mean())
-        if curvature <= 0:  # every softmax is one-hot or uniform: NLL is linear in beta, its minimum at a bound
-            return float(1.0 / (lowest if gradient > 0 else highest))
+        if curvature <= 0:  # every softmax one-hot or uniform: NLL is (nearly) linear in beta; the bounds decide below
+            break
         step = gradient / curvature
         if abs(step) <= 1e-6 * beta:
             break
@@ -69,7 +69,12 @@ def fit_temperature(logits: np.ndarray, true_index: np.ndarray, low: float = 0.0
         if candidate == beta:
             break
         beta, current, lse = candidate, value, candidate_lse
-    return float(1.0 / beta)
+    # Where NLL is (nearly) linear in beta, float32 rounding decides the gradient's sign and Newton's last steps: it
+    # once sent confident, correct logits to T = 20 (every probability flattened, every venomous species' p(venomous)
+    # under 0.5). The lowest float64 NLL of where Newton stopped and the two bounds decides (where it stopped on a tie).
+    z64, picked64 = z.double(), picked.double()
+    options = [(float((torch.logsumexp(b * z64, dim=1) - b * picked64).mean()), rank, b) for rank, b in enumerate((beta, highest, lowest))]
+    return float(1.0 / min(options)[2])
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = RELIABILITY_BINS) -> pd.DataFrame:

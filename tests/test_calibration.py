@@ -34,3 +34,23 @@ def test_fit_temperature_is_the_nll_minimum_on_a_fine_grid_and_stops_at_the_boun
     assert fit_temperature(np.eye(5)[[0, 1, 2, 3, 4] * 20] * 10, np.array([0, 1, 2, 3, 4] * 20), low=0.05) == pytest.approx(0.05)
     # never right: flatter is always better, up to the highest
     assert fit_temperature(np.eye(5)[[0, 1, 2, 3, 4] * 20] * 10, np.array([1, 2, 3, 4, 0] * 20), high=20.0) == pytest.approx(20.0)
+
+
+def test_confident_correct_logits_are_never_flattened_to_the_highest_temperature():
+    """Logits whose true class leads by ~10 (a well separated validation split): NLL falls as T falls, and a
+    temperature at or below 1 must come back. The degenerate-curvature branch once read the sign of a rounding-noise
+    gradient and returned T = 20, which put every venomous species' p(venomous) under 0.5."""
+    from snakeweb.calibration import fit_temperature
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 40, 300)
+    logits = rng.normal(0, 1, (300, 40)).astype(np.float32)
+    logits[np.arange(300), truth] += 10
+    assert fit_temperature(logits, truth) <= 1.0
+    for lead in (30.0, 60.0):  # so confident that every softmax is one-hot in float32
+        sharp = logits.copy()
+        sharp[np.arange(300), truth] += lead
+        assert fit_temperature(sharp, truth) <= 1.0
+    wrong = rng.normal(0, 1, (300, 40)).astype(np.float32)
+    wrong[np.arange(300), (truth + 1) % 40] += 40  # confidently wrong: flatten as far as allowed
+    assert fit_temperature(wrong, truth) == 20.0
