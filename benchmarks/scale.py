@@ -10,7 +10,7 @@
    with the head benchmark's structure (benchmarks/run.py clustered_vector_chunks), one small real JPEG per
    image, written as the import-embeddings Parquet layout. The model the vectors name is by default a stand-in
    of DINOv2-B's shape (768-d, random weights: standin_model), the dimension SnakeCLEF entries import.
-2. Stages, each `python -m pipelines ...` in its own process, timed with its peak resident memory (wait4):
+2. Stages, each `python -m pipelines ...` in its own process, timed with its peak resident memory (VmHWM):
    import-embeddings (class_list.csv + venomous_status_list.csv as the species tables, the taxonomy) -> index
    -> train -> predict -> project -> evaluate -> export (submission) -> export --answers -> check.
 3. Identify on that store with the model it names (the product's Identifier, as the CLI and the dashboard use
@@ -152,18 +152,34 @@ def synthesise(work: Path, scale: float, dim: int, seed: int = 0) -> dict:
 # the product's stages
 
 
+def high_water_gb(pid: int) -> float | None:
+    """The process's peak resident memory so far (VmHWM of /proc/PID/status), or None once it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        return None
+    return None
+
+
 def run_stage(name: str, argv: list[str], **fields) -> dict:
-    """`python -m pipelines ARGV` in a fresh process: wall seconds and peak resident memory (its own and its
-    children's, from wait4). A failing stage is reported with its last lines and stops the run."""
+    """`python -m pipelines ARGV` in a fresh process: wall seconds and peak resident memory. The peak is the stage
+    process's own VmHWM, read every 50 ms while it runs: wait4's ru_maxrss keeps the high-water mark of the process
+    that forked it (this harness, holding the synthesised tables), so every stage reported at least the harness's.
+    A failing stage is reported with its last lines and stops the run."""
     log = Path(tempfile.gettempdir()) / f"scale-{name}-{os.getpid()}.log"
     started = time.perf_counter()
+    peak = 0.0
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "pipelines", *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
+        while process.poll() is None:
+            peak = max(peak, high_water_gb(process.pid) or 0.0)
+            time.sleep(0.05)
     seconds = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
+    code = process.returncode
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-    row = emit(f"stage_{name}_s", round(seconds, 2), "s", peak_gb=round(usage.ru_maxrss / 2**20, 2), exit_code=code,
+    row = emit(f"stage_{name}_s", round(seconds, 2), "s", peak_gb=round(peak, 2), exit_code=code,
                last_line=tail[-1] if tail else "", **fields)
     if code != 0:
         raise SystemExit(f"stage {name} failed (exit {code}); its output is in {log}:\n" + "\n".join(tail))

@@ -594,4 +594,13 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to go on.", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # DuckDB past its memory cap (named by class, so light commands need not import duckdb to catch it)
+        if type(exc).__name__ != "OutOfMemoryException" or "duckdb" not in type(exc).__module__:
+            raise
+        from snakeweb.store import DUCKDB_MEMORY
+
+        print(f"error: DuckDB ran out of memory under its cap SNAKEWEB_DUCKDB_MEMORY={DUCKDB_MEMORY} ({str(exc).splitlines()[0]}); "
+              "set it higher (e.g. 2GB, the default) and run the command again.", file=sys.stderr)
+        return 2
     return 0

@@ -167,6 +167,8 @@ def _open(path: Path, dim: int, described: str, fingerprint: str, feature_kind: 
     if pa.types.is_fixed_size_list(vector) and vector.list_size != dim:
         raise TableError(f"The {WHAT} {path}: its vectors are {vector.list_size}-d but {described}; name the model "
                          "that made them with --model (and --features).")
+    if parquet.metadata.num_rows == 0:
+        raise TableError(f"The {WHAT} {path} has its columns but no rows; write the vectors into it, or leave the file out.")
     recorded = json.loads(schema.metadata[META_KEY]) if schema.metadata and META_KEY in schema.metadata else {}
     made_by = (recorded.get("fingerprint"), recorded.get("feature_kind"))
     if recorded and made_by != (fingerprint, feature_kind):

@@ -179,6 +179,7 @@ REFUSALS = {
                                                       vectors=d["vectors"]), "2 row(s) give one observation photos with different class_id"),
     "empty observation": (lambda d: dict(path=d["path"], observation_id=["1", "", "2", "2", "3"], vectors=d["vectors"]),
                           "1 row(s) have no observation_id (row 2)"),
+    "no rows": (lambda d: dict(path=[], observation_id=[], vectors=d["vectors"][:0]), "has its columns but no rows"),
 }
 
 

@@ -309,3 +309,14 @@ def test_content_version_ignores_reviews_and_follows_relabels(built_store):
     with built_store.transaction() as con:  # the module's store, as it was
         con.execute("UPDATE images SET class_id = ? WHERE image_id = ?", [int(first["class_id"]), int(first["image_id"])])
     assert built_store.content_version() == before
+
+
+def test_a_duckdb_memory_cap_too_small_is_a_sentence(built_store, monkeypatch, capsys):
+    import snakeweb.store
+
+    monkeypatch.setattr(snakeweb.store, "DUCKDB_MEMORY", "100KB")
+    assert main(["check", "--store", str(built_store.root)]) == 2
+    assert "DuckDB ran out of memory under its cap SNAKEWEB_DUCKDB_MEMORY=100KB" in capsys.readouterr().err
+    monkeypatch.setattr(snakeweb.store, "DUCKDB_MEMORY", "lots")
+    assert main(["check", "--store", str(built_store.root)]) == 2
+    assert "SNAKEWEB_DUCKDB_MEMORY='lots' is not a size DuckDB takes" in capsys.readouterr().err
