@@ -413,9 +413,16 @@ def _update_splits(con, subsets: dict[str, object]) -> None:
                 return "train" if subset in TRAIN_SUBSETS else "val" if subset in VAL_SUBSETS else "test"
             return row.split if row.split != "unassigned" else "train"  # no subset given: trained on
 
-        no_subset = sum(1 for o in observations["observation_id"] if o in subsets and not isinstance(subsets[o], str))
+        # unlabelled observations are never trained on, whatever their subset: only labelled ones count here
+        labelled = observations.loc[observations["class_id"].notna(), "observation_id"]
+        no_subset = sum(1 for o in labelled if o in subsets and not isinstance(subsets[o], str))
         if no_subset:
             log.warning("%d observation(s) in the metadata have no subset; they are trained on.", no_subset)
+        unlabelled_in_a_split = sum(1 for o in observations.loc[observations["class_id"].isna(), "observation_id"]
+                                    if str(subsets.get(o, "")).lower() in TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS)
+        if unlabelled_in_a_split:
+            log.warning("%d observation(s) have a train, validation or test subset but no class_id; they are stored as "
+                        "unlabelled (give their class_id to use them).", unlabelled_in_a_split)
         observations["split"] = [official(r) for r in observations.itertuples()]
         observations.loc[observations["class_id"].isna(), "split"] = "unlabelled"
     else:

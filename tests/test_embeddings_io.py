@@ -279,3 +279,20 @@ def test_a_hundred_thousand_rows_stream_in_and_out(tiny_model_dir, species_csv, 
     last = out.read_row_group(out.metadata.num_row_groups - 1)
     assert last.column("path")[-1].as_py() == f"/cluster/photos/{n - 1}.jpg"
     np.testing.assert_array_equal(np.asarray(last.column("vector")[-1].as_py(), np.float32), table.column("vector")[-1].as_py())
+
+
+def test_a_split_without_a_class_is_said_and_unlabelled_rows_get_no_false_warning(tiny_model_dir, species_csv, tmp_path, caplog):
+    """Rows marked train/val with no class_id are stored as unlabelled and the import says so; rows marked
+    `unlabelled` (what the docs ask for) are not reported as having no subset."""
+    data = rows(8)
+    class_ids = [data["class_id"][i] if i < 4 else None for i in range(8)]
+    split = ["train", "train", "val", "val", "train", "train", "unlabelled", "unlabelled"]
+    file = write(tmp_path / "x.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"],
+                 class_id=pa.array(class_ids, pa.int64()), split=split)
+    with caplog.at_level("WARNING"):
+        assert run_import(tmp_path / "store", [file], tiny_model_dir, "--species", str(species_csv)) == 0
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 observation(s) have a train, validation or test subset but no class_id; they are stored as unlabelled" in said
+    assert "have no subset" not in said
+    splits = Store(tmp_path / "store").query("SELECT observation_id, split FROM observations ORDER BY observation_id")
+    assert splits["split"].tolist() == ["train", "val", "unlabelled", "unlabelled"]
