@@ -139,8 +139,9 @@ def row_line(row: dict, machine: str, *, with_details: bool = True) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render(results: Path) -> tuple[str, str]:
-    """The generated part of docs/figures.md, and the README's targets table."""
+def render(results: Path, own_tables: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """The generated part of docs/figures.md, and the README's targets table (without the rows of files named in
+    `own_tables`: the README shows those in their own table)."""
     files = sorted(results.glob("*.jsonl"))
     sections, targets = [], []
     for file in files:
@@ -155,7 +156,7 @@ def render(results: Path) -> tuple[str, str]:
             if row["name"] in MACHINE_ROWS:
                 continue
             lines.append(row_line(row, short))
-            if "target" in row:
+            if "target" in row and file.name not in own_tables:
                 targets.append(row_line(row, f"{short}, `{file.name}`", with_details=False))
         sections.append("\n".join(lines))
     head = "| figure | value | baseline (same run) | ratio | target (met?) | machine, file |\n|---|---|---|---|---|---|"
@@ -205,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "figures.md")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="its targets table (only between the markers)")
     args = parser.parse_args(argv)
-    doc, targets = render(args.results)
+    readme = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
+    own = frozenset(f.name for f in args.results.glob("*.jsonl") if f"<!-- BEGIN figures.py: {f.name} -->" in readme)
+    doc, _ = render(args.results)
+    _, targets = render(args.results, own)
     args.doc.write_text(splice(args.doc, doc), encoding="utf-8")
     wrote = [str(args.doc)]
     if args.readme.exists() and BEGIN in args.readme.read_text(encoding="utf-8"):

@@ -64,3 +64,6 @@ def test_a_results_file_gets_its_own_table_where_the_readme_asks(tmp_path):
     assert "| `stage_train_s` | 55.2 s | 2.31 GB |  |" in block
     assert "| `stages_total_s` | 400 s |  | <= 360 s (no) |" in block
     assert "`x`" not in block and text.endswith("\nafter\n")  # other files stay out; the rest of the README stays
+    targets = text[text.index(BEGIN):text.index(END)]
+    assert "stages_total_s" not in targets  # a file with its own table is not repeated in the targets table
+    assert "stages_total_s" in (tmp_path / "figures.md").read_text(encoding="utf-8")  # the figures page keeps it
