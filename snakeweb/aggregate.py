@@ -9,31 +9,15 @@ import numpy as np
 from snakeweb.options import AGGREGATIONS  # defined there so the command line offers them without NumPy
 
 
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    peak = x.max(axis=axis, keepdims=True)
-    return (peak + np.log(np.exp(x - peak).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-
 def combine(log_probs: np.ndarray, method: str = "mean-log") -> np.ndarray:
     """Probabilities [K] of one observation from its images' log-probabilities [n, K].
 
     mean-log: product of experts (mean of log-probabilities, renormalised), the default;
     mean-prob: mean of probabilities; mode: the paper's majority vote of per-image top-1, returned as
-    vote shares (ties broken by mean probability).
+    vote shares (ties broken by mean probability). One observation through ObservationCombiner: one rule for both.
     """
-    log_probs = np.asarray(log_probs, dtype=np.float64)
-    if method == "mean-log":
-        mean = log_probs.mean(axis=0)
-        return np.exp(mean - _logsumexp(mean, axis=0))
-    probs = np.exp(log_probs)
-    if method == "mean-prob":
-        return probs.mean(axis=0)
-    if method == "mode":
-        votes = np.bincount(log_probs.argmax(axis=1), minlength=log_probs.shape[1]).astype(np.float64)
-        tie_break = probs.mean(axis=0) * 1e-6  # below one vote, so it only orders equal counts
-        shares = votes + tie_break
-        return shares / shares.sum()
-    raise ValueError(f"unknown aggregation {method!r}; use one of {', '.join(AGGREGATIONS)}")
+    log_probs = np.atleast_2d(np.asarray(log_probs, dtype=np.float64))
+    return combine_by_observation(log_probs, ["one"] * len(log_probs), method)[1][0]
 
 
 class ObservationCombiner:

@@ -206,7 +206,7 @@ def _engine(store: Store) -> Verdict:
     torch. Fails only when SNAKEWEB_ENGINE asks for OpenVINO and it is not installed."""
     from importlib import metadata
 
-    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, _safe, cache_root, requested_engine
+    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, cache_root, converted_before, requested_engine
 
     config = store.get_meta("model")["config"]
     engine = requested_engine()
@@ -221,7 +221,7 @@ def _engine(store: Store) -> Verdict:
                        + (f", but {ENV_ENGINE}=openvino asks for it" if engine == "openvino" else
                           f"; `{INSTALL}` makes it ~2x faster"))
     parts = config["location"].split("+") if config["source"] == "concat" else [config["name"]]
-    cached = all(any(cache_root().glob(f"{_safe(part)}-*-ov{version.split('-')[0]}")) for part in parts)
+    cached = all(converted_before(part, version) for part in parts)
     return Verdict("engine", True, f"openvino {version} on the CPU; the converted forward is "
                    + (f"cached in {cache_root()}" if cached else "made on first use (a few seconds, once)"))
 

@@ -102,6 +102,12 @@ def model_folder(name: str, fingerprint: str, outputs: tuple[str, ...], image_si
     return cache_root() / f"{_safe(name)}-{key}-ov{_short_version(version)}"
 
 
+def converted_before(name: str, version: str) -> bool:
+    """Whether the cache holds a converted forward of the model `name` for this OpenVINO version (any weights or
+    input size): the folder naming of model_folder, read without importing OpenVINO."""
+    return any(cache_root().glob(f"{_safe(name)}-*-ov{_short_version(version)}"))
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
