@@ -206,7 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="official metrics of the store's head on a held-out split")
     _store_arg(evaluate)
     evaluate.add_argument("--split", default="test", choices=("test", "val", "train"), help="test (default), val or train")
-    evaluate.add_argument("--country-table", type=Path, help="Species_Relevance.csv: also report with the country prior")
+    evaluate.add_argument("--country-table", type=Path,
+                          help="Species_Relevance.csv: also report with the country prior (default: the table recorded at ingest, if any)")
     evaluate.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
     evaluate.add_argument("--json", action="store_true")
 
@@ -225,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     import_embeddings.add_argument("--species", type=Path, nargs="+", default=[],
                                    help="species table CSV(s) naming the class ids (as ingest takes them; e.g. class_list.csv)")
     import_embeddings.add_argument("--taxonomy", type=Path, help="taxonomy CSV giving every class its family (as ingest)")
+    import_embeddings.add_argument("--country-table", type=Path, help="Species_Relevance.csv, recorded for the country prior (as ingest)")
     export_embeddings = sub.add_parser("export-embeddings", help="write the store's vectors as Parquet (the import-embeddings layout)")
     _store_arg(export_embeddings)
     export_embeddings.add_argument("--out", required=True, type=Path, help="Parquet file to write")
@@ -237,10 +239,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     from snakeweb.store import Store
 
     store = Store(args.store).require()
-    prior = CountryPrior.from_csv(args.country_table) if args.country_table else None
+    # as predict, export and the Metrics page: the table recorded at ingest unless another is named
+    table = args.country_table or store.get_meta("country_table")
+    prior = CountryPrior.from_csv(table) if table else None
     if prior is not None:
         _check_prior(prior, store)
-    report = evaluate(store, args.split, prior, args.aggregation)
+    report = evaluate(store, args.split, prior, args.aggregation, country_table=str(table) if table else None)
     if args.json:
         _emit(json.dumps(report))
         return
@@ -517,7 +521,7 @@ def _import_embeddings(args: argparse.Namespace) -> None:
     known = store.require().species() if store.exists() else None
     table = read_species_table(args.species, known) if args.species else None
     counts = import_embeddings(store, args.parquet, args.model, feature_kind=args.features, tta=args.tta, species_table=table,
-                               taxonomy=args.taxonomy)
+                               taxonomy=args.taxonomy, country_table=args.country_table)
     if counts["families"]:
         print(counts["families"])
     print(f"import-embeddings: {counts['added']} vector(s) added ({counts['new_images']} new image(s)), "

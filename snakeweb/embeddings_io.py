@@ -28,7 +28,15 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
-from snakeweb.ingest import METADATA_COLUMNS, _countries, _subsets, _update_splits, record_numbered_ids, record_species
+from snakeweb.ingest import (
+    METADATA_COLUMNS,
+    _checked_country_table,
+    _countries,
+    _subsets,
+    _update_splits,
+    record_numbered_ids,
+    record_species,
+)
 from snakeweb.species import combine_with_store
 from snakeweb.store import Store, set_meta, write_atomically
 from snakeweb.tables import Column, Table, TableError, header_names
@@ -59,14 +67,16 @@ class _Source:
 
 def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_kind: str | None = None, tta: str | None = None,
                       species_table: pd.DataFrame | None = None, taxonomy: Path | None = None,
-                      batch_rows: int | None = None) -> dict[str, Any]:
+                      batch_rows: int | None = None, country_table: Path | None = None) -> dict[str, Any]:
     """Add the vectors of Parquet `files` (layout in the module docstring) to `store`, creating it when absent: image
     and observation rows (status 'ok', decoder 'imported'), embeddings, splits by ingest's rules, and run metadata
     `model`/`feature_kind`/`feature_dim` as the embed stage records them plus an `embedding_imports` record (files,
     sha256, rows, time). `model` (a registry name, concat:A+B or a folder; not auto) must be the model that made the
     vectors: it is loaded for its fingerprint and its `feature_kind` dimension D (default: its first kind).
     Rows whose path is already in the store keep their image; pending ones get the vector. `species_table` (from
-    `read_species_table`) and `taxonomy` (default $SNAKEWEB_TAXONOMY) are taken as ingest takes them. `batch_rows` defaults to 2**22 / D.
+    `read_species_table`) and `taxonomy` (default $SNAKEWEB_TAXONOMY) are taken as ingest takes them, and so is
+    `country_table` (Species_Relevance.csv: checked against the species now, recorded for predict, evaluate, identify and
+    the pages). `batch_rows` defaults to 2**22 / D.
 
     Returns counts: rows, added (vectors stored), new_images, already_present, rejected (store rows in error),
     dim, feature_kind, fingerprint, families (a line to print, or ""). Raises SnakewebError (TableError for a file)
@@ -91,6 +101,10 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
     _refuse_other_model(store, backbone.fingerprint, feature_kind)
     sources = [_open(Path(f), dim, described, backbone.fingerprint, feature_kind) for f in files]
     combined = combine_with_store(store.species() if store.exists() else None, species_table)
+    if country_table is not None:
+        if combined is None:
+            raise SnakewebError("--country-table needs the species: give --species (e.g. class_list.csv) with it.")
+        _checked_country_table(country_table, combined)
     taxonomy = taxonomy_path(taxonomy)
     taxa = Taxonomy.from_csv(taxonomy) if taxonomy is not None else None
     batch_rows = batch_rows or max(1, FLOATS_PER_BATCH // dim)
@@ -108,6 +122,8 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
             for number, source in enumerate(sources):  # second pass: the vectors, straight into embeddings
                 _store_vectors(con, source, number, dim, described, batch_rows)
             record_model(con, backbone, feature_kind)
+            if country_table is not None:
+                set_meta(con, "country_table", str(Path(country_table).resolve()))
             if not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'train_views'").fetchone()[0]:
                 set_meta(con, "train_views", [])  # imported vectors come without augmented views of their photos
             record = {"files": [{"path": str(s.path.resolve()), "sha256": s.sha256, "rows": s.rows} for s in sources],

@@ -81,6 +81,26 @@ def test_metrics_page_shows_official_numbers(store, monkeypatch):
     assert not app.exception
 
 
+def test_metrics_page_shows_the_saved_evaluation(store, tmp_path, monkeypatch):
+    import shutil
+
+    from pipelines.cli import main
+
+    copy = shutil.copytree(store, tmp_path / "store")
+    assert main(["evaluate", "--store", str(copy), "--split", "train"]) == 0
+    app = app_test(monkeypatch, copy).run()
+    app.switch_page("views/metrics.py").run()
+    app.selectbox[0].set_value("train").run()
+    assert not app.exception
+    assert any("Scores saved by the evaluate stage" in c.value for c in app.caption)
+    saved = Store(copy).get_meta("evaluation")["variants"]
+    shown = app.dataframe[0].value.set_index("decision")
+    assert shown.loc["argmax", "macro F1"] == pytest.approx(saved["argmax/prior=none"]["F1 Score"])
+    if app.multiselect[0].options:  # a country chosen: scored now, on those observations only
+        app.multiselect[0].set_value(app.multiselect[0].options[:1]).run()
+        assert not app.exception and not any("Scores saved" in c.value for c in app.caption)
+
+
 def test_review_page_saves_a_review_and_reads_it_back(store, monkeypatch):
     app = app_test(monkeypatch, store).run()
     app.switch_page("views/review.py").run()

@@ -248,3 +248,34 @@ def test_metrics_page_shows_the_answer_sections(built_store, monkeypatch):  # no
     specs = [chart.proto.spec for chart in app.get("vega_lite_chart")]
     assert any("share of photos answered" in spec for spec in specs)  # the risk-coverage plot
     assert any("Top-1 species (mean in bin)" in spec for spec in specs) and any("p(venomous) (mean in bin)" in spec for spec in specs)
+
+
+def test_the_saved_evaluation_is_reused_only_while_it_holds(built_store, tmp_path):  # noqa: F811
+    """The Metrics page shows the evaluate stage's saved report instead of re-scoring a SnakeCLEF-sized store, but
+    only for the split, country table, head, species and range records it was made with."""
+    import shutil
+
+    from snakeweb.evaluation import evaluate, stored_report
+    from snakeweb.ranges import add_range_override
+    from snakeweb.store import Store
+
+    store = Store(shutil.copytree(built_store.root, tmp_path / "store"))
+    assert stored_report(store, "train", None) is None  # nothing saved yet
+    saved = evaluate(store, "train")
+    fresh = evaluate(store, "train", save=False)
+    reused = stored_report(store, "train", None)
+    assert reused is not None and reused["created"] == saved["created"]
+    assert reused["variants"] == fresh["variants"] and reused["answers"] == fresh["answers"]
+    columns = ["variant", "class_id", "support", "precision", "recall", "f1"]
+    assert pd.DataFrame(reused["species_metrics"])[columns].equals(pd.DataFrame(fresh["species_metrics"])[columns])
+    assert stored_report(store, "val", None) is None  # another split
+    assert stored_report(store, "train", str(tmp_path / "Species_Relevance.csv")) is None  # a country table it was made without
+    species = store.species()
+    add_range_override(store, int(species["class_id"].iloc[0]), "FR", False, "ana")
+    assert stored_report(store, "train", None) is None  # a range record changes the prior's answers
+    evaluate(store, "train")
+    assert stored_report(store, "train", None) is not None
+    with store.transaction() as con:  # a species' venom status corrected: the venom figures change
+        con.execute("UPDATE species SET venom_status = CASE WHEN venom_status = 'venomous' THEN 'harmless' ELSE 'venomous' END "
+                    "WHERE class_id = ?", [int(species["class_id"].iloc[-1])])
+    assert stored_report(store, "train", None) is None

@@ -7,8 +7,9 @@ import streamlit as st
 
 from snakeweb.decisions import DECISIONS, CountryPrior
 from snakeweb.errors import SnakewebError
-from snakeweb.evaluation import evaluate
+from snakeweb.evaluation import evaluate, stored_report
 from snakeweb.export import export_submission
+from snakeweb.ranges import overrides_version
 from views.common import current_store
 
 store = current_store()
@@ -16,12 +17,18 @@ st.title("Metrics")
 
 
 @st.cache_data(show_spinner="Scoring…", max_entries=8)
-def scored(root: str, split: str, countries: tuple[str, ...], version: str) -> dict:
+def scored(root: str, split: str, countries: tuple[str, ...], version: tuple) -> dict:
+    """The evaluate stage's saved report where it was made for this split, every country, the recorded country
+    table and the current head and range records; else scored now (5.5 s on a SnakeCLEF-sized test split)."""
     from snakeweb.store import Store
 
     table = Store(root).get_meta("country_table")
+    if not countries:
+        saved = stored_report(Store(root), split, table)
+        if saved is not None:
+            return saved
     prior = CountryPrior.from_csv(table) if table else None
-    return evaluate(Store(root), split, prior, countries=list(countries), save=False)
+    return evaluate(Store(root), split, prior, countries=list(countries), save=False, country_table=table)
 
 
 observations = store.query("SELECT DISTINCT split, country_code FROM observations WHERE class_id IS NOT NULL")
@@ -33,7 +40,8 @@ left, right = st.columns(2)
 split = left.selectbox("Split", splits, help="test is held out from training and from every choice made on validation")
 countries = right.multiselect("Country", sorted(observations["country_code"].dropna().unique().tolist()))
 try:
-    report = scored(str(store.root), split, tuple(countries), str(store.get_meta("head", {}).get("training_digest")))
+    report = scored(str(store.root), split, tuple(countries),
+                    (str((store.get_meta("head") or {}).get("training_digest")), overrides_version(store)))
 except SnakewebError as exc:
     st.error(str(exc))
     st.stop()
@@ -41,6 +49,8 @@ except SnakewebError as exc:
 st.caption(f"{report['observations']} {split} observations, {report['head']} head, per observation "
            f"({report['aggregation']} over each observation's photos). Venom-aware = minimum expected Track2 cost, "
            f"venomous errors weighted x{report['chosen_on_validation'].get('venom_weight') or 1:g} (chosen on validation by Track1).")
+if report.get("saved"):
+    st.caption(f"Scores saved by the evaluate stage ({report['created']}); the page re-scores when you pick countries.")
 if report.get("classes_with_unknown_venom_status"):
     st.warning(f"❓ {report['classes_with_unknown_venom_status']} species have venom status unknown: these numbers count them "
                "as venomous, as the venom-aware rule does. Build with a species table that has a venom flag for them.")
