@@ -1,7 +1,7 @@
 """SnakeCLEF scale end to end: a store of the real task's size built and used through the product's own commands.
 
-    python benchmarks/scale.py [--scale 1.0] [--work DIR] [--model NAME] [--no-pages] [--keep] [--reuse] \
-        [--queries 40] [--repeats 3] [--out benchmarks/results/scale.jsonl]
+    python benchmarks/scale.py [--scale 1.0] [--work DIR] [--model NAME] [--no-pages] [--no-default-identify] [--keep] \
+        [--reuse] [--queries 40] [--repeats 3] [--out benchmarks/results/scale.jsonl]
 
 1. Synthesis (the harness's own code, not timed as product): `scale` x 182,261 images in ~0.567 observations
    per image over the 1,784 SnakeCLEF classes with the real class-size skew (snakeclef/class_count.csv), split
@@ -14,7 +14,9 @@
    import-embeddings (class_list.csv + venomous_status_list.csv as the species tables, the taxonomy) -> index
    -> train -> predict -> project -> evaluate -> export (submission) -> export --answers -> check.
 3. Identify on that store with the model it names (the product's Identifier, as the CLI and the dashboard use
-   it): load time once, then p50/p95 over real HackerEarth photos.
+   it): load time once, then p50/p95 over real HackerEarth photos. Identify's target is for the default offline
+   backbone: unless the store already is of that model (or --no-default-identify), the same images as
+   default-backbone vectors (3840-d) go through import -> index -> train into a second store, identify timed there.
 4. Every dashboard page in headless chromium (benchmarks/scale_pages.py): first render and one interaction.
 
 Prints one JSON object per line (the shape of benchmarks/run.py) and writes them to --out. Targets (issue 17,
@@ -91,8 +93,9 @@ def thumbnails(rng: np.random.Generator, count: int = 256) -> list[bytes]:
     return pool
 
 
-def synthesise(work: Path, scale: float, dim: int, seed: int = 0) -> dict:
-    """Writes work/vectors.parquet, work/photos/<class_id>/<n>.jpg; returns what was made."""
+def synthesise(work: Path, scale: float, dim: int, seed: int = 0, parquet_name: str = "vectors.parquet", photos: bool = True) -> dict:
+    """Writes work/`parquet_name` and (with `photos`) work/photos/<class_id>/<n>.jpg; returns what was made. The
+    same `scale` and `seed` give the same images, observations, splits and countries at any `dim`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -115,19 +118,20 @@ def synthesise(work: Path, scale: float, dim: int, seed: int = 0) -> dict:
     obs_country = country_draws(obs_class, rng)
     order = rng.permutation(n)  # rows in no particular order, as a cluster job writes them
 
-    photos = work / "photos"
+    folder = work / "photos"
     pool = thumbnails(rng)
-    for class_id in np.unique(class_of):
-        (photos / str(class_id)).mkdir(parents=True, exist_ok=True)
-    paths = np.array([str(photos / f"{c}" / f"{i}.jpg") for i, c in enumerate(class_of)], dtype=object)
-    for i, path in enumerate(paths):  # the generator's loop, not the product's
-        with open(path, "wb") as f:
-            f.write(pool[i % len(pool)])
+    paths = np.array([str(folder / f"{c}" / f"{i}.jpg") for i, c in enumerate(class_of)], dtype=object)
+    if photos:
+        for class_id in np.unique(class_of):
+            (folder / str(class_id)).mkdir(parents=True, exist_ok=True)
+        for i, path in enumerate(paths):  # the generator's loop, not the product's
+            with open(path, "wb") as f:
+                f.write(pool[i % len(pool)])
 
     # the head benchmark's difficulty at dim 768 (isotropic noise 0.2), the same per-coordinate signal-to-noise at `dim`
     noise = 0.2 * np.sqrt(768 / dim)
     class_index = np.searchsorted(counts["class_id"].to_numpy(), class_of[order])
-    parquet = work / "vectors.parquet"
+    parquet = work / parquet_name
     writer = None
     start = 0
     for vectors, _ in clustered_vector_chunks(n, dim, len(counts), seed=3, labels=class_index, isotropic_noise=noise, chunk=20_000):
@@ -211,7 +215,7 @@ print(json.dumps({"load_s": loaded, "first_s": first, "p50": float(np.percentile
 """
 
 
-def measure_identify(store: Path, queries: int) -> None:
+def measure_identify(store: Path, queries: int, prefix: str = "identify", target: bool = True, **fields) -> None:
     from benchmarks.run import photos
 
     files = [str(p) for p in photos(queries + 1)]
@@ -220,10 +224,11 @@ def measure_identify(store: Path, queries: int) -> None:
     if done.returncode != 0:
         raise SystemExit("identify on the store failed:\n" + done.stderr[-2000:])
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    emit("identify_load_s", round(figures["load_s"], 2), "s", note="Identifier(store): model, index, head, catalogue; once per process")
-    emit("identify_first_s", round(figures["first_s"], 3), "s", note="the first identification after loading")
-    emit("identify_p50_ms", round(figures["p50"], 1), "ms", target="<= 150 ms", met=figures["p50"] <= 150,
-         p95_ms=round(figures["p95"], 1), queries=figures["queries"], index_vectors=figures["index"], engine=figures["engine"])
+    emit(f"{prefix}_load_s", round(figures["load_s"], 2), "s", note="Identifier(store): model, index, head, catalogue; once per process")
+    emit(f"{prefix}_first_s", round(figures["first_s"], 3), "s", note="the first identification after loading")
+    goal = {"target": "<= 150 ms", "met": figures["p50"] <= 150} if target else {}
+    emit(f"{prefix}_p50_ms", round(figures["p50"], 1), "ms", **goal, p95_ms=round(figures["p95"], 1), queries=figures["queries"],
+         index_vectors=figures["index"], engine=figures["engine"], **fields)
 
 
 STANDIN = "dinov2-base-shape"
@@ -256,12 +261,12 @@ def run_product(work: Path, store: Path, args: argparse.Namespace) -> None:
     s = ["--store", str(store)]
     stages = [
         ("import", ["import-embeddings", *s, "--parquet", str(work / "vectors.parquet"), "--model", args.model, "--species", *species,
-                    "--taxonomy", str(SHARED / "taxonomy" / "serpentes.csv")]),
+                    "--taxonomy", str(SHARED / "taxonomy" / "serpentes.csv"), "--country-table", str(SNAKECLEF / "Species_Relevance.csv")]),
         ("index", ["index", *s]),
         ("train", ["train", *s]),
         ("predict", ["predict", *s]),
         ("project", ["project", *s]),
-        ("evaluate", ["evaluate", *s, "--split", "test", "--country-table", str(SNAKECLEF / "Species_Relevance.csv")]),
+        ("evaluate", ["evaluate", *s, "--split", "test"]),  # with the country table recorded at import, as the Metrics page
         ("export", ["export", *s, "--out", str(work / "submission.csv")]),
         ("export_answers", ["export", *s, "--answers", "--split", "test", "--out", str(work / "answers.jsonl")]),
         ("check", ["check", *s]),
@@ -276,6 +281,38 @@ def run_product(work: Path, store: Path, args: argparse.Namespace) -> None:
     (store / "scale.json").write_text(json.dumps({"model": args.model, "scale": args.scale, "rows": RESULTS}))
 
 
+def default_backbone_store(work: Path, args: argparse.Namespace) -> Path:
+    """The same images, observations, splits and countries as vectors of the default offline backbone (3840-d),
+    imported, indexed and trained into work/store-default with the product's defaults (at most --default-epochs): the store identify's
+    target is set on (issue 17: p50 <= 150 ms with the default backbone). Its stages are reported, not counted
+    in the main store's totals."""
+    from snakeweb.models import AUTO_OFFLINE_MODEL, load_backbone, resolve_model
+
+    config = resolve_model(AUTO_OFFLINE_MODEL)
+    dim = load_backbone(config).feature_dim(config.feature_kinds[0])
+    store = work / "store-default"
+    if store.exists():
+        shutil.rmtree(store)
+    started, first_row = time.perf_counter(), len(RESULTS)
+    made = synthesise(work, args.scale, dim, parquet_name="vectors-default.parquet", photos=False)
+    emit("default_synthesis_s", round(time.perf_counter() - started, 1), "s", note="the harness's generator (Parquet), not the product",
+         **made)
+    s = ["--store", str(store)]
+    species = [str(SNAKECLEF / "class_list.csv"), str(SNAKECLEF / "venomous_status_list.csv")]
+    for name, argv in (
+        ("default_import", ["import-embeddings", *s, "--parquet", str(work / "vectors-default.parquet"), "--model", AUTO_OFFLINE_MODEL,
+                            "--species", *species, "--country-table", str(SNAKECLEF / "Species_Relevance.csv")]),
+        ("default_index", ["index", *s]),
+        # capped: at full scale early stopping ends it after ~4 epochs (as on the main store); at --scale 0.05, 5 photos a
+        # class in 3840 dims, validation loss keeps creeping down (0.02% an epoch) past the cap of 1,000 epochs
+        ("default_train", ["train", *s, "--epochs", str(args.default_epochs)]),
+    ):
+        run_stage(name, argv, model=config.name, dim=dim)
+    (work / "vectors-default.parquet").unlink()  # 2.8 GB at full scale; the store holds the vectors
+    (store / "scale.json").write_text(json.dumps({"model": AUTO_OFFLINE_MODEL, "scale": args.scale, "rows": RESULTS[first_row:]}))
+    return store
+
+
 def main(argv: list[str] | None = None) -> int:
     from snakeweb.models import AUTO_OFFLINE_MODEL
 
@@ -287,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"DINOv2-B's shape with random weights, see standin_model), or any model name, e.g. {AUTO_OFFLINE_MODEL} "
                         "(the default offline backbone, 3840-d)")
     parser.add_argument("--no-pages", action="store_true", help="skip the dashboard pages")
+    parser.add_argument("--no-default-identify", action="store_true",
+                        help="skip the second store of default-backbone vectors that identify's target is measured on")
+    parser.add_argument("--default-epochs", type=int, default=20, help="the cap on the second store's training (identify's latency "
+                        "does not depend on it; at full scale early stopping ends sooner)")
     parser.add_argument("--queries", type=int, default=40, help="identifications timed on the store")
     parser.add_argument("--repeats", type=int, default=3, help="warm page visits and interactions timed per page")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
@@ -326,7 +367,18 @@ def main(argv: list[str] | None = None) -> int:
              load=round(load, 2), scale=args.scale, model=config.name, dim=dim, date=time.strftime("%Y-%m-%d"))
         if not args.reuse:
             run_product(work, store, args)
-        measure_identify(store, args.queries)
+        default = config.name == resolve_model(AUTO_OFFLINE_MODEL).name
+        measure_identify(store, args.queries, target=default, model=config.name,
+                         **({} if default else {"note": "the store's own model; the target is for the default backbone: identify_default"}))
+        if not default and not args.no_default_identify:
+            second = work / "store-default"
+            if args.reuse and (second / "scale.json").is_file():
+                for row in json.loads((second / "scale.json").read_text())["rows"]:
+                    emit(**row)
+            else:
+                second = default_backbone_store(work, args)
+            measure_identify(second, args.queries, prefix="identify_default", model=AUTO_OFFLINE_MODEL,
+                             note="a store of the same images as default-backbone vectors (default_backbone_store)")
         failures: list[str] = []
         if not args.no_pages:
             from benchmarks.run import photos

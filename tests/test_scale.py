@@ -21,7 +21,7 @@ def scale_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("scale")
     pages = shutil.which("chromium") is not None
     done = subprocess.run([sys.executable, "benchmarks/scale.py", "--scale", "0.05", "--work", str(work), "--queries", "5", "--repeats", "1",
-                           *([] if pages else ["--no-pages"])], cwd=REPO, capture_output=True, text=True)
+                           "--default-epochs", "2", *([] if pages else ["--no-pages"])], cwd=REPO, capture_output=True, text=True)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return done, {row["name"]: row for row in rows}, work, pages
 
@@ -42,6 +42,13 @@ def test_every_stage_completes_on_a_snakeclef_shaped_store(scale_run):
     submission = (work / "submission.csv").read_text().splitlines()
     assert submission[0].startswith("observation_id") and len(submission) > 1
     assert rows["identify_p50_ms"]["queries"] == 5 and rows["identify_p50_ms"]["index_vectors"] == made["images"]
+    # identify's target is measured on a second store of the same images as the default backbone's vectors
+    default = Store(work / "store-default")
+    assert default.get_meta("model")["fingerprint"].startswith("concat(efficientnet-lite0-offline")
+    assert rows["identify_default_p50_ms"]["index_vectors"] == made["images"] == rows["default_synthesis_s"]["images"]
+    assert "met" in rows["identify_default_p50_ms"] and "met" not in rows["identify_p50_ms"]
+    # the country table given at import is recorded, so evaluate and the Metrics page use it alike
+    assert store.get_meta("country_table") and set(store.get_meta("evaluation")["variants"]) >= {"argmax/prior=country"}
 
 
 def test_every_page_opens_and_answers_on_it(scale_run):
