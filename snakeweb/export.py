@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.aggregate import top_k
-from snakeweb.answers import UNKNOWN_TAXON, Taxa, Thresholds, decide
+from snakeweb.answers import UNKNOWN_TAXON, Answers, Taxa, Thresholds, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
 from snakeweb.store import Store, write_atomically
@@ -23,6 +23,7 @@ from snakeweb.store import Store, write_atomically
 
 ANSWER_SCHEMA_VERSION = "snakeweb.answer/1"
 EXPORT_FORMATS = ("jsonl", "csv")
+DECIDE_ROWS = 8192  # observations decided at a time (observation_answers)
 # CSV keeps the flat fields; nested ones (raw top-k, failures, provenance) are JSON text in their cell
 NESTED = ("raw_top_k", "failures", "provenance")
 
@@ -52,22 +53,32 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
     prior = live.current() if live else None
     row_of = {o: i for i, o in enumerate(observation_ids)}
     wanted = [o for o in observations["observation_id"] if o in row_of]
-    probs = probabilities[[row_of[o] for o in wanted]] if wanted else np.zeros((0, len(taxa)))
+    rows_wanted = np.array([row_of[o] for o in wanted], dtype=np.int64)
     country_of = observations.set_index("observation_id")["country_code"]
     countries = [c if isinstance(c, str) else None for c in country_of.reindex(wanted)]
-    weights = records = None
-    if prior is not None and len(wanted):
-        cache: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
+    cache: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
+    if prior is not None:
         for country in set(countries):
             usable = country is not None and prior.note(country, taxa.names) is None
             cache[country] = ((prior.weights(taxa.names, country), prior.records(taxa.names, country)) if usable
                               else (np.ones(len(taxa)), np.full(len(taxa), -1, np.int8)))
-        weights = np.stack([cache[c][0] for c in countries])
-        records = np.stack([cache[c][1] for c in countries])
     out_of_store = _out_of_store(store, head, split=split)
-    answers = decide(probs, taxa, thresholds, head.venom_weight, rank, range_mode, weights, records,
-                     out_of_store=np.array([bool(out_of_store.get(o)) for o in wanted], dtype=bool))
-    raw_indices, raw_probs = top_k(probs, top) if len(wanted) else (np.zeros((0, 0), int), np.zeros((0, 0)))
+    novel = np.array([bool(out_of_store.get(o)) for o in wanted], dtype=bool)
+    # decided DECIDE_ROWS observations at a time: the range step and the roll-ups hold several float64 [rows, K]
+    # arrays, 1.5 GB each for all 103k SnakeCLEF observations at once (predict peaked at 9.75 GB)
+    parts, raw_indices, raw_probs = [], [], []
+    for start in range(0, len(wanted), DECIDE_ROWS):
+        chunk = slice(start, start + DECIDE_ROWS)
+        probs = probabilities[rows_wanted[chunk]]
+        weights = np.stack([cache[c][0] for c in countries[chunk]]) if cache else None
+        records = np.stack([cache[c][1] for c in countries[chunk]]) if cache else None
+        parts.append(decide(probs, taxa, thresholds, head.venom_weight, rank, range_mode, weights, records, out_of_store=novel[chunk]))
+        indices, values = top_k(probs, top)
+        raw_indices.append(indices)
+        raw_probs.append(values)
+    answers = _joined(parts)
+    raw_indices = np.concatenate(raw_indices) if raw_indices else np.zeros((0, 0), int)
+    raw_probs = np.concatenate(raw_probs) if raw_probs else np.zeros((0, 0))
     failures = _failures(store)
     decision = decision_settings(head, thresholds, rank, range_mode, getattr(prior, "source", None), live.version if live else 0,
                                  aggregation)
@@ -104,6 +115,19 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
         )
         records_out.append(record)
     return records_out
+
+
+def _joined(parts: list[Answers]) -> Answers | None:
+    """The per-row fields of answers decided in chunks, in order (the [n, K] probabilities are left out: the
+    records do not carry them)."""
+    if not parts:
+        return None
+    fields = {}
+    for name in ("rank", "taxon", "score", "source", "venom_status", "p_venomous", "p_unknown_venom", "unconstrained_top", "class_index"):
+        fields[name] = np.concatenate([getattr(p, name) for p in parts])
+    for name in ("name", "out_of_range"):
+        fields[name] = [value for p in parts for value in getattr(p, name)]
+    return Answers(**fields, probabilities=np.zeros((0, 0)))
 
 
 def _known(family: object) -> str | None:

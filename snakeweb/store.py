@@ -200,24 +200,33 @@ class Store:
     def embeddings(self, where: str = "TRUE") -> tuple[np.ndarray, np.ndarray]:
         """(image_ids int64 [n], vectors float32 [n, D]) of embedded images matching a condition on `images i`,
         ordered by id. Streamed in Arrow batches into one preallocated matrix, so reading 182k x 3840 vectors
-        (2.8 GB) peaks at about that plus a batch, not at three copies (an object array of lists, np.stack, astype)."""
+        (2.8 GB) peaks at about that plus a batch, not at three copies (an object array of lists, np.stack, astype).
+        The ids are sorted apart and each batch lands at its ids' rows: an ORDER BY on the vectors made DuckDB sort
+        all of them in memory first, past its memory cap (SNAKEWEB_DUCKDB_MEMORY) at 182k x 3840."""
         select = f"FROM embeddings e JOIN images i USING (image_id) WHERE {where}"
         with self.connect(read_only=True) as con:
+            con.execute("BEGIN TRANSACTION")  # one snapshot for the ids and the vectors
             # fetched to the end: DuckDB 2 refuses a new query on a connection with an unfinished result
-            n, dim = con.execute(f"SELECT count(*), max(len(e.vector)) {select}").fetchall()[0]
-            if not n:
+            ids = np.sort(con.execute(f"SELECT e.image_id {select}").fetchnumpy()["image_id"].astype(np.int64))
+            if not len(ids):
                 return np.zeros(0, np.int64), np.zeros((0, 0), dtype=np.float32)
-            ids, vectors = np.empty(n, np.int64), np.empty((n, int(dim)), np.float32)
+            # one row's length: the cast to FLOAT[D] below refuses any other
+            dim = int(con.execute(f"SELECT len(e.vector) {select} LIMIT 1").fetchall()[0][0])
+            vectors = np.empty((len(ids), dim), np.float32)
+            filled = np.zeros(len(ids), dtype=bool)
             # a fixed-size FLOAT[D] column flattens to one float32 buffer per batch, without per-row objects
             # con.sql streams; an execute() result's Arrow reader copies every row first
-            reader = con.sql(f"SELECT e.image_id, e.vector::FLOAT[{int(dim)}] AS vector {select} ORDER BY e.image_id") \
-                .to_arrow_reader(max(1024, 2**22 // int(dim)))
-            start = 0
+            reader = con.sql(f"SELECT e.image_id, e.vector::FLOAT[{dim}] AS vector {select}").to_arrow_reader(max(1024, 2**22 // dim))
             for batch in reader:
-                stop = start + batch.num_rows
-                ids[start:stop] = batch.column(0).to_numpy()
-                vectors[start:stop] = batch.column(1).flatten().to_numpy().reshape(batch.num_rows, int(dim))
-                start = stop
+                batch_ids = batch.column(0).to_numpy()
+                rows = np.minimum(np.searchsorted(ids, batch_ids), len(ids) - 1)
+                if not np.array_equal(ids[rows], batch_ids):
+                    raise RuntimeError("the embeddings changed while they were read")  # not within one snapshot
+                vectors[rows] = batch.column(1).flatten().to_numpy().reshape(batch.num_rows, dim)
+                filled[rows] = True
+            con.execute("COMMIT")
+        if not filled.all():
+            raise RuntimeError("some embeddings were not read")
         return ids, vectors
 
 

@@ -64,3 +64,28 @@ def test_one_splits_answers_equal_the_same_observations_in_the_whole_export(stor
     for record in test:
         assert record == everything[record["observation_id"]]
     assert any(r["out_of_store"] is not None for r in test)  # the novelty search ran on them
+
+
+def test_answers_decided_in_chunks_equal_one_pass(store, tmp_path, monkeypatch):
+    """observation_answers decides DECIDE_ROWS observations at a time (memory at SnakeCLEF scale): with countries
+    and a country prior, every record equals the one decided in a single pass."""
+    import shutil
+
+    import pandas as pd
+
+    from snakeweb import export
+    from snakeweb.decisions import CountryPrior
+
+    copy = Store(shutil.copytree(store.root, tmp_path / "store"))
+    with copy.transaction() as con:  # a third of the observations in France, a third in Germany, a third unknown
+        con.execute("UPDATE observations SET country_code = CASE hash(observation_id) % 3 WHEN 0 THEN 'FR' WHEN 1 THEN 'DE' END")
+    names = copy.species()["binomial_name"].tolist()
+    prior = CountryPrior.from_overrides(pd.DataFrame({"binomial_name": [names[0], names[1], names[0]], "country_code": ["FR", "FR", "DE"],
+                                                      "present": [False, True, True]}))
+    monkeypatch.setattr(export, "DECIDE_ROWS", 10**6)
+    whole = export.observation_answers(copy, prior=prior)
+    monkeypatch.setattr(export, "DECIDE_ROWS", 7)
+    chunked = export.observation_answers(copy, prior=prior)
+    assert len(whole) > 7 * 3 and chunked == whole
+    assert {r["country"] for r in whole} == {"FR", "DE", None}
+    assert any(r["out_of_range"] for r in whole)  # the prior reached some rows

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.cli import main
@@ -320,3 +321,30 @@ def test_a_duckdb_memory_cap_too_small_is_a_sentence(built_store, monkeypatch, c
     monkeypatch.setattr(snakeweb.store, "DUCKDB_MEMORY", "lots")
     assert main(["check", "--store", str(built_store.root)]) == 2
     assert "SNAKEWEB_DUCKDB_MEMORY='lots' is not a size DuckDB takes" in capsys.readouterr().err
+
+
+def test_embeddings_are_read_in_id_order_without_sorting_them_under_the_memory_cap(tmp_path, monkeypatch):
+    """Store.embeddings streams the vectors into their ids' rows: with an ORDER BY on the vectors DuckDB sorted
+    all of them in memory and ran out under SNAKEWEB_DUCKDB_MEMORY at 182k x 3840 (2.8 GB over a 2 GB cap);
+    here 24k x 512 (49 MB) over a 24 MB cap, inserted in a shuffled order."""
+    import snakeweb.store
+
+    store = Store(tmp_path / "store").create()
+    rng = np.random.default_rng(0)
+    n, dim = 24_000, 512
+    ids = rng.permutation(np.arange(n, dtype=np.int64) * 3 + 7)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    frame = pd.DataFrame({"image_id": ids, "observation_id": [f"o{i}" for i in ids], "path": [f"p{i}.jpg" for i in ids]})
+    with store.transaction() as con:
+        con.register("frame", frame)
+        con.execute("INSERT INTO images (image_id, observation_id, path, split, status) "
+                    "SELECT image_id, observation_id, path, 'train', 'ok' FROM frame")
+        for s in range(0, n, 4000):  # the vectors in the shuffled order
+            con.register("part", pd.DataFrame({"image_id": ids[s:s + 4000], "vector": list(vectors[s:s + 4000])}))
+            con.execute("INSERT INTO embeddings SELECT image_id, vector::FLOAT[] FROM part")
+    monkeypatch.setattr(snakeweb.store, "DUCKDB_MEMORY", "24MB")
+    read_ids, read = store.embeddings()
+    order = np.argsort(ids)
+    assert np.array_equal(read_ids, ids[order]) and np.array_equal(read, vectors[order])
+    some_ids, some = store.embeddings("i.image_id % 2 = 0")
+    assert np.array_equal(some_ids, np.sort(ids[ids % 2 == 0])) and np.array_equal(some, vectors[order][ids[order] % 2 == 0])
