@@ -18,7 +18,7 @@ from snakeweb.embed_stage import StoreWriter, embed, package_versions, store_bac
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, load_head, observation_probabilities, train_head
 from snakeweb.species import possibly_venomous_class_ids
-from snakeweb.store import Store, set_meta
+from snakeweb.store import Store, read_keyed_vectors, set_meta
 
 log = logging.getLogger(__name__)
 STORED_TOP_K = 10
@@ -36,16 +36,22 @@ def training_views(store: Store, train_ids: np.ndarray, train_labels: np.ndarray
     empty = np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     if not views or len(train_ids) == 0:
         return empty
+    names = sorted(set(views))
+    # one key per (image, view), in the order of image id, then view name
+    key = f"image_id * {len(names)} + CASE view " + " ".join(f"WHEN ? THEN {r}" for r in range(len(names))) + " END"
+    marks = ", ".join("?" * len(names))
     with store.connect(read_only=True) as con:
-        rows = con.execute(
-            f"SELECT image_id, vector FROM view_embeddings WHERE view IN ({', '.join('?' * len(views))}) ORDER BY image_id, view",
-            list(views)).fetchnumpy()
-    ids = np.asarray(rows["image_id"], dtype=np.int64)
+        con.execute("BEGIN TRANSACTION")
+        keys = np.sort(con.execute(f"SELECT {key} AS key FROM view_embeddings WHERE view IN ({marks})", names * 2)
+                       .fetchnumpy()["key"].astype(np.int64))
+        vectors = read_keyed_vectors(con, f"SELECT {key} AS key, vector FROM view_embeddings WHERE view IN ({marks})", names * 2, keys)
+        con.execute("COMMIT")
+    ids = keys // len(names)
     position = np.clip(np.searchsorted(train_ids, ids), 0, len(train_ids) - 1)
     keep = train_ids[position] == ids  # views of photos now outside training (a changed split) are left out
     if not keep.any():
         return empty
-    return np.stack(rows["vector"][keep]).astype(np.float32), train_labels[position[keep]]
+    return vectors[keep], train_labels[position[keep]]
 
 
 def index(store: Store, force: bool = False) -> dict:
@@ -100,12 +106,15 @@ def labelled_embeddings(store: Store, split: str, include_reviews: bool = False)
             "  SELECT i.image_id, COALESCE(r.class_id, i.class_id) AS class_id,"
             "         CASE WHEN i.split = 'unlabelled' AND r.class_id IS NOT NULL THEN 'train' ELSE i.split END AS split"
             "  FROM images i LEFT JOIN r USING (observation_id))"
-            " SELECT l.image_id, l.class_id, e.vector FROM labelled l JOIN embeddings e USING (image_id)"
+            " SELECT l.image_id, l.class_id FROM labelled l JOIN embeddings e USING (image_id)"
             " WHERE l.class_id IS NOT NULL AND l.split = ? ORDER BY l.image_id", [split]
         ).fetchnumpy()
     ids = np.asarray(rows["image_id"], dtype=np.int64)
     labels = np.asarray(rows["class_id"], dtype=np.int64)
-    vectors = np.stack(rows["vector"]).astype(np.float32) if len(ids) else np.zeros((0, 0), np.float32)
+    # the vectors streamed apart (Store.embeddings): fetched with the labels they came as an object array of lists
+    found, vectors = store.embeddings(ids=ids)
+    if not np.array_equal(found, ids):
+        raise SnakewebError("The store changed while the training vectors were read; run the stage again.")
     return ids, vectors, labels
 
 

@@ -197,37 +197,50 @@ class Store:
         """Image ids that have an embedding, sorted; cheap, for up-to-date and integrity checks."""
         return self.query("SELECT image_id FROM embeddings ORDER BY image_id")["image_id"].to_numpy(np.int64)
 
-    def embeddings(self, where: str = "TRUE") -> tuple[np.ndarray, np.ndarray]:
-        """(image_ids int64 [n], vectors float32 [n, D]) of embedded images matching a condition on `images i`,
-        ordered by id. Streamed in Arrow batches into one preallocated matrix, so reading 182k x 3840 vectors
-        (2.8 GB) peaks at about that plus a batch, not at three copies (an object array of lists, np.stack, astype).
-        The ids are sorted apart and each batch lands at its ids' rows: an ORDER BY on the vectors made DuckDB sort
-        all of them in memory first, past its memory cap (SNAKEWEB_DUCKDB_MEMORY) at 182k x 3840."""
+    def embeddings(self, where: str = "TRUE", ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(image_ids int64 [n], vectors float32 [n, D]) of embedded images matching a condition on `images i`
+        (and, with `ids`, among those image ids), ordered by id. Streamed by `read_keyed_vectors`, so reading
+        182k x 3840 vectors (2.8 GB) peaks at about that plus a batch."""
         select = f"FROM embeddings e JOIN images i USING (image_id) WHERE {where}"
         with self.connect(read_only=True) as con:
             con.execute("BEGIN TRANSACTION")  # one snapshot for the ids and the vectors
+            if ids is not None:
+                import pyarrow as pa
+
+                con.register("_wanted_ids", pa.table({"image_id": np.asarray(ids, dtype=np.int64)}))
+                select += " AND e.image_id IN (SELECT image_id FROM _wanted_ids)"
             # fetched to the end: DuckDB 2 refuses a new query on a connection with an unfinished result
-            ids = np.sort(con.execute(f"SELECT e.image_id {select}").fetchnumpy()["image_id"].astype(np.int64))
-            if not len(ids):
-                return np.zeros(0, np.int64), np.zeros((0, 0), dtype=np.float32)
-            # one row's length: the cast to FLOAT[D] below refuses any other
-            dim = int(con.execute(f"SELECT len(e.vector) {select} LIMIT 1").fetchall()[0][0])
-            vectors = np.empty((len(ids), dim), np.float32)
-            filled = np.zeros(len(ids), dtype=bool)
-            # a fixed-size FLOAT[D] column flattens to one float32 buffer per batch, without per-row objects
-            # con.sql streams; an execute() result's Arrow reader copies every row first
-            reader = con.sql(f"SELECT e.image_id, e.vector::FLOAT[{dim}] AS vector {select}").to_arrow_reader(max(1024, 2**22 // dim))
-            for batch in reader:
-                batch_ids = batch.column(0).to_numpy()
-                rows = np.minimum(np.searchsorted(ids, batch_ids), len(ids) - 1)
-                if not np.array_equal(ids[rows], batch_ids):
-                    raise RuntimeError("the embeddings changed while they were read")  # not within one snapshot
-                vectors[rows] = batch.column(1).flatten().to_numpy().reshape(batch.num_rows, dim)
-                filled[rows] = True
+            found = np.sort(con.execute(f"SELECT e.image_id {select}").fetchnumpy()["image_id"].astype(np.int64))
+            vectors = read_keyed_vectors(con, f"SELECT e.image_id AS key, e.vector {select}", [], found)
             con.execute("COMMIT")
-        if not filled.all():
-            raise RuntimeError("some embeddings were not read")
-        return ids, vectors
+        return found, vectors
+
+
+def read_keyed_vectors(con: duckdb.DuckDBPyConnection, sql: str, params: list, keys: np.ndarray) -> np.ndarray:
+    """float32 [len(keys), D]: the rows of `sql` (columns `key` BIGINT and `vector` FLOAT[], one row per key of the
+    sorted, unique int64 `keys`) streamed in Arrow batches into the row of their key, in one preallocated matrix.
+    An ORDER BY on the vectors made DuckDB sort all of them in memory first, past its memory cap
+    (SNAKEWEB_DUCKDB_MEMORY) at 182k x 3840; an object array of lists, np.stack and astype held three copies.
+    Run it inside the transaction `keys` were read in. Raises RuntimeError when a row's key is not in `keys`."""
+    if not len(keys):
+        return np.zeros((0, 0), dtype=np.float32)
+    # one row's length: the cast to FLOAT[D] below refuses any other
+    dim = int(con.execute(f"SELECT len(vector) FROM ({sql}) LIMIT 1", params).fetchall()[0][0])
+    vectors = np.empty((len(keys), dim), np.float32)
+    filled = np.zeros(len(keys), dtype=bool)
+    # a fixed-size FLOAT[D] column flattens to one float32 buffer per batch, without per-row objects;
+    # con.sql streams, where an execute() result's Arrow reader copies every row first
+    relation = con.sql(f"SELECT key, vector::FLOAT[{dim}] AS vector FROM ({sql})", params=params or None)
+    for batch in relation.to_arrow_reader(max(1024, 2**22 // dim)):
+        batch_keys = batch.column(0).to_numpy()
+        rows = np.minimum(np.searchsorted(keys, batch_keys), len(keys) - 1)
+        if not np.array_equal(keys[rows], batch_keys):
+            raise RuntimeError("the vectors changed while they were read")  # not within one snapshot
+        vectors[rows] = batch.column(1).flatten().to_numpy().reshape(batch.num_rows, dim)
+        filled[rows] = True
+    if not filled.all():
+        raise RuntimeError("some vectors were not read")
+    return vectors
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:

@@ -202,6 +202,12 @@ def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(bui
     assert {v.name: v.ok for v in check_store(built_store)}["training views"]
     info = stages.train(built_store)
     assert info["train_view_vectors"] == 2 * len(train)
+    # streamed into their (image id, view name) rows: exactly what an ORDER BY of the table gives
+    labelled = built_store.query("SELECT image_id, class_id FROM images WHERE split = 'train' AND status = 'ok' ORDER BY image_id")
+    x, y = stages.training_views(built_store, labelled["image_id"].to_numpy(np.int64), labelled["class_id"].to_numpy(np.int64),
+                                 ["zoom", "flip"])
+    table = built_store.query("SELECT v.vector, i.class_id FROM view_embeddings v JOIN images i USING (image_id) ORDER BY image_id, view")
+    assert np.array_equal(x, np.stack(table["vector"]).astype(np.float32)) and y.tolist() == table["class_id"].tolist()
     assert Head.load(built_store.head_path).reference_ids.tolist() == train["image_id"].tolist()  # kNN votes per photo
     # other views, as many rows: the head is stale and retrains
     assert main(["embed", "--store", str(built_store.root), "--views", "flip"]) == 0
