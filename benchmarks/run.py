@@ -80,6 +80,19 @@ def vit_s14_gflops(tokens: int = 257, dim: int = 384, layers: int = 12, mlp: int
     return 2 * macs / 1e9
 
 
+def cpu_isa() -> str:
+    """The CPU's widest vector instructions, from /proc/cpuinfo's flags: what decides OpenVINO's kernels and
+    the fp32 ceiling, so every results file says which kind of machine its figures came from."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "unknown"
+    extras = [name for flag, name in (("avx512_bf16", "bf16"), ("avx512_vnni", "vnni")) if flag in flags]
+    widest = ("AVX-512" + (f" ({', '.join(extras)})" if extras else "") if "avx512f" in flags
+              else "AVX2" if "avx2" in flags else "no AVX2")
+    return widest + (", AMX" if "amx_tile" in flags else ", no AMX")
+
+
 def fp32_ceiling_gflops() -> dict:
     """What fp32 multiply-adds these cores reach: a 2048^3 matrix product through OpenVINO and through torch
     (each on every granted core), and the nominal peak at the clock /proc/cpuinfo reports (2 FMA pipes x
@@ -561,7 +574,7 @@ def main() -> None:
         return
     import platform
 
-    emit("machine", float(os.cpu_count() or 0), "cpus", cpu=platform.processor() or platform.machine())
+    emit("machine", float(os.cpu_count() or 0), "cpus", cpu=platform.processor() or platform.machine(), isa=cpu_isa())
     for name in args.only.split(","):
         started = time.perf_counter()
         BENCHES[name]()

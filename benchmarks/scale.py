@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         args.dim = dim
         del backbone
         load = os.getloadavg()[0]
-        emit("machine", os.cpu_count(), "cpus", cpu=platform.processor() or platform.machine(), python=platform.python_version(),
+        from benchmarks.run import cpu_isa
+
+        emit("machine", os.cpu_count(), "cpus", cpu=platform.processor() or platform.machine(), isa=cpu_isa(), python=platform.python_version(),
              load=round(load, 2), scale=args.scale, model=config.name, dim=dim, date=time.strftime("%Y-%m-%d"))
         if not args.reuse:
             run_product(work, store, args)
