@@ -12,11 +12,15 @@ from snakeweb.export import export_submission
 from snakeweb.ranges import overrides_version
 from views.common import current_store
 
+BAR_CHART_MAX = 60  # species drawn in the per-species F1 chart (the lowest F1 first)
+
 store = current_store()
 st.title("Metrics")
 
 
-@st.cache_data(show_spinner="Scoring…", max_entries=8)
+# a resource, not data: shared read-only (nothing below changes it), so each run is not handed an unpickled copy
+# of a SnakeCLEF-sized report (7,136 per-species records)
+@st.cache_resource(show_spinner="Scoring…", max_entries=8)
 def scored(root: str, split: str, countries: tuple[str, ...], version: tuple) -> dict:
     """The evaluate stage's saved report where it was made for this split, every country, the recorded country
     table and the current head and range records; else scored now (5.5 s on a SnakeCLEF-sized test split)."""
@@ -203,7 +207,12 @@ needle = st.text_input("Search species")
 if needle:
     table = table[table["binomial_name"].str.contains(needle, case=False, na=False)]
 st.dataframe(table, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
-chart_rows = table[table["support"] > 0].sort_values("f1")
+chart_rows = table[table["support"] > 0].sort_values(["f1", "support"], ascending=[True, False])
+if len(chart_rows) > BAR_CHART_MAX:
+    # one bar per species of 1,784 made a 25,000-pixel chart the browser drew on every visit; the table has them all
+    st.caption(f"The {BAR_CHART_MAX} species with the lowest F1 of the {len(chart_rows):,} with {split} photos "
+               "(sort or search the table above for the others).")
+    chart_rows = chart_rows.head(BAR_CHART_MAX)
 st.altair_chart(
     alt.Chart(chart_rows).mark_bar().encode(
         x=alt.X("f1", title="F1", scale=alt.Scale(domain=[0, 1])), y=alt.Y("binomial_name", sort="-x", title=None),
