@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             earlier = json.loads((store / "scale.json").read_text())
             args.model = earlier["model"]
             for row in earlier.get("rows", []):
-                emit(**row)
+                if row["name"] != "machine":  # this run's machine row follows (one per file)
+                    emit(**row)
         elif args.model == STANDIN:
             args.model = str(standin_model(work))
         config = resolve_model(args.model)
