@@ -1,7 +1,7 @@
 """The product's embed stage on a GPU, photos on disk -> vectors in a store, against the naive way in the same run.
 
     python benchmarks/gpu_embed.py [--photos DIR] [--images 32768] [--large-images 2048] [--naive-images 512] \
-        [--model base] [--out benchmarks/results/gpu_embed_h200.jsonl]
+        [--model base] [--faiss-only] [--out benchmarks/results/gpu_embed_h200.jsonl]
 
 Generates JPEGs of realistic sizes (about 640 x 480, and 1-2 MP) from real photos (`--photos`) or smooth noise,
 saves a randomly initialised DINOv2 ViT-B/14 as a transformers folder (the compute of the real checkpoint;
@@ -9,7 +9,8 @@ the hub is out of reach here), ingests the folder into a store and times `python
 cuda` itself (snakeweb.gpu_embed: nvJPEG, GPU resize, bf16, torch.compile, batch 256). The stage's own figures
 come from the store (`embed_run`: seconds, decoders, compile warm-up). Naive = the seed paper's way: HF image
 processor on PIL images + Dinov2Model, fp32, eager attention, batch 8, the whole last_hidden_state copied back.
-The model-only ceiling is the product's `DeviceForward` on random pixels. Prints one JSON object per line and
+The model-only ceiling is the product's `DeviceForward` on random pixels. Last, FAISS on the GPU vs the CPU index
+through the product's index code (faiss_on_device; `--faiss-only` runs just that). Prints one JSON object per line and
 writes them to --out if given.
 """
 
@@ -218,6 +219,52 @@ def model_only(model_dir: Path, batch: int) -> float:
     return 30 * batch / (time.perf_counter() - started)
 
 
+def faiss_on_device(n: int = 182_261, dim: int = 768, queries: int = 20_000, k: int = 11) -> None:
+    """FAISS on the GPU against the CPU index in the same run, through the product's own index code: build_index
+    (the IVF k-means on the GPU where FAISS sees one; SNAKEWEB_FAISS_GPU=0 gives the CPU baseline) and the batch
+    search of predict and the kNN head (index.on_gpu, as load_index(batch_search=True) does), on SnakeCLEF-sized
+    clustered vectors, for the automatic index kind and an exact one. Each row says where the search really ran:
+    on_gpu keeps index kinds FAISS has no GPU version of (fast-scan PQ) on the CPU. Runs without a GPU too (both
+    sides on the CPU, `ran_on` says so), which is how it is tested."""
+    from benchmarks.run import clustered_vectors
+    from snakeweb.index import IndexSpec, build_index, index_spec, on_gpu, search
+
+    x, _ = clustered_vectors(n, dim, 1784)
+    ids = np.arange(n, dtype=np.int64) + 1_000
+    q = x[np.random.default_rng(1).choice(n, queries, replace=False)]
+    saved = os.environ.get("SNAKEWEB_FAISS_GPU")
+    for kind, spec in (("auto", index_spec(n, dim)), ("flat", IndexSpec("Flat"))):
+        found, seconds = {}, {}
+        for where in ("cpu", "gpu"):
+            if where == "cpu":
+                os.environ["SNAKEWEB_FAISS_GPU"] = "0"
+            elif saved is None:
+                os.environ.pop("SNAKEWEB_FAISS_GPU", None)
+            else:
+                os.environ["SNAKEWEB_FAISS_GPU"] = saved
+            started = time.perf_counter()
+            index = build_index(ids, x, spec)
+            build_s = time.perf_counter() - started
+            searched = on_gpu(index) if where == "gpu" else index
+            search(searched, q[:100], k)  # warm-up (GPU memory, kernels)
+            started = time.perf_counter()
+            _, found[where] = search(searched, q, k)
+            seconds[where] = time.perf_counter() - started
+            ran_on = "gpu" if searched is not index else "cpu"
+            baseline = {} if where == "cpu" else {"baseline": round(queries / seconds["cpu"], 1),
+                                                   "ratio": round(seconds["cpu"] / seconds["gpu"], 2)}
+            emit(name=f"faiss_batch_search_{kind}_{where}", value=round(queries / seconds[where], 1), unit="queries/s", **baseline,
+                 ran_on=ran_on, index=spec.factory, vectors=n, dim=dim, k=k, build_s=round(build_s, 2),
+                 what="snakeweb.index.build_index + search (on_gpu for the GPU side), the product's batch-search path")
+        same = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found["cpu"], found["gpu"])]))
+        emit(name=f"faiss_gpu_vs_cpu_agreement_{kind}", value=round(same, 4), unit="share of top-k ids shared",
+             top1=round(float(np.mean(found["cpu"][:, 0] == found["gpu"][:, 0])), 4), index=spec.factory)
+    if saved is None:
+        os.environ.pop("SNAKEWEB_FAISS_GPU", None)
+    else:
+        os.environ["SNAKEWEB_FAISS_GPU"] = saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=Path, help="folder of real JPEG photos to derive the test images from")
@@ -228,7 +275,13 @@ def main() -> int:
     parser.add_argument("--fidelity", type=Path, help="folder of species folders of real photos: GPU vs CPU fp32 vectors")
     parser.add_argument("--work", type=Path, help="folder for the photos and stores (default: a temporary one)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--faiss-only", action="store_true", help="only FAISS on the GPU vs the CPU index (faiss_on_device)")
     args = parser.parse_args()
+    if args.faiss_only:  # also runs without a GPU: both sides on the CPU, each row's ran_on says so
+        faiss_on_device()
+        if args.out:
+            args.out.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
+        return 0
     if not torch.cuda.is_available():
         print("No CUDA device: this benchmark needs a GPU (the CPU one is `python benchmarks/run.py`).", file=sys.stderr)
         return 2
@@ -252,7 +305,8 @@ def main() -> int:
               for options in ({"producers": 3}, {"producers": 3, "processes": False}, {"producers": 3, "mode": "reduce-overhead"})]
     steps += [lambda: emit(name=f"gpu_model_only_vit_{args.model}", value=round(model_only(model_dir, 256), 1), unit="img/s", batch=256,
                            what="snakeweb.gpu_embed.DeviceForward on random pixels on the GPU (no decode, no store)"),
-              lambda: embed_stage(f"vit_{args.model}_1-2MP", work / "large", model_dir, work, baseline, None)]
+              lambda: embed_stage(f"vit_{args.model}_1-2MP", work / "large", model_dir, work, baseline, None),
+              faiss_on_device]
     for step in steps:  # the headline first: a run cut short still reports it
         try:
             step()

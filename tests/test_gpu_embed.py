@@ -5,6 +5,7 @@ fidelity of GPU vectors against the CPU fp32 path runs where CUDA is present."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -254,3 +255,19 @@ def test_asking_for_a_gpu_torch_cannot_use_is_one_sentence_and_exit_2(tmp_path, 
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err, err
     assert Store(root).query("SELECT count(*) AS n FROM embeddings")["n"][0] == 0
+
+
+def test_the_faiss_gpu_comparison_runs_through_the_product_index_code_without_a_gpu(monkeypatch):
+    """benchmarks/gpu_embed.py's FAISS rows, made ready for a GPU session: without one both sides search on the CPU,
+    the rows say so, and the two sides agree exactly."""
+    from benchmarks import gpu_embed
+
+    monkeypatch.setattr(gpu_embed, "RESULTS", [])
+    monkeypatch.setenv("SNAKEWEB_FAISS_GPU", "0")
+    gpu_embed.faiss_on_device(n=3_000, dim=32, queries=200, k=5)
+    rows = {r["name"]: r for r in gpu_embed.RESULTS}
+    assert set(rows) == {f"faiss_batch_search_{kind}_{where}" for kind in ("auto", "flat") for where in ("cpu", "gpu")} | {
+        "faiss_gpu_vs_cpu_agreement_auto", "faiss_gpu_vs_cpu_agreement_flat"}
+    assert all(rows[f"faiss_batch_search_{kind}_gpu"]["ran_on"] == "cpu" for kind in ("auto", "flat"))
+    assert rows["faiss_gpu_vs_cpu_agreement_flat"]["value"] == 1.0 and rows["faiss_batch_search_flat_gpu"]["ratio"] > 0
+    assert os.environ["SNAKEWEB_FAISS_GPU"] == "0"  # the caller's setting is put back
