@@ -57,6 +57,12 @@ NOT_ONE_COUNTRY = {
 }
 
 
+def is_area_without_code(text: str) -> bool:
+    """Whether `text` names an area ISO 3166 gives no code of its own (Northern Cyprus): a country-table column
+    for it is left out with a note, where any other header that names no one country is refused."""
+    return _key(text) in ("n cyprus", "northern cyprus")
+
+
 class CountryError(SnakewebError):
     """A country that is not exactly one current country; the message lists the real candidates."""
 

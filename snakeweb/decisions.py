@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from snakeweb.countries import country_name, lookup_country, resolve_country
+from snakeweb.countries import country_name, is_area_without_code, lookup_country, refusal, resolve_country
 from snakeweb.errors import SnakewebError
 from snakeweb.options import DECISIONS  # defined there so the command line offers them without pandas
 from snakeweb.species import taxon_key
@@ -125,16 +125,27 @@ class CountryPrior:
         names, countries = table.frame.columns[0], list(table.frame.columns[1:])
         codes: dict[str, str] = {}
         unmatched: list[str] = []
+        refused: list[str] = []
         for position, column in enumerate(countries, 2):
             header = table.headers.get(column, column)  # as written: 'Congo (Kinshasa)' must not become 'congo'
             code = lookup_country(header)
             if code:
                 codes[column] = code
-            else:
-                unmatched.append(header or f"(empty header of column {position})")
+                continue
+            unmatched.append(header or f"(empty header of column {position})")
+            # an area ISO 3166 has no code for (the real table's 'n cyprus') and an empty column are left out with
+            # a note; any other header that names no one country is refused: a typo of 'namibia' would otherwise
+            # leave Namibia without its prior, unsaid
+            empty = table.frame[column].isna().all() or (table.frame[column].astype(str).str.strip() == "").all()
+            if not (is_area_without_code(header) or (not str(header).strip() and empty)):
+                refused.append(refusal(header) if str(header).strip() else
+                               f"Column {position} has no header but holds values: head it with its country.")
         if not codes:
             raise table.fail(f"none of its column headers is a country snakeweb knows (e.g. {', '.join(unmatched[:3])}); "
                              "give one column per country, headed by its name or ISO code.")
+        if refused:
+            raise table.fail(f"{len(refused)} column header(s) name no one country. " + " ".join(refused[:3])
+                             + " Rename or remove those columns.")
         if unmatched:
             log.warning("%d column(s) of the species x country table %s name no country snakeweb knows and are not used: %s",
                         len(unmatched), path, ", ".join(unmatched[:10]))

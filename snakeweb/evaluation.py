@@ -3,6 +3,7 @@ and without the country prior, plus the per-species table (stored in DuckDB for 
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,26 +109,39 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
 
 
 def _basis(store: Store, split: str, aggregation: str, country_table: str | None, countries: list[str] | None) -> dict:
-    """What an evaluation report depends on besides the photos' vectors (which the head's digest covers): the
-    species (names, venom status, taxonomy) and the observations' labels, countries and splits by digest."""
+    """Everything an evaluation report depends on, by digest: the species (names, venom status, taxonomy), the
+    observations (labels, countries, splits), the images (which observation each belongs to, its label, status
+    and split) and which of them have vectors, the model that made them, the head (training digest and file),
+    the index file (the kNN part votes through it), the country table's bytes and the range records. A report
+    whose basis is not the store's current one no longer holds (tests/test_rank_metrics.py changes each)."""
     with store.connect(read_only=True) as con:
-        species, observations = con.execute(
+        digests = con.execute(
             "SELECT (SELECT sum(hash(class_id, binomial_name, genus, family, venom_status)) FROM species), "
-            "(SELECT sum(hash(observation_id, class_id, country_code, split)) FROM observations)"
+            "(SELECT sum(hash(observation_id, class_id, country_code, split)) FROM observations), "
+            "(SELECT sum(hash(image_id, observation_id, class_id, status, split)) FROM images), "
+            "(SELECT count(*) || ':' || sum(hash(image_id)) FROM embeddings)"
         ).fetchone()
-    return {"species": str(species), "observations": str(observations), "split": split, "aggregation": aggregation,
-            "countries": sorted(countries or []),
+    table = Path(country_table).resolve() if country_table else None
+    return {"split": split, "aggregation": aggregation, "countries": sorted(countries or []),
+            **dict(zip(("species", "observations", "images", "embeddings"), map(str, digests))),
+            "model": (store.get_meta("model") or {}).get("fingerprint"),
             "head": (store.get_meta("head") or {}).get("training_digest"),
-            "head_file": store.head_path.stat().st_mtime_ns if store.head_path.is_file() else None,
-            "country_table": str(Path(country_table).resolve()) if country_table else None,
+            "head_file": _stamp(store.head_path), "index_file": _stamp(store.index_path),
+            "country_table": str(table) if table else None,
+            "country_table_sha256": hashlib.sha256(table.read_bytes()).hexdigest() if table and table.is_file() else None,
             "range_records": overrides_version(store)}
+
+
+def _stamp(path: Path) -> list[int] | None:
+    """(modification time in ns, size in bytes) of a file, None when it is absent."""
+    return [path.stat().st_mtime_ns, path.stat().st_size] if path.is_file() else None
 
 
 def stored_report(store: Store, split: str, country_table: str | None, aggregation: str = "mean-log") -> dict | None:
     """The report the evaluate stage saved, with its per-species tables as records (`species_metrics`), when it
-    was computed for this split, aggregation and country table (None: no prior) on every country, with the
-    store's current head and range records (`saved` True); else None. Lets the Metrics page open a SnakeCLEF-sized store
-    without re-scoring it (5.5 s on 10k test observations of 182k images)."""
+    was computed for this split, aggregation and country table (None: no prior) on every country, from what the
+    store and the table hold now (`_basis`; `saved` True); else None. Lets the Metrics page open a SnakeCLEF-sized
+    store without re-scoring it (5.5 s on 10k test observations of 182k images)."""
     report = store.get_meta("evaluation")
     if not report or report.get("basis") != _basis(store, split, aggregation, country_table, None):
         return None

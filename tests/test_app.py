@@ -96,6 +96,16 @@ def test_metrics_page_shows_the_saved_evaluation(store, tmp_path, monkeypatch):
     saved = Store(copy).get_meta("evaluation")["variants"]
     shown = app.dataframe[0].value.set_index("decision")
     assert shown.loc["argmax", "macro F1"] == pytest.approx(saved["argmax/prior=none"]["F1 Score"])
+    # the store changes under the running dashboard (a venom status corrected): the same server must not keep
+    # serving the report it cached, nor call it saved
+    with Store(copy).transaction() as con:
+        con.execute("UPDATE species SET venom_status = CASE WHEN venom_status = 'venomous' THEN 'harmless' ELSE 'venomous' END "
+                    "WHERE class_id = (SELECT min(class_id) FROM species)")
+    app.run()
+    assert not app.exception and not any("Scores saved" in c.value for c in app.caption)
+    assert main(["evaluate", "--store", str(copy), "--split", "train"]) == 0
+    app.run()
+    assert any("Scores saved by the evaluate stage" in c.value for c in app.caption)
     if app.multiselect[0].options:  # a country chosen: scored now, on those observations only
         app.multiselect[0].set_value(app.multiselect[0].options[:1]).run()
         assert not app.exception and not any("Scores saved" in c.value for c in app.caption)

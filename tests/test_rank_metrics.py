@@ -255,11 +255,14 @@ def test_the_saved_evaluation_is_reused_only_while_it_holds(built_store, tmp_pat
     only for the split, country table, head, species and range records it was made with."""
     import shutil
 
+    from snakeweb.decisions import CountryPrior
     from snakeweb.evaluation import evaluate, stored_report
     from snakeweb.ranges import add_range_override
     from snakeweb.store import Store
 
     store = Store(shutil.copytree(built_store.root, tmp_path / "store"))
+    with store.transaction() as con:  # whatever an earlier test saved
+        con.execute("DELETE FROM run_metadata WHERE key = 'evaluation'")
     assert stored_report(store, "train", None) is None  # nothing saved yet
     saved = evaluate(store, "train")
     fresh = evaluate(store, "train", save=False)
@@ -279,3 +282,23 @@ def test_the_saved_evaluation_is_reused_only_while_it_holds(built_store, tmp_pat
         con.execute("UPDATE species SET venom_status = CASE WHEN venom_status = 'venomous' THEN 'harmless' ELSE 'venomous' END "
                     "WHERE class_id = ?", [int(species["class_id"].iloc[-1])])
     assert stored_report(store, "train", None) is None
+    # one more photo (and its vector) of an observation already scored: its probabilities change
+    evaluate(store, "train")
+    assert stored_report(store, "train", None) is not None
+    with store.transaction() as con:
+        con.execute("INSERT INTO images (image_id, observation_id, path, class_id, split, status) SELECT max(image_id) + 1, "
+                    "arg_min(observation_id, image_id), 'extra.jpg', arg_min(class_id, image_id), 'train', 'ok' FROM images "
+                    "WHERE split = 'train'")
+        con.execute("INSERT INTO embeddings SELECT (SELECT max(image_id) FROM images), vector FROM embeddings LIMIT 1")
+    assert stored_report(store, "train", None) is None
+    # the recorded country table edited in place (same path, other bytes)
+    table = tmp_path / "Species_Relevance.csv"
+    table.write_text("binomial_name;FR\n" + "\n".join(f"{n};1" for n in names_of(store)) + "\n")
+    evaluate(store, "train", CountryPrior.from_csv(table), country_table=str(table))
+    assert stored_report(store, "train", str(table)) is not None
+    table.write_text(table.read_text().replace(";1\n", ";0\n", 1))
+    assert stored_report(store, "train", str(table)) is None
+
+
+def names_of(store) -> list[str]:
+    return store.species()["binomial_name"].tolist()

@@ -648,3 +648,16 @@ def test_json_errors_reach_stdout_as_json_and_check_reports_an_ingest_only_store
     assert "venom status: 2 venomous, 1 harmless, 0 unknown" in out and "nothing embedded yet" in out
     with pytest.raises(CountryError, match="CY"):
         resolve_country("Northern Cyprus")
+
+
+@pytest.mark.parametrize("header, candidates", [("namibai", ["NA (Namibia)"]), ("Congo", ["CG", "CD"]), ("ZZ", []), ("atlantis", [])])
+def test_a_country_table_header_that_names_no_one_country_is_refused_with_candidates(tmp_path, header, candidates):
+    """A typo of 'namibia' as a column header left Namibia without its prior, with only a warning: refused now,
+    like the same value anywhere else. Northern Cyprus (no ISO code) and an empty trailing column still pass."""
+    table = tmp_path / "table.csv"
+    table.write_text(f"binomial_name;france;{header}\nNaja nigricollis;0;1\n")
+    with pytest.raises(SnakewebError) as error:
+        CountryPrior.from_csv(table)
+    assert repr(header) in str(error.value) and all(c in str(error.value) for c in candidates)
+    table.write_text("binomial_name;france;n cyprus;\nNaja nigricollis;0;1;\n")
+    assert CountryPrior.from_csv(table).unmatched_countries == ["n cyprus", "(empty header of column 4)"]

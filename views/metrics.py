@@ -1,6 +1,8 @@
 """Metrics: the official SnakeCLEF numbers of the stored evaluation; the answers people get (coverage and accuracy
 per rank, risk-coverage, reliability, the venom-critical figures); per-species table and venom safety."""
 
+from pathlib import Path
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -44,8 +46,12 @@ left, right = st.columns(2)
 split = left.selectbox("Split", splits, help="test is held out from training and from every choice made on validation")
 countries = right.multiselect("Country", sorted(observations["country_code"].dropna().unique().tolist()))
 try:
-    report = scored(str(store.root), split, tuple(countries),
-                    (str((store.get_meta("head") or {}).get("training_digest")), overrides_version(store)))
+    # keyed on what the report is made from (the store's content, its range records, the country table file), so a
+    # running dashboard does not keep serving a report the store has outgrown
+    table_path = store.get_meta("country_table")
+    table_file = Path(table_path) if table_path else None
+    table_stamp = (table_file.stat().st_mtime_ns, table_file.stat().st_size) if table_file and table_file.is_file() else None
+    report = scored(str(store.root), split, tuple(countries), (store.content_version(), overrides_version(store), table_stamp))
 except SnakewebError as exc:
     st.error(str(exc))
     st.stop()
