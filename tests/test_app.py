@@ -106,6 +106,25 @@ def test_metrics_page_shows_the_saved_evaluation(store, tmp_path, monkeypatch):
     assert main(["evaluate", "--store", str(copy), "--split", "train"]) == 0
     app.run()
     assert any("Scores saved by the evaluate stage" in c.value for c in app.caption)
+    # the recorded country table edited in place, its time and size kept: still not the saved report's table
+    import os
+
+    from snakeweb.store import set_meta
+
+    table = tmp_path / "Species_Relevance.csv"
+    names = Store(copy).species()["binomial_name"].tolist()
+    table.write_text("binomial_name;FR\n" + "".join(f"{n};1\n" for n in names))
+    with Store(copy).transaction() as con:  # photo folders carry no country: the observations are given one
+        set_meta(con, "country_table", str(table))
+        con.execute("UPDATE observations SET country_code = 'FR'")
+    assert main(["evaluate", "--store", str(copy), "--split", "train"]) == 0
+    app.run()
+    assert any("Scores saved by the evaluate stage" in c.value for c in app.caption)
+    stat = table.stat()
+    table.write_text(table.read_text().replace(";1\n", ";0\n", 1))
+    os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    app.run()
+    assert not app.exception and not any("Scores saved" in c.value for c in app.caption)
     if app.multiselect[0].options:  # a country chosen: scored now, on those observations only
         app.multiselect[0].set_value(app.multiselect[0].options[:1]).run()
         assert not app.exception and not any("Scores saved" in c.value for c in app.caption)

@@ -1,6 +1,7 @@
 """Metrics: the official SnakeCLEF numbers of the stored evaluation; the answers people get (coverage and accuracy
 per rank, risk-coverage, reliability, the venom-critical figures); per-species table and venom safety."""
 
+import hashlib
 from pathlib import Path
 
 import altair as alt
@@ -48,10 +49,11 @@ countries = right.multiselect("Country", sorted(observations["country_code"].dro
 try:
     # keyed on what the report is made from (the store's content, its range records, the country table file), so a
     # running dashboard does not keep serving a report the store has outgrown
+    # (the table by its bytes, as the saved report's basis: an edit that keeps the file's time and size still counts)
     table_path = store.get_meta("country_table")
     table_file = Path(table_path) if table_path else None
-    table_stamp = (table_file.stat().st_mtime_ns, table_file.stat().st_size) if table_file and table_file.is_file() else None
-    report = scored(str(store.root), split, tuple(countries), (store.content_version(), overrides_version(store), table_stamp))
+    table_digest = hashlib.sha256(table_file.read_bytes()).hexdigest() if table_file and table_file.is_file() else None
+    report = scored(str(store.root), split, tuple(countries), (store.content_version(), overrides_version(store), table_digest))
 except SnakewebError as exc:
     st.error(str(exc))
     st.stop()
