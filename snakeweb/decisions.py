@@ -136,10 +136,11 @@ class CountryPrior:
             # an area ISO 3166 has no code for (the real table's 'n cyprus') and an empty column are left out with
             # a note; any other header that names no one country is refused: a typo of 'namibia' would otherwise
             # leave Namibia without its prior, unsaid
-            empty = table.frame[column].isna().all() or (table.frame[column].astype(str).str.strip() == "").all()
-            if not (is_area_without_code(header) or (not str(header).strip() and empty)):
-                refused.append(refusal(header) if str(header).strip() else
-                               f"Column {position} has no header but holds values: head it with its country.")
+            if str(header).strip():
+                if not is_area_without_code(header):
+                    refused.append(refusal(header))
+            elif not (table.frame[column].isna().all() or (table.frame[column].astype(str).str.strip() == "").all()):
+                refused.append(f"Column {position} has no header but holds values: head it with its country.")
         if not codes:
             raise table.fail(f"none of its column headers is a country snakeweb knows (e.g. {', '.join(unmatched[:3])}); "
                              "give one column per country, headed by its name or ISO code.")

@@ -3,7 +3,6 @@ and without the country prior, plus the per-species table (stored in DuckDB for 
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from snakeweb.calibration import ece, reliability
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head
+from snakeweb.provenance import file_id
 from snakeweb.ranges import effective_prior, overrides_version
 from snakeweb.scoring import official_scores, per_species_table, venom_confusion
 from snakeweb.species import UNKNOWN, possibly_venomous_class_ids, possibly_venomous_mask
@@ -37,8 +37,8 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     """Official scores of every decision variant on one split's labelled observations (optionally only those
     from some countries); with `save`, stores the report (run_metadata 'evaluation') and per-species tables
     (`species_metrics`, one set per variant). The report carries the tables too, as records, and what it was
-    computed from (`basis`: head, country table - `country_table`, the file `prior` was read from - and range
-    records), so `stored_report` can tell whether it still holds."""
+    computed from (`basis`, see `_basis`; `country_table` is the file `prior` was read from), so `stored_report`
+    can tell whether it still holds."""
     basis = _basis(store, split, aggregation, country_table if prior is not None else None, countries)
     observation_ids, probabilities, head = observation_probabilities(store, aggregation, split=split)
     observations = store.query("SELECT observation_id, class_id, country_code, split FROM observations").set_index("observation_id")
@@ -114,21 +114,15 @@ def _basis(store: Store, split: str, aggregation: str, country_table: str | None
     and split) and which of them have vectors, the model that made them, the head (training digest and file),
     the index file (the kNN part votes through it), the country table's bytes and the range records. A report
     whose basis is not the store's current one no longer holds (tests/test_rank_metrics.py changes each)."""
-    with store.connect(read_only=True) as con:
-        digests = con.execute(
-            "SELECT (SELECT sum(hash(class_id, binomial_name, genus, family, venom_status)) FROM species), "
-            "(SELECT sum(hash(observation_id, class_id, country_code, split)) FROM observations), "
-            "(SELECT sum(hash(image_id, observation_id, class_id, status, split)) FROM images), "
-            "(SELECT count(*) || ':' || sum(hash(image_id)) FROM embeddings)"
-        ).fetchone()
+    digests = store.table_digests()
     table = Path(country_table).resolve() if country_table else None
     return {"split": split, "aggregation": aggregation, "countries": sorted(countries or []),
-            **dict(zip(("species", "observations", "images", "embeddings"), map(str, digests))),
+            **{name: digests[name] for name in ("species", "observations", "images", "embeddings")},
             "model": (store.get_meta("model") or {}).get("fingerprint"),
             "head": (store.get_meta("head") or {}).get("training_digest"),
             "head_file": _stamp(store.head_path), "index_file": _stamp(store.index_path),
             "country_table": str(table) if table else None,
-            "country_table_sha256": hashlib.sha256(table.read_bytes()).hexdigest() if table and table.is_file() else None,
+            "country_table_file": file_id(table) if table else None,
             "range_records": overrides_version(store)}
 
 

@@ -166,21 +166,30 @@ class Store:
             rows = con.execute("SELECT value FROM run_metadata WHERE key = ?", [key]).fetchall()
         return json.loads(rows[0][0]) if rows else default
 
-    def content_version(self) -> tuple:
-        """A key that changes when what identify, search and the maps read changes (photos, labels, species,
-        observations' countries and splits, predictions, any run metadata, the head and index files) and not when a review or
-        a range record is saved: keyed on the database file's modification time instead, every review made the
-        dashboard reload the model, head, index and image catalogue (2.3 s a save on a 182k-image store). Range
-        records reach identify through snakeweb.ranges.LivePrior, which watches them itself. One query of digests."""
+    def table_digests(self) -> dict[str, str]:
+        """One digest per table of what the stages read (one query): `images` (id, observation, label, status,
+        path, split), `embeddings` (which images have vectors), `species` (names, venom status, taxonomy),
+        `observations` (labels, countries, splits), `predictions` and `run_metadata`. Reviews and range records
+        are left out: they are watched apart (content_version; snakeweb.ranges.overrides_version)."""
+        names = ("images", "embeddings", "species", "observations", "predictions", "run_metadata")
         with self.connect(read_only=True) as con:
             digests = con.execute(
-                "SELECT (SELECT count(*) FROM images), (SELECT sum(hash(image_id, class_id, status, path, split)) FROM images), "
+                "SELECT (SELECT count(*) || ':' || sum(hash(image_id, observation_id, class_id, status, path, split)) FROM images), "
+                "(SELECT count(*) || ':' || sum(hash(image_id)) FROM embeddings), "
                 "(SELECT sum(hash(class_id, binomial_name, genus, family, venom_status)) FROM species), "
                 "(SELECT sum(hash(observation_id, class_id, country_code, split)) FROM observations), "
                 "(SELECT sum(hash(observation_id, rank, class_id, probability)) FROM predictions), "
                 "(SELECT sum(hash(key, value)) FROM run_metadata)").fetchone()
+        return dict(zip(names, map(str, digests)))
+
+    def content_version(self) -> tuple:
+        """A key that changes when what identify, search and the maps read changes (photos, labels, species,
+        observations' countries and splits, vectors, predictions, any run metadata, the head and index files) and not
+        when a review or a range record is saved: keyed on the database file's modification time instead, every review
+        made the dashboard reload the model, head, index and image catalogue (2.3 s a save on a 182k-image store).
+        Range records reach identify through snakeweb.ranges.LivePrior, which watches them itself."""
         files = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in (self.head_path, self.index_path))
-        return tuple(str(d) for d in digests) + files
+        return tuple(self.table_digests().values()) + files
 
     def all_meta(self) -> dict[str, Any]:
         frame = self.query("SELECT key, value FROM run_metadata ORDER BY key")

@@ -1,7 +1,6 @@
 """Metrics: the official SnakeCLEF numbers of the stored evaluation; the answers people get (coverage and accuracy
 per rank, risk-coverage, reliability, the venom-critical figures); per-species table and venom safety."""
 
-import hashlib
 from pathlib import Path
 
 import altair as alt
@@ -12,6 +11,7 @@ from snakeweb.decisions import DECISIONS, CountryPrior
 from snakeweb.errors import SnakewebError
 from snakeweb.evaluation import evaluate, stored_report
 from snakeweb.export import export_submission
+from snakeweb.provenance import file_id
 from snakeweb.ranges import overrides_version
 from views.common import current_store
 
@@ -51,9 +51,8 @@ try:
     # running dashboard does not keep serving a report the store has outgrown
     # (the table by its bytes, as the saved report's basis: an edit that keeps the file's time and size still counts)
     table_path = store.get_meta("country_table")
-    table_file = Path(table_path) if table_path else None
-    table_digest = hashlib.sha256(table_file.read_bytes()).hexdigest() if table_file and table_file.is_file() else None
-    report = scored(str(store.root), split, tuple(countries), (store.content_version(), overrides_version(store), table_digest))
+    table_id = file_id(Path(table_path)) if table_path else None
+    report = scored(str(store.root), split, tuple(countries), (store.content_version(), overrides_version(store), table_id))
 except SnakewebError as exc:
     st.error(str(exc))
     st.stop()
