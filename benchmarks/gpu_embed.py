@@ -233,15 +233,17 @@ def faiss_on_device(n: int = 182_261, dim: int = 768, queries: int = 20_000, k: 
     ids = np.arange(n, dtype=np.int64) + 1_000
     q = x[np.random.default_rng(1).choice(n, queries, replace=False)]
     saved = os.environ.get("SNAKEWEB_FAISS_GPU")
+
+    def faiss_gpu(value: str | None) -> None:  # SNAKEWEB_FAISS_GPU set to `value`, or unset for None
+        if value is None:
+            os.environ.pop("SNAKEWEB_FAISS_GPU", None)
+        else:
+            os.environ["SNAKEWEB_FAISS_GPU"] = value
+
     for kind, spec in (("auto", index_spec(n, dim)), ("flat", IndexSpec("Flat"))):
         found, seconds = {}, {}
         for where in ("cpu", "gpu"):
-            if where == "cpu":
-                os.environ["SNAKEWEB_FAISS_GPU"] = "0"
-            elif saved is None:
-                os.environ.pop("SNAKEWEB_FAISS_GPU", None)
-            else:
-                os.environ["SNAKEWEB_FAISS_GPU"] = saved
+            faiss_gpu("0" if where == "cpu" else saved)  # the caller's setting for the GPU side
             started = time.perf_counter()
             index = build_index(ids, x, spec)
             build_s = time.perf_counter() - started
@@ -259,10 +261,7 @@ def faiss_on_device(n: int = 182_261, dim: int = 768, queries: int = 20_000, k: 
         same = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found["cpu"], found["gpu"])]))
         emit(name=f"faiss_gpu_vs_cpu_agreement_{kind}", value=round(same, 4), unit="share of top-k ids shared",
              top1=round(float(np.mean(found["cpu"][:, 0] == found["gpu"][:, 0])), 4), index=spec.factory)
-    if saved is None:
-        os.environ.pop("SNAKEWEB_FAISS_GPU", None)
-    else:
-        os.environ["SNAKEWEB_FAISS_GPU"] = saved
+    faiss_gpu(saved)
 
 
 def main() -> int:

@@ -256,6 +256,14 @@ def standin_model(work: Path) -> Path:
     return folder
 
 
+def import_argv(store: Path, parquet: Path, model: str) -> list[str]:
+    """`import-embeddings` of the harness's Parquet into `store` with the real species tables, the taxonomy and the
+    species x country table (recorded, so predict, evaluate and the pages apply the country prior)."""
+    return ["import-embeddings", "--store", str(store), "--parquet", str(parquet), "--model", model,
+            "--species", str(SNAKECLEF / "class_list.csv"), str(SNAKECLEF / "venomous_status_list.csv"),
+            "--taxonomy", str(SHARED / "taxonomy" / "serpentes.csv"), "--country-table", str(SNAKECLEF / "Species_Relevance.csv")]
+
+
 def run_product(work: Path, store: Path, args: argparse.Namespace) -> None:
     """Synthesis, then every stage into `store`; records the model in store/scale.json for --reuse."""
     started = time.perf_counter()
@@ -263,11 +271,9 @@ def run_product(work: Path, store: Path, args: argparse.Namespace) -> None:
     emit("synthesis_s", round(time.perf_counter() - started, 1), "s", note="the harness's generator (Parquet + JPEGs), not the product",
          **made)
 
-    species = [str(SNAKECLEF / "class_list.csv"), str(SNAKECLEF / "venomous_status_list.csv")]
     s = ["--store", str(store)]
     stages = [
-        ("import", ["import-embeddings", *s, "--parquet", str(work / "vectors.parquet"), "--model", args.model, "--species", *species,
-                    "--taxonomy", str(SHARED / "taxonomy" / "serpentes.csv"), "--country-table", str(SNAKECLEF / "Species_Relevance.csv")]),
+        ("import", import_argv(store, work / "vectors.parquet", args.model)),
         ("index", ["index", *s]),
         ("train", ["train", *s]),
         ("predict", ["predict", *s]),
@@ -304,10 +310,8 @@ def default_backbone_store(work: Path, args: argparse.Namespace) -> Path:
     emit("default_synthesis_s", round(time.perf_counter() - started, 1), "s", note="the harness's generator (Parquet), not the product",
          **made)
     s = ["--store", str(store)]
-    species = [str(SNAKECLEF / "class_list.csv"), str(SNAKECLEF / "venomous_status_list.csv")]
     for name, argv in (
-        ("default_import", ["import-embeddings", *s, "--parquet", str(work / "vectors-default.parquet"), "--model", AUTO_OFFLINE_MODEL,
-                            "--species", *species, "--country-table", str(SNAKECLEF / "Species_Relevance.csv")]),
+        ("default_import", import_argv(store, work / "vectors-default.parquet", AUTO_OFFLINE_MODEL)),
         ("default_index", ["index", *s]),
         # capped: at full scale early stopping ends it after ~4 epochs (as on the main store); at --scale 0.05, 5 photos a
         # class in 3840 dims, validation loss keeps creeping down (0.02% an epoch) past the cap of 1,000 epochs
