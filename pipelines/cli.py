@@ -241,7 +241,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     store = Store(args.store).require()
     # as predict, export and the Metrics page: the table recorded at ingest unless another is named
     table = args.country_table or store.get_meta("country_table")
-    prior = CountryPrior.from_csv(table) if table else None
+    try:
+        prior = CountryPrior.from_csv(table) if table else None
+    except SnakewebError as exc:
+        if args.country_table:
+            raise
+        raise SnakewebError(f"{exc} It is the table recorded when the store was built; give its new place with "
+                            "--country-table FILE.") from exc
     if prior is not None:
         _check_prior(prior, store)
     report = evaluate(store, args.split, prior, args.aggregation, country_table=str(table) if table else None)

@@ -354,3 +354,18 @@ def test_embeddings_are_read_in_id_order_without_sorting_them_under_the_memory_c
     assert np.array_equal(read_ids, ids[order]) and np.array_equal(read, vectors[order])
     some_ids, some = store.embeddings("i.image_id % 2 = 0")
     assert np.array_equal(some_ids, np.sort(ids[ids % 2 == 0])) and np.array_equal(some, vectors[order][ids[order] % 2 == 0])
+
+
+def test_evaluate_says_how_to_give_a_recorded_country_table_that_has_moved(built_store, tmp_path, capsys):
+    """evaluate uses the table recorded at ingest by default; when that file has moved it stops with a sentence
+    naming the flag that gives its new place (never a traceback, never scores without the prior unasked)."""
+    import shutil
+
+    from snakeweb.store import set_meta
+
+    copy = Store(shutil.copytree(built_store.root, tmp_path / "store"))
+    with copy.transaction() as con:
+        set_meta(con, "country_table", str(tmp_path / "moved" / "Species_Relevance.csv"))
+    assert main(["evaluate", "--store", str(copy.root)]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot read the species x country table" in err and "--country-table FILE" in err and "Traceback" not in err
