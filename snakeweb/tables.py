@@ -201,7 +201,11 @@ def header_names(path: str | Path, what: str, headers: Sequence[str], columns: S
 
 def _decode(raw: bytes, path: Path, what: str, error: type[SnakewebError]) -> tuple[str, str | None]:
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16"), None  # Excel's "Unicode text"
+        try:
+            return raw.decode("utf-16"), None  # Excel's "Unicode text"
+        except UnicodeDecodeError as exc:  # a UTF-16 mark, then bytes that are not UTF-16 (cut short, or not text)
+            raise error(f"The {what} {path} starts as UTF-16 text but is not ({exc.reason} at byte {exc.start}); "
+                        "save it again as CSV (UTF-8).") from exc
     if not raw.strip():
         raise error(f"The {what} {path} is empty.")
     if b"\x00" in raw:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from snakeweb.errors import SnakewebError
@@ -121,6 +121,8 @@ def test_ground_truth_with_empty_and_float_ids_scores_only_labelled_observations
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400))
+@example(b"\xfe\xff\x00\x00\x00")  # a UTF-16 mark, then an odd byte count: was a UnicodeDecodeError traceback
+@example(b"\xff\xfea\x00,\x00b")
 def test_any_bytes_are_a_table_or_one_sentence(data):
     handle = tempfile.NamedTemporaryFile(suffix=".csv", delete=False)
     handle.write(data)
