@@ -117,17 +117,25 @@ class Store:
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False, wait_s: float = 5.0) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the DuckDB file. DuckDB lets one process write a file at a time; the build and
-        other writers hold it only for a batch at a time, so waiting a little usually succeeds."""
+        """A connection to the DuckDB file, waiting up to `wait_s` seconds while the file is busy, else
+        StoreBusyError. DuckDB lets one process write a file at a time (IOException naming the lock), and within
+        one process it refuses a read-only and a read-write connection to the same file at once
+        (ConnectionException: "different configuration"), which the dashboard meets when one session saves a
+        review while another reads. Writers hold the file for a batch at a time, so waiting usually succeeds."""
         deadline, delay = time.monotonic() + wait_s, 0.01
         while True:
             try:
                 con = duckdb.connect(str(self.db_path), read_only=read_only)
                 break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                message = str(exc).lower()
+                if "lock" not in message and "different configuration" not in message:
+                    raise SnakewebError(f"The store file {self.db_path} cannot be opened ({exc}). If it was copied or "
+                                        "moved while a build was writing it, build the store again.") from exc
+                if time.monotonic() > deadline:
                     raise StoreBusyError(
-                        f"The store {self.root} is being rebuilt or written by another process; try again in a moment."
+                        f"The store {self.root} is being rebuilt or written (by another process or dashboard session); "
+                        "try again in a moment."
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)

@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import duckdb
 import pytest
 
 from pipelines.cli import main
@@ -60,6 +62,39 @@ def test_four_reviewer_processes_store_every_review(store):
     stored = reviews(store).iloc[before:]
     assert len(stored) == 800
     assert stored.groupby("reviewer").size().to_dict() == {f"process-{n}": 200 for n in range(4)}
+
+
+@pytest.mark.parametrize("held_read_only", [True, False])
+def test_one_process_waits_for_its_own_other_connection_instead_of_failing(store, monkeypatch, held_read_only):
+    """Within one process DuckDB refuses a read-only and a read-write connection to a file at once; the dashboard
+    meets that when one session writes (a review, the reviews table on a first visit) while another reads. The
+    second connection waits for the first to close instead of raising (CI once showed the Review page a traceback)."""
+    refused, real_connect = threading.Event(), duckdb.connect
+
+    def connect_noting_refusals(*args, **kwargs):
+        try:
+            return real_connect(*args, **kwargs)
+        except duckdb.ConnectionException:
+            refused.set()
+            raise
+
+    monkeypatch.setattr(duckdb, "connect", connect_noting_refusals)
+    outcome: list = []
+
+    def second_connection():
+        try:
+            with store.connect(read_only=not held_read_only, wait_s=120) as con:
+                outcome.append(con.execute("SELECT count(*) FROM species").fetchone()[0])
+        except Exception as exc:  # noqa: BLE001 (reported by the assertion below)
+            outcome.append(exc)
+
+    with store.connect(read_only=held_read_only):
+        thread = threading.Thread(target=second_connection)
+        thread.start()
+        assert refused.wait(timeout=120), "the second connection should have been refused while the first is open"
+        assert not outcome, f"the second connection should still be waiting, not {outcome}"
+    thread.join(timeout=120)
+    assert outcome == [3]
 
 
 HOLDER = """
