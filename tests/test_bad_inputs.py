@@ -103,6 +103,7 @@ def corpus(tmp_path_factory):
     for name, make in ODD.items():
         (photos / name).write_bytes(make())
     (photos / "folder.jpg").mkdir()  # a directory named like an image
+    os.mkfifo(photos / "named-pipe.jpg")  # not a regular file: reading it would wait for a writer forever
     outside = root / "outside.jpg"
     outside.write_bytes(jpeg())
     (photos / "link-outside.jpg").symlink_to(outside)  # a link leading out of the image root
@@ -116,7 +117,7 @@ def corpus(tmp_path_factory):
 
 
 def test_corpus_has_at_least_25_cases():
-    assert len(GOOD) + len(BAD) + len(ODD) + 4 >= 25
+    assert len(GOOD) + len(BAD) + len(ODD) + 5 >= 25
 
 
 def test_build_records_every_bad_file_and_embeds_every_good_one(corpus, tmp_path, tiny_model_dir, capsys):
@@ -134,6 +135,7 @@ def test_build_records_every_bad_file_and_embeds_every_good_one(corpus, tmp_path
         assert images.loc[name, "status"] == "error" and words in images.loc[name, "error"], (name, images.loc[name, "error"])
         assert images.loc[name, "error"].count(". ") == 0  # one sentence
     assert "directory" in images.loc["folder.jpg", "error"]
+    assert "not a regular file" in images.loc["named-pipe.jpg", "error"]
     assert "outside the image folder" in images.loc["link-outside.jpg", "error"]
     assert "missing" in images.loc["broken-link.jpg", "error"] or "outside" in images.loc["broken-link.jpg", "error"]
     for name in ["no-permission.jpg", *ODD]:
