@@ -3,11 +3,27 @@
 import signal
 import subprocess
 import sys
-import time
 
 from snakeweb.integrity import check_store
 from snakeweb.store import Store
 from tests.conftest import REPO, SYNTHETIC_COLOURS, make_photo
+
+KILLED_AFTER_THREE_COMMITS = """
+import os, runpy, signal, sys
+import snakeweb.embed_stage as stage
+
+write_rows, commits = stage._write_rows, []
+
+def write_then_die_on_the_third(*args, **kwargs):
+    write_rows(*args, **kwargs)  # the transaction has committed when this returns
+    commits.append(1)
+    if len(commits) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+stage._write_rows = write_then_die_on_the_third
+sys.argv = ["pipelines", *sys.argv[1:]]
+runpy.run_module("pipelines", run_name="__main__")
+"""
 
 
 def test_kill_mid_embed_then_rerun_stores_each_image_once(tmp_path, tiny_model_dir):
@@ -16,24 +32,20 @@ def test_kill_mid_embed_then_rerun_stores_each_image_once(tmp_path, tiny_model_d
         for i in range(150):
             make_photo(photos / name / f"{i:03d}.jpg", colour, seed=i, size=(320, 240))
     store = tmp_path / "store"
-    command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--images", str(photos),
-               "--model", str(tiny_model_dir), "--batch-size", "4", "--skip-project"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    # wait until the embed stage has committed some batches, then kill without warning
-    seen = ""
-    while "embed: model" not in seen:
-        line = process.stdout.readline()
-        assert line, f"build ended before embedding: {seen}"
-        seen += line
-    time.sleep(1.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    arguments = ["build", "--store", str(store), "--images", str(photos), "--model", str(tiny_model_dir),
+                 "--batch-size", "4", "--skip-project"]
+    # the real build in a real subprocess, killed without warning (SIGKILL) right after its third embed transaction
+    # has committed: a fixed point mid-embed on any machine, where a kill after a sleep missed on a fast one
+    killed_run = subprocess.run([sys.executable, "-c", KILLED_AFTER_THREE_COMMITS, *arguments], cwd=REPO,
+                                capture_output=True, text=True)
+    assert killed_run.returncode == -signal.SIGKILL, killed_run.stdout[-2000:] + killed_run.stderr[-2000:]
+    assert "embed: model" in killed_run.stdout + killed_run.stderr
 
     killed = Store(store)
     done = int(killed.query("SELECT count(*) n FROM embeddings")["n"][0])
     assert 0 < done < 450, f"the kill should land mid-embed, but {done} of 450 were embedded"
 
-    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    rerun = subprocess.run([sys.executable, "-m", "pipelines", *arguments], cwd=REPO, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "0 new image(s), 450 already" in rerun.stdout
     images = killed.query("SELECT image_id, path, status FROM images")
