@@ -138,8 +138,8 @@ class LivePrior:
                 version = overrides_version(self.store)
                 if version != self._version:
                     self._prior, self._version = effective_prior(self.store, self.base), version
-            # another process writes the file (StoreBusyError) or this process has a write connection open
-            # (ConnectionException): the records read last time stay in effect until the store can be read again
-            except (StoreBusyError, duckdb.ConnectionException):
+            # another process or dashboard session held the file past Store.connect's wait: the records read last
+            # time stay in effect until the store can be read again
+            except StoreBusyError:
                 pass
             return self._prior
