@@ -191,7 +191,7 @@ def test_dashboard_upload_of_bad_files_warns_and_goes_on(corpus, tmp_path, tiny_
     store = tmp_path / "store"
     assert main(["build", "--store", str(store), "--images", str(corpus / "photos"), "--model", str(tiny_model_dir), "--skip-project"]) == 0
     monkeypatch.setenv("SNAKEWEB_STORE", str(store))
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=900).run()
     folder = corpus / "photos" / "Natrix natrix"
     uploads = [(n, (folder / n).read_bytes(), "image/jpeg") for n in ["bomb.png", "truncated.jpg", "plain.jpg"]]
     app.file_uploader[0].set_value(uploads).run()

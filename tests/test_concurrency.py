@@ -133,7 +133,7 @@ def test_dashboard_pages_say_the_store_is_being_rebuilt(store, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("SNAKEWEB_STORE", str(store.root))
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()  # loads while the store is free
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=900).run()  # loads while the store is free
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.db_path), "20"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "holding"
     try:

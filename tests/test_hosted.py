@@ -26,7 +26,7 @@ def store(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
 
 def gated_app(store, monkeypatch) -> AppTest:
     monkeypatch.setenv("SNAKEWEB_STORE", str(store))
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=900)
     app.secrets["reviewers"] = {"ana": hash_password(PASSWORD, iterations=1000)}
     return app
 
@@ -59,7 +59,7 @@ def test_failed_login_never_echoes_the_password(store, monkeypatch):
 
 def test_search_refuses_image_ids_outside_the_store(store, monkeypatch):
     monkeypatch.setenv("SNAKEWEB_STORE", str(store))
-    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    app = AppTest.from_file(str(REPO / "app.py"), default_timeout=900).run()
     app.switch_page("views/search.py").run()
     app.radio[0].set_value("a store image").run()
     app.number_input[0].set_value(999_999).run()
