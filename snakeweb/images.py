@@ -242,9 +242,10 @@ def read_image(path: str | Path, min_side: int = 0) -> DecodedImage:
     try:
         if path.is_dir():
             raise ImageReadError("it is a directory, not an image file")
-        if not stat.S_ISREG(path.stat().st_mode):  # reading a named pipe would wait for a writer forever
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # reading a named pipe would wait for a writer forever
             raise ImageReadError("it is not a regular file (a named pipe, socket or device), so snakeweb does not read it")
-        if path.stat().st_size > MAX_FILE_BYTES:
+        if info.st_size > MAX_FILE_BYTES:
             raise ImageReadError(f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB; no photo is that large")
         data = path.read_bytes()
     except PermissionError as exc:

@@ -82,7 +82,7 @@ def write_with_retries(store: Store, work, what: str, wait_s: float = 60.0) -> N
                     raise
                 con.execute("COMMIT")
             return
-        except (StoreBusyError, duckdb.TransactionException, duckdb.IOException, duckdb.ConnectionException):
+        except (StoreBusyError, duckdb.TransactionException, duckdb.IOException):  # busy (Store.connect waited), a conflict
             pass
         attempt += 1
         time.sleep(min(0.02 * attempt, 0.5))
