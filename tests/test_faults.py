@@ -1,9 +1,7 @@
 """SIGKILL the build at several points of each stage, re-run, and compare with an uninterrupted build."""
 
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,15 +11,38 @@ from snakeweb.index import index_ids, load_index
 from snakeweb.integrity import check_store
 from snakeweb.store import Store
 from tests.conftest import REPO, SYNTHETIC_COLOURS, make_photo
+from tests.killpoints import run_killed
 
-# (marker printed just before the stage we want to interrupt, seconds to wait after it)
+# where each run is killed: (function, "before"/"after", which call), a fixed point of the code on any machine
 KILL_POINTS = {
-    "during ingest": (None, 0.0),  # killed as soon as the process has started
-    "mid-embed": ("embed: model", 0.8),
-    "during index": ("embed: 60 embedded", 0.0),
-    "during head training": ("index:", 0.0),
-    "during predict": ("train:", 0.0),
-    "during UMAP": ("predict:", 0.5),
+    # inside ingest's one transaction, its rows inserted but not committed
+    "during ingest": ("snakeweb.ingest:_update_splits", "after", 1),
+    # right after the second embed transaction has committed, with most images still pending
+    "mid-embed": ("snakeweb.embed_stage:_write_rows", "after", 2),
+    # the index file written, its run metadata not yet recorded
+    "during index": ("snakeweb.index:save_index", "after", 1),
+    # the head file written, its run metadata (and the novelty threshold) not yet recorded
+    "during head training": ("snakeweb.heads:Head.save", "after", 1),
+    # the predictions committed, the answers and held-out summary not yet
+    "during predict": ("snakeweb.export:store_answers", "before", 1),
+    # the map about to be computed, nothing of it stored
+    "during UMAP": ("snakeweb.projection:project_2d", "before", 1),
+}
+
+
+
+def _count(store: Store, table: str) -> int:
+    return int(store.query(f"SELECT count(*) n FROM {table}")["n"][0])
+
+
+# what the killed run leaves behind at each point (checked, so a moved point cannot go unnoticed)
+KILLED_STATE = {
+    "during ingest": lambda s: _count(s, "images") == 0,
+    "mid-embed": lambda s: 0 < _count(s, "embeddings") < 60,
+    "during index": lambda s: s.index_path.is_file() and s.get_meta("index") is None,
+    "during head training": lambda s: s.head_path.is_file() and s.get_meta("head") is None,
+    "during predict": lambda s: _count(s, "predictions") > 0 and s.get_meta("held_out") is None,
+    "during UMAP": lambda s: s.get_meta("held_out") is not None and _count(s, "projection") == 0,
 }
 
 
@@ -61,20 +82,11 @@ def reference(tmp_path_factory, photos, tiny_model_dir):
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_killed_build_resumes_to_the_same_store(point, photos, tiny_model_dir, reference, tmp_path):
-    marker, delay = KILL_POINTS[point]
+    target, when, nth = KILL_POINTS[point]
     store = tmp_path / "store"
     project = point == "during UMAP"
-    process = subprocess.Popen(command(store, photos, tiny_model_dir, project), cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    if marker is not None:
-        seen = ""
-        while marker not in seen:
-            line = process.stdout.readline()
-            assert line, f"the build ended before {marker!r}: {seen}"
-            seen = line
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    run_killed(target, when, nth, command(store, photos, tiny_model_dir, project)[3:], REPO)
+    assert KILLED_STATE[point](Store(store)), f"the kill {point} left another state than the one this test is for"
 
     rerun = subprocess.run(command(store, photos, tiny_model_dir, project), cwd=REPO, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

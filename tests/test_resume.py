@@ -1,29 +1,12 @@
 """Killing the build mid-embed (SIGKILL, a real subprocess) and re-running stores every image exactly once."""
 
-import signal
 import subprocess
 import sys
 
 from snakeweb.integrity import check_store
 from snakeweb.store import Store
 from tests.conftest import REPO, SYNTHETIC_COLOURS, make_photo
-
-KILLED_AFTER_THREE_COMMITS = """
-import os, runpy, signal, sys
-import snakeweb.embed_stage as stage
-
-write_rows, commits = stage._write_rows, []
-
-def write_then_die_on_the_third(*args, **kwargs):
-    write_rows(*args, **kwargs)  # the transaction has committed when this returns
-    commits.append(1)
-    if len(commits) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-stage._write_rows = write_then_die_on_the_third
-sys.argv = ["pipelines", *sys.argv[1:]]
-runpy.run_module("pipelines", run_name="__main__")
-"""
+from tests.killpoints import run_killed
 
 
 def test_kill_mid_embed_then_rerun_stores_each_image_once(tmp_path, tiny_model_dir):
@@ -36,9 +19,7 @@ def test_kill_mid_embed_then_rerun_stores_each_image_once(tmp_path, tiny_model_d
                  "--batch-size", "4", "--skip-project"]
     # the real build in a real subprocess, killed without warning (SIGKILL) right after its third embed transaction
     # has committed: a fixed point mid-embed on any machine, where a kill after a sleep missed on a fast one
-    killed_run = subprocess.run([sys.executable, "-c", KILLED_AFTER_THREE_COMMITS, *arguments], cwd=REPO,
-                                capture_output=True, text=True)
-    assert killed_run.returncode == -signal.SIGKILL, killed_run.stdout[-2000:] + killed_run.stderr[-2000:]
+    killed_run = run_killed("snakeweb.embed_stage:_write_rows", "after", 3, arguments, REPO)
     assert "embed: model" in killed_run.stdout + killed_run.stderr
 
     killed = Store(store)
