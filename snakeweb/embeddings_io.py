@@ -8,9 +8,10 @@ come out, in one Parquet layout, one row per image:
 An import also takes `vector` as a list of float16/32/64, the headers' usual aliases (as every table snakeweb
 reads, `snakeweb.tables`), and either `path` or `image_id` alone; class_id, split and country may be left out.
 Values are read by ingest's rules (class ids, observation ids, subsets, countries). Both directions stream:
-Parquet is read in batches with pyarrow and staged in DuckDB as Arrow fixed-size-list columns (never a Python list
-per vector); the export writes DuckDB's Arrow batches. An import is one transaction: a refusal (one sentence naming
-the file, the first rows and how many) leaves the store as it was, and a store it created is removed.
+an import reads and checks the Parquet in batches with pyarrow (never a Python list per vector), then DuckDB copies
+the checked vectors from the file into the store in one statement; the export writes DuckDB's Arrow batches. An
+import is one transaction: a refusal (one sentence naming the file, the first rows and how many) leaves the store
+as it was, and a store it created is removed.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ COLUMNS = (
 STAGING = """CREATE TABLE _import_staging (file INTEGER, row BIGINT, given_id BIGINT, path VARCHAR, observation_id VARCHAR,
     class_id BIGINT, country_code VARCHAR, subset VARCHAR)"""
 METADATA_BATCH_ROWS = 1 << 16
+READ_BUFFER = 1 << 23  # bytes: column chunks are read through an 8 MB buffer, not whole row groups at once
 
 
 @dataclass
@@ -119,8 +121,10 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
             for number, source in enumerate(sources):  # first pass: every column but the vectors
                 _stage(con, source, number)
             counts = _write(con, [s.path.name for s in sources])
-            for number, source in enumerate(sources):  # second pass: the vectors, straight into embeddings
-                _store_vectors(con, source, number, dim, described, batch_rows)
+            for source in sources:  # second pass: every vector checked before any is written
+                _check_vectors(source, dim, described, batch_rows)
+            for number, source in enumerate(sources):  # third pass: the vectors, streamed by DuckDB into embeddings
+                _insert_vectors(con, source, number)
             record_model(con, backbone, feature_kind)
             if country_table is not None:
                 set_meta(con, "country_table", str(Path(country_table).resolve()))
@@ -203,16 +207,24 @@ def _at(rows: np.ndarray, shown: list[str] | None = None) -> str:
     return text + (f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else "")
 
 
+def _batches(path: Path, batch_rows: int, columns: list[str]):
+    """Record batches of `batch_rows` rows of `columns`, holding about one batch in memory. pyarrow's default
+    (pre_buffer) loads each row group's column chunks whole: a file written in 20,000-row groups of 3840-d vectors
+    held ~1 GB per group, which its allocator then kept for the rest of the import."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER).iter_batches(batch_size=batch_rows, columns=columns)
+
+
 def _stage(con, source: _Source, number: int) -> None:
     """First pass over one file: every column but the vector, batch by batch into _import_staging, each batch's values
     checked by ingest's rules."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     first = 1
     columns = {name: column for name, column in source.columns.items() if name != "vector"}
-    for batch in pq.ParquetFile(source.path).iter_batches(batch_size=METADATA_BATCH_ROWS, columns=list(columns.values())):
+    for batch in _batches(source.path, METADATA_BATCH_ROWS, list(columns.values())):
         lines = np.arange(first, first + batch.num_rows)
         first += batch.num_rows
         text = {}
@@ -230,16 +242,15 @@ def _stage(con, source: _Source, number: int) -> None:
         con.unregister("_import_batch")
 
 
-def _store_vectors(con, source: _Source, number: int, dim: int, described: str, batch_rows: int) -> None:
-    """Second pass over one file: each batch of vectors checked (nulls, length, NaN/inf) and written to `embeddings`
-    under the image ids `_write` planned, as one Arrow fixed-size-list column (as the embed stage writes them)."""
+def _check_vectors(source: _Source, dim: int, described: str, batch_rows: int) -> None:
+    """Second pass over one file: each batch of vectors checked (nulls, length, NaN/inf, as float32) with pyarrow,
+    holding one batch in memory; raises TableError naming the first rows. Nothing is written."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     first = 1
     fail = Table(source.path, WHAT, pd.DataFrame(), np.zeros(0, np.int64)).fail
-    for batch in pq.ParquetFile(source.path).iter_batches(batch_size=batch_rows, columns=[source.columns["vector"]]):
+    for batch in _batches(source.path, batch_rows, [source.columns["vector"]]):
         n, lines = batch.num_rows, np.arange(first, first + batch.num_rows)
         first += n
         vectors = batch.column(0)
@@ -258,15 +269,25 @@ def _store_vectors(con, source: _Source, number: int, dim: int, described: str, 
         if broken.any():
             raise fail(f"{int(broken.sum())} row(s) have NaN, infinite or missing values in their vector ({_at(lines[broken])}); "
                        "recompute or leave out those rows.")
-        plan = con.execute("SELECT image_id, target IN ('new', 'pending') AS store FROM _import_plan WHERE file = ? AND row BETWEEN ? AND ? "
-                           "ORDER BY row", [number, int(lines[0]), int(lines[-1])]).fetchnumpy()
-        keep = np.asarray(plan["store"], bool)
-        if keep.any():
-            kept = np.ascontiguousarray(matrix[keep])
-            con.register("_import_vectors", pa.table({"image_id": np.asarray(plan["image_id"], np.int64)[keep],
-                                                      "vector": pa.FixedSizeListArray.from_arrays(kept.ravel(), dim)}))
-            con.execute("INSERT INTO embeddings SELECT image_id, vector::FLOAT[] FROM _import_vectors")  # (no ON CONFLICT: 2x faster)
-            con.unregister("_import_vectors")
+
+
+def _insert_vectors(con, source: _Source, number: int) -> None:
+    """Third pass over one checked file: its vectors into `embeddings` under the image ids `_write` planned, as
+    float32 lists (as the embed stage writes them), in one INSERT ... SELECT that DuckDB streams from the file.
+    One statement, not one per batch, because DuckDB writes a large single append to the store file as it goes
+    (optimistic writing), while many small appends stay in memory until the commit: a 182k x 3840 import held
+    7.9 GB that way, twice the vectors' size."""
+    import duckdb
+
+    column = '"' + source.columns["vector"].replace('"', '""') + '"'
+    try:
+        con.execute(f"INSERT INTO embeddings SELECT p.image_id, v.{column}::FLOAT[] "  # (no ON CONFLICT: 2x faster)
+                    "FROM read_parquet(?, file_row_number = true) v JOIN _import_plan p ON p.row = v.file_row_number + 1 "
+                    "WHERE p.file = ? AND p.target IN ('new', 'pending')", [str(source.path), number])
+    except duckdb.Error as exc:  # a file pyarrow read but DuckDB's Parquet reader cannot, or one changed since
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TableError(f"The {WHAT} {source.path} could not be read a second time to store its vectors ({reason}); if it "
+                         "was being written or replaced, import it again once it is complete.") from exc
 
 
 def _metadata(table: Table) -> dict[str, Any]:

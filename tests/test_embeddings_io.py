@@ -296,3 +296,46 @@ def test_a_split_without_a_class_is_said_and_unlabelled_rows_get_no_false_warnin
     assert "have no subset" not in said
     splits = Store(tmp_path / "store").query("SELECT observation_id, split FROM observations ORDER BY observation_id")
     assert splits["split"].tolist() == ["train", "val", "unlabelled", "unlabelled"]
+
+
+def test_each_row_keeps_its_own_vector_across_files_types_and_header_spellings(tiny_model_dir, species_csv, tmp_path):
+    """The vectors go in by file and row number (DuckDB streams them from the file): every stored vector must be its
+    own row's, as float32, whatever list type and header spelling the file uses, and in the second file too."""
+    first, second = rows(7, seed=2), rows(5, seed=3)
+    wide = second["vectors"].astype(np.float64) * 1e3  # float64 values that float32 rounds
+    write(tmp_path / "a.parquet", first["vectors"], fixed=False, path=first["path"], observation_id=first["observation_id"],
+          class_id=first["class_id"])
+    table = pa.table({" Image Path ": pa.array(second["path"]), "observation_id": pa.array(second["observation_id"]),
+                      " Embedding ": pa.array(list(wide), pa.large_list(pa.float64()))})
+    pq.write_table(table, tmp_path / "b.parquet", row_group_size=2)
+    half = pa.table({"path": pa.array(["/photos/half/0.jpg", "/photos/half/1.jpg"]), "observation_id": pa.array(["h0", "h1"]),
+                     "features": pa.array(list(first["vectors"][:2].astype(np.float16)), pa.list_(pa.float16()))})
+    pq.write_table(half, tmp_path / "c.parquet")
+    store = tmp_path / "store"
+    assert run_import(store, [tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"], tiny_model_dir,
+                      "--species", str(species_csv)) == 0
+    stored = Store(store).query("SELECT i.path, e.vector FROM embeddings e JOIN images i USING (image_id)")
+    by_path = {path: np.asarray(vector, np.float32) for path, vector in zip(stored["path"], stored["vector"])}
+    expected = {**dict(zip(first["path"], first["vectors"])), **dict(zip(second["path"], wide.astype(np.float32))),
+                **dict(zip(half["path"].to_pylist(), first["vectors"][:2].astype(np.float16).astype(np.float32)))}
+    assert set(by_path) == set(expected)
+    for path, vector in expected.items():
+        np.testing.assert_array_equal(by_path[path], vector, err_msg=path)
+
+
+def test_a_file_replaced_between_the_check_and_the_copy_is_refused_with_a_sentence(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import snakeweb.embeddings_io as embeddings_io
+
+    data = rows(4)
+    file = write(tmp_path / "v.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"])
+    check = embeddings_io._check_vectors
+
+    def check_then_truncate(source, *args):  # another job rewriting the file while the import runs
+        check(source, *args)
+        source.path.write_bytes(source.path.read_bytes()[:100])
+
+    monkeypatch.setattr(embeddings_io, "_check_vectors", check_then_truncate)
+    store = tmp_path / "store"
+    message = refused(capsys, store, [file], tiny_model_dir)
+    assert "could not be read a second time" in message and "import it again" in message
+    assert not store.exists()  # the refused import into a new store leaves none behind
