@@ -23,6 +23,7 @@ from snakeweb.errors import SnakewebError
 log = logging.getLogger(__name__)
 
 ENV_THREADS = "SNAKEWEB_THREADS"
+_WARNED: set[str] = set()  # SNAKEWEB_THREADS values already said to be capped, once per process
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
@@ -106,16 +107,22 @@ def available_cpus(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROU
     whole number >= 1."""
     environ = os.environ if environ is None else environ
     override = environ.get(ENV_THREADS, "").strip()
-    if override:
-        if not override.isdigit() or int(override) < 1:
-            raise SnakewebError(f"{ENV_THREADS}={override!r} is not a whole number of threads >= 1; set it to e.g. 2, or unset it.")
-        return int(override)
     cores = affinity_cpus()
+    if override:
+        # isdigit alone takes "²" and other digits int() refuses
+        if not (override.isascii() and override.isdigit()) or int(override) < 1:
+            raise SnakewebError(f"{ENV_THREADS}={override!r} is not a whole number of threads >= 1; set it to e.g. 2, or unset it.")
+        if int(override) > cores:  # more threads than CPUs only makes them wait on each other (and 10**6 exhausts memory)
+            if override not in _WARNED:
+                _WARNED.add(override)
+                log.warning("%s=%s is more than the %d CPU(s) this process may run on; using %d.", ENV_THREADS, override, cores, cores)
+            return cores
+        return int(override)
     quota = cgroup_cpu_limit(root, proc_cgroup)
     if quota is not None:
         cores = min(cores, max(1, math.floor(quota + 1e-9)))
     omp = environ.get("OMP_NUM_THREADS", "").strip()
-    if omp.isdigit() and int(omp) >= 1:  # a scheduler's word (Ray sets it to an actor's CPUs; Slurm jobs often do)
+    if omp.isascii() and omp.isdigit() and int(omp) >= 1:  # a scheduler's word (Ray sets it to an actor's CPUs; Slurm jobs often do)
         cores = min(cores, int(omp))
     return max(1, cores)
 

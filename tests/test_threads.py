@@ -69,10 +69,21 @@ def test_environment_override_and_its_errors(tmp_path):
     proc = proc_file(tmp_path, "0::/\n")
     root = tmp_path / "cgroup"
     write(root / "cpu.max", "100000 100000\n")
-    assert available_cpus(root, proc, environ={"SNAKEWEB_THREADS": "3"}) == 3  # the user's word beats the quota
-    for bad in ("0", "-2", "two", "1.5"):
+    cores = affinity_cpus()
+    assert available_cpus(root, proc, environ={"SNAKEWEB_THREADS": str(cores)}) == cores  # the user's word beats the quota
+    for bad in ("0", "-2", "two", "1.5", "²", "٣"):  # the last two: digits to str.isdigit, not to int()
         with pytest.raises(SnakewebError, match="SNAKEWEB_THREADS"):
             available_cpus(root, proc, environ={"SNAKEWEB_THREADS": bad})
+
+
+def test_an_override_above_the_cpus_is_capped_and_said_once(tmp_path, caplog):
+    proc, root = proc_file(tmp_path, "0::/\n"), tmp_path / "cgroup"
+    write(root / "cpu.max", "max 100000\n")
+    cores = affinity_cpus()
+    for _ in range(2):  # 999999 threads made libgomp run out of memory before this cap
+        assert available_cpus(root, proc, environ={"SNAKEWEB_THREADS": "999999"}) == cores
+    said = [r.getMessage() for r in caplog.records if "999999" in r.getMessage()]
+    assert len(said) == 1 and f"using {cores}" in said[0]
 
 
 def test_omp_num_threads_caps_the_count(tmp_path):
