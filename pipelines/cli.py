@@ -400,7 +400,8 @@ def _ingest(args: argparse.Namespace) -> None:
                     species_table=table, country_table=args.country_table, taxonomy=args.taxonomy)
     print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store"
           + (f", {counts['rejected']} rejected (see the Build page or `images` rows with status 'error')" if counts["rejected"] else "")
-          + (f", {len(counts['skipped'])} non-photo file(s) skipped" if counts["skipped"] else ""))
+          + (f", {len(counts['skipped'])} non-photo file(s) skipped" if counts["skipped"] else "")
+          + (f", {len(counts['hidden'])} hidden file(s) left out" if counts.get("hidden") else ""))
 
 
 def _embed(args: argparse.Namespace) -> None:

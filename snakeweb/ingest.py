@@ -53,25 +53,36 @@ TEST_SUBSETS = {"test", "testing"}
 COMPANION_SUFFIXES = {".csv", ".txt", ".md", ".json", ".db", ".ini", ".xml", ".yaml", ".yml", ".pdf"}
 
 
-def outside_root(path: Path, root: Path) -> bool:
-    """True when `path` (after following links and `..`) is not inside `root`."""
+OUTSIDE_FOLDER = "it links to a file outside the image folder, which snakeweb does not read"
+
+
+def link_problem(path: Path, root: Path, outside: str = OUTSIDE_FOLDER) -> str | None:
+    """Why a file under `root` cannot be read as one of its photos because of where it leads, or None: a link that
+    leads outside `root` (after following links and `..`: the sentence `outside`), or a link loop (which
+    `Path.resolve` raises on)."""
     try:
         path.resolve().relative_to(root.resolve())
-        return False
+        return None
     except ValueError:
-        return True
+        return outside
+    except (RuntimeError, OSError):  # RuntimeError: Python 3.11-3.12's "Symlink loop"; OSError: ELOOP from 3.13
+        return "it is a symbolic link that leads back to itself (a link loop), so there is no file to read"
 
 
-def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """(one row per candidate photo, companion files skipped). Species folders give labelled photos, files
-    at the top are unlabelled. Every other file is kept: one that is not a usable image is recorded with
-    its reason by the embed stage, and a link that leads outside the folder is rejected here."""
+def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(one row per candidate photo, companion files skipped, hidden files skipped). Species folders give labelled
+    photos, files at the top are unlabelled. Every other file is kept: one that is not a usable image is recorded
+    with its reason by the embed stage, and a link that leads outside the folder (or round in a loop) is rejected
+    here. Hidden files (a name or folder starting with ".", which file browsers do not show: macOS's ._ copies,
+    thumbnail caches) are left out and listed, never dropped unsaid."""
     if not root.is_dir():
         raise SnakewebError(f"{root} is not a folder. Give a folder with one subfolder of photos per species.")
-    rows, skipped = [], []
+    rows, skipped, hidden = [], [], []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts):
+            if not path.is_dir() or path.is_symlink():
+                hidden.append(relative.as_posix())
             continue
         if path.is_dir() and not path.is_symlink() and path.suffix.lower() not in IMAGE_SUFFIXES:
             continue  # a species folder; a folder named like an image is kept and rejected with its reason
@@ -79,11 +90,12 @@ def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str]]:
             skipped.append(relative.as_posix())
             continue
         species = relative.parts[0] if len(relative.parts) > 1 else None  # matched to the species table by ingest
-        error = "it links to a file outside the image folder, which snakeweb does not read" if outside_root(path, root) else None
-        rows.append({"path": str(path.absolute()), "observation_id": relative.as_posix(), "species": species, "error": error})
+        rows.append({"path": str(path.absolute()), "observation_id": relative.as_posix(), "species": species,
+                     "error": link_problem(path, root)})
     if not rows:
-        raise SnakewebError(f"No photos under {root}.")
-    return pd.DataFrame(rows), skipped
+        raise SnakewebError(f"No photos under {root}" + (f" except {len(hidden)} hidden file(s) (names starting with '.'), "
+                                                          "which snakeweb leaves out." if hidden else "."))
+    return pd.DataFrame(rows), skipped, hidden
 
 
 def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
@@ -115,10 +127,8 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True)
     frame["class_id"] = frame["class_id"].astype("Int64")
     frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
-    frame["error"] = [
-        "its image_path leads outside the image root, which snakeweb does not read" if outside_root(Path(p), image_root) else None
-        for p in frame["path"]
-    ]
+    outside = "its image_path leads outside the image root, which snakeweb does not read"
+    frame["error"] = [link_problem(Path(p), image_root, outside) for p in frame["path"]]
     missing = sum(not os.path.lexists(p) for p in frame["path"])
     if missing == len(frame):
         raise SnakewebError(f"None of the {len(frame)} image paths in the metadata exists under the image root {image_root} "
@@ -177,8 +187,9 @@ def ingest(
     # a second ingest matches names against the store's own classes too, and may not contradict them
     species_table = combine_with_store(store.species() if store.exists() else None, species_table)
     skipped: list[str] = []
+    hidden: list[str] = []
     if images is not None:
-        listing, skipped = scan_folder(Path(images))
+        listing, skipped, hidden = scan_folder(Path(images))
         matched = match_taxa(listing["species"].dropna(), species_table, require_match=given_table)
         # the store keeps the whole species table it was given (as metadata ingest does), so a later ingest
         # without it still knows every class id and venom flag
@@ -235,7 +246,11 @@ def ingest(
         print(families)
     if skipped:
         log.warning("ingest: %d file(s) that are not photos were skipped: %s", len(skipped), ", ".join(skipped[:5]))
-    return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped}
+    if hidden:
+        log.warning("ingest: %d hidden file(s) (a name or folder starting with '.') were left out: %s%s; rename them "
+                    "to include them", len(hidden), ", ".join(hidden[:5]), ", ..." if len(hidden) > 5 else "")
+    return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped,
+            "hidden": hidden}
 
 
 def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:

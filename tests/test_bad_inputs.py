@@ -108,6 +108,12 @@ def corpus(tmp_path_factory):
     outside.write_bytes(jpeg())
     (photos / "link-outside.jpg").symlink_to(outside)  # a link leading out of the image root
     (photos / "broken-link.jpg").symlink_to(root / "nowhere.jpg")
+    (photos / "self-loop.jpg").symlink_to(photos / "self-loop.jpg")  # links that lead round in a loop
+    (photos / "loop-a.jpg").symlink_to(photos / "loop-b.jpg")
+    (photos / "loop-b.jpg").symlink_to(photos / "loop-a.jpg")
+    (photos / ".hidden.jpg").write_bytes(jpeg())  # hidden files: left out, and said so
+    (photos / ".thumbs").mkdir()
+    (photos / ".thumbs" / "a.jpg").write_bytes(jpeg())
     locked = photos / "no-permission.jpg"
     locked.write_bytes(jpeg())
     locked.chmod(0)  # unreadable for a normal user (root reads it anyway, so it may be accepted)
@@ -126,6 +132,7 @@ def test_build_records_every_bad_file_and_embeds_every_good_one(corpus, tmp_path
                  "--skip-project", "--batch-size", "4"])
     out = capsys.readouterr()
     assert code == 0 and "Traceback" not in out.err + out.out
+    assert "2 hidden file(s) left out" in out.out
     images = store.query("SELECT path, status, error, width, height FROM images")
     images["name"] = images["path"].str.rsplit("/", n=1).str[-1]
     images = images.set_index("name")
@@ -138,6 +145,9 @@ def test_build_records_every_bad_file_and_embeds_every_good_one(corpus, tmp_path
     assert "not a regular file" in images.loc["named-pipe.jpg", "error"]
     assert "outside the image folder" in images.loc["link-outside.jpg", "error"]
     assert "missing" in images.loc["broken-link.jpg", "error"] or "outside" in images.loc["broken-link.jpg", "error"]
+    for name in ("self-loop.jpg", "loop-a.jpg", "loop-b.jpg"):
+        assert images.loc[name, "status"] == "error" and "link loop" in images.loc[name, "error"], name
+    assert not images.index.str.startswith(".").any() and "a.jpg" not in images.index
     for name in ["no-permission.jpg", *ODD]:
         assert images.loc[name, "status"] == "ok" or images.loc[name, "error"], name
     assert (images.loc["exif-rotated.jpg", "width"], images.loc["exif-rotated.jpg", "height"]) == (60, 120)
