@@ -561,7 +561,31 @@ def _stage(args: argparse.Namespace) -> None:
         stages.project(store, force=args.force)
 
 
+# the commands that build a store: one at a time per store (snakeweb.writer_lock)
+WRITING_COMMANDS = {"build", "ingest", "embed", "index", "train", "predict", "project", "import-embeddings"}
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command in WRITING_COMMANDS:
+        from snakeweb.writer_lock import one_writer
+
+        try:
+            with one_writer(args.store, args.command):
+                return _run_command(args)
+        except SnakewebError as exc:  # the lock's own refusal; the command's errors are said inside
+            return _say(args, exc)
+    return _run_command(args)
+
+
+def _say(args: argparse.Namespace, exc: SnakewebError) -> int:
+    """The error's sentence on stderr (and as JSON on stdout for --json); exit code 2."""
+    print(f"error: {exc}", file=sys.stderr)
+    if getattr(args, "json", False):  # a script reading stdout gets the reason as JSON too
+        _emit(json.dumps({"error": str(exc)}))
+    return 2
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "build":
             _build(args)
@@ -594,10 +618,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "export-embeddings":
             _export_embeddings(args)
     except SnakewebError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if getattr(args, "json", False):  # a script reading stdout gets the reason as JSON too
-            _emit(json.dumps({"error": str(exc)}))
-        return 2
+        return _say(args, exc)
     except OSError as exc:  # a path the user gave that the system refuses (permissions, a full disk, a file for a folder)
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}; check the paths you gave and that the disk has room.",
               file=sys.stderr)
