@@ -126,10 +126,11 @@ def embed(
         set_meta(con, "device", str(next(backbone.model.parameters()).device))
         set_meta(con, "packages", package_versions())
         set_meta(con, "embedded_at", datetime.now(UTC).isoformat(timespec="seconds"))
-    print(f"embed: model {backbone.config.name} ({backbone.fingerprint}), features {feature_kind}")
+    cuda = str(next(backbone.model.parameters()).device).startswith("cuda")
+    engine = "torch on the GPU" if cuda else f"{backbone.engine} on the CPU"  # the Ray workers load theirs alike
+    print(f"embed: model {backbone.config.name} ({backbone.fingerprint}), features {feature_kind}, engine {engine}")
     pending = store.query("SELECT image_id, path FROM images WHERE status = 'pending' ORDER BY image_id")
     counts = {"embedded": 0, "errors": 0, "already_done": n_embedded if not reembed else 0}
-    cuda = str(next(backbone.model.parameters()).device).startswith("cuda")
     batch_size = batch_size or (GPU_BATCH_SIZE if cuda else CPU_BATCH_SIZE)
     started = time.perf_counter()
     run = {"device": "cuda" if cuda else "cpu", "batch_size": batch_size, "backend": backend}

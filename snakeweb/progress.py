@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 from tqdm.auto import tqdm as _tqdm
+
+# seconds between redraws: a terminal redraws in place, but a log or the Build page's pipe keeps every redraw as a
+# line (a build's training bar wrote ~460 of them at 0.5 s)
+TERMINAL_INTERVAL, PIPE_INTERVAL = 0.5, 5.0
 
 
 def tqdm(*args, **kwargs):
-    """Progress with counts and rate, redrawn at most twice a second (logs stay readable)."""
-    return _tqdm(*args, mininterval=0.5, dynamic_ncols=True, **kwargs)
+    """Progress with counts and rate, redrawn at most twice a second on a terminal and every 5 s into a pipe or
+    file (logs stay readable; the last state is always written)."""
+    stream = kwargs.get("file") or sys.stderr
+    interactive = bool(getattr(stream, "isatty", lambda: False)())
+    return _tqdm(*args, mininterval=TERMINAL_INTERVAL if interactive else PIPE_INTERVAL, dynamic_ncols=True, **kwargs)
