@@ -202,22 +202,20 @@ def _answers(store: Store) -> Verdict:
 
 def _engine(store: Store) -> Verdict:
     """Which engine identify and embed would run the store's backbone with on this machine's CPU, read without
-    importing OpenVINO or torch: OpenVINO when installed (and whether its converted forward is cached yet), else
-    torch. Fails only when SNAKEWEB_ENGINE asks for OpenVINO and it is not installed."""
-    from importlib import metadata
-
-    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, cache_root, converted_before, requested_engine
+    importing torch: OpenVINO when it imports (and whether its converted forward is cached yet), else torch.
+    Fails only when SNAKEWEB_ENGINE asks for OpenVINO and it cannot be imported. OpenVINO is imported (~0.3 s),
+    not looked up in the package metadata: an install that is listed but fails to import falls back to torch
+    at identify, and check must say the same."""
+    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, cache_root, converted_before, openvino_version, requested_engine
 
     config = store.get_meta("model")["config"]
     engine = requested_engine()
-    try:
-        version = metadata.version("openvino")
-    except metadata.PackageNotFoundError:
-        version = None
+    full_version = openvino_version() if engine != "torch" else None
+    version = full_version.split("-")[0] if full_version else None
     if engine == "torch":
         return Verdict("engine", True, f"torch on the CPU ({ENV_ENGINE}=torch)")
     if version is None:
-        return Verdict("engine", engine != "openvino", "torch on the CPU: OpenVINO is not installed"
+        return Verdict("engine", engine != "openvino", "torch on the CPU: OpenVINO is not installed (or does not import)"
                        + (f", but {ENV_ENGINE}=openvino asks for it" if engine == "openvino" else
                           f"; `{INSTALL}` makes it ~2x faster"))
     parts = config["location"].split("+") if config["source"] == "concat" else [config["name"]]

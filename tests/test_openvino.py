@@ -208,3 +208,19 @@ def test_the_loading_message_says_whether_a_conversion_comes_first(tiny_model_di
     assert load_message(config) == "Loading the model (OpenVINO, converted before: a few seconds)…"
     monkeypatch.setenv("SNAKEWEB_ENGINE", "torch")
     assert load_message(config).startswith("Loading the model with torch")
+
+
+def test_check_names_torch_when_openvino_is_listed_but_does_not_import(tiny_model_dir, photo_folder, species_csv, tmp_path,
+                                                                         own_cache, monkeypatch):
+    from snakeweb.integrity import check_store
+    from snakeweb.store import Store
+    from tests.conftest import build_photo_store
+
+    store = Store(build_photo_store(tmp_path / "store", tiny_model_dir, photo_folder, species_csv, "--skip-project"))
+    engine = next(v for v in check_store(store) if v.name == "engine")
+    assert engine.ok and engine.detail.startswith("openvino ")
+    # the package stays installed (its metadata is there) but its import fails, as with a broken install: identify
+    # falls back to torch, and check must say so rather than read the version from the metadata
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    engine = next(v for v in check_store(store) if v.name == "engine")
+    assert engine.ok and engine.detail.startswith("torch on the CPU: OpenVINO is not installed (or does not import)"), engine.detail
