@@ -4,6 +4,7 @@ real data in ../shared/data (integration tests)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ SYNTHETIC_SPECIES = {"Natrix natrix": 1130, "Vipera berus": 1740, "Zamenis longi
 SYNTHETIC_COLOURS = {"Natrix natrix": (40, 160, 60), "Vipera berus": (170, 50, 40), "Zamenis longissimus": (50, 60, 170)}
 # the browser tests' skip reason; pytest_terminal_summary repeats it beside the final count so it is not missed
 NO_CHROMIUM = "Debian chromium is not installed; `apt-get install chromium` (what .ci/run does)"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # the browser the browser tests drive
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -3,7 +3,6 @@ uploaded, species names and neighbour images seen on the page. Screenshots land 
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,9 +11,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import NO_CHROMIUM, REPO, shared
+from tests.conftest import CHROMIUM, NO_CHROMIUM, REPO, shared
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # skipped before any fixture runs (the store build and the server would be wasted); the summary line says so too
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"

@@ -2,14 +2,13 @@
 completes on a SnakeCLEF-shaped store built through the product's commands. No timing is asserted (issue 17)."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from snakeweb.store import Store
-from tests.conftest import REPO, shared
+from tests.conftest import CHROMIUM, NO_CHROMIUM, REPO, shared
 
 pytestmark = pytest.mark.integration
 STAGES = ["import", "index", "train", "predict", "project", "evaluate", "export", "export_answers", "check"]
@@ -19,7 +18,7 @@ STAGES = ["import", "index", "train", "predict", "project", "evaluate", "export"
 def scale_run(tmp_path_factory):
     shared("snakeclef")  # skips with a sentence when ../shared/data is missing
     work = tmp_path_factory.mktemp("scale")
-    pages = shutil.which("chromium") is not None
+    pages = CHROMIUM is not None
     done = subprocess.run([sys.executable, "benchmarks/scale.py", "--scale", "0.05", "--work", str(work), "--queries", "5", "--repeats", "1",
                            "--default-epochs", "2", *([] if pages else ["--no-pages"])], cwd=REPO, capture_output=True, text=True)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -57,7 +56,7 @@ def test_every_stage_completes_on_a_snakeclef_shaped_store(scale_run):
 def test_every_page_opens_and_answers_on_it(scale_run):
     done, rows, _, pages = scale_run
     if not pages:
-        pytest.skip("Debian chromium is not installed; `apt-get install chromium` (what .ci/run does)")
+        pytest.skip(NO_CHROMIUM)
     assert rows["pages_failures"]["value"] == 0, rows["pages_failures"]["failures"]
     for page in ("identify", "search", "explore", "metrics", "review"):
         assert any(name.startswith(f"page_{page}") for name in rows), f"no figure for the {page} page"
