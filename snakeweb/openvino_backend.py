@@ -11,6 +11,12 @@ weights or another OpenVINO make a new folder. The conversion is written to a te
 so a killed conversion never leaves a half model. Compiled blobs go to the folder's `compiled/` (OpenVINO's
 CACHE_DIR): a fresh process imports them instead of compiling.
 
+Neither cache is trusted on its size alone: a file overwritten in place keeps its size, and OpenVINO imports a
+garbled model or blob without a word (a tester's same-size overwrite moved a prediction 0.953 -> 0.893, exit 0).
+conversion.json records the sha256 of every file the conversion wrote and `compiled/digests.json` that of every
+blob OpenVINO wrote; both are checked before use (once per process per file: ~1 GB/s, ~0.1 s for the default
+backbone's three networks), and a mismatch converts the folder again or deletes `compiled/` and compiles again.
+
 Precision is pinned to f32 (`INFERENCE_PRECISION_HINT`): on CPUs with AVX-512 bf16 or AMX OpenVINO would
 otherwise pick bf16, and the store's vectors must match the torch path's (cosine >= 0.9999, tests/test_openvino.py).
 The performance hint is chosen by purpose, in one place (PERFORMANCE_HINTS): the embed stage compiles for
@@ -49,6 +55,10 @@ PERFORMANCE_HINTS = {"embed": "THROUGHPUT", "identify": "LATENCY"}
 # (EfficientNet-Lite0 on 2 cores: 200-210 img/s at 1, 2 or 4 a request, 85-99 for Lite2 at 4 vs 84-86 at 8-32)
 THROUGHPUT_CHUNK = 4
 MODEL_FILE = "model.xml"
+COMPILED = "compiled"  # OpenVINO's CACHE_DIR inside a model folder: compiled blobs, and BLOB_DIGESTS beside them
+BLOB_DIGESTS = "digests.json"  # {"sizes": {blob: bytes}, "sha256": {blob: hex}}, written after each compile
+_DIGESTS_TEMP = ".digests-"  # BLOB_DIGESTS being written (renamed into place: readers never see half of it)
+CHUNK = 1 << 20  # files are hashed in 1 MB reads
 SECONDS_PER_CONVERSION = 20  # one network converted on 2 busy cores: 16-28 s measured (EfficientNet-Lite0/1/2, DINOv2-S)
 
 
@@ -104,25 +114,129 @@ def model_folder(name: str, fingerprint: str, outputs: tuple[str, ...], image_si
 
 def converted_before(name: str, version: str) -> bool:
     """Whether the cache holds a converted forward of the model `name` for this OpenVINO version (any weights or
-    input size): the folder naming of model_folder, read without importing OpenVINO."""
-    return any(cache_root().glob(f"{_safe(name)}-*-ov{_short_version(version)}"))
+    input size) that will be used as it is: the folder naming of model_folder, read without importing OpenVINO. A
+    folder whose files or compiled blobs differ from their recorded digests does not count (it is converted or
+    compiled again at its first use)."""
+    return any(is_converted(f) and compiled_cache_state(f / COMPILED) in ("empty", "ok")
+               for f in cache_root().glob(f"{_safe(name)}-*-ov{_short_version(version)}"))
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
-def is_converted(folder: Path) -> bool:
-    """A whole converted model: its files there and, where the conversion recorded them, of the recorded sizes (a
-    truncated or emptied file makes the folder be converted again instead of failing at every load)."""
-    files = (folder / MODEL_FILE, folder / "model.bin", folder / "conversion.json")
-    if not all(f.is_file() for f in files):
+_DIGESTS: dict[tuple, str] = {}  # (path, device, inode, size, mtime, ctime) -> sha256: each file hashed once a process
+_DIGESTS_LOCK = threading.Lock()
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in 1 MB chunks. Remembered for the process, keyed by the file's stat as
+    opened, so a file is hashed once per process (load_message asks at every page) and again only when it has
+    changed or been replaced. Raises OSError."""
+    with open(path, "rb", buffering=0) as handle:
+        stat = os.fstat(handle.fileno())
+        key = (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        with _DIGESTS_LOCK:
+            known = _DIGESTS.get(key)
+        if known is None:
+            digest = hashlib.sha256()
+            buffer = bytearray(CHUNK)
+            view = memoryview(buffer)
+            while read := handle.readinto(buffer):
+                digest.update(view[:read])
+            known = digest.hexdigest()
+            with _DIGESTS_LOCK:
+                _DIGESTS[key] = known
+    return stat.st_size, known
+
+
+def _matches(folder: Path, sizes, digests) -> bool:
+    """Whether every file named in `digests` is in `folder` with the recorded size and sha256 (sizes first: cheap)."""
+    if not isinstance(sizes, dict) or not isinstance(digests, dict):
         return False
+    for name, digest in digests.items():
+        if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+            return False
+        try:
+            if (folder / name).stat().st_size != sizes.get(name) or file_digest(folder / name) != (sizes[name], digest):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from a file; {} when it is missing, unreadable or not an object."""
     try:
-        sizes = json.loads(files[2].read_text()).get("sizes", {})
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def is_converted(folder: Path) -> bool:
+    """A whole, undamaged converted model: model.xml, model.bin and conversion.json there, and every file the
+    conversion wrote of the size and sha256 conversion.json records (a truncated, emptied or overwritten file makes
+    the folder be converted again instead of failing at every load, or worse, answering from garbled weights)."""
+    record = _read_json(folder / "conversion.json")
+    digests = record.get("sha256")
+    # A folder converted before the digests were recorded (no "sha256") counts as not converted: it is converted
+    # again once, on its first use, and from then on its content is checked, not only its sizes.
+    if not isinstance(digests, dict) or not {MODEL_FILE, "model.bin"} <= digests.keys():
         return False
-    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in sizes.items())
+    return _matches(folder, record.get("sizes"), digests)
+
+
+def _blob_files(compiled: Path) -> list[Path]:
+    """The files OpenVINO wrote in a compiled-blob folder (all but the digests and a digests file being written).
+    Raises OSError (FileNotFoundError when there is no such folder)."""
+    return sorted(p for p in compiled.iterdir()
+                  if p.name != BLOB_DIGESTS and not p.name.startswith(_DIGESTS_TEMP) and p.is_file())
+
+
+def compiled_cache_state(compiled: Path) -> str:
+    """What a compiled-blob folder holds: "empty" (nothing, or no folder), "ok" (every blob of its recorded size and
+    sha256), "damaged" (a blob differs from its record), "unrecorded" (a blob with no record: written by an older
+    snakeweb, or by a compile killed before recording it) or "unreadable". Only "empty" and "ok" may be handed to
+    OpenVINO, which imports a blob without checking its content."""
+    try:
+        files = _blob_files(compiled)
+    except FileNotFoundError:
+        return "empty"
+    except OSError:
+        return "unreadable"
+    if not files:
+        return "empty"
+    record = _read_json(compiled / BLOB_DIGESTS)
+    sizes, digests = record.get("sizes"), record.get("sha256")
+    if not isinstance(sizes, dict) or not isinstance(digests, dict) or not all(f.name in digests for f in files):
+        return "unrecorded"
+    return "ok" if _matches(compiled, sizes, {f.name: digests[f.name] for f in files}) else "damaged"
+
+
+def _record_blobs(compiled: Path) -> None:
+    """Record the size and sha256 of every blob in `compiled` (called after a compile, under the compile lock, when
+    every blob there was either checked before it or just written by OpenVINO), written beside them and renamed
+    into place. Never raises: a blob left unrecorded is deleted and compiled again by the next process."""
+    temp = None
+    try:
+        measured = {f.name: file_digest(f) for f in _blob_files(compiled)}
+        if not measured:
+            return
+        handle, temp = tempfile.mkstemp(prefix=_DIGESTS_TEMP, dir=compiled)
+        with os.fdopen(handle, "w") as out:
+            json.dump({"sizes": {n: s for n, (s, _) in measured.items()}, "sha256": {n: d for n, (_, d) in measured.items()}},
+                      out, indent=1)
+            out.write("\n")
+        os.chmod(temp, 0o644)
+        os.replace(temp, compiled / BLOB_DIGESTS)
+        temp = None
+    except OSError as exc:  # the folder replaced or removed under us, a full disk: the blob is not used unchecked
+        log.info("OpenVINO: could not record the compiled blobs' digests in %s (%s)", compiled, exc)
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
 
 
 def _pool_wrapper(network):
@@ -188,18 +302,24 @@ def convert(model, source: str, name: str, fingerprint: str, image_size: int) ->
     staging.chmod(0o755)  # mkdtemp makes it private; the cache folders beside it are not
     try:
         ov.save_model(converted, str(staging / MODEL_FILE), compress_to_fp16=False)  # f32 weights: the vectors must not move
+        written = {f.name: file_digest(f) for f in sorted(staging.iterdir()) if f.is_file()}
         (staging / "conversion.json").write_text(json.dumps({
             "model": name, "fingerprint": fingerprint, "outputs": list(outputs), "image_size": image_size,
             "conversion_version": CONVERSION_VERSION, "openvino": openvino_version(), "torch": torch.__version__,
             "seconds": round(time.perf_counter() - started, 1),
-            "sizes": {f.name: f.stat().st_size for f in staging.iterdir() if f.is_file()},
+            "sizes": {name: size for name, (size, _) in written.items()},
+            "sha256": {name: digest for name, (_, digest) in written.items()},
         }, indent=1) + "\n")
-        try:
-            os.replace(staging, folder)
-        except OSError:  # the folder exists: another process finished first (keep theirs), or it is damaged
-            if not is_converted(folder):
-                shutil.rmtree(folder, ignore_errors=True)
+        for attempt in range(3):
+            try:
                 os.replace(staging, folder)
+                break
+            except OSError:  # the folder exists: another process finished first (keep theirs), or it is damaged
+                if is_converted(folder):
+                    break
+                if attempt == 2:  # a damaged folder keeps coming back: no OpenVINO (auto mode runs torch)
+                    raise
+                shutil.rmtree(folder, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.warning("OpenVINO: %s converted in %.1f s", name, time.perf_counter() - started)
@@ -238,18 +358,41 @@ class OpenVINOForward:
             "ENABLE_CPU_PINNING": False,
         }
         if blob_cache and os.access(self.folder, os.W_OK):
-            config["CACHE_DIR"] = str(self.folder / "compiled")
+            config["CACHE_DIR"] = str(self.folder / COMPILED)
         return config
+
+    def _blob_cache_usable(self) -> bool:
+        """Whether to hand OpenVINO the compiled-blob cache: it is writable and every blob in it matches the digest
+        recorded when it was written (OpenVINO imports a garbled blob without a word). A blob that differs, or that
+        has no record, makes the whole folder be deleted (it is only a cache) and compiled again; where it cannot
+        be deleted, the model is compiled without the cache."""
+        if "CACHE_DIR" not in self.config():
+            return False
+        compiled = self.folder / COMPILED
+        state = compiled_cache_state(compiled)
+        if state in ("empty", "ok"):
+            return True
+        if state == "damaged":
+            log.warning("OpenVINO: a compiled blob in %s differs from the digest recorded when it was written; compiling again", compiled)
+        else:
+            log.info("OpenVINO: the compiled cache in %s is %s; compiling again", compiled, state)
+        shutil.rmtree(compiled, ignore_errors=True)
+        return not compiled.exists()
 
     def _compile(self, core):
         """Compile, one process at a time per model (OpenVINO's blob cache is not safe for two writers: two first
-        compiles at once crashed 4 of 30 processes); a damaged or unwritable blob cache is bypassed."""
+        compiles at once crashed 4 of 30 processes); a damaged, unrecorded or unwritable blob cache is bypassed.
+        After a compile with the cache the blobs' digests are recorded beside them (still under the lock)."""
         with _exclusive(self.folder / ".compile.lock"):
-            try:
-                return core.compile_model(str(self.folder / MODEL_FILE), "CPU", self.config())
-            except RuntimeError as exc:
-                log.warning("OpenVINO: the compiled cache in %s is unusable (%s); compiling without it", self.folder, str(exc)[:160])
-                shutil.rmtree(self.folder / "compiled", ignore_errors=True)
+            if self._blob_cache_usable():
+                try:
+                    compiled = core.compile_model(str(self.folder / MODEL_FILE), "CPU", self.config())
+                except RuntimeError as exc:
+                    log.warning("OpenVINO: the compiled cache in %s is unusable (%s); compiling without it", self.folder, str(exc)[:160])
+                    shutil.rmtree(self.folder / COMPILED, ignore_errors=True)
+                else:
+                    _record_blobs(self.folder / COMPILED)
+                    return compiled
             try:
                 return core.compile_model(str(self.folder / MODEL_FILE), "CPU", self.config(blob_cache=False))
             except RuntimeError as exc:

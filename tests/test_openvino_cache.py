@@ -1,9 +1,13 @@
 """A damaged OpenVINO cache is repaired, not a traceback at every load (a tester truncated model.bin / model.xml
-and garbled the compiled blobs; two processes compiled at once)."""
+and garbled the compiled blobs; two processes compiled at once), and never used when overwritten in place: a
+tester overwrote the middle quarter of model.bin, then of a compiled blob, with random bytes of the same size,
+and identify answered from the garbled weights (score 0.953 -> 0.922 / 0.893, exit 0) while `check` said cached."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +23,28 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SNAKEWEB_CACHE", str(tmp_path))
     monkeypatch.delenv("SNAKEWEB_ENGINE", raising=False)
     return tmp_path
+
+
+def _garble_middle_quarter(path):
+    """Overwrite the middle quarter of a file with random bytes, keeping its size (as the tester did)."""
+    size = path.stat().st_size
+    path.chmod(0o644)  # OpenVINO writes its blobs read-only
+    with open(path, "r+b") as handle:
+        handle.seek(size * 3 // 8)
+        handle.write(np.random.default_rng(0).bytes(size // 4))
+    assert path.stat().st_size == size
+
+
+def _engine_line():
+    """`check`'s engine line for a store of efficientnet-lite0-offline (only the store's recorded model is read)."""
+    from types import SimpleNamespace
+
+    from snakeweb.integrity import _engine
+    from snakeweb.models import resolve_model
+
+    config = resolve_model("efficientnet-lite0-offline")
+    store = SimpleNamespace(get_meta=lambda key: {"config": {"source": config.source, "name": config.name, "location": config.location}})
+    return _engine(store).detail
 
 
 def _features(purpose="identify"):
@@ -56,3 +82,56 @@ def test_first_compiles_in_several_processes_at_once_all_succeed(cache):
     results = [(run.wait(timeout=600), run.stdout.read(), run.stderr.read()) for run in runs]
     assert all(rc == 0 for rc, _, _ in results), [err[-500:] for _, _, err in results]
     assert len({round(float(out), 3) for _, out, _ in results}) == 1
+
+
+def test_same_size_overwrite_of_the_converted_weights_is_converted_again(cache):
+    from snakeweb.openvino_backend import is_converted
+
+    backbone, reference = _features()
+    folder = backbone.openvino.folder
+    clean = hashlib.sha256((folder / "model.bin").read_bytes()).hexdigest()
+    assert "converted forward is cached in" in _engine_line()
+    _garble_middle_quarter(folder / "model.bin")
+    shutil.rmtree(folder / "compiled")  # so the weights are compiled again, from whatever model.bin holds
+    damaged_line = _engine_line()
+    again, features = _features()
+    np.testing.assert_allclose(features, reference, atol=1e-5)  # the size-only check answered from the garbled weights
+    assert "cached" not in damaged_line  # `check` said "cached in ..." of the garbled folder
+    assert again.openvino.folder == folder and is_converted(folder)
+    assert hashlib.sha256((folder / "model.bin").read_bytes()).hexdigest() == clean
+    assert json.loads((folder / "conversion.json").read_text())["sha256"]["model.bin"] == clean
+    assert "converted forward is cached in" in _engine_line()
+
+
+def test_same_size_overwrite_of_a_compiled_blob_is_compiled_again(cache):
+    backbone, reference = _features()
+    compiled = backbone.openvino.folder / "compiled"
+    blobs = sorted(compiled.glob("*.blob"))
+    assert blobs
+    garbled = {}
+    for blob in blobs:
+        _garble_middle_quarter(blob)
+        garbled[blob.name] = hashlib.sha256(blob.read_bytes()).hexdigest()
+    damaged_line = _engine_line()
+    _, features = _features()
+    np.testing.assert_allclose(features, reference, atol=1e-5)  # OpenVINO imported the garbled blob without a word
+    assert "cached" not in damaged_line
+    recorded = json.loads((compiled / "digests.json").read_text())["sha256"]
+    for blob in compiled.glob("*.blob"):  # compiled again: no garbled blob left, the new ones recorded
+        digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+        assert digest != garbled.get(blob.name) and recorded[blob.name] == digest
+    assert "converted forward is cached in" in _engine_line()
+
+
+def test_a_folder_converted_before_digests_were_recorded_is_converted_once_more(cache):
+    from snakeweb.openvino_backend import is_converted
+
+    backbone, reference = _features()
+    folder = backbone.openvino.folder
+    record = json.loads((folder / "conversion.json").read_text())
+    del record["sha256"]  # what a conversion by the size-only code wrote
+    (folder / "conversion.json").write_text(json.dumps(record))
+    assert not is_converted(folder)
+    _, features = _features()
+    assert is_converted(folder) and "sha256" in json.loads((folder / "conversion.json").read_text())
+    np.testing.assert_allclose(features, reference, atol=1e-5)
