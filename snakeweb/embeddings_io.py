@@ -16,7 +16,6 @@ as it was, and a store it created is removed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from snakeweb.digests import sha256_file
 from snakeweb.errors import SnakewebError
 from snakeweb.ingest import (
     METADATA_COLUMNS,
@@ -194,11 +194,7 @@ def _open(path: Path, dim: int, described: str, fingerprint: str, feature_kind: 
     if recorded and made_by != (fingerprint, feature_kind):
         raise TableError(f"The {WHAT} {path} was exported from a store embedded with {made_by[0]} ({made_by[1]}) but "
                          f"you named {fingerprint} ({feature_kind}); name the model that made the vectors with --model.")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return _Source(path, columns, parquet.metadata.num_rows, digest.hexdigest())
+    return _Source(path, columns, parquet.metadata.num_rows, sha256_file(path))
 
 
 def _at(rows: np.ndarray, shown: list[str] | None = None) -> str:

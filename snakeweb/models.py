@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snakeweb.digests import update_with_file
 from snakeweb.errors import SnakewebError
 
 log = logging.getLogger(__name__)
@@ -279,9 +280,7 @@ def _folder_digest(folder: Path) -> str:
     for file in sorted(folder.iterdir()):
         if file.suffix in {".safetensors", ".bin", ".json"} and file.is_file():
             digest.update(file.name.encode())
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            update_with_file(digest, file)
     return digest.hexdigest()
 
 

@@ -13,7 +13,6 @@ The ONNX graph keeps transformers' own names for most tensors (`backbone.*`). Th
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from snakeweb.digests import sha256_file
 from snakeweb.errors import SnakewebError
 
 ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
@@ -62,11 +62,8 @@ def find_onnx() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The sha256 hex digest of a weights file (snakeweb.digests)."""
+    return sha256_file(path)
 
 
 def onnx_to_state_dict(onnx_path: Path) -> dict[str, np.ndarray]:

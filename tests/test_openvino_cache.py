@@ -85,7 +85,7 @@ def test_first_compiles_in_several_processes_at_once_all_succeed(cache):
 
 
 def test_same_size_overwrite_of_the_converted_weights_is_converted_again(cache):
-    from snakeweb.openvino_backend import is_converted
+    from snakeweb.openvino_cache import is_converted
 
     backbone, reference = _features()
     folder = backbone.openvino.folder
@@ -124,7 +124,7 @@ def test_same_size_overwrite_of_a_compiled_blob_is_compiled_again(cache):
 
 
 def test_a_folder_converted_before_digests_were_recorded_is_converted_once_more(cache):
-    from snakeweb.openvino_backend import is_converted
+    from snakeweb.openvino_cache import is_converted
 
     backbone, reference = _features()
     folder = backbone.openvino.folder
