@@ -16,6 +16,8 @@ as it was, and a store it created is removed.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from snakeweb.digests import sha256_file
+from snakeweb.digests import update_with_file
 from snakeweb.errors import SnakewebError
 from snakeweb.ingest import (
     METADATA_COLUMNS,
@@ -65,6 +67,8 @@ class _Source:
     columns: dict[str, str]  # canonical name -> the file's column name
     rows: int
     sha256: str
+    # the file opened once: every pass and the sha256 read the same bytes, even when the path is replaced meanwhile
+    handle: Any = None
 
 
 def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_kind: str | None = None, tta: str | None = None,
@@ -87,7 +91,6 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
     ingest refuses (class ids, subsets, countries, empty observation ids), one observation given two classes,
     countries or splits, relabelled store photos, class ids the species table lacks (or no species table), and
     a store already holding vectors of another model. Nothing is written then."""
-    from snakeweb.embed_stage import record_model
     from snakeweb.models import load_backbone, resolve_model
 
     if model == "auto":
@@ -101,7 +104,23 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
     dim = backbone.feature_dim(feature_kind)
     described = f"{config.name} ({backbone.fingerprint}) gives {dim}-d {feature_kind} features"
     _refuse_other_model(store, backbone.fingerprint, feature_kind)
-    sources = [_open(Path(f), dim, described, backbone.fingerprint, feature_kind) for f in files]
+    sources: list[_Source] = []
+    try:
+        for f in files:
+            sources.append(_open(Path(f), dim, described, backbone.fingerprint, feature_kind))
+        return _import(store, sources, backbone, config, dim, described, feature_kind, species_table, taxonomy, batch_rows,
+                       country_table)
+    finally:
+        for source in sources:
+            source.handle.close()
+
+
+def _import(store: Store, sources: list[_Source], backbone, config, dim: int, described: str, feature_kind: str,
+            species_table: pd.DataFrame | None, taxonomy: Path | None, batch_rows: int | None,
+            country_table: Path | None) -> dict[str, Any]:
+    """import_embeddings once its files are open and their columns checked."""
+    from snakeweb.embed_stage import record_model
+
     combined = combine_with_store(store.species() if store.exists() else None, species_table)
     if country_table is not None:
         if combined is None:
@@ -121,10 +140,8 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
             for number, source in enumerate(sources):  # first pass: every column but the vectors
                 _stage(con, source, number)
             counts = _write(con, [s.path.name for s in sources])
-            for source in sources:  # second pass: every vector checked before any is written
-                _check_vectors(source, dim, described, batch_rows)
-            for number, source in enumerate(sources):  # third pass: the vectors, streamed by DuckDB into embeddings
-                _insert_vectors(con, source, number)
+            for number, source in enumerate(sources):  # second pass: the vectors, checked as DuckDB streams them in
+                _insert_vectors(con, source, number, dim, described, batch_rows)
             record_model(con, backbone, feature_kind)
             if country_table is not None:
                 set_meta(con, "country_table", str(Path(country_table).resolve()))
@@ -165,12 +182,28 @@ def _refuse_other_model(store: Store, fingerprint: str, feature_kind: str) -> No
 def _open(path: Path, dim: int, described: str, fingerprint: str, feature_kind: str) -> _Source:
     """The file's columns checked against the layout and the model, before any row is read."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
+    if path.is_dir():
+        raise TableError(f"The {WHAT} {path} is a folder; give the Parquet files in it (e.g. {path}/*.parquet).")
     if not path.is_file():
         raise TableError(f"Cannot read the {WHAT} {path}: there is no such file.")
     try:
-        parquet = pq.ParquetFile(path)
+        handle = pa.OSFile(str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise TableError(f"Cannot read the {WHAT} {path} ({exc}); check that you may read it.") from exc
+    try:
+        return _checked_source(path, handle, dim, described, fingerprint, feature_kind)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _checked_source(path: Path, handle, dim: int, described: str, fingerprint: str, feature_kind: str) -> _Source:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(handle)
     except (pa.ArrowException, OSError) as exc:
         raise TableError(f"The {WHAT} {path} is not a Parquet file pyarrow can read; write the vectors as Parquet "
                          "(pyarrow, pandas, Spark or DuckDB).") from exc
@@ -194,7 +227,8 @@ def _open(path: Path, dim: int, described: str, fingerprint: str, feature_kind: 
     if recorded and made_by != (fingerprint, feature_kind):
         raise TableError(f"The {WHAT} {path} was exported from a store embedded with {made_by[0]} ({made_by[1]}) but "
                          f"you named {fingerprint} ({feature_kind}); name the model that made the vectors with --model.")
-    return _Source(path, columns, parquet.metadata.num_rows, sha256_file(path))
+    handle.seek(0)
+    return _Source(path, columns, parquet.metadata.num_rows, update_with_file(hashlib.sha256(), handle).hexdigest(), handle)
 
 
 def _at(rows: np.ndarray, shown: list[str] | None = None) -> str:
@@ -203,13 +237,14 @@ def _at(rows: np.ndarray, shown: list[str] | None = None) -> str:
     return text + (f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else "")
 
 
-def _batches(path: Path, batch_rows: int, columns: list[str]):
+def _batches(source: _Source, batch_rows: int, columns: list[str]):
     """Record batches of `batch_rows` rows of `columns`, holding about one batch in memory. pyarrow's default
     (pre_buffer) loads each row group's column chunks whole: a file written in 20,000-row groups of 3840-d vectors
     held ~1 GB per group, which its allocator then kept for the rest of the import."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER).iter_batches(batch_size=batch_rows, columns=columns)
+    parquet = pq.ParquetFile(source.handle, pre_buffer=False, buffer_size=READ_BUFFER)
+    return parquet.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def _stage(con, source: _Source, number: int) -> None:
@@ -220,7 +255,7 @@ def _stage(con, source: _Source, number: int) -> None:
 
     first = 1
     columns = {name: column for name, column in source.columns.items() if name != "vector"}
-    for batch in _batches(source.path, METADATA_BATCH_ROWS, list(columns.values())):
+    for batch in _batches(source, METADATA_BATCH_ROWS, list(columns.values())):
         lines = np.arange(first, first + batch.num_rows)
         first += batch.num_rows
         text = {}
@@ -238,15 +273,16 @@ def _stage(con, source: _Source, number: int) -> None:
         con.unregister("_import_batch")
 
 
-def _check_vectors(source: _Source, dim: int, described: str, batch_rows: int) -> None:
-    """Second pass over one file: each batch of vectors checked (nulls, length, NaN/inf, as float32) with pyarrow,
-    holding one batch in memory; raises TableError naming the first rows. Nothing is written."""
+def _checked_vectors(source: _Source, plan: dict[str, np.ndarray], dim: int, described: str, batch_rows: int):
+    """The file's vectors, batch by batch, checked (nulls, length, NaN/inf, as float32; TableError naming the first
+    rows) and paired with the image ids `_write` planned: Arrow batches (image_id int64, vector fixed-size list of
+    float32) of the rows to store. One batch in memory at a time."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     first = 1
     fail = Table(source.path, WHAT, pd.DataFrame(), np.zeros(0, np.int64)).fail
-    for batch in _batches(source.path, batch_rows, [source.columns["vector"]]):
+    for batch in _batches(source, batch_rows, [source.columns["vector"]]):
         n, lines = batch.num_rows, np.arange(first, first + batch.num_rows)
         first += n
         vectors = batch.column(0)
@@ -265,25 +301,50 @@ def _check_vectors(source: _Source, dim: int, described: str, batch_rows: int) -
         if broken.any():
             raise fail(f"{int(broken.sum())} row(s) have NaN, infinite or missing values in their vector ({_at(lines[broken])}); "
                        "recompute or leave out those rows.")
+        keep = plan["store"][lines - 1]
+        if keep.any():
+            kept = np.ascontiguousarray(matrix[keep])
+            yield pa.record_batch({"image_id": plan["image_id"][lines - 1][keep],
+                                   "vector": pa.FixedSizeListArray.from_arrays(kept.ravel(), dim)})
 
 
-def _insert_vectors(con, source: _Source, number: int) -> None:
-    """Third pass over one checked file: its vectors into `embeddings` under the image ids `_write` planned, as
-    float32 lists (as the embed stage writes them), in one INSERT ... SELECT that DuckDB streams from the file.
-    One statement, not one per batch, because DuckDB writes a large single append to the store file as it goes
-    (optimistic writing), while many small appends stay in memory until the commit: a 182k x 3840 import held
-    7.9 GB that way, twice the vectors' size."""
+def _insert_vectors(con, source: _Source, number: int, dim: int, described: str, batch_rows: int) -> None:
+    """Second pass over one file: its vectors checked and written to `embeddings` under the image ids `_write`
+    planned, as float32 lists (as the embed stage writes them), in one INSERT that DuckDB streams from an Arrow
+    reader of the checked batches. One statement, not one per batch, because DuckDB writes a large single append
+    to the store file as it goes (optimistic writing), while many small appends stay in memory until the commit: a
+    182k x 3840 import held 7.9 GB that way. The file is read through its one open handle, never by name again:
+    DuckDB's read_parquet took a name with [ ] or * as a pattern (another file's vectors), and a file replaced
+    between two reads went in unchecked."""
     import duckdb
+    import pyarrow as pa
 
-    column = '"' + source.columns["vector"].replace('"', '""') + '"'
+    plan = con.execute("SELECT row, image_id, target IN ('new', 'pending') AS store FROM _import_plan WHERE file = ? ORDER BY row",
+                       [number]).fetchnumpy()
+    rows = np.asarray(plan["row"], np.int64)
+    if not np.array_equal(rows, np.arange(1, source.rows + 1)):
+        raise RuntimeError(f"the import plan of {source.path} does not cover its rows")  # _write plans every row
+    plan = {"image_id": np.asarray(plan["image_id"], np.int64), "store": np.asarray(plan["store"], bool)}
+    raised: list[BaseException] = []
+
+    def batches():
+        try:
+            yield from _checked_vectors(source, plan, dim, described, batch_rows)
+        except BaseException as exc:  # DuckDB reports it as its own error: raised again below as it was
+            raised.append(exc)
+            raise
+
+    schema = pa.schema({"image_id": pa.int64(), "vector": pa.list_(pa.float32(), dim)})
+    con.register("_import_vectors", pa.RecordBatchReader.from_batches(schema, batches()))
     try:
-        con.execute(f"INSERT INTO embeddings SELECT p.image_id, v.{column}::FLOAT[] "  # (no ON CONFLICT: 2x faster)
-                    "FROM read_parquet(?, file_row_number = true) v JOIN _import_plan p ON p.row = v.file_row_number + 1 "
-                    "WHERE p.file = ? AND p.target IN ('new', 'pending')", [str(source.path), number])
-    except duckdb.Error as exc:  # a file pyarrow read but DuckDB's Parquet reader cannot, or one changed since
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TableError(f"The {WHAT} {source.path} could not be read a second time to store its vectors ({reason}); if it "
-                         "was being written or replaced, import it again once it is complete.") from exc
+        con.execute("INSERT INTO embeddings SELECT image_id, vector::FLOAT[] FROM _import_vectors")  # (no ON CONFLICT: 2x faster)
+    except duckdb.Error:
+        if raised:
+            raise raised[0] from None
+        raise
+    finally:
+        with contextlib.suppress(duckdb.Error):  # after a refusal the transaction is aborted, and says so here too
+            con.unregister("_import_vectors")
 
 
 def _metadata(table: Table) -> dict[str, Any]:

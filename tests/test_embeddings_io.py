@@ -323,19 +323,45 @@ def test_each_row_keeps_its_own_vector_across_files_types_and_header_spellings(t
         np.testing.assert_array_equal(by_path[path], vector, err_msg=path)
 
 
-def test_a_file_replaced_between_the_check_and_the_copy_is_refused_with_a_sentence(tiny_model_dir, tmp_path, capsys, monkeypatch):
+def test_a_file_replaced_during_the_import_is_read_as_it_was_opened(tiny_model_dir, tmp_path, monkeypatch):
+    """Every pass (metadata, vectors, sha256) reads the file opened at the start: another job replacing the file
+    meanwhile (here with NaN vectors) neither slips unchecked vectors in nor pairs one file's rows with another's."""
+    import os
+
     import snakeweb.embeddings_io as embeddings_io
 
-    data = rows(4)
+    data = rows(6)
     file = write(tmp_path / "v.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"])
-    check = embeddings_io._check_vectors
+    opened = hashlib.sha256(file.read_bytes()).hexdigest()
+    write(tmp_path / "other.parquet", np.full((6, DIM), np.nan), path=data["path"], observation_id=data["observation_id"])
+    stage = embeddings_io._stage
 
-    def check_then_truncate(source, *args):  # another job rewriting the file while the import runs
-        check(source, *args)
-        source.path.write_bytes(source.path.read_bytes()[:100])
+    def stage_then_replace(con, source, number):
+        stage(con, source, number)
+        os.replace(tmp_path / "other.parquet", file)  # between the metadata pass and the vector pass
 
-    monkeypatch.setattr(embeddings_io, "_check_vectors", check_then_truncate)
+    monkeypatch.setattr(embeddings_io, "_stage", stage_then_replace)
     store = tmp_path / "store"
-    message = refused(capsys, store, [file], tiny_model_dir)
-    assert "could not be read a second time" in message and "import it again" in message
-    assert not store.exists()  # the refused import into a new store leaves none behind
+    assert run_import(store, [file], tiny_model_dir) == 0
+    stored = Store(store).query("SELECT i.path, e.vector FROM embeddings e JOIN images i USING (image_id)")
+    by_path = dict(zip(stored["path"], stored["vector"]))
+    for path, vector in zip(data["path"], data["vectors"]):
+        np.testing.assert_array_equal(np.asarray(by_path[path], np.float32), vector)
+    assert Store(store).get_meta("embedding_imports")[0]["files"][0]["sha256"] == opened  # the bytes that went in
+
+
+def test_a_file_name_with_pattern_characters_is_that_file(tiny_model_dir, tmp_path):
+    """DuckDB's read_parquet took vec[1].parquet as a pattern matching vec1.parquet: another file's vectors, exit 0."""
+    data = rows(5)
+    named = write(tmp_path / "vec[1].parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"])
+    write(tmp_path / "vec1.parquet", data["vectors"][::-1], path=data["path"], observation_id=data["observation_id"])
+    store = tmp_path / "store"
+    assert run_import(store, [named], tiny_model_dir) == 0
+    stored = Store(store).query("SELECT i.path, e.vector FROM embeddings e JOIN images i USING (image_id)")
+    by_path = dict(zip(stored["path"], stored["vector"]))
+    for path, vector in zip(data["path"], data["vectors"]):
+        np.testing.assert_array_equal(np.asarray(by_path[path], np.float32), vector)
+
+
+def test_a_folder_given_as_a_file_gets_a_sentence(tiny_model_dir, tmp_path, capsys):
+    assert "is a folder; give the Parquet files in it" in refused(capsys, tmp_path / "store", [tmp_path], tiny_model_dir)
