@@ -40,6 +40,7 @@ from snakeweb.ingest import (
     record_numbered_ids,
     record_species,
 )
+from snakeweb.paths import Spellings
 from snakeweb.species import combine_with_store
 from snakeweb.store import Store, set_meta, write_atomically
 from snakeweb.tables import Column, Table, TableError, header_names
@@ -137,8 +138,9 @@ def _import(store: Store, sources: list[_Source], backbone, config, dim: int, de
             if species_table is not None and combined is not None:
                 record_numbered_ids(con, combined, species_table)
             con.execute(STAGING)
+            spellings = Spellings(con.execute("SELECT path FROM images").fetchnumpy()["path"])
             for number, source in enumerate(sources):  # first pass: every column but the vectors
-                _stage(con, source, number)
+                _stage(con, source, number, spellings)
             counts = _write(con, [s.path.name for s in sources])
             for number, source in enumerate(sources):  # second pass: the vectors, checked as DuckDB streams them in
                 _insert_vectors(con, source, number, dim, described, batch_rows)
@@ -247,7 +249,7 @@ def _batches(source: _Source, batch_rows: int, columns: list[str]):
     return parquet.iter_batches(batch_size=batch_rows, columns=columns)
 
 
-def _stage(con, source: _Source, number: int) -> None:
+def _stage(con, source: _Source, number: int, spellings: Spellings) -> None:
     """First pass over one file: every column but the vector, batch by batch into _import_staging, each batch's values
     checked by ingest's rules."""
     import pyarrow as pa
@@ -267,7 +269,13 @@ def _stage(con, source: _Source, number: int) -> None:
                                  f"snakeweb cannot read as {name}.") from exc
             text[name] = values.fill_null("").to_numpy(zero_copy_only=False)
         table = Table(source.path, WHAT, pd.DataFrame(text, index=pd.RangeIndex(batch.num_rows), dtype=object), lines, unit="row")
-        con.register("_import_batch", pa.table({"file": np.full(batch.num_rows, number, np.int32), "row": lines, **_metadata(table)}))
+        metadata = _metadata(table)
+        given = metadata["path"].to_pylist()  # one photo keeps one path however it is spelled (snakeweb.paths)
+        named = [i for i, path in enumerate(given) if path is not None]
+        for i, path in zip(named, spellings([given[i] for i in named])):
+            given[i] = path
+        metadata["path"] = pa.array(given, pa.string())
+        con.register("_import_batch", pa.table({"file": np.full(batch.num_rows, number, np.int32), "row": lines, **metadata}))
         con.execute("INSERT INTO _import_staging SELECT file, row, given_id, path, observation_id, class_id, country_code, subset "
                     "FROM _import_batch")
         con.unregister("_import_batch")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
+from snakeweb.paths import as_stored, file_keys, same_file_as_earlier
 from snakeweb.species import (
     ASSIGNED_IDS,
     SPECIES_COLUMNS,
@@ -92,6 +93,10 @@ def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
         species = relative.parts[0] if len(relative.parts) > 1 else None  # matched to the species table by ingest
         rows.append({"path": str(path.absolute()), "observation_id": relative.as_posix(), "species": species,
                      "error": link_problem(path, root)})
+    for row, earlier in zip(rows, same_file_as_earlier([r["path"] for r in rows])):
+        if earlier is not None and row["error"] is None:
+            row["error"] = (f"it is the same file as {Path(earlier).relative_to(root.absolute()).as_posix()} (a link to it), "
+                            "and a photo is stored once")
     if not rows:
         raise SnakewebError(f"No photos under {root}" + (f" except {len(hidden)} hidden file(s) (names starting with '.'), "
                                                           "which snakeweb leaves out." if hidden else "."))
@@ -136,6 +141,7 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
     if missing:
         log.warning("%d of the %d image paths in the metadata do not exist under %s; the embed stage records each of them "
                     "as missing.", missing, len(frame), image_root)
+    frame["path"] = file_keys(frame["path"])  # a loop of folders or `..` in image_path: the same photo by one name
     duplicated = frame["path"].duplicated()
     if duplicated.any():
         log.warning("%d metadata rows repeat an image path; the first of each is kept", int(duplicated.sum()))
@@ -216,6 +222,7 @@ def ingest(
         families = record_species(con, species, taxa)
         stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code FROM images i "
                              "JOIN observations o USING (observation_id)").df()
+        listing["path"] = as_stored(listing["path"], stored["path"])  # one photo keeps one path however it is spelled
         _refuse_relabels(listing, stored)
         fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]

@@ -336,8 +336,8 @@ def test_a_file_replaced_during_the_import_is_read_as_it_was_opened(tiny_model_d
     write(tmp_path / "other.parquet", np.full((6, DIM), np.nan), path=data["path"], observation_id=data["observation_id"])
     stage = embeddings_io._stage
 
-    def stage_then_replace(con, source, number):
-        stage(con, source, number)
+    def stage_then_replace(con, source, *args):
+        stage(con, source, *args)
         os.replace(tmp_path / "other.parquet", file)  # between the metadata pass and the vector pass
 
     monkeypatch.setattr(embeddings_io, "_stage", stage_then_replace)
@@ -365,3 +365,20 @@ def test_a_file_name_with_pattern_characters_is_that_file(tiny_model_dir, tmp_pa
 
 def test_a_folder_given_as_a_file_gets_a_sentence(tiny_model_dir, tmp_path, capsys):
     assert "is a folder; give the Parquet files in it" in refused(capsys, tmp_path / "store", [tmp_path], tiny_model_dir)
+
+
+def test_vectors_named_by_another_spelling_of_the_folder_fill_in_the_same_photos(built, tiny_model_dir, photo_folder,
+                                                                                   species_csv, tmp_path):
+    store = tmp_path / "store"
+    assert main(["ingest", "--store", str(store), "--images", str(photo_folder), "--species", str(species_csv)]) == 0
+    table = pq.read_table(built["parquet"])
+    folder = str(photo_folder)
+    (tmp_path / "link").symlink_to(photo_folder)  # the folder through a link, and through `..`
+    respelled = [p.replace(folder, str(tmp_path / "link") if i % 2 else f"{folder}/../{photo_folder.name}", 1)
+                 for i, p in enumerate(table.column("path").to_pylist())]
+    assert all(p != q for p, q in zip(respelled, table.column("path").to_pylist()))
+    file = tmp_path / "respelled.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("path"), "path", pa.array(respelled)), file)
+    assert run_import(store, [file], tiny_model_dir) == 0
+    s = Store(store)
+    assert s.get_meta("embedding_imports")[0]["added"] == 24 and len(s.query("SELECT path FROM images")) == 26  # none new

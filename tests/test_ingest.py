@@ -112,3 +112,35 @@ def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, ph
     assert labels[list(ids).index(image_id)] == 1740
     assert main(["train", "--store", str(store.root), "--include-reviews"]) == 0
     assert store.get_meta("head")["include_reviews"] is True
+
+
+def test_one_photo_keeps_one_path_however_its_folder_is_spelled(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """`../photos`, `/abs/photos/` and a link to the folder name the same photos: a second ingest adds none of them
+    (each spelling used to add every photo again), and a metadata row reaching a photo through `..` or a folder loop is
+    that photo. A link to a photo in the same folder is the same photo, recorded once with a reason."""
+    import os
+
+    photos = tmp_path / "photos"
+    for i in range(3):
+        make_photo(photos / "Natrix natrix" / f"{i}.jpg", SYNTHETIC_COLOURS["Natrix natrix"], seed=i)
+    (photos / "Natrix natrix" / "same.jpg").symlink_to(photos / "Natrix natrix" / "0.jpg")
+    (tmp_path / "link").symlink_to(photos)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    store = tmp_path / "store"
+    for spelling in ("../photos", f"{photos}/", str(tmp_path / "link"), str(tmp_path / "link" / ".." / "photos")):
+        assert main(["ingest", "--store", str(store), "--images", spelling]) == 0
+    out = capsys.readouterr().out
+    assert out.count("0 new image(s), 4 already in the store") == 3, out
+    images = Store(store).query("SELECT path, status, error FROM images ORDER BY path")
+    assert len(images) == 4 and not images["path"].str.contains(r"\.\.|/link/").any()
+    link = images[images["path"].str.endswith("same.jpg")].iloc[0]
+    assert link["status"] == "error" and "same file as Natrix natrix/0.jpg" in link["error"]
+
+    (photos / "loop").symlink_to(photos)  # a folder loop: loop/loop/Natrix natrix/1.jpg is Natrix natrix/1.jpg
+    metadata = tmp_path / "metadata.csv"
+    pd.DataFrame({"observation_id": ["a", "b"], "image_path": ["Natrix natrix/1.jpg", "loop/loop/Natrix natrix/1.jpg"],
+                  "class_id": [1130, 1130]}).to_csv(metadata, index=False)
+    other = tmp_path / "metadata-store"
+    assert main(["ingest", "--store", str(other), "--metadata", str(metadata), "--image-root", os.path.relpath(photos)]) == 0
+    assert Store(other).query("SELECT count(*) n FROM images")["n"][0] == 1
