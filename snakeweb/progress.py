@@ -11,9 +11,16 @@ from tqdm.auto import tqdm as _tqdm
 TERMINAL_INTERVAL, PIPE_INTERVAL = 0.5, 5.0
 
 
-def tqdm(*args, **kwargs):
+class _Progress(_tqdm):
+    """tqdm whose set_postfix waits for the next timed redraw into a pipe (tqdm's own redraws at once, every call)."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool | None = None, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=self.mininterval < PIPE_INTERVAL if refresh is None else refresh, **kwargs)
+
+
+def tqdm(*args, **kwargs) -> _tqdm:
     """Progress with counts and rate, redrawn at most twice a second on a terminal and every 5 s into a pipe or
     file (logs stay readable; the last state is always written)."""
     stream = kwargs.get("file") or sys.stderr
     interactive = bool(getattr(stream, "isatty", lambda: False)())
-    return _tqdm(*args, mininterval=TERMINAL_INTERVAL if interactive else PIPE_INTERVAL, dynamic_ncols=True, **kwargs)
+    return _Progress(*args, mininterval=TERMINAL_INTERVAL if interactive else PIPE_INTERVAL, dynamic_ncols=True, **kwargs)
