@@ -206,7 +206,15 @@ def _engine(store: Store) -> Verdict:
     Fails only when SNAKEWEB_ENGINE asks for OpenVINO and it cannot be imported. OpenVINO is imported (~0.3 s),
     not looked up in the package metadata: an install that is listed but fails to import falls back to torch
     at identify, and check must say the same."""
-    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, cache_root, converted_before, openvino_version, requested_engine
+    from snakeweb.openvino_backend import (
+        ENV_ENGINE,
+        INSTALL,
+        cache_root,
+        converted_before,
+        openvino_problem,
+        openvino_version,
+        requested_engine,
+    )
 
     config = store.get_meta("model")["config"]
     engine = requested_engine()
@@ -215,7 +223,7 @@ def _engine(store: Store) -> Verdict:
     if engine == "torch":
         return Verdict("engine", True, f"torch on the CPU ({ENV_ENGINE}=torch)")
     if version is None:
-        return Verdict("engine", engine != "openvino", "torch on the CPU: OpenVINO is not installed (or does not import)"
+        return Verdict("engine", engine != "openvino", f"torch on the CPU: OpenVINO {openvino_problem()}"
                        + (f", but {ENV_ENGINE}=openvino asks for it" if engine == "openvino" else
                           f"; `{INSTALL}` makes it ~2x faster"))
     parts = config["location"].split("+") if config["source"] == "concat" else [config["name"]]

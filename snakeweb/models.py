@@ -318,17 +318,18 @@ _SAID_NO_OPENVINO: list[bool] = []  # the fallback is said once a process
 def _use_openvino(device: str) -> bool:
     """OpenVINO for this load? Only on the CPU, and only when installed (else torch, with a log line);
     `SNAKEWEB_ENGINE=openvino` makes a missing OpenVINO an error, `torch` turns it off."""
-    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, openvino_version, requested_engine
+    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, openvino_problem, requested_engine
 
     engine = requested_engine()
     if engine == "torch" or device != "cpu":
         return False
-    if openvino_version() is None:
+    problem = openvino_problem()
+    if problem is not None:
         if engine == "openvino":
-            raise SnakewebError(f"{ENV_ENGINE}=openvino but OpenVINO is not installed; `{INSTALL}`, or unset {ENV_ENGINE}.")
+            raise SnakewebError(f"{ENV_ENGINE}=openvino but OpenVINO {problem}; `{INSTALL}`, or unset {ENV_ENGINE}.")
         if not _SAID_NO_OPENVINO:
-            log.warning("OpenVINO is not installed: the backbone runs with torch; `%s` makes the CPU "
-                        "path ~2x faster (SNAKEWEB_ENGINE=torch silences this)", INSTALL)
+            log.warning("OpenVINO %s: the backbone runs with torch; `%s` makes the CPU path ~2x faster "
+                        "(SNAKEWEB_ENGINE=torch silences this)", problem, INSTALL)
             _SAID_NO_OPENVINO.append(True)
         return False
     return True

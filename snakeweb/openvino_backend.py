@@ -89,13 +89,27 @@ def import_openvino():
     return openvino
 
 
-def openvino_version() -> str | None:
-    """The installed OpenVINO's full version ("2026.4.1-22982-..."), or None when it is not installed."""
+def openvino_problem() -> str | None:
+    """Why OpenVINO cannot be used in this process, as words after "OpenVINO ": "is not installed", or "is installed
+    but does not import (the reason)" (a broken install: a missing shared library raises OSError, a missing
+    dependency ImportError); None when it imports."""
     try:
-        openvino = import_openvino()
-    except ImportError:
+        import_openvino()
+    except ModuleNotFoundError as exc:
+        if exc.name == "openvino":
+            return "is not installed"
+        return f"is installed but does not import ({exc})"
+    except (ImportError, OSError) as exc:
+        return f"is installed but does not import ({str(exc).strip() or type(exc).__name__})"
+    return None
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's full version ("2026.4.1-22982-..."), or None when it cannot be used (not
+    installed, or an install that does not import: `openvino_problem` says which)."""
+    if openvino_problem() is not None:
         return None
-    return str(openvino.get_version())
+    return str(import_openvino().get_version())
 
 
 def cache_root() -> Path:

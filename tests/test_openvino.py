@@ -223,4 +223,17 @@ def test_check_names_torch_when_openvino_is_listed_but_does_not_import(tiny_mode
     # falls back to torch, and check must say so rather than read the version from the metadata
     monkeypatch.setitem(sys.modules, "openvino", None)
     engine = next(v for v in check_store(store) if v.name == "engine")
-    assert engine.ok and engine.detail.startswith("torch on the CPU: OpenVINO is not installed (or does not import)"), engine.detail
+    assert engine.ok and engine.detail.startswith("torch on the CPU: OpenVINO is not installed"), engine.detail
+    # an install whose shared library does not load raises OSError, not ImportError: check and identify still go on
+    fake = tmp_path / "broken"
+    (fake / "openvino").mkdir(parents=True)
+    (fake / "openvino" / "__init__.py").write_text("raise OSError('libopenvino.so: undefined symbol: foo')\n")
+    monkeypatch.delitem(sys.modules, "openvino")
+    monkeypatch.syspath_prepend(str(fake))
+    engine = next(v for v in check_store(store) if v.name == "engine")
+    assert engine.ok and "is installed but does not import (libopenvino.so: undefined symbol: foo)" in engine.detail, engine.detail
+    from snakeweb import models
+    from snakeweb.models import load_backbone, resolve_model
+
+    monkeypatch.setattr(models, "_SAID_NO_OPENVINO", [])
+    assert load_backbone(resolve_model(str(tiny_model_dir))).engine == "torch"
