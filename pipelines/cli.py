@@ -587,6 +587,10 @@ def _say(args: argparse.Namespace, exc: SnakewebError) -> int:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
+        if args.command in ("build", "embed", "import-embeddings", "identify", "evaluate"):
+            from snakeweb.threads import available_cpus
+
+            available_cpus()  # a bad SNAKEWEB_THREADS is said before any work (a build used to ingest first)
         if args.command == "build":
             _build(args)
         elif args.command == "ingest":

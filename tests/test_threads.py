@@ -130,3 +130,12 @@ def test_share_cores_sets_openmp_defaults_only_when_unset():
     environ = {"SNAKEWEB_THREADS": "many"}  # said when a model loads, not at import
     share_cores(environ)
     assert "OMP_NUM_THREADS" not in environ
+
+
+def test_a_build_with_a_bad_thread_count_is_refused_before_any_work(tmp_path, photo_folder, monkeypatch, capsys):
+    from pipelines.cli import main
+
+    monkeypatch.setenv("SNAKEWEB_THREADS", "²")
+    assert main(["build", "--store", str(tmp_path / "store"), "--images", str(photo_folder)]) == 2
+    assert "SNAKEWEB_THREADS='²'" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()  # a build used to ingest first and refuse only at the embed stage
