@@ -50,6 +50,15 @@ def rows(n: int, seed: int = 0, **overrides) -> dict:
     return {**columns, **overrides}
 
 
+def assert_vectors_by_path(store: Path, expected: dict) -> None:
+    """The store holds exactly these paths' vectors, each equal (as float32) to its own path's."""
+    stored = Store(store).query("SELECT i.path, e.vector FROM embeddings e JOIN images i USING (image_id)")
+    by_path = {path: np.asarray(vector, np.float32) for path, vector in zip(stored["path"], stored["vector"])}
+    assert set(by_path) == set(expected)
+    for path, vector in expected.items():
+        np.testing.assert_array_equal(by_path[path], np.asarray(vector, np.float32), err_msg=path)
+
+
 def run_import(store: Path, files: list[Path], model: Path, *extra: str) -> int:
     return main(["import-embeddings", "--store", str(store), "--parquet", *map(str, files), "--model", str(model), *extra])
 
@@ -314,13 +323,8 @@ def test_each_row_keeps_its_own_vector_across_files_types_and_header_spellings(t
     store = tmp_path / "store"
     assert run_import(store, [tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "c.parquet"], tiny_model_dir,
                       "--species", str(species_csv)) == 0
-    stored = Store(store).query("SELECT i.path, e.vector FROM embeddings e JOIN images i USING (image_id)")
-    by_path = {path: np.asarray(vector, np.float32) for path, vector in zip(stored["path"], stored["vector"])}
-    expected = {**dict(zip(first["path"], first["vectors"])), **dict(zip(second["path"], wide.astype(np.float32))),
-                **dict(zip(half["path"].to_pylist(), first["vectors"][:2].astype(np.float16).astype(np.float32)))}
-    assert set(by_path) == set(expected)
-    for path, vector in expected.items():
-        np.testing.assert_array_equal(by_path[path], vector, err_msg=path)
+    assert_vectors_by_path(store, {**dict(zip(first["path"], first["vectors"])), **dict(zip(second["path"], wide.astype(np.float32))),
+                                   **dict(zip(half["path"].to_pylist(), first["vectors"][:2].astype(np.float16).astype(np.float32)))})
 
 
 def test_a_file_replaced_during_the_import_is_read_as_it_was_opened(tiny_model_dir, tmp_path, monkeypatch):
@@ -343,10 +347,7 @@ def test_a_file_replaced_during_the_import_is_read_as_it_was_opened(tiny_model_d
     monkeypatch.setattr(embeddings_io, "_stage", stage_then_replace)
     store = tmp_path / "store"
     assert run_import(store, [file], tiny_model_dir) == 0
-    stored = Store(store).query("SELECT i.path, e.vector FROM embeddings e JOIN images i USING (image_id)")
-    by_path = dict(zip(stored["path"], stored["vector"]))
-    for path, vector in zip(data["path"], data["vectors"]):
-        np.testing.assert_array_equal(np.asarray(by_path[path], np.float32), vector)
+    assert_vectors_by_path(store, dict(zip(data["path"], data["vectors"])))
     assert Store(store).get_meta("embedding_imports")[0]["files"][0]["sha256"] == opened  # the bytes that went in
 
 
@@ -357,10 +358,7 @@ def test_a_file_name_with_pattern_characters_is_that_file(tiny_model_dir, tmp_pa
     write(tmp_path / "vec1.parquet", data["vectors"][::-1], path=data["path"], observation_id=data["observation_id"])
     store = tmp_path / "store"
     assert run_import(store, [named], tiny_model_dir) == 0
-    stored = Store(store).query("SELECT i.path, e.vector FROM embeddings e JOIN images i USING (image_id)")
-    by_path = dict(zip(stored["path"], stored["vector"]))
-    for path, vector in zip(data["path"], data["vectors"]):
-        np.testing.assert_array_equal(np.asarray(by_path[path], np.float32), vector)
+    assert_vectors_by_path(store, dict(zip(data["path"], data["vectors"])))
 
 
 def test_a_folder_given_as_a_file_gets_a_sentence(tiny_model_dir, tmp_path, capsys):
