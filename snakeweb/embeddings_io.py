@@ -8,20 +8,19 @@ come out, in one Parquet layout, one row per image:
 An import also takes `vector` as a list of float16/32/64, the headers' usual aliases (as every table snakeweb
 reads, `snakeweb.tables`), and either `path` or `image_id` alone; class_id, split and country may be left out.
 Values are read by ingest's rules (class ids, observation ids, subsets, countries). Both directions stream:
-an import reads and checks the Parquet in batches with pyarrow (never a Python list per vector), then DuckDB copies
-the checked vectors from the file into the store in one statement; the export writes DuckDB's Arrow batches. An
-import is one transaction: a refusal (one sentence naming the file, the first rows and how many) leaves the store
-as it was, and a store it created is removed.
+an import reads each file through one open handle (snakeweb.embeddings_file) in batches with pyarrow (never a
+Python list per vector), and DuckDB takes the checked vectors from an Arrow stream in one statement; the export
+writes DuckDB's Arrow batches. An import is one transaction: a refusal (one sentence naming the file, the first
+rows and how many) leaves the store as it was, and a store it created is removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from snakeweb.digests import update_with_file
+from snakeweb.embeddings_file import MAX_SHOWN, META_KEY, WHAT, Source, at, batches, checked_vectors, open_source
 from snakeweb.errors import SnakewebError
 from snakeweb.ingest import (
-    METADATA_COLUMNS,
     _checked_country_table,
     _countries,
     _subsets,
@@ -43,33 +41,14 @@ from snakeweb.ingest import (
 from snakeweb.paths import Spellings
 from snakeweb.species import combine_with_store
 from snakeweb.store import Store, set_meta, write_atomically
-from snakeweb.tables import Column, Table, TableError, header_names
+from snakeweb.tables import Table, TableError
 from snakeweb.taxonomy import Taxonomy, taxonomy_path
 
-WHAT = "embeddings file"
-META_KEY = b"snakeweb"  # Parquet file metadata: model, fingerprint, feature kind and dimension of the vectors
 IMPORTS_KEY = "embedding_imports"  # run metadata: one record per import (files, sha256, rows, when)
 FLOATS_PER_BATCH = 2**22  # rows per batch = this / D: 16 MB of float32 per batch whatever the dimension
-MAX_SHOWN = 3
-COLUMNS = (
-    Column("image_id", ("id",)),
-    *(replace(c, required=False) if c.name == "image_path" else c for c in METADATA_COLUMNS if c.name != "binomial_name"),
-    Column("vector", ("embedding", "embeddings", "features", "feature", "vectors"), required=True),
-)
 STAGING = """CREATE TABLE _import_staging (file INTEGER, row BIGINT, given_id BIGINT, path VARCHAR, observation_id VARCHAR,
     class_id BIGINT, country_code VARCHAR, subset VARCHAR)"""
 METADATA_BATCH_ROWS = 1 << 16
-READ_BUFFER = 1 << 23  # bytes: column chunks are read through an 8 MB buffer, not whole row groups at once
-
-
-@dataclass
-class _Source:
-    path: Path
-    columns: dict[str, str]  # canonical name -> the file's column name
-    rows: int
-    sha256: str
-    # the file opened once: every pass and the sha256 read the same bytes, even when the path is replaced meanwhile
-    handle: Any = None
 
 
 def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_kind: str | None = None, tta: str | None = None,
@@ -105,10 +84,10 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
     dim = backbone.feature_dim(feature_kind)
     described = f"{config.name} ({backbone.fingerprint}) gives {dim}-d {feature_kind} features"
     _refuse_other_model(store, backbone.fingerprint, feature_kind)
-    sources: list[_Source] = []
+    sources: list[Source] = []
     try:
         for f in files:
-            sources.append(_open(Path(f), dim, described, backbone.fingerprint, feature_kind))
+            sources.append(open_source(Path(f), dim, described, backbone.fingerprint, feature_kind))
         return _import(store, sources, backbone, config, dim, described, feature_kind, species_table, taxonomy, batch_rows,
                        country_table)
     finally:
@@ -116,7 +95,7 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
             source.handle.close()
 
 
-def _import(store: Store, sources: list[_Source], backbone, config, dim: int, described: str, feature_kind: str,
+def _import(store: Store, sources: list[Source], backbone, config, dim: int, described: str, feature_kind: str,
             species_table: pd.DataFrame | None, taxonomy: Path | None, batch_rows: int | None,
             country_table: Path | None) -> dict[str, Any]:
     """import_embeddings once its files are open and their columns checked."""
@@ -181,75 +160,7 @@ def _refuse_other_model(store: Store, fingerprint: str, feature_kind: str) -> No
                             "another --store.")
 
 
-def _open(path: Path, dim: int, described: str, fingerprint: str, feature_kind: str) -> _Source:
-    """The file's columns checked against the layout and the model, before any row is read."""
-    import pyarrow as pa
-
-    if path.is_dir():
-        raise TableError(f"The {WHAT} {path} is a folder; give the Parquet files in it (e.g. {path}/*.parquet).")
-    if not path.is_file():
-        raise TableError(f"Cannot read the {WHAT} {path}: there is no such file.")
-    try:
-        handle = pa.OSFile(str(path))
-    except (pa.ArrowException, OSError) as exc:
-        raise TableError(f"Cannot read the {WHAT} {path} ({exc}); check that you may read it.") from exc
-    try:
-        return _checked_source(path, handle, dim, described, fingerprint, feature_kind)
-    except BaseException:
-        handle.close()
-        raise
-
-
-def _checked_source(path: Path, handle, dim: int, described: str, fingerprint: str, feature_kind: str) -> _Source:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(handle)
-    except (pa.ArrowException, OSError) as exc:
-        raise TableError(f"The {WHAT} {path} is not a Parquet file pyarrow can read; write the vectors as Parquet "
-                         "(pyarrow, pandas, Spark or DuckDB).") from exc
-    schema = parquet.schema_arrow
-    columns = header_names(path, WHAT, schema.names, COLUMNS)
-    if "image_path" not in columns and "image_id" not in columns:
-        raise TableError(f"The {WHAT} {path}: it has neither a path nor an image_id column; give one of them "
-                         f"(its columns are {schema.names}).")
-    vector = schema.field(columns["vector"]).type
-    listed = pa.types.is_list(vector) or pa.types.is_large_list(vector) or pa.types.is_fixed_size_list(vector)
-    if not listed or not pa.types.is_floating(vector.value_type):
-        raise TableError(f"The {WHAT} {path}: its column {columns['vector']} holds {vector}, not a list of floats; "
-                         "store each vector as a list (or fixed-size list) of float32.")
-    if pa.types.is_fixed_size_list(vector) and vector.list_size != dim:
-        raise TableError(f"The {WHAT} {path}: its vectors are {vector.list_size}-d but {described}; name the model "
-                         "that made them with --model (and --features).")
-    if parquet.metadata.num_rows == 0:
-        raise TableError(f"The {WHAT} {path} has its columns but no rows; write the vectors into it, or leave the file out.")
-    recorded = json.loads(schema.metadata[META_KEY]) if schema.metadata and META_KEY in schema.metadata else {}
-    made_by = (recorded.get("fingerprint"), recorded.get("feature_kind"))
-    if recorded and made_by != (fingerprint, feature_kind):
-        raise TableError(f"The {WHAT} {path} was exported from a store embedded with {made_by[0]} ({made_by[1]}) but "
-                         f"you named {fingerprint} ({feature_kind}); name the model that made the vectors with --model.")
-    handle.seek(0)
-    return _Source(path, columns, parquet.metadata.num_rows, update_with_file(hashlib.sha256(), handle).hexdigest(), handle)
-
-
-def _at(rows: np.ndarray, shown: list[str] | None = None) -> str:
-    """'row 4: 47 values, row 9: 0 values and 5 more' (rows counted from 1)."""
-    text = ", ".join(f"row {r}" + (f": {s}" if shown else "") for r, s in zip(rows[:MAX_SHOWN], shown or [""] * MAX_SHOWN))
-    return text + (f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else "")
-
-
-def _batches(source: _Source, batch_rows: int, columns: list[str]):
-    """Record batches of `batch_rows` rows of `columns`, holding about one batch in memory. pyarrow's default
-    (pre_buffer) loads each row group's column chunks whole: a file written in 20,000-row groups of 3840-d vectors
-    held ~1 GB per group, which its allocator then kept for the rest of the import."""
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(source.handle, pre_buffer=False, buffer_size=READ_BUFFER)
-    return parquet.iter_batches(batch_size=batch_rows, columns=columns)
-
-
-def _stage(con, source: _Source, number: int, spellings: Spellings) -> None:
+def _stage(con, source: Source, number: int, spellings: Spellings) -> None:
     """First pass over one file: every column but the vector, batch by batch into _import_staging, each batch's values
     checked by ingest's rules."""
     import pyarrow as pa
@@ -257,7 +168,7 @@ def _stage(con, source: _Source, number: int, spellings: Spellings) -> None:
 
     first = 1
     columns = {name: column for name, column in source.columns.items() if name != "vector"}
-    for batch in _batches(source, METADATA_BATCH_ROWS, list(columns.values())):
+    for batch in batches(source, METADATA_BATCH_ROWS, list(columns.values())):
         lines = np.arange(first, first + batch.num_rows)
         first += batch.num_rows
         text = {}
@@ -281,42 +192,7 @@ def _stage(con, source: _Source, number: int, spellings: Spellings) -> None:
         con.unregister("_import_batch")
 
 
-def _checked_vectors(source: _Source, plan: dict[str, np.ndarray], dim: int, described: str, batch_rows: int):
-    """The file's vectors, batch by batch, checked (nulls, length, NaN/inf, as float32; TableError naming the first
-    rows) and paired with the image ids `_write` planned: Arrow batches (image_id int64, vector fixed-size list of
-    float32) of the rows to store. One batch in memory at a time."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    first = 1
-    fail = Table(source.path, WHAT, pd.DataFrame(), np.zeros(0, np.int64)).fail
-    for batch in _batches(source, batch_rows, [source.columns["vector"]]):
-        n, lines = batch.num_rows, np.arange(first, first + batch.num_rows)
-        first += n
-        vectors = batch.column(0)
-        if vectors.null_count:
-            raise fail(f"{vectors.null_count} row(s) have no vector ({_at(lines[vectors.is_null().to_numpy(zero_copy_only=False)])}); "
-                       "give every row its vector or leave those rows out.")
-        if not pa.types.is_fixed_size_list(vectors.type):
-            lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-            wrong = lengths != dim
-            if wrong.any():
-                shown = _at(lines[wrong], [f"{v} values" for v in lengths[wrong]])
-                raise fail(f"{int(wrong.sum())} row(s) have vectors of another length ({shown}) but {described}; name the model "
-                           "that made them with --model (and --features).")
-        matrix = np.asarray(vectors.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, dim)
-        broken = ~np.isfinite(matrix).all(axis=1)
-        if broken.any():
-            raise fail(f"{int(broken.sum())} row(s) have NaN, infinite or missing values in their vector ({_at(lines[broken])}); "
-                       "recompute or leave out those rows.")
-        keep = plan["store"][lines - 1]
-        if keep.any():
-            kept = np.ascontiguousarray(matrix[keep])
-            yield pa.record_batch({"image_id": plan["image_id"][lines - 1][keep],
-                                   "vector": pa.FixedSizeListArray.from_arrays(kept.ravel(), dim)})
-
-
-def _insert_vectors(con, source: _Source, number: int, dim: int, described: str, batch_rows: int) -> None:
+def _insert_vectors(con, source: Source, number: int, dim: int, described: str, batch_rows: int) -> None:
     """Second pass over one file: its vectors checked and written to `embeddings` under the image ids `_write`
     planned, as float32 lists (as the embed stage writes them), in one INSERT that DuckDB streams from an Arrow
     reader of the checked batches. One statement, not one per batch, because DuckDB writes a large single append
@@ -335,15 +211,15 @@ def _insert_vectors(con, source: _Source, number: int, dim: int, described: str,
     plan = {"image_id": np.asarray(plan["image_id"], np.int64), "store": np.asarray(plan["store"], bool)}
     raised: list[BaseException] = []
 
-    def batches():
+    def remembering_a_refusal():
         try:
-            yield from _checked_vectors(source, plan, dim, described, batch_rows)
+            yield from checked_vectors(source, plan, dim, described, batch_rows)
         except BaseException as exc:  # DuckDB reports it as its own error: raised again below as it was
             raised.append(exc)
             raise
 
     schema = pa.schema({"image_id": pa.int64(), "vector": pa.list_(pa.float32(), dim)})
-    con.register("_import_vectors", pa.RecordBatchReader.from_batches(schema, batches()))
+    con.register("_import_vectors", pa.RecordBatchReader.from_batches(schema, remembering_a_refusal()))
     try:
         con.execute("INSERT INTO embeddings SELECT image_id, vector::FLOAT[] FROM _import_vectors")  # (no ON CONFLICT: 2x faster)
     except duckdb.Error:
@@ -362,14 +238,14 @@ def _metadata(table: Table) -> dict[str, Any]:
     observations = table.identifiers("observation_id")
     empty = observations.eq("").to_numpy(bool)
     if empty.any():
-        raise table.fail(f"{int(empty.sum())} row(s) have no observation_id ({_at(table.lines[empty])}); fill them in.")
+        raise table.fail(f"{int(empty.sum())} row(s) have no observation_id ({at(table.lines[empty])}); fill them in.")
     none = pd.Series(pd.NA, index=table.frame.index, dtype="Int64")
     class_ids = table.ids("class_id", missing_ok=True) if table.has("class_id") else none
     given = table.ids("image_id", missing_ok=True, what="image ids") if table.has("image_id") else none
     paths = table.text("image_path") if table.has("image_path") else pd.Series(None, index=table.frame.index, dtype=object)
     nameless = (paths.isna() & given.isna()).to_numpy(bool)
     if nameless.any():
-        raise table.fail(f"{int(nameless.sum())} row(s) have neither a path nor an image_id ({_at(table.lines[nameless])}); "
+        raise table.fail(f"{int(nameless.sum())} row(s) have neither a path nor an image_id ({at(table.lines[nameless])}); "
                          "give each row one of them.")
     subsets = None
     if table.has("subset"):  # what export-embeddings writes for photos without a label, read as no subset
