@@ -100,11 +100,18 @@ def at(rows: np.ndarray, shown: list[str] | None = None) -> str:
 def batches(source: Source, batch_rows: int, columns: list[str]):
     """Record batches of `batch_rows` rows of `columns`, holding about one batch in memory. pyarrow's default
     (pre_buffer) loads each row group's column chunks whole: a file written in 20,000-row groups of 3840-d vectors
-    held ~1 GB per group, which its allocator then kept for the rest of the import."""
+    held ~1 GB per group, which its allocator then kept for the rest of the import. Raises TableError when the
+    file can no longer be read (cut short or rewritten in place while the import runs)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(source.handle, pre_buffer=False, buffer_size=READ_BUFFER)
-    return parquet.iter_batches(batch_size=batch_rows, columns=columns)
+    try:
+        parquet = pq.ParquetFile(source.handle, pre_buffer=False, buffer_size=READ_BUFFER)
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TableError(f"The {WHAT} {source.path} could not be read to the end ({reason}); if it was being written or "
+                         "changed, import it again once it is complete.") from exc
 
 
 def checked_vectors(source: Source, plan: dict[str, np.ndarray], dim: int, described: str, batch_rows: int):

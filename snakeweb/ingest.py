@@ -18,7 +18,7 @@ import pandas as pd
 
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
-from snakeweb.paths import as_stored, file_keys, same_file_as_earlier
+from snakeweb.paths import as_stored, file_keys, same_file_elsewhere
 from snakeweb.species import (
     ASSIGNED_IDS,
     SPECIES_COLUMNS,
@@ -65,6 +65,8 @@ def link_problem(path: Path, root: Path, outside: str = OUTSIDE_FOLDER) -> str |
         path.resolve().relative_to(root.resolve())
         return None
     except ValueError:
+        if path.is_dir():  # a species folder linked in from elsewhere: none of its photos is read
+            return "it is a link to a folder outside the image folder, whose photos snakeweb does not read (copy them in)"
         return outside
     except (RuntimeError, OSError):  # RuntimeError: Python 3.11-3.12's "Symlink loop"; OSError: ELOOP from 3.13
         return "it is a symbolic link that leads back to itself (a link loop), so there is no file to read"
@@ -93,9 +95,10 @@ def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
         species = relative.parts[0] if len(relative.parts) > 1 else None  # matched to the species table by ingest
         rows.append({"path": str(path.absolute()), "observation_id": relative.as_posix(), "species": species,
                      "error": link_problem(path, root)})
-    for row, earlier in zip(rows, same_file_as_earlier([r["path"] for r in rows])):
-        if earlier is not None and row["error"] is None:
-            row["error"] = (f"it is the same file as {Path(earlier).relative_to(root.absolute()).as_posix()} (a link to it), "
+    for row, kept in zip(rows, same_file_elsewhere([r["path"] for r in rows])):
+        if kept is not None and row["error"] is None:
+            how = "a link to" if os.path.islink(row["path"]) else "a hard link of"
+            row["error"] = (f"it is {how} {Path(kept).relative_to(root.absolute()).as_posix()}, which is in the folder already, "
                             "and a photo is stored once")
     if not rows:
         raise SnakewebError(f"No photos under {root}" + (f" except {len(hidden)} hidden file(s) (names starting with '.'), "

@@ -99,8 +99,8 @@ def openvino_problem() -> str | None:
         if exc.name == "openvino":
             return "is not installed"
         return f"is installed but does not import ({exc})"
-    except (ImportError, OSError) as exc:
-        return f"is installed but does not import ({str(exc).strip() or type(exc).__name__})"
+    except Exception as exc:  # noqa: BLE001 (any failure of a broken install: OSError for a library, or its own errors)
+        return f"is installed but does not import ({type(exc).__name__}: {str(exc).strip()})"
     return None
 
 

@@ -15,11 +15,16 @@ from collections.abc import Iterable
 
 
 def file_keys(paths: Iterable[str]) -> list[str]:
-    """The key of each path (absolute, its folder's real path + its name); each folder is resolved once."""
+    """The key of each absolute path (its folder's real path + its name); each folder is resolved once. Any other
+    path is its own key, as written: a relative path or a URI in an embeddings file (`photos/1.jpg`, `s3://b/1.jpg`)
+    names a file on the machine that made it, not one under the folder an import happens to run from."""
     folders: dict[str, str] = {}
     keys = []
     for path in paths:
-        folder, name = os.path.split(os.path.abspath(path))
+        if not os.path.isabs(path):
+            keys.append(path)
+            continue
+        folder, name = os.path.split(os.path.normpath(path))
         real = folders.get(folder)
         if real is None:
             real = folders[folder] = os.path.realpath(folder)
@@ -43,14 +48,24 @@ class Spellings:
         return [self._spelling.get(key, key) for key in file_keys(paths)]
 
 
-def same_file_as_earlier(paths: list[str]) -> list[str | None]:
-    """For each path, the earlier path in the list that is the same file (a link to it, followed all the way:
-    `os.path.realpath`), else None. Two links to one photo would put it twice in the store, perhaps once in
-    training and once in validation."""
-    first: dict[str, str] = {}
-    earlier: list[str | None] = []
-    for path in paths:
-        real = os.path.realpath(path)
-        earlier.append(first.get(real))
-        first.setdefault(real, path)
-    return earlier
+def same_file_elsewhere(paths: list[str]) -> list[str | None]:
+    """For each path, another path of the list that is the same file, when this one should give way to it, else
+    None. The same file is the same (device, inode) after following links: a symbolic link to a listed photo, or a
+    hard link. The one kept is the first that is not a symbolic link (the photo itself, whatever folder sorts
+    first), else the first. Two names of one photo would put it twice in the store, perhaps under two species, or
+    once in training and once in validation. Paths that cannot be read are left to the embed stage (None)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, path in enumerate(paths):
+        try:
+            stat = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        groups.setdefault((stat.st_dev, stat.st_ino), []).append(i)
+    elsewhere: list[str | None] = [None] * len(paths)
+    for members in groups.values():
+        if len(members) > 1:
+            kept = next((i for i in members if not os.path.islink(paths[i])), members[0])
+            for i in members:
+                if i != kept:
+                    elsewhere[i] = paths[kept]
+    return elsewhere

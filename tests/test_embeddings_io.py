@@ -380,3 +380,37 @@ def test_vectors_named_by_another_spelling_of_the_folder_fill_in_the_same_photos
     assert run_import(store, [file], tiny_model_dir) == 0
     s = Store(store)
     assert s.get_meta("embedding_imports")[0]["added"] == 24 and len(s.query("SELECT path FROM images")) == 26  # none new
+
+
+def test_a_file_cut_short_during_the_import_is_refused_with_a_sentence(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import os
+
+    import snakeweb.embeddings_io as embeddings_io
+
+    data = rows(400)
+    file = write(tmp_path / "v.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"])
+    stage = embeddings_io._stage
+
+    def stage_then_truncate(con, source, *args):  # another job rewriting the file in place while the import runs
+        stage(con, source, *args)
+        os.truncate(file, file.stat().st_size // 2)
+
+    monkeypatch.setattr(embeddings_io, "_stage", stage_then_truncate)
+    store = tmp_path / "store"
+    message = refused(capsys, store, [file], tiny_model_dir)
+    assert "could not be read to the end" in message and "import it again once it is complete" in message
+    assert not store.exists()
+
+
+def test_relative_paths_and_uris_are_kept_as_written_wherever_the_import_runs(tiny_model_dir, tmp_path, monkeypatch):
+    """They name files on the machine that made the vectors: resolved against the folder an import ran from, the
+    same file imported from two folders went in twice."""
+    data = rows(3)
+    written = ["photos/1.jpg", "../photos/2.jpg", "s3://bucket/3.jpg"]
+    file = write(tmp_path / "v.parquet", data["vectors"], path=written, observation_id=data["observation_id"])
+    store = tmp_path / "store"
+    for folder in (tmp_path / "a", tmp_path / "b" / "c"):
+        folder.mkdir(parents=True)
+        monkeypatch.chdir(folder)
+        assert run_import(store, [file], tiny_model_dir) == 0
+    assert sorted(Store(store).query("SELECT path FROM images")["path"]) == sorted(written)

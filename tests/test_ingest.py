@@ -135,7 +135,7 @@ def test_one_photo_keeps_one_path_however_its_folder_is_spelled(tmp_path, tiny_m
     images = Store(store).query("SELECT path, status, error FROM images ORDER BY path")
     assert len(images) == 4 and not images["path"].str.contains(r"\.\.|/link/").any()
     link = images[images["path"].str.endswith("same.jpg")].iloc[0]
-    assert link["status"] == "error" and "same file as Natrix natrix/0.jpg" in link["error"]
+    assert link["status"] == "error" and "a link to Natrix natrix/0.jpg, which is in the folder already" in link["error"]
 
     (photos / "loop").symlink_to(photos)  # a folder loop: loop/loop/Natrix natrix/1.jpg is Natrix natrix/1.jpg
     metadata = tmp_path / "metadata.csv"
@@ -144,3 +144,27 @@ def test_one_photo_keeps_one_path_however_its_folder_is_spelled(tmp_path, tiny_m
     other = tmp_path / "metadata-store"
     assert main(["ingest", "--store", str(other), "--metadata", str(metadata), "--image-root", os.path.relpath(photos)]) == 0
     assert Store(other).query("SELECT count(*) n FROM images")["n"][0] == 1
+
+
+def test_a_photo_linked_into_another_species_folder_keeps_its_own_species(tmp_path):
+    """The photo itself is kept, whichever folder sorts first, and the link (or a hard link) is the row refused:
+    a link from Coluber/ to a Crotalus photo used to keep the link, under Coluber, and refuse the real file."""
+    import os
+
+    photos = tmp_path / "photos"
+    make_photo(photos / "Crotalus atrox" / "real.jpg", SYNTHETIC_COLOURS["Vipera berus"], seed=1)
+    make_photo(photos / "Crotalus atrox" / "other.jpg", SYNTHETIC_COLOURS["Vipera berus"], seed=2)
+    (photos / "Coluber constrictor").mkdir()
+    (photos / "Coluber constrictor" / "link.jpg").symlink_to(photos / "Crotalus atrox" / "real.jpg")
+    os.link(photos / "Crotalus atrox" / "other.jpg", photos / "Coluber constrictor" / "hard.jpg")
+    store = tmp_path / "store"
+    assert main(["ingest", "--store", str(store), "--images", str(photos)]) == 0
+    images = Store(store).query("SELECT i.path, i.status, i.error, s.binomial_name FROM images i LEFT JOIN species s "
+                                "USING (class_id)").set_index("path")
+    images.index = [p.split("/photos/")[1] for p in images.index]
+    assert images.loc["Crotalus atrox/real.jpg", "status"] == "pending"
+    assert images.loc["Crotalus atrox/real.jpg", "binomial_name"] == "Crotalus atrox"
+    assert "a link to Crotalus atrox/real.jpg" in images.loc["Coluber constrictor/link.jpg", "error"]
+    hard = images.loc[["Coluber constrictor/hard.jpg", "Crotalus atrox/other.jpg"]]
+    assert sorted(hard["status"]) == ["error", "pending"]  # two names of one file: one is kept, the other said
+    assert "a hard link of" in hard.loc[hard["status"] == "error", "error"].iloc[0]

@@ -224,16 +224,20 @@ def test_check_names_torch_when_openvino_is_listed_but_does_not_import(tiny_mode
     monkeypatch.setitem(sys.modules, "openvino", None)
     engine = next(v for v in check_store(store) if v.name == "engine")
     assert engine.ok and engine.detail.startswith("torch on the CPU: OpenVINO is not installed"), engine.detail
-    # an install whose shared library does not load raises OSError, not ImportError: check and identify still go on
-    fake = tmp_path / "broken"
-    (fake / "openvino").mkdir(parents=True)
-    (fake / "openvino" / "__init__.py").write_text("raise OSError('libopenvino.so: undefined symbol: foo')\n")
-    monkeypatch.delitem(sys.modules, "openvino")
-    monkeypatch.syspath_prepend(str(fake))
-    engine = next(v for v in check_store(store) if v.name == "engine")
-    assert engine.ok and "is installed but does not import (libopenvino.so: undefined symbol: foo)" in engine.detail, engine.detail
+    # a broken install raises OSError (a shared library that does not load) or its own errors, not ImportError:
+    # check and identify still go on, with torch
     from snakeweb import models
     from snakeweb.models import load_backbone, resolve_model
 
-    monkeypatch.setattr(models, "_SAID_NO_OPENVINO", [])
-    assert load_backbone(resolve_model(str(tiny_model_dir))).engine == "torch"
+    monkeypatch.delitem(sys.modules, "openvino")
+    for error in ("OSError('libopenvino.so: undefined symbol: foo')", "RuntimeError('bad build')", "SyntaxError('bad')"):
+        fake = tmp_path / f"broken-{error.split('(')[0]}"
+        (fake / "openvino").mkdir(parents=True)
+        (fake / "openvino" / "__init__.py").write_text(f"raise {error}\n")
+        monkeypatch.syspath_prepend(str(fake))
+        engine = next(v for v in check_store(store) if v.name == "engine")
+        said = f"is installed but does not import ({error.split('(')[0]}: {error.split(chr(39))[1]})"
+        assert engine.ok and said in engine.detail, engine.detail
+        monkeypatch.setattr(models, "_SAID_NO_OPENVINO", [])
+        assert load_backbone(resolve_model(str(tiny_model_dir))).engine == "torch"
+        sys.path.remove(str(fake))
