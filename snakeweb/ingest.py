@@ -18,7 +18,7 @@ import pandas as pd
 
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
-from snakeweb.paths import as_stored, file_keys, same_file_elsewhere
+from snakeweb.paths import as_stored, file_keys, second_names
 from snakeweb.species import (
     ASSIGNED_IDS,
     SPECIES_COLUMNS,
@@ -89,17 +89,15 @@ def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
             continue
         if path.is_dir() and not path.is_symlink() and path.suffix.lower() not in IMAGE_SUFFIXES:
             continue  # a species folder; a folder named like an image is kept and rejected with its reason
+        if path.is_symlink() and path.is_dir() and link_problem(path, root) is None:
+            skipped.append(relative.as_posix() + "/")  # a link to a folder inside: its photos are listed where they are
+            continue
         if path.suffix.lower() in COMPANION_SUFFIXES or path.name in {"Thumbs.db", "desktop.ini"}:
             skipped.append(relative.as_posix())
             continue
         species = relative.parts[0] if len(relative.parts) > 1 else None  # matched to the species table by ingest
         rows.append({"path": str(path.absolute()), "observation_id": relative.as_posix(), "species": species,
                      "error": link_problem(path, root)})
-    for row, kept in zip(rows, same_file_elsewhere([r["path"] for r in rows])):
-        if kept is not None and row["error"] is None:
-            how = "a link to" if os.path.islink(row["path"]) else "a hard link of"
-            row["error"] = (f"it is {how} {Path(kept).relative_to(root.absolute()).as_posix()}, which is in the folder already, "
-                            "and a photo is stored once")
     if not rows:
         raise SnakewebError(f"No photos under {root}" + (f" except {len(hidden)} hidden file(s) (names starting with '.'), "
                                                           "which snakeweb leaves out." if hidden else "."))
@@ -226,6 +224,10 @@ def ingest(
         stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code FROM images i "
                              "JOIN observations o USING (observation_id)").df()
         listing["path"] = as_stored(listing["path"], stored["path"])  # one photo keeps one path however it is spelled
+        if images is not None:  # two names of one photo: one is kept (a stored one first), the other refused
+            named = dict(zip(listing["path"], listing["observation_id"]))  # a folder's observation id is the relative path
+            reasons = second_names(list(listing["path"]), list(listing["species"]), named.__getitem__, set(stored["path"]))
+            listing["error"] = [error if isinstance(error, str) else reason for error, reason in zip(listing["error"], reasons)]
         _refuse_relabels(listing, stored)
         fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]

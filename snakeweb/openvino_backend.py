@@ -98,10 +98,17 @@ def openvino_problem() -> str | None:
     except ModuleNotFoundError as exc:
         if exc.name == "openvino":
             return "is not installed"
-        return f"is installed but does not import ({exc})"
-    except Exception as exc:  # noqa: BLE001 (any failure of a broken install: OSError for a library, or its own errors)
-        return f"is installed but does not import ({type(exc).__name__}: {str(exc).strip()})"
+        return f"is installed but does not import ({_said(exc)})"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 (a broken install: OSError for a library, its own errors, even SystemExit)
+        return f"is installed but does not import ({_said(exc)})"
     return None
+
+
+def _said(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def openvino_version() -> str | None:

@@ -10,17 +10,23 @@ by its key.
 
 from __future__ import annotations
 
+import ntpath
 import os
-from collections.abc import Iterable
+import posixpath
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
 
 
 def file_keys(paths: Iterable[str]) -> list[str]:
     """The key of each absolute path (its folder's real path + its name); each folder is resolved once. Any other
-    path is its own key, as written: a relative path or a URI in an embeddings file (`photos/1.jpg`, `s3://b/1.jpg`)
-    names a file on the machine that made it, not one under the folder an import happens to run from."""
+    path names a file on the machine that made it (a relative path or a URI in an embeddings file: `photos/1.jpg`,
+    `s3://b/1.jpg`), not one under the folder an import happens to run from: its key is itself, written one way
+    (`./photos//1.jpg` is `photos/1.jpg`, `C:/p/1.jpg` is `C:\\p\\1.jpg`, `file:///p/1.jpg` is the local `/p/1.jpg`)."""
     folders: dict[str, str] = {}
     keys = []
-    for path in paths:
+    for path in map(_written, paths):
         if not os.path.isabs(path):
             keys.append(path)
             continue
@@ -30,6 +36,22 @@ def file_keys(paths: Iterable[str]) -> list[str]:
             real = folders[folder] = os.path.realpath(folder)
         keys.append(os.path.join(real, name))
     return keys
+
+
+def _written(path: str) -> str:
+    """One way of writing a path that is spelled several ways: a file:// URI as the local path it names, a
+    Windows path with backslashes, any other relative path without `.`, `//` or `x/..` (normalised as text, so a
+    link on this machine cannot change it). Other URIs are left as they are."""
+    if path.startswith("file://"):
+        parsed = urllib.parse.urlparse(path)
+        if parsed.netloc in ("", "localhost"):
+            return urllib.request.url2pathname(parsed.path)
+        return path
+    if re.match(r"^[A-Za-z]:[\\/]", path) or "\\" in path:
+        return ntpath.normpath(path)
+    if "://" in path or os.path.isabs(path):
+        return path
+    return posixpath.normpath(path)
 
 
 def as_stored(paths: Iterable[str], stored: Iterable[str]) -> list[str]:
@@ -48,12 +70,16 @@ class Spellings:
         return [self._spelling.get(key, key) for key in file_keys(paths)]
 
 
-def same_file_elsewhere(paths: list[str]) -> list[str | None]:
-    """For each path, another path of the list that is the same file, when this one should give way to it, else
-    None. The same file is the same (device, inode) after following links: a symbolic link to a listed photo, or a
-    hard link. The one kept is the first that is not a symbolic link (the photo itself, whatever folder sorts
-    first), else the first. Two names of one photo would put it twice in the store, perhaps under two species, or
-    once in training and once in validation. Paths that cannot be read are left to the embed stage (None)."""
+def second_names(paths: list[str], folders: list[str | None], shown: Callable[[str], str],
+                 stored: set[str] = frozenset()) -> list[str | None]:
+    """Why each path must give way to another name of the same file in the list, or None. The same file is the
+    same (device, inode) after following links: a symbolic link to a listed photo, or a hard link. The photo
+    itself is kept, under its own species folder (`folders`: each path's species folder, None at the top): the
+    name already in the store (`stored`), else the first that is not a symbolic link, whatever folder sorts
+    first. Hard links in two species folders leave no name that says which species the photo is, so all its
+    names are refused. Two names of one photo would put it twice in the store, perhaps under two species, or
+    once in training and once in validation. `shown` turns a path into the name a sentence uses; paths that
+    cannot be read are left to the embed stage."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, path in enumerate(paths):
         try:
@@ -61,11 +87,18 @@ def same_file_elsewhere(paths: list[str]) -> list[str | None]:
         except (OSError, ValueError):
             continue
         groups.setdefault((stat.st_dev, stat.st_ino), []).append(i)
-    elsewhere: list[str | None] = [None] * len(paths)
-    for members in groups.values():
-        if len(members) > 1:
-            kept = next((i for i in members if not os.path.islink(paths[i])), members[0])
+    reasons: list[str | None] = [None] * len(paths)
+    for members in (m for m in groups.values() if len(m) > 1):
+        real = [i for i in members if not os.path.islink(paths[i])]
+        if len({folders[i] for i in real}) > 1:
             for i in members:
-                if i != kept:
-                    elsewhere[i] = paths[kept]
-    return elsewhere
+                other = next(j for j in real if folders[j] != folders[i]) if i in real else real[0]
+                reasons[i] = (f"it is the same file as {shown(paths[other])} (a hard link) in another species folder, so "
+                              "which species it shows is ambiguous; keep one copy of the photo")
+            continue
+        kept = next((i for i in real if paths[i] in stored), real[0] if real else members[0])
+        for i in members:
+            if i != kept:
+                how = "a link to" if os.path.islink(paths[i]) else "a hard link of"
+                reasons[i] = f"it is {how} {shown(paths[kept])}, which is in the folder already, and a photo is stored once"
+    return reasons

@@ -414,3 +414,7 @@ def test_relative_paths_and_uris_are_kept_as_written_wherever_the_import_runs(ti
         monkeypatch.chdir(folder)
         assert run_import(store, [file], tiny_model_dir) == 0
     assert sorted(Store(store).query("SELECT path FROM images")["path"]) == sorted(written)
+    respelled = ["./photos//1.jpg", "../photos/x/../2.jpg", "s3://bucket/3.jpg"]  # the same names, written otherwise
+    assert run_import(store, [write(tmp_path / "r.parquet", data["vectors"], path=respelled,
+                                    observation_id=data["observation_id"])], tiny_model_dir) == 0
+    assert sorted(Store(store).query("SELECT path FROM images")["path"]) == sorted(written)

@@ -165,6 +165,14 @@ def test_a_photo_linked_into_another_species_folder_keeps_its_own_species(tmp_pa
     assert images.loc["Crotalus atrox/real.jpg", "status"] == "pending"
     assert images.loc["Crotalus atrox/real.jpg", "binomial_name"] == "Crotalus atrox"
     assert "a link to Crotalus atrox/real.jpg" in images.loc["Coluber constrictor/link.jpg", "error"]
-    hard = images.loc[["Coluber constrictor/hard.jpg", "Crotalus atrox/other.jpg"]]
-    assert sorted(hard["status"]) == ["error", "pending"]  # two names of one file: one is kept, the other said
-    assert "a hard link of" in hard.loc[hard["status"] == "error", "error"].iloc[0]
+    hard = images.loc[["Coluber constrictor/hard.jpg", "Crotalus atrox/other.jpg"]]  # no name says which species
+    assert (hard["status"] == "error").all() and hard["error"].str.contains("species it shows is ambiguous").all()
+    (photos / "Crotalus atrox" / "same.jpg").symlink_to(photos / "Crotalus atrox" / "other.jpg")
+    os.link(photos / "Crotalus atrox" / "real.jpg", photos / "Crotalus atrox" / "real-again.jpg")
+    (photos / "Crotalus viridis").symlink_to(photos / "Crotalus atrox")  # a species folder linked to another inside
+    assert main(["ingest", "--store", str(store), "--images", str(photos)]) == 0
+    images = Store(store).query("SELECT path, status, error FROM images").set_index("path")
+    images.index = [p.split("/photos/")[1] for p in images.index]
+    assert "a hard link of Crotalus atrox/real.jpg" in images.loc["Crotalus atrox/real-again.jpg", "error"]
+    assert "ambiguous" in images.loc["Crotalus atrox/same.jpg", "error"]
+    assert not images.index.str.startswith("Crotalus viridis").any()  # its photos are read where they are

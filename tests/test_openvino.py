@@ -230,13 +230,14 @@ def test_check_names_torch_when_openvino_is_listed_but_does_not_import(tiny_mode
     from snakeweb.models import load_backbone, resolve_model
 
     monkeypatch.delitem(sys.modules, "openvino")
-    for error in ("OSError('libopenvino.so: undefined symbol: foo')", "RuntimeError('bad build')", "SyntaxError('bad')"):
+    for error, said in (("OSError('libopenvino.so: undefined symbol: foo')", "OSError: libopenvino.so: undefined symbol: foo"),
+                        ("RuntimeError('bad build')", "RuntimeError: bad build"), ("SystemExit", "SystemExit")):
         fake = tmp_path / f"broken-{error.split('(')[0]}"
         (fake / "openvino").mkdir(parents=True)
         (fake / "openvino" / "__init__.py").write_text(f"raise {error}\n")
         monkeypatch.syspath_prepend(str(fake))
         engine = next(v for v in check_store(store) if v.name == "engine")
-        said = f"is installed but does not import ({error.split('(')[0]}: {error.split(chr(39))[1]})"
+        said = f"is installed but does not import ({said})"
         assert engine.ok and said in engine.detail, engine.detail
         monkeypatch.setattr(models, "_SAID_NO_OPENVINO", [])
         assert load_backbone(resolve_model(str(tiny_model_dir))).engine == "torch"
