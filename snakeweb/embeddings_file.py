@@ -38,6 +38,12 @@ class Source:
     # the file opened once: every pass and the sha256 read the same bytes, even when the path is replaced meanwhile
     handle: Any = None
 
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.handle.close()
+
 
 def open_source(path: Path, dim: int, described: str, fingerprint: str, feature_kind: str) -> Source:
     """The file's columns checked against the layout and the model, before any row is read."""

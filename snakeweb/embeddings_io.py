@@ -71,6 +71,7 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
     ingest refuses (class ids, subsets, countries, empty observation ids), one observation given two classes,
     countries or splits, relabelled store photos, class ids the species table lacks (or no species table), and
     a store already holding vectors of another model. Nothing is written then."""
+    from snakeweb.embed_stage import record_model
     from snakeweb.models import load_backbone, resolve_model
 
     if model == "auto":
@@ -84,68 +85,53 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
     dim = backbone.feature_dim(feature_kind)
     described = f"{config.name} ({backbone.fingerprint}) gives {dim}-d {feature_kind} features"
     _refuse_other_model(store, backbone.fingerprint, feature_kind)
-    sources: list[Source] = []
-    try:
-        for f in files:
-            sources.append(open_source(Path(f), dim, described, backbone.fingerprint, feature_kind))
-        return _import(store, sources, backbone, config, dim, described, feature_kind, species_table, taxonomy, batch_rows,
-                       country_table)
-    finally:
-        for source in sources:
-            source.handle.close()
-
-
-def _import(store: Store, sources: list[Source], backbone, config, dim: int, described: str, feature_kind: str,
-            species_table: pd.DataFrame | None, taxonomy: Path | None, batch_rows: int | None,
-            country_table: Path | None) -> dict[str, Any]:
-    """import_embeddings once its files are open and their columns checked."""
-    from snakeweb.embed_stage import record_model
-
-    combined = combine_with_store(store.species() if store.exists() else None, species_table)
-    if country_table is not None:
-        if combined is None:
-            raise SnakewebError("--country-table needs the species: give --species (e.g. class_list.csv) with it.")
-        _checked_country_table(country_table, combined)
-    taxonomy = taxonomy_path(taxonomy)
-    taxa = Taxonomy.from_csv(taxonomy) if taxonomy is not None else None
-    batch_rows = batch_rows or max(1, FLOATS_PER_BATCH // dim)
-    created_root, created_db = not store.root.exists(), not store.exists()
-    try:
-        store.create() if created_db else store.require()
-        with store.transaction() as con:
-            families = record_species(con, combined, taxa) if combined is not None else ""
-            if species_table is not None and combined is not None:
-                record_numbered_ids(con, combined, species_table)
-            con.execute(STAGING)
-            spellings = Spellings(con.execute("SELECT path FROM images").fetchnumpy()["path"])
-            for number, source in enumerate(sources):  # first pass: every column but the vectors
-                _stage(con, source, number, spellings)
-            counts = _write(con, [s.path.name for s in sources])
-            for number, source in enumerate(sources):  # second pass: the vectors, checked as DuckDB streams them in
-                _insert_vectors(con, source, number, dim, described, batch_rows)
-            record_model(con, backbone, feature_kind)
-            if country_table is not None:
-                set_meta(con, "country_table", str(Path(country_table).resolve()))
-            if not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'train_views'").fetchone()[0]:
-                set_meta(con, "train_views", [])  # imported vectors come without augmented views of their photos
-            record = {"files": [{"path": str(s.path.resolve()), "sha256": s.sha256, "rows": s.rows} for s in sources],
-                      "imported_at": datetime.now(UTC).isoformat(timespec="seconds"), "fingerprint": backbone.fingerprint,
-                      "feature_kind": feature_kind, "rows": counts["rows"], "added": counts["added"]}
-            previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [IMPORTS_KEY]).fetchall()
-            set_meta(con, IMPORTS_KEY, (json.loads(previous[0][0]) if previous else []) + [record])
-            if not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'source'").fetchone()[0]:
-                set_meta(con, "source", {"kind": "imported embeddings", "files": record["files"]})
-            con.execute("DROP TABLE _import_staging")
-            con.execute("DROP TABLE _import_plan")
-    except BaseException:
-        if created_root:  # a refused import into a new store leaves no store behind
-            shutil.rmtree(store.root, ignore_errors=True)
-        elif created_db and store.root.is_dir():
-            for path in (store.db_path, store.db_path.with_name(store.db_path.name + ".wal")):
-                path.unlink(missing_ok=True)
-        raise
-    return {**counts, "dim": dim, "feature_kind": feature_kind, "fingerprint": backbone.fingerprint, "model": config.name,
-            "families": families if (species_table is not None or taxa is not None) else ""}
+    with contextlib.ExitStack() as opened:  # each file read through its one handle, closed however the import ends
+        sources = [opened.enter_context(open_source(Path(f), dim, described, backbone.fingerprint, feature_kind)) for f in files]
+        combined = combine_with_store(store.species() if store.exists() else None, species_table)
+        if country_table is not None:
+            if combined is None:
+                raise SnakewebError("--country-table needs the species: give --species (e.g. class_list.csv) with it.")
+            _checked_country_table(country_table, combined)
+        taxonomy = taxonomy_path(taxonomy)
+        taxa = Taxonomy.from_csv(taxonomy) if taxonomy is not None else None
+        batch_rows = batch_rows or max(1, FLOATS_PER_BATCH // dim)
+        created_root, created_db = not store.root.exists(), not store.exists()
+        try:
+            store.create() if created_db else store.require()
+            with store.transaction() as con:
+                families = record_species(con, combined, taxa) if combined is not None else ""
+                if species_table is not None and combined is not None:
+                    record_numbered_ids(con, combined, species_table)
+                con.execute(STAGING)
+                spellings = Spellings(con.execute("SELECT path FROM images").fetchnumpy()["path"])
+                for number, source in enumerate(sources):  # first pass: every column but the vectors
+                    _stage(con, source, number, spellings)
+                counts = _write(con, [s.path.name for s in sources])
+                for number, source in enumerate(sources):  # second pass: the vectors, checked as DuckDB streams them in
+                    _insert_vectors(con, source, number, dim, described, batch_rows)
+                record_model(con, backbone, feature_kind)
+                if country_table is not None:
+                    set_meta(con, "country_table", str(Path(country_table).resolve()))
+                if not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'train_views'").fetchone()[0]:
+                    set_meta(con, "train_views", [])  # imported vectors come without augmented views of their photos
+                record = {"files": [{"path": str(s.path.resolve()), "sha256": s.sha256, "rows": s.rows} for s in sources],
+                          "imported_at": datetime.now(UTC).isoformat(timespec="seconds"), "fingerprint": backbone.fingerprint,
+                          "feature_kind": feature_kind, "rows": counts["rows"], "added": counts["added"]}
+                previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [IMPORTS_KEY]).fetchall()
+                set_meta(con, IMPORTS_KEY, (json.loads(previous[0][0]) if previous else []) + [record])
+                if not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'source'").fetchone()[0]:
+                    set_meta(con, "source", {"kind": "imported embeddings", "files": record["files"]})
+                con.execute("DROP TABLE _import_staging")
+                con.execute("DROP TABLE _import_plan")
+        except BaseException:
+            if created_root:  # a refused import into a new store leaves no store behind
+                shutil.rmtree(store.root, ignore_errors=True)
+            elif created_db and store.root.is_dir():
+                for path in (store.db_path, store.db_path.with_name(store.db_path.name + ".wal")):
+                    path.unlink(missing_ok=True)
+            raise
+        return {**counts, "dim": dim, "feature_kind": feature_kind, "fingerprint": backbone.fingerprint, "model": config.name,
+                "families": families if (species_table is not None or taxa is not None) else ""}
 
 
 def _refuse_other_model(store: Store, fingerprint: str, feature_kind: str) -> None:
@@ -180,13 +166,8 @@ def _stage(con, source: Source, number: int, spellings: Spellings) -> None:
                                  f"snakeweb cannot read as {name}.") from exc
             text[name] = values.fill_null("").to_numpy(zero_copy_only=False)
         table = Table(source.path, WHAT, pd.DataFrame(text, index=pd.RangeIndex(batch.num_rows), dtype=object), lines, unit="row")
-        metadata = _metadata(table)
-        given = metadata["path"].to_pylist()  # one photo keeps one path however it is spelled (snakeweb.paths)
-        named = [i for i, path in enumerate(given) if path is not None]
-        for i, path in zip(named, spellings([given[i] for i in named])):
-            given[i] = path
-        metadata["path"] = pa.array(given, pa.string())
-        con.register("_import_batch", pa.table({"file": np.full(batch.num_rows, number, np.int32), "row": lines, **metadata}))
+        con.register("_import_batch", pa.table({"file": np.full(batch.num_rows, number, np.int32), "row": lines,
+                                                **_metadata(table, spellings)}))
         con.execute("INSERT INTO _import_staging SELECT file, row, given_id, path, observation_id, class_id, country_code, subset "
                     "FROM _import_batch")
         con.unregister("_import_batch")
@@ -231,8 +212,9 @@ def _insert_vectors(con, source: Source, number: int, dim: int, described: str, 
             con.unregister("_import_vectors")
 
 
-def _metadata(table: Table) -> dict[str, Any]:
-    """One batch's columns other than the vector, read by ingest's rules (as pyarrow arrays)."""
+def _metadata(table: Table, spellings: Spellings) -> dict[str, Any]:
+    """One batch's columns other than the vector, read by ingest's rules (as pyarrow arrays); each path as the store
+    spells it (`snakeweb.paths`: one photo keeps one path however it is written)."""
     import pyarrow as pa
 
     observations = table.identifiers("observation_id")
@@ -243,6 +225,8 @@ def _metadata(table: Table) -> dict[str, Any]:
     class_ids = table.ids("class_id", missing_ok=True) if table.has("class_id") else none
     given = table.ids("image_id", missing_ok=True, what="image ids") if table.has("image_id") else none
     paths = table.text("image_path") if table.has("image_path") else pd.Series(None, index=table.frame.index, dtype=object)
+    named = paths.notna()
+    paths[named] = spellings(paths[named])
     nameless = (paths.isna() & given.isna()).to_numpy(bool)
     if nameless.any():
         raise table.fail(f"{int(nameless.sum())} row(s) have neither a path nor an image_id ({at(table.lines[nameless])}); "
