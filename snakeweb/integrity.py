@@ -218,14 +218,14 @@ def _engine(store: Store) -> Verdict:
 
     config = store.get_meta("model")["config"]
     engine = requested_engine()
-    full_version = openvino_version() if engine != "torch" else None
-    version = full_version.split("-")[0] if full_version else None
     if engine == "torch":
         return Verdict("engine", True, f"torch on the CPU ({ENV_ENGINE}=torch)")
-    if version is None:
-        return Verdict("engine", engine != "openvino", f"torch on the CPU: OpenVINO {openvino_problem()}"
+    problem = openvino_problem()  # once: a broken install runs its failing import again at every attempt
+    if problem is not None:
+        return Verdict("engine", engine != "openvino", f"torch on the CPU: OpenVINO {problem}"
                        + (f", but {ENV_ENGINE}=openvino asks for it" if engine == "openvino" else
                           f"; `{INSTALL}` makes it ~2x faster"))
+    version = openvino_version().split("-")[0]
     parts = config["location"].split("+") if config["source"] == "concat" else [config["name"]]
     cached = all(converted_before(part, version) for part in parts)
     return Verdict("engine", True, f"openvino {version} on the CPU; the converted forward is "

@@ -4,11 +4,11 @@ carries the same dictionary, so two answers' origins can be told apart."""
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from snakeweb.digests import sha256_file
 from snakeweb.store import Store
 
 
@@ -26,7 +26,7 @@ def snakeweb_version() -> str:
 
 def file_id(path: Path) -> str | None:
     """The first 16 hex digits of a file's sha256 (the head id): it changes whenever a head is retrained."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+    return sha256_file(path)[:16] if path.is_file() else None
 
 
 def store_facts(store: Store) -> dict:
