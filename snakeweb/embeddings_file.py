@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,12 @@ def batches(source: Source, batch_rows: int, columns: list[str]):
                          "changed, import it again once it is complete.") from exc
 
 
-def checked_vectors(source: Source, plan: dict[str, np.ndarray], dim: int, described: str, batch_rows: int):
+def checked_vectors(source: Source, plan: dict[str, np.ndarray], dim: int, described: str, batch_rows: int,
+                    done: Callable[[int], Any] = lambda rows: None):
     """The file's vectors, batch by batch, checked (nulls, length, NaN/inf, as float32; TableError naming the first
     rows) and paired with the image ids `_write` planned: Arrow batches (image_id int64, vector fixed-size list of
-    float32) of the rows to store. One batch in memory at a time."""
+    float32) of the rows to store. One batch in memory at a time; `done(rows)` once each batch is checked (rows
+    read, stored or not: the progress bar)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -149,6 +152,7 @@ def checked_vectors(source: Source, plan: dict[str, np.ndarray], dim: int, descr
             raise fail(f"{int(broken.sum())} row(s) have NaN, infinite or missing values in their vector ({at(lines[broken])}); "
                        "recompute or leave out those rows.")
         keep = plan["store"][lines - 1]
+        done(n)
         if keep.any():
             kept = np.ascontiguousarray(matrix[keep])
             yield pa.record_batch({"image_id": plan["image_id"][lines - 1][keep],

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from snakeweb.ingest import (
     record_species,
 )
 from snakeweb.paths import Spellings
+from snakeweb.progress import tqdm
 from snakeweb.species import combine_with_store
 from snakeweb.store import Store, set_meta, write_atomically
 from snakeweb.tables import Table, TableError
@@ -104,11 +105,14 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
                     record_numbered_ids(con, combined, species_table)
                 con.execute(STAGING)
                 spellings = Spellings(con.execute("SELECT path FROM images").fetchnumpy()["path"])
-                for number, source in enumerate(sources):  # first pass: every column but the vectors
-                    _stage(con, source, number, spellings)
+                total = sum(s.rows for s in sources)
+                with tqdm(total=total, desc="import: check rows", unit="row") as bar:
+                    for number, source in enumerate(sources):  # first pass: every column but the vectors
+                        _stage(con, source, number, spellings, bar.update)
                 counts = _write(con, [s.path.name for s in sources])
-                for number, source in enumerate(sources):  # second pass: the vectors, checked as DuckDB streams them in
-                    _insert_vectors(con, source, number, dim, described, batch_rows)
+                with tqdm(total=total, desc="import: store vectors", unit="row") as bar:
+                    for number, source in enumerate(sources):  # second pass: the vectors, checked as DuckDB streams them in
+                        _insert_vectors(con, source, number, dim, described, batch_rows, bar.update)
                 record_model(con, backbone, feature_kind)
                 if country_table is not None:
                     set_meta(con, "country_table", str(Path(country_table).resolve()))
@@ -146,9 +150,9 @@ def _refuse_other_model(store: Store, fingerprint: str, feature_kind: str) -> No
                             "another --store.")
 
 
-def _stage(con, source: Source, number: int, spellings: Spellings) -> None:
+def _stage(con, source: Source, number: int, spellings: Spellings, done: Callable[[int], Any]) -> None:
     """First pass over one file: every column but the vector, batch by batch into _import_staging, each batch's values
-    checked by ingest's rules."""
+    checked by ingest's rules; `done(rows)` after each batch (the progress bar)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -171,9 +175,11 @@ def _stage(con, source: Source, number: int, spellings: Spellings) -> None:
         con.execute("INSERT INTO _import_staging SELECT file, row, given_id, path, observation_id, class_id, country_code, subset "
                     "FROM _import_batch")
         con.unregister("_import_batch")
+        done(batch.num_rows)
 
 
-def _insert_vectors(con, source: Source, number: int, dim: int, described: str, batch_rows: int) -> None:
+def _insert_vectors(con, source: Source, number: int, dim: int, described: str, batch_rows: int,
+                    done: Callable[[int], Any]) -> None:
     """Second pass over one file: its vectors checked and written to `embeddings` under the image ids `_write`
     planned, as float32 lists (as the embed stage writes them), in one INSERT that DuckDB streams from an Arrow
     reader of the checked batches. One statement, not one per batch, because DuckDB writes a large single append
@@ -194,7 +200,7 @@ def _insert_vectors(con, source: Source, number: int, dim: int, described: str, 
 
     def remembering_a_refusal():
         try:
-            yield from checked_vectors(source, plan, dim, described, batch_rows)
+            yield from checked_vectors(source, plan, dim, described, batch_rows, done)
         except BaseException as exc:  # DuckDB reports it as its own error: raised again below as it was
             raised.append(exc)
             raise
@@ -330,7 +336,8 @@ def export_embeddings(store: Store, out: Path, batch_rows: int | None = None) ->
     bounds = list(zip(starts, [*starts[1:], ids[-1] + 1]))
 
     def write(tmp: str) -> None:
-        with store.connect(read_only=True) as con, pq.ParquetWriter(tmp, schema) as writer:
+        with (store.connect(read_only=True) as con, pq.ParquetWriter(tmp, schema) as writer,
+              tqdm(total=len(ids), desc="export-embeddings", unit="row") as bar):
             for low, high in bounds:
                 chunk = con.sql(
                     f"SELECT i.image_id, i.path, i.observation_id, i.class_id, i.split, o.country_code AS country, "
@@ -339,6 +346,7 @@ def export_embeddings(store: Store, out: Path, batch_rows: int | None = None) ->
                     "WHERE i.status = 'ok' AND e.image_id >= ? AND e.image_id < ? ORDER BY i.image_id",
                     params=[int(low), int(high)]).to_arrow_table()
                 writer.write_table(chunk.cast(schema), row_group_size=batch_rows)
+                bar.update(chunk.num_rows)
 
     write_atomically(Path(out), write)
     return {"rows": len(ids), "dim": dim, "feature_kind": kind, "fingerprint": model["fingerprint"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -263,7 +264,7 @@ def test_a_refused_import_leaves_an_existing_store_as_it_was(built, tiny_model_d
     assert Store(store).get_meta("embedding_imports") is None
 
 
-def test_a_hundred_thousand_rows_stream_in_and_out(tiny_model_dir, species_csv, tmp_path):
+def test_a_hundred_thousand_rows_stream_in_and_out(tiny_model_dir, species_csv, tmp_path, capsys):
     n, rng = 100_000, np.random.default_rng(7)
     classes = np.array(list(SYNTHETIC_SPECIES.values()))
     observation = np.arange(n) // 2
@@ -277,12 +278,16 @@ def test_a_hundred_thousand_rows_stream_in_and_out(tiny_model_dir, species_csv, 
     file = tmp_path / "big.parquet"
     pq.write_table(table, file, row_group_size=10_000)
     store = tmp_path / "store"
+    capsys.readouterr()
     assert run_import(store, [file], tiny_model_dir, "--species", str(species_csv)) == 0
+    err = capsys.readouterr().err  # both passes show progress, and end at every row of the file
+    assert re.search(r"import: check rows: 100%.*100000/100000", err) and re.search(r"import: store vectors: 100%.*100000/100000", err)
     counts = Store(store).query(
         "SELECT (SELECT count(*) FROM images WHERE status = 'ok') AS images, (SELECT count(*) FROM embeddings) AS vectors, "
         "(SELECT count(*) FROM observations) AS observations, (SELECT count(*) FROM images WHERE split = 'val') AS val").iloc[0]
     assert counts.tolist() == [n, n, n // 2, int((split == "val").sum())]
     assert main(["export-embeddings", "--store", str(store), "--out", str(tmp_path / "out.parquet")]) == 0
+    assert re.search(r"export-embeddings: 100%.*100000/100000", capsys.readouterr().err)
     out = pq.ParquetFile(tmp_path / "out.parquet")
     assert out.metadata.num_rows == n and out.metadata.num_row_groups > 1
     last = out.read_row_group(out.metadata.num_row_groups - 1)
