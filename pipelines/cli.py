@@ -251,6 +251,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     if prior is not None:
         _check_prior(prior, store)
     report = evaluate(store, args.split, prior, args.aggregation, country_table=str(table) if table else None)
+    if report.get("not_saved"):  # on stderr, so --json output stays JSON; the scores themselves are complete
+        print(f"note: these scores are not saved in the store (the Metrics page computes them again): {report['not_saved']}",
+              file=sys.stderr)
     if args.json:
         _emit(json.dumps(report))
         return

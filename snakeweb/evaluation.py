@@ -21,7 +21,7 @@ from snakeweb.ranges import effective_prior, overrides_version
 from snakeweb.scoring import official_scores, per_species_table, venom_confusion
 from snakeweb.species import UNKNOWN, possibly_venomous_class_ids, possibly_venomous_mask
 from snakeweb.stages import observation_probabilities
-from snakeweb.store import Store, set_meta
+from snakeweb.store import Store, StoreReadOnlyError, set_meta
 
 SPECIES_METRICS_TABLE = """
 CREATE OR REPLACE TABLE species_metrics (
@@ -38,7 +38,8 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     from some countries); with `save`, stores the report (run_metadata 'evaluation') and per-species tables
     (`species_metrics`, one set per variant). The report carries the tables too, as records, and what it was
     computed from (`basis`, see `_basis`; `country_table` is the file `prior` was read from), so `stored_report`
-    can tell whether it still holds."""
+    can tell whether it still holds. A store that cannot be written here is still scored: the report then carries
+    `not_saved`, the sentence saying why it was not kept."""
     basis = _basis(store, split, aggregation, country_table if prior is not None else None, countries)
     observation_ids, probabilities, head = observation_probabilities(store, aggregation, split=split)
     observations = store.query("SELECT observation_id, class_id, country_code, split FROM observations").set_index("observation_id")
@@ -100,11 +101,14 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     all_tables = pd.concat(tables, ignore_index=True)
     if not save:
         return {**report, "species_metrics": all_tables.to_dict("records")}
-    with store.transaction() as con:
-        con.execute(SPECIES_METRICS_TABLE)
-        con.register("new_metrics", all_tables)
-        con.execute("INSERT INTO species_metrics SELECT * FROM new_metrics")
-        set_meta(con, "evaluation", report)
+    try:
+        with store.transaction() as con:
+            con.execute(SPECIES_METRICS_TABLE)
+            con.register("new_metrics", all_tables)
+            con.execute("INSERT INTO species_metrics SELECT * FROM new_metrics")
+            set_meta(con, "evaluation", report)
+    except StoreReadOnlyError as exc:  # the scores are still right: report them, and say they were not kept
+        return {**report, "not_saved": str(exc)}
     return report
 
 

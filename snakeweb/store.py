@@ -75,6 +75,14 @@ class StoreBusyError(SnakewebError):
     """Another process holds the store's DuckDB file (a build, or another dashboard writing a review)."""
 
 
+class StoreReadOnlyError(SnakewebError):
+    """The store's DuckDB file can be read but not written here (a read-only mount, or no write permission)."""
+
+
+# how the OS words a file this process may not write (EROFS, EACCES, EPERM), as DuckDB passes it on
+UNWRITABLE = ("read-only file system", "permission denied", "operation not permitted")
+
+
 class Store:
     """A store directory; `connect()` opens its DuckDB file."""
 
@@ -129,6 +137,11 @@ class Store:
                 break
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 message = str(exc).lower()
+                if not read_only and any(reason in message for reason in UNWRITABLE) and self.db_path.is_file():
+                    raise StoreReadOnlyError(
+                        f"The store {self.root} can be read but not written here ({_os_reason(exc)}), and this saves into "
+                        f"it; make {self.db_path} and its folder writable for this user, or copy the store to a folder "
+                        "you may write to.") from exc
                 if "lock" not in message and "different configuration" not in message:
                     raise SnakewebError(f"The store file {self.db_path} cannot be opened ({exc}). If it was copied or "
                                         "moved while a build was writing it, build the store again.") from exc
@@ -323,3 +336,9 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """'Read-only file system' out of DuckDB's 'IO Error: Cannot open file "...": Read-only file system'."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rsplit(": ", 1)[-1]

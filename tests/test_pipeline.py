@@ -1,6 +1,11 @@
 """End to end on a tiny random DINOv2: build, resume, identify, ids agree, bad images recorded."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +16,7 @@ from snakeweb.heads import Head
 from snakeweb.index import index_ids, load_index
 from snakeweb.integrity import check_store
 from snakeweb.store import Store
-from tests.conftest import SYNTHETIC_SPECIES, build_photo_store
+from tests.conftest import REPO, SYNTHETIC_SPECIES, build_photo_store
 
 
 @pytest.fixture(scope="module")
@@ -369,3 +374,36 @@ def test_evaluate_says_how_to_give_a_recorded_country_table_that_has_moved(built
     assert main(["evaluate", "--store", str(copy.root)]) == 2
     err = capsys.readouterr().err
     assert "Cannot read the species x country table" in err and "--country-table FILE" in err and "Traceback" not in err
+
+
+def run_on_a_read_only_store(store: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`python -m pipelines ARGV` with `store` read-only as a user meets it: write permission taken away, or for
+    root (whom permissions do not stop) a read-only bind mount in a private mount namespace."""
+    command = [sys.executable, "-m", "pipelines", *argv]
+    if os.geteuid() != 0:
+        for path in (store, *store.rglob("*")):
+            path.chmod(path.stat().st_mode & ~0o222)
+        return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if not shutil.which("unshare"):
+        pytest.skip("running as root without unshare: no way to make the store read-only")
+    script = '{ mount --bind "$1" "$1" && mount -o remount,bind,ro "$1"; } || exit 97; shift; exec "$@"'
+    done = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", str(store), *command], capture_output=True, text=True, cwd=REPO)
+    if done.returncode == 97:  # (97: the mount failed, before the command ran)
+        pytest.skip(f"a read-only mount is not permitted here: {done.stderr.strip()}")
+    return done
+
+
+def test_a_read_only_store_is_still_evaluated_and_every_writing_stage_says_why_it_cannot(built_store, tmp_path):
+    """A store on a read-only mount (or without write permission): evaluate prints its scores and says they were
+    not saved (it once stopped with 'if it was copied while a build was writing it, build it again'); a stage that
+    writes stops with a sentence naming the folder (exit 2)."""
+    copy = shutil.copytree(built_store.root, tmp_path / "store")
+    done = run_on_a_read_only_store(copy, "evaluate", "--store", str(copy), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["variants"]["argmax/prior=none"]["Accuracy"] == 100.0
+    assert f"The store {copy} can be read but not written here" in report["not_saved"]
+    assert "note: these scores are not saved in the store" in done.stderr and "build the store again" not in done.stderr
+    assert Store(copy).get_meta("evaluation") is None
+    done = run_on_a_read_only_store(copy, "train", "--store", str(copy))
+    assert done.returncode == 2 and f"Cannot write in the store folder {copy}" in done.stderr and "Traceback" not in done.stderr
