@@ -105,15 +105,23 @@ class Store:
         return self.db_path.is_file()
 
     def create(self) -> Store:
-        if self.root.exists() and not self.root.is_dir():
-            raise SnakewebError(f"--store {self.root} is a file; a store is a directory. Give a new or existing store directory.")
+        self.refuse_a_file()
         self.root.mkdir(parents=True, exist_ok=True)
         with self.connect() as con:
             con.execute(SCHEMA)
             migrate(con)
         return self
 
+    def refuse_a_file(self) -> None:
+        """A store is a folder: a file given as --store (the store's own DuckDB file, or anything else) is named."""
+        if self.root.exists() and not self.root.is_dir():
+            if self.root.name == DB_NAME and Store(self.root.parent).exists():
+                raise SnakewebError(f"--store {self.root} is the store's database file; give its folder: --store {self.root.parent}")
+            raise SnakewebError(f"--store {self.root} is a file; a store is a folder (the one holding {DB_NAME}). "
+                                "Give a new or existing store folder.")
+
     def require(self) -> Store:
+        self.refuse_a_file()
         if not self.exists():
             raise SnakewebError(
                 f"No store at {self.root}. Build one with `python -m pipelines build --store {self.root} --images DIR`."

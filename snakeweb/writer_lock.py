@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from snakeweb.errors import SnakewebError
+from snakeweb.store import Store
 
 LOCK_NAME = ".writer.lock"
 HOLDER_NAME = ".writer.json"  # who holds the lock: filelock truncates the lock file at every attempt, so not there
@@ -50,8 +51,7 @@ def one_writer(root: str | Path, command: str) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     root = Path(root).expanduser()
-    if root.exists() and not root.is_dir():
-        raise SnakewebError(f"--store {root} is a file; a store is a directory. Give a new or existing store directory.")
+    Store(root).refuse_a_file()
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)

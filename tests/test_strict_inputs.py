@@ -475,7 +475,14 @@ def test_a_store_path_that_is_a_file_is_a_sentence(tmp_path, capsys):
     not_a_folder = write(tmp_path / "notes.pdf", "%PDF-1.4")
     assert main(["ingest", "--store", str(not_a_folder), "--images", str(photos)]) == 2
     err = capsys.readouterr().err
-    assert "is a file; a store is a directory" in err and "Traceback" not in err
+    assert "is a file; a store is a folder (the one holding snakeweb.duckdb)" in err and "Traceback" not in err
+    # the store's own database file, given for the store: every command names the folder to give instead
+    store = tmp_path / "store"
+    assert main(["ingest", "--store", str(store), "--images", str(photos)]) == 0
+    for argv in (["ingest", "--images", str(photos)], ["check"], ["evaluate"], ["identify", str(photos / "Natrix natrix" / "0.jpg")]):
+        assert main([argv[0], "--store", str(store / "snakeweb.duckdb"), *argv[1:]]) == 2
+        err = capsys.readouterr().err
+        assert f"is the store's database file; give its folder: --store {store}" in err and "Traceback" not in err, argv
 
 
 def test_decimal_commas_and_float_observation_ids(tmp_path):
