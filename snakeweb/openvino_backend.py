@@ -27,7 +27,6 @@ cores each keep their share), identify for latency (one request on every core).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -353,19 +352,20 @@ class OpenVINOForward:
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path):
-    """An exclusive lock between processes (flock) on `lock_path`; no lock where the file cannot be made
-    (a read-only cache: nothing will be written there either)."""
+    """An exclusive lock between processes on `lock_path` (filelock, as the store's writer lock); no lock where the
+    file cannot be made (a read-only cache: nothing will be written there either)."""
+    from filelock import FileLock
+
+    lock = FileLock(lock_path)
     try:
-        handle = open(lock_path, "a+")  # noqa: SIM115 (held for the duration of the with block)
+        lock.acquire()
     except OSError:
         yield
         return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 _CORE = None
