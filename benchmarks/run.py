@@ -463,8 +463,9 @@ def bench_head() -> None:
     previous way: all six sweep heads (3 learning rates x 2 weight decays) on every row, validated once an
     epoch with 15 epochs' patience. The previous way's training rate is measured here for 2 epochs and scaled to
     best epoch + 15, its stopping point."""
-    import snakeweb.heads as heads
-    from snakeweb.heads import TrainConfig, train_head
+    import snakeweb.head_training as heads
+    from snakeweb.head_training import train_head
+    from snakeweb.heads import TrainConfig
 
     vectors, labels = snakeclef_like(isotropic_noise=0.2)  # as hard as real species features, so early stopping acts
     val = np.random.default_rng(4).random(len(labels)) < 0.1

@@ -21,7 +21,7 @@ SPLITS = ("train", "val", "test", "unlabelled")  # an observation's split, as th
 
 @dataclass
 class TrainConfig:
-    """How a head is trained (snakeweb.heads.train_head); saved with the head."""
+    """How a head is trained (snakeweb.head_training.train_head); saved with the head."""
 
     kind: str = "linear+knn"  # best on HackerEarth-35 validation; the blend weight falls to 1.0 where kNN does not help
     max_epochs: int = 1000  # a cap; early stopping on validation loss decides

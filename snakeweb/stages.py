@@ -16,7 +16,8 @@ from snakeweb.aggregate import combine_by_observation, top_k
 from snakeweb.answers import THRESHOLD_METHOD
 from snakeweb.embed_stage import StoreWriter, embed, package_versions, store_backbone, tqdm  # noqa: F401 (the stages in one place)
 from snakeweb.errors import SnakewebError
-from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, load_head, observation_probabilities, train_head
+from snakeweb.head_training import train_head
+from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, load_head, observation_probabilities
 from snakeweb.species import possibly_venomous_class_ids
 from snakeweb.store import Store, read_keyed_vectors, set_meta
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from snakeweb.errors import SnakewebError
-from snakeweb.heads import MIN_IMPROVEMENT, Head, TrainConfig, train_head
+from snakeweb.head_training import MIN_IMPROVEMENT, train_head
+from snakeweb.heads import Head, TrainConfig
 from snakeweb.index import build_index
 from snakeweb.species import LabelMap
 
@@ -151,7 +152,7 @@ def test_sweep_keeps_the_best_learning_rate_and_adjusts_for_the_long_tail():
 
 
 def test_large_training_sets_sweep_on_a_stratified_sample_then_train_only_the_chosen_head(monkeypatch):
-    import snakeweb.heads as heads
+    import snakeweb.head_training as heads
 
     x, y = clusters(40, seed=0)
     vx, vy = clusters(10, seed=1)
@@ -254,7 +255,7 @@ def _legacy_save(head: Head, module, path) -> None:
 def test_heads_run_in_numpy_as_their_torch_module_and_old_torch_files_still_load(kind, tmp_path):
     """A trained head is NumPy layers: the same logits as the torch module it was trained as (GELU and all), saved as
     safetensors; a head file saved by an earlier snakeweb with torch.save loads to the same predictions."""
-    from snakeweb.heads import _layers, _module
+    from snakeweb.head_training import _layers, _module
 
     torch.manual_seed(0)
     config = TrainConfig(kind=kind, hidden=32)
