@@ -26,11 +26,12 @@ NOT_FOR_SCORE = ("sklearn", "ray", "streamlit")
 # exit codes and the top-level packages of sys.modules to argv[2] (stdout belongs to the commands).
 PROBE = """
 import argparse, json, sys
-from pipelines.cli import _parser, main
+from pipelines.arguments import parser
+from pipelines.cli import main
 
 runs = json.loads(sys.argv[1])
 if runs == "every command's --help":
-    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     runs = [["--help"]] + [[command, "--help"] for command in commands]
 codes = []
 for argv in runs:

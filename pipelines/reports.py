@@ -1,0 +1,88 @@
+"""What the commands print for people (the JSON output is the library's own, unchanged): an identification and
+an evaluation report as text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakeweb.identify import Identification
+
+
+# prediction_source in words, for people (the JSON keeps the schema's terms)
+SOURCE_WORDS = {"classifier": "the classifier's top species", "rollup": "rolled up: the species was uncertain",
+                "range_filter": "changed by the country check", "venom_rule": "withheld: possibly venomous",
+                "abstain": "nothing likely enough to name"}
+
+
+def print_identification(result: Identification) -> None:
+    """An identification (snakeweb.identify) as people read it: the venom banner first, then the answer, where it
+    came from, the classifier's top species and the nearest reference images."""
+    print("observation: " + ", ".join(result.inputs)
+          + (f" (country {result.country}, range {result.range_mode})" if result.country_prior_applied else ""))
+    for failure in result.failures:
+        print(f"  skipped photo {failure.index + 1} ({failure.name}): {failure.reason}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    flags = {"venomous": "VENOMOUS", "harmless": "harmless", "unknown": "venom status UNKNOWN (treat as possibly venomous)"}
+    lead = {"danger": "DANGER", "caution": "CAUTION", "harmless": "LOW RISK", "unknown": "VENOM STATUS UNKNOWN"}[result.venom_level]
+    print(f"  {lead}: {result.headline}")
+    print(f"  answer: {result.answer_text}  [{SOURCE_WORDS[result.prediction_source]}; "
+          f"{flags[result.venom_status] if result.prediction_rank else 'venom status unknown'}]")
+    print("  top species from the classifier" + (" after the country step:" if result.country_prior_applied else ":"))
+    for rank, s in enumerate(result.species, 1):
+        family = f", {s.family}" if s.family else ""
+        print(f"  {rank}. {s.binomial_name} (class {s.class_id}{family})  {s.probability:6.1%}  {flags[s.venom_status]}")
+    if result.out_of_store:
+        print("  NOT A SNAKE IN THIS STORE: the photo is farther from every reference than validation snakes are.")
+    elif result.uncertain:
+        print("  UNCERTAIN: the candidates above are possibilities, not an identification.")
+    print(f"  {result.explanation}")
+    if result.neighbours:
+        print("  nearest reference images:")
+    for n in result.neighbours:
+        print(f"    image {n.image_id}  similarity {n.similarity:.4f}  {n.binomial_name or 'unlabelled'}  {n.path}")
+
+
+def print_evaluation(report: dict) -> None:
+    """The evaluate stage's report (snakeweb.evaluation.evaluate) as text: every decision variant's official
+    scores, then the answers people get per rank and the venom-critical figures."""
+    print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head on {report['model']}")
+    if report.get("observations_without_usable_photos"):
+        print(f"note: {report['observations_without_usable_photos']} labelled {report['split']} observation(s) are not scored: none "
+              "of their photos could be read (see `images` rows with status 'error').")
+    chosen = {k: v for k, v in report["chosen_on_validation"].items() if v is not None}
+    print("chosen on validation: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()))
+    if report.get("classes_with_unknown_venom_status"):
+        print(f"note: {report['classes_with_unknown_venom_status']} species have venom status unknown; "
+              "the metric counts them as venomous, as the venom-aware rule does.")
+    print(f"{'variant':<22}{'F1':>8}{'Acc':>8}{'Track1':>8}{'Track2':>8}   PSC % [h>h, h>v, v>h, v>v]")
+    for name, s in report["variants"].items():
+        print(f"{name:<22}{s['F1 Score']:>8.2f}{s['Accuracy']:>8.2f}{s['Track1 Metric']:>8.2f}{s['Track2 Metric']:>8}   {s['PSC']}")
+    # the answers people get (snakeweb.answers.decide with the thresholds chosen on validation), per rank, and the
+    # venom-critical figures (snakeweb.rank_metrics)
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    thresholds = report.get("thresholds")
+    if thresholds:
+        chosen = ", ".join(f"{r} " + ("never" if thresholds.get(r) is None else f"{thresholds[r]:.3f}") for r in ("species", "genus", "family"))
+        weight = f"; answer venom weight {thresholds['venom_weight']:g}" if thresholds.get("venom_weight") else ""
+        print(f"answers: thresholds chosen on validation for {thresholds['target_precision']:.0%} precision: {chosen}{weight}")
+    if report.get("answers_note"):
+        print(f"note: {report['answers_note']}")
+    for variant, answers in (report.get("answers") or {}).items():
+        summary, accuracy, venom = answers["summary"], answers["rank_accuracy"], answers["venom_critical"]
+        print(f"answers {variant}: {answers['observations']} observations"
+              + (f" ({answers['outside_head']} of species outside the head left out)" if answers["outside_head"] else ""))
+        print(f"  {'rank':<10}{'answered':>10}{'share':>9}{'correct':>9}{'top-1 if forced':>17}")
+        for rank, figures in summary["ranks"].items():
+            forced = pct(accuracy[rank]["accuracy"]) if rank in accuracy else ""
+            print(f"  {rank:<10}{figures['answered']:>10}{pct(figures['coverage']):>9}{pct(figures['accuracy']):>9}{forced:>17}")
+        both, reliability = summary["species_or_genus"], answers["reliability"]
+        print(f"  species or genus: {pct(both['coverage'])} of photos, {pct(both['precision'])} correct at the rank answered; ECE top-1 "
+              f"{pct(reliability['species']['ece'])}, p(venomous) {pct(reliability['p_venomous']['ece'])}")
+        print(f"  venom-critical: of {venom['venomous_observations']} venomous, {venom['answered_harmless']} "
+              f"({pct(venom['answered_harmless_share'])}) answered harmless, {venom['low_p_venomous']} "
+              f"({pct(venom['low_p_venomous_share'])}) with p(venomous) < 0.5; of {venom['harmless_observations']} harmless, "
+              f"{venom['answered_venomous']} ({pct(venom['answered_venomous_share'])}) answered venomous")
