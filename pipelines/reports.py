@@ -48,6 +48,9 @@ def print_evaluation(report: dict) -> None:
     """The evaluate stage's report (snakeweb.evaluation.evaluate) as text: every decision variant's official
     scores, then the answers people get per rank and the venom-critical figures."""
     print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head on {report['model']}")
+    if report.get("observations_copied_from_training"):
+        print(f"note: {report['observations_copied_from_training']} of these {report['split']} observations have a photo that is a "
+              "byte-identical copy of a training photo; the head has seen it, so their scores are optimistic (`check` lists them).")
     if report.get("observations_without_usable_photos"):
         print(f"note: {report['observations_without_usable_photos']} labelled {report['split']} observation(s) are not scored: none "
               "of their photos could be read (see `images` rows with status 'error').")

@@ -13,6 +13,7 @@ from snakeweb import rank_metrics as rm
 from snakeweb.answers import RANKS, Taxa, Thresholds
 from snakeweb.answers import decide as decide_answers
 from snakeweb.calibration import ece, reliability
+from snakeweb.copies import observations_copied_from_training
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head
@@ -72,6 +73,7 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
                 & (observations["country_code"].isin(countries) if countries else True))
     unscored = observations.index[unscored]
     report: dict = {"split": split, "observations": len(ids), "observations_without_usable_photos": len(unscored),
+                    "observations_copied_from_training": observations_copied_from_training(store, ids) if split != "train" else 0,
                     "aggregation": aggregation, "head": head.kind, "variants": {},
                     "classes_with_unknown_venom_status": int((species["venom_status"] == UNKNOWN).sum())}
     trained = store.get_meta("head") or {}

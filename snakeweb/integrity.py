@@ -58,6 +58,26 @@ def _venom(store: Store) -> Verdict:
     return Verdict("venom status", True, detail)
 
 
+def _copies(store: Store) -> Verdict:
+    """Byte-identical photos (snakeweb.copies): a failure when copies carry two species; copies across splits are
+    said (they make held-out scores optimistic) but the store is still whole."""
+    from snakeweb.copies import find_copies
+
+    found = find_copies(store)
+    if not found.groups:
+        return Verdict("copies", True, "no photo is a byte-identical copy of another")
+    detail = f"{found.extra} photo(s) are byte-identical copies of others ({found.groups} group(s))"
+    if found.two_labels:
+        detail += (f"; {found.two_labels} group(s) are labelled as two species, so one label is wrong (e.g. "
+                   f"{'; '.join(found.shown_two_labels)}): delete the wrong copy and build a new store")
+    if found.across_splits:
+        detail += (f"; {found.across_splits} group(s) lie in two splits, so the head has seen those held-out photos and "
+                   f"their scores are optimistic (e.g. {'; '.join(found.shown_across_splits)})")
+    if not (found.two_labels or found.across_splits):
+        detail += ", each within one split and one species"
+    return Verdict("copies", not found.two_labels, detail)
+
+
 def _taxonomy(store: Store) -> Verdict:
     """Informative unless the family column is missing: how many classes have no family, and which table gave the rest."""
     from snakeweb.species import PLACEHOLDER_PREFIX
@@ -232,7 +252,8 @@ def _engine(store: Store) -> Verdict:
                    + (f"cached in {cache_root()}" if cached else "made on first use (a few seconds, once)"))
 
 
-CHECKS = (_counts, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _engine, _files, _predictions, _answers)
+CHECKS = (_counts, _copies, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _engine, _files, _predictions,
+          _answers)
 
 
 def check_store(store: Store) -> list[Verdict]:

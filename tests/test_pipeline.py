@@ -51,7 +51,9 @@ def test_faiss_ids_are_duckdb_image_ids(built_store):
     index = load_index(built_store.index_path)
     stored = built_store.query("SELECT image_id FROM images WHERE status = 'ok' ORDER BY image_id")["image_id"]
     assert sorted(index_ids(index).tolist()) == stored.tolist()
-    assert {v.name: v.ok for v in check_store(built_store)}["index"]
+    verdicts = {v.name: v for v in check_store(built_store)}
+    assert verdicts["index"].ok
+    assert verdicts["copies"].ok and verdicts["copies"].detail == "no photo is a byte-identical copy of another"
     # a stored vector searched finds its own image id, whatever the insertion order was
     ids, vectors = built_store.embeddings()
     from snakeweb.index import search

@@ -62,6 +62,9 @@ st.caption(f"{report['observations']} {split} observations, {report['head']} hea
            f"venomous errors weighted x{report['chosen_on_validation'].get('venom_weight') or 1:g} (chosen on validation by Track1).")
 if report.get("saved"):
     st.caption(f"Scores saved by the evaluate stage ({report['created']}); the page re-scores when you pick countries.")
+if report.get("observations_copied_from_training"):
+    st.warning(f"⚠️ {report['observations_copied_from_training']} of these {split} observations have a photo that is a byte-identical "
+               "copy of a training photo: the head has seen it, so their scores are optimistic. `python -m pipelines check` lists them.")
 if report.get("classes_with_unknown_venom_status"):
     st.warning(f"❓ {report['classes_with_unknown_venom_status']} species have venom status unknown: these numbers count them "
                "as venomous, as the venom-aware rule does. Build with a species table that has a venom flag for them.")
