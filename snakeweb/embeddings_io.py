@@ -30,17 +30,11 @@ import pandas as pd
 
 from snakeweb.embeddings_file import MAX_SHOWN, META_KEY, WHAT, Source, at, batches, checked_vectors, open_source
 from snakeweb.errors import SnakewebError
-from snakeweb.ingest import (
-    _checked_country_table,
-    _countries,
-    _subsets,
-    _update_splits,
-    record_numbered_ids,
-    record_species,
-)
+from snakeweb.ingest import checked_country_table, country_codes, record_numbered_ids, record_species
 from snakeweb.paths import Spellings
 from snakeweb.progress import tqdm
 from snakeweb.species import combine_with_store
+from snakeweb.splits import read_subsets, update_splits
 from snakeweb.store import Store, set_meta, write_atomically
 from snakeweb.tables import Table, TableError
 from snakeweb.taxonomy import Taxonomy, taxonomy_path
@@ -92,7 +86,7 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
         if country_table is not None:
             if combined is None:
                 raise SnakewebError("--country-table needs the species: give --species (e.g. class_list.csv) with it.")
-            _checked_country_table(country_table, combined)
+            checked_country_table(country_table, combined)
         taxonomy = taxonomy_path(taxonomy)
         taxa = Taxonomy.from_csv(taxonomy) if taxonomy is not None else None
         batch_rows = batch_rows or max(1, FLOATS_PER_BATCH // dim)
@@ -240,8 +234,8 @@ def _metadata(table: Table, spellings: Spellings) -> dict[str, Any]:
     subsets = None
     if table.has("subset"):  # what export-embeddings writes for photos without a label, read as no subset
         table.frame.loc[table.frame["subset"].str.lower().eq("unlabelled") & class_ids.isna(), "subset"] = ""
-        subsets = _subsets(table)
-    countries = _countries(table)
+        subsets = read_subsets(table)
+    countries = country_codes(table)
     return {
         "given_id": pa.Array.from_pandas(given), "path": pa.array(paths, pa.string(), from_pandas=True),
         "observation_id": pa.array(observations, pa.string()), "class_id": pa.Array.from_pandas(class_ids),
@@ -304,7 +298,7 @@ def _write(con, names: list[str]) -> dict[str, int]:
                 "WHERE images.image_id = p.image_id AND p.target = 'pending'")
     con.execute("DELETE FROM embeddings WHERE image_id IN (SELECT image_id FROM _import_plan WHERE target IN ('new', 'pending'))")
     subsets = con.execute(f"SELECT s.observation_id, max(s.subset) {joined} WHERE p.target = 'new' GROUP BY s.observation_id").fetchall()
-    _update_splits(con, dict(subsets))
+    update_splits(con, dict(subsets))
     targets = dict(con.execute("SELECT target, count(*) FROM _import_plan GROUP BY target").fetchall())
     return {"rows": sum(targets.values()), "added": targets.get("new", 0) + targets.get("pending", 0),
             "new_images": targets.get("new", 0), "already_present": targets.get("ok", 0), "rejected": targets.get("error", 0)}

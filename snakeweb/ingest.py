@@ -6,7 +6,6 @@ transaction, and re-running it adds only paths the store does not have yet, so i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,8 +28,9 @@ from snakeweb.species import (
     taxon_key,
     with_names_from,
 )
+from snakeweb.splits import read_subsets, update_splits
 from snakeweb.store import Store, set_meta
-from snakeweb.tables import Column, read_table
+from snakeweb.tables import Column, Table, read_table
 from snakeweb.taxonomy import TAXONOMY_SUMMARY, UNKNOWN_FAMILY, Taxonomy, assign_taxonomy, taxonomy_path
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,6 @@ METADATA_COLUMNS = (
     Column("country"),  # SnakeCLEF 2022 has both: a name here and the ISO code in `code` (they must agree)
     Column("subset", ("split",)),
 )
-TRAIN_SUBSETS = {"train", "train-hm", "train-in", "training"}
-VAL_SUBSETS = {"val", "valid", "validation"}
-TEST_SUBSETS = {"test", "testing"}
 
 
 # Files that live beside photos and are not photos: listed in the ingest summary, never stored as images.
@@ -125,8 +122,8 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
             "image_path": table.text("image_path"),
             "class_id": table.ids("class_id", missing_ok=True) if table.has("class_id") else pd.NA,
             "binomial_name": table.text("binomial_name") if table.has("binomial_name") else None,
-            "country_code": _countries(table),
-            "subset": _subsets(table) if table.has("subset") else None,
+            "country_code": country_codes(table),
+            "subset": read_subsets(table) if table.has("subset") else None,
         })
         _one_animal_per_observation(rows, table)
         frames.append(rows)
@@ -148,27 +145,6 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
         log.warning("%d metadata rows repeat an image path; the first of each is kept", int(duplicated.sum()))
         frame = frame[~duplicated]
     return frame.reset_index(drop=True)
-
-
-def _rank_key(observation_id: str) -> str:
-    return hashlib.sha1(observation_id.encode()).hexdigest()
-
-
-def assign_splits(observations: pd.DataFrame, val_share: float = 0.15, test_share: float = 0.15) -> pd.Series:
-    """Deterministic stratified train/val/test split by observation (never by image, so the photos of one
-    animal stay together). Classes with fewer than 3 observations are kept whole for training."""
-    split = pd.Series("unlabelled", index=observations.index, dtype=object)
-    labelled = observations[observations["class_id"].notna()]
-    for _, group in labelled.groupby("class_id"):
-        order = sorted(group.index, key=lambda i: _rank_key(str(group.at[i, "observation_id"])))
-        n = len(order)
-        n_test = int(round(n * test_share)) if n >= 3 else 0
-        n_val = int(round(n * val_share)) if n >= 3 else 0
-        if n >= 3:
-            n_test, n_val = max(n_test, 1), max(n_val, 1)
-        for rank, i in enumerate(order):
-            split[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return split
 
 
 def ingest(
@@ -214,7 +190,7 @@ def ingest(
         listing = read_metadata([Path(p) for p in metadata], Path(image_root))
         listing, species, assigned = _species_from_metadata(listing, species_table)
         source = {"kind": "snakeclef", "metadata": [str(p) for p in metadata], "root": str(Path(image_root).resolve())}
-    prior = _checked_country_table(country_table, species)
+    prior = checked_country_table(country_table, species)
     taxonomy_file = taxonomy_path(taxonomy)
     taxa = Taxonomy.from_csv(taxonomy_file) if taxonomy_file is not None else None
 
@@ -248,7 +224,7 @@ def ingest(
             "FROM fresh GROUP BY observation_id ON CONFLICT (observation_id) DO NOTHING"
         )
         subsets = dict(zip(fresh["observation_id"], fresh["subset"])) if "subset" in fresh else {}
-        _update_splits(con, subsets)
+        update_splits(con, subsets)
         set_meta(con, "source", source)
         record_numbered_ids(con, species, species_table, assigned)
         if prior is not None:
@@ -315,7 +291,7 @@ def _assign_families(con, taxa: Taxonomy | None) -> str:
                if missing else ""))
 
 
-def _countries(table) -> list[str | None] | None:
+def country_codes(table: Table) -> list[str | None] | None:
     """Alpha-2 codes from `code`, else from `country`; with both, a row where they name different countries is refused."""
     codes = country_column(table, "code") if table.has("code") else None
     names = country_column(table, "country") if table.has("country") else None
@@ -342,18 +318,6 @@ def _one_animal_per_observation(rows: pd.DataFrame, table) -> None:
                              f"observation {first} ({table.where(mask, shown)}); one observation is one animal.")
 
 
-def _subsets(table) -> pd.Series:
-    """The metadata's subset column, lower-cased; a value that is no known subset is refused (it would leave
-    its photos in no split, silently unused)."""
-    values = table.text("subset").str.lower()
-    bad = values.notna() & ~values.isin(TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS)
-    if bad.any():
-        accepted = ", ".join(sorted(TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS))
-        raise table.fail(f"{int(bad.sum())} row(s) have a subset snakeweb does not know ({table.where(bad.to_numpy(), 'subset')}); "
-                         f"use one of {accepted}, or leave it empty.")
-    return values
-
-
 def _refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
     """Photos already in the store keep their labels: an ingest that gives one of them another class,
     observation or country is refused (ignoring it would leave the store saying something the user did not)."""
@@ -378,7 +342,7 @@ def _comparable(value: object) -> object:
     return None if value is None or pd.isna(value) else int(value) if isinstance(value, float | np.integer) else value
 
 
-def _checked_country_table(country_table: Path | None, species: pd.DataFrame):
+def checked_country_table(country_table: Path | None, species: pd.DataFrame):
     """The species x country table, read now so a table that cannot be used stops ingest, not identify."""
     if country_table is None:
         return None
@@ -424,40 +388,3 @@ def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) ->
     return listing, species, assigned
 
 
-def _update_splits(con, subsets: dict[str, object]) -> None:
-    """Official subsets when the metadata has both train and validation rows; else our stratified split. A store
-    split by official subsets keeps them on a later ingest (run metadata `split_source`): observations it adds
-    with a subset take it, those without are trained on; re-splitting would move test photos into training."""
-    observations = con.execute("SELECT observation_id, class_id, split FROM observations").df()
-    known_subsets = {str(s).lower() for s in subsets.values() if isinstance(s, str)}
-    recorded = con.execute("SELECT value FROM run_metadata WHERE key = 'split_source'").fetchall()
-    official_before = bool(recorded) and json.loads(recorded[0][0]) == "metadata subsets"
-    if (known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS) or official_before:
-        set_meta(con, "split_source", "metadata subsets")
-        def official(row):
-            subset = str(subsets.get(row.observation_id, "")).lower()
-            if subset in TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS:
-                return "train" if subset in TRAIN_SUBSETS else "val" if subset in VAL_SUBSETS else "test"
-            return row.split if row.split != "unassigned" else "train"  # no subset given: trained on
-
-        # unlabelled observations are never trained on, whatever their subset: only labelled ones count here
-        labelled = observations.loc[observations["class_id"].notna(), "observation_id"]
-        no_subset = sum(1 for o in labelled if o in subsets and not isinstance(subsets[o], str))
-        if no_subset:
-            log.warning("%d observation(s) in the metadata have no subset; they are trained on.", no_subset)
-        unlabelled_in_a_split = sum(1 for o in observations.loc[observations["class_id"].isna(), "observation_id"]
-                                    if str(subsets.get(o, "")).lower() in TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS)
-        if unlabelled_in_a_split:
-            log.warning("%d observation(s) have a train, validation or test subset but no class_id; they are stored as "
-                        "unlabelled (give their class_id to use them).", unlabelled_in_a_split)
-        observations["split"] = [official(r) for r in observations.itertuples()]
-        observations.loc[observations["class_id"].isna(), "split"] = "unlabelled"
-    else:
-        if known_subsets:
-            log.warning("The metadata's subsets (%s) lack a train or a validation subset; snakeweb makes its own "
-                        "stratified train/val/test split instead.", ", ".join(sorted(known_subsets)))
-        observations["split"] = assign_splits(observations)
-        set_meta(con, "split_source", "snakeweb (stratified by species, sha1 of the observation id)")
-    con.register("splits", observations[["observation_id", "split"]])
-    con.execute("UPDATE observations o SET split = s.split FROM splits s WHERE o.observation_id = s.observation_id")
-    con.execute("UPDATE images i SET split = o.split FROM observations o WHERE i.observation_id = o.observation_id")

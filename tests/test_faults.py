@@ -16,7 +16,7 @@ from tests.killpoints import run_killed
 # where each run is killed: (function, "before"/"after", which call), a fixed point of the code on any machine
 KILL_POINTS = {
     # inside ingest's one transaction, its rows inserted but not committed
-    "during ingest": ("snakeweb.ingest:_update_splits", "after", 1),
+    "during ingest": ("snakeweb.ingest:update_splits", "after", 1),
     # right after the second embed transaction has committed, with most images still pending
     "mid-embed": ("snakeweb.embed_stage:_write_rows", "after", 2),
     # the index file written, its run metadata not yet recorded

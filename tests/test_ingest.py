@@ -6,8 +6,8 @@ import pytest
 from pipelines.cli import main
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head
-from snakeweb.ingest import assign_splits
 from snakeweb.review import add_review, review_queue, reviews
+from snakeweb.splits import assign_splits
 from snakeweb.stages import labelled_embeddings
 from snakeweb.store import Store
 from tests.conftest import SYNTHETIC_COLOURS, SYNTHETIC_SPECIES, build_photo_store, make_photo, shared
