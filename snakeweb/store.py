@@ -120,6 +120,14 @@ class Store:
             raise SnakewebError(f"--store {self.root} is a file; a store is a folder (the one holding {DB_NAME}). "
                                 "Give a new or existing store folder.")
 
+    def require_writable(self) -> Store:
+        """Open the DuckDB file for writing once and close it: raises StoreReadOnlyError (one sentence) where it
+        cannot be written here, so a writing command stops before its work (a train refused only at its last
+        write had already replaced head.pt), and StoreBusyError while another process writes it."""
+        with self.connect():
+            pass
+        return self
+
     def require(self) -> Store:
         self.refuse_a_file()
         if not self.exists():

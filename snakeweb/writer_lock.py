@@ -46,8 +46,9 @@ def _holder(root: Path) -> str:
 def one_writer(root: str | Path, command: str) -> Iterator[None]:
     """Hold the store's writer lock while the body runs. Creates `root` when absent, and removes it again when
     the body leaves nothing else there (a refused first build leaves no folder behind). Raises StoreLockedError
-    at once, naming the holder, when another process holds the lock, and SnakewebError when `root` is a file
-    or the lock file cannot be made (a read-only folder)."""
+    at once, naming the holder, when another process holds the lock, and SnakewebError when `root` is a file,
+    the lock file cannot be made (a read-only folder) or the store's database file cannot be written (a read-only
+    file in a writable folder: StoreReadOnlyError)."""
     from filelock import FileLock, Timeout
 
     root = Path(root).expanduser()
@@ -64,6 +65,8 @@ def one_writer(root: str | Path, command: str) -> Iterator[None]:
         raise SnakewebError(f"Cannot write in the store folder {root} ({exc.strerror or exc}); give a folder you may "
                             "write to.") from exc
     try:
+        if Store(root).exists():
+            Store(root).require_writable()  # a read-only database file stops the command here, before its work
         holder = root / HOLDER_NAME
         with contextlib.suppress(OSError):  # only a courtesy for the message above
             partial = holder.with_name(f"{HOLDER_NAME}.{os.getpid()}")

@@ -379,11 +379,12 @@ def test_evaluate_says_how_to_give_a_recorded_country_table_that_has_moved(built
 
 
 def run_on_a_read_only_store(store: Path, *argv: str) -> subprocess.CompletedProcess:
-    """`python -m pipelines ARGV` with `store` read-only as a user meets it: write permission taken away, or for
-    root (whom permissions do not stop) a read-only bind mount in a private mount namespace."""
+    """`python -m pipelines ARGV` with `store` (a store folder, or only its database file) read-only as a user meets
+    it: write permission taken away, or for root (whom permissions do not stop) a read-only bind mount in a private
+    mount namespace."""
     command = [sys.executable, "-m", "pipelines", *argv]
     if os.geteuid() != 0:
-        for path in (store, *store.rglob("*")):
+        for path in (store, *(store.rglob("*") if store.is_dir() else ())):
             path.chmod(path.stat().st_mode & ~0o222)
         return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if not shutil.which("unshare"):
@@ -409,3 +410,13 @@ def test_a_read_only_store_is_still_evaluated_and_every_writing_stage_says_why_i
     assert Store(copy).get_meta("evaluation") is None
     done = run_on_a_read_only_store(copy, "train", "--store", str(copy))
     assert done.returncode == 2 and f"Cannot write in the store folder {copy}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_read_only_database_in_a_writable_folder_stops_a_writing_stage_before_its_work(built_store, tmp_path):
+    """Only snakeweb.duckdb read-only: `train --force` once trained to the end, replaced head.pt and was refused
+    at its last write, leaving a head that the database's thresholds and predictions did not belong to."""
+    copy = shutil.copytree(built_store.root, tmp_path / "store")
+    head = (copy / "head.pt").read_bytes()
+    done = run_on_a_read_only_store(copy / "snakeweb.duckdb", "train", "--store", str(copy), "--force", "--head", "mlp")
+    assert done.returncode == 2 and f"The store {copy} can be read but not written here" in done.stderr, done.stderr
+    assert "train mlp" not in done.stderr and (copy / "head.pt").read_bytes() == head
