@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 # imports the library modules it uses (tests/test_cli_imports.py checks this in a fresh process).
 from pipelines.arguments import parser
 from pipelines.reports import print_evaluation, print_identification
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.options import TrainConfig
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         _check_prior(prior, store)
     report = evaluate(store, args.split, prior, args.aggregation, country_table=str(table) if table else None)
     if report.get("not_saved"):  # on stderr, so --json output stays JSON; the scores themselves are complete
-        print(f"note: these scores are not saved in the store (the Metrics page computes them again): {report['not_saved']}",
+        print(f"note: these scores are not saved in the store (the Metrics page computes them again). {report['not_saved']}",
               file=sys.stderr)
     if args.json:
         _emit(json.dumps(report))
@@ -227,7 +227,7 @@ def _build(args: argparse.Namespace) -> None:
     stages.predict(store, args.aggregation)
     if not args.skip_project:
         stages.project(store)
-    print(f"build: done; identify with `python -m pipelines identify --store {store.root} PHOTO...`")
+    print(f"build: done; identify with `python -m pipelines identify --store {shell_word(store.root)} PHOTO...`")
 
 
 def _identify(args: argparse.Namespace) -> int:

@@ -51,6 +51,9 @@ def print_evaluation(report: dict) -> None:
     if report.get("observations_copied_from_training"):
         print(f"note: {report['observations_copied_from_training']} of these {report['split']} observations have a photo that is a "
               "byte-identical copy of a training photo; the head has seen it, so their scores are optimistic (`check` lists them).")
+    if report.get("observations_not_compared_for_copies"):
+        print(f"note: {report['observations_not_compared_for_copies']} of these {report['split']} observations have photos whose vectors "
+              "were imported without the photo's sha256, so they were not checked for copies of training photos.")
     if report.get("observations_without_usable_photos"):
         print(f"note: {report['observations_without_usable_photos']} labelled {report['split']} observation(s) are not scored: none "
               "of their photos could be read (see `images` rows with status 'error').")

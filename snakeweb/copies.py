@@ -21,7 +21,8 @@ MAX_SHOWN = 3
 class Copies:
     """Groups of byte-identical photos (status ok) in a store. `groups`: groups of two or more; `extra`: photos
     beyond the first of each group; `across_splits` / `two_labels`: groups whose photos lie in more than one
-    split / carry more than one class id; `shown_*`: up to MAX_SHOWN groups of each kind, as 'a.jpg = b.jpg and 3 more'."""
+    split / carry more than one class id; `shown_*`: up to MAX_SHOWN groups of each kind, as 'a.jpg = b.jpg and 3 more';
+    `compared`: photos with a recorded sha256; `unhashed`: those with none (vectors brought in by import-embeddings), which were not compared."""
 
     groups: int = 0
     extra: int = 0
@@ -29,36 +30,44 @@ class Copies:
     two_labels: int = 0
     shown_across_splits: list[str] = field(default_factory=list)
     shown_two_labels: list[str] = field(default_factory=list)
+    compared: int = 0  # photos with a recorded sha256
+    unhashed: int = 0  # photos without one (imported vectors): not compared
 
 
 def find_copies(store: Store) -> Copies:
-    """The store's copies (see `Copies`). Photos not yet embedded have no sha256 and are not compared."""
+    """The store's copies (see `Copies`) among its embedded photos."""
+    counts = store.query("SELECT count(sha256) AS compared, count(*) - count(sha256) AS unhashed FROM images WHERE status = 'ok'")
+    compared, unhashed = int(counts["compared"][0]), int(counts["unhashed"][0])
     rows = store.query(
         "WITH g AS (SELECT sha256 FROM images WHERE status = 'ok' AND sha256 IS NOT NULL GROUP BY sha256 HAVING count(*) > 1) "
         "SELECT i.sha256, i.path, i.split, i.class_id FROM images i JOIN g USING (sha256) WHERE i.status = 'ok' "
         "ORDER BY i.sha256, i.image_id")
     if rows.empty:
-        return Copies()
+        return Copies(compared=compared, unhashed=unhashed)
     by_group = rows.groupby("sha256", sort=False)
     splits = by_group["split"].nunique()
     labels = by_group["class_id"].nunique()  # (photos without a label do not disagree with one that has)
     paths = by_group["path"].agg(lambda p: " = ".join(p[:2]) + (f" and {len(p) - 2} more" if len(p) > 2 else ""))
     found = Copies(groups=len(splits), extra=len(rows) - len(splits), across_splits=int((splits > 1).sum()),
-                   two_labels=int((labels > 1).sum()))
+                   two_labels=int((labels > 1).sum()), compared=compared,
+                   unhashed=unhashed)
     found.shown_across_splits = paths[splits > 1].head(MAX_SHOWN).tolist()
     found.shown_two_labels = paths[labels > 1].head(MAX_SHOWN).tolist()
     return found
 
 
-def observations_copied_from_training(store: Store, observation_ids: list[str]) -> int:
-    """How many of `observation_ids` (observations of a held-out split) have a photo byte-identical to a photo of a
-    training observation: the head has seen that photo with its label, so its scores there are optimistic."""
-    if not observation_ids:
-        return 0
+def copies_of_training(store: Store, observation_ids: list[str], split: str) -> dict[str, int]:
+    """Of `observation_ids` (the scored observations of `split`): `observations_copied_from_training`, how many have
+    a photo byte-identical to a photo of a training observation (the head has seen it with its label, so their
+    scores are optimistic), and `observations_not_compared_for_copies`, how many have a photo without a recorded
+    sha256 (vectors brought in by import-embeddings), which could not be compared. Both 0 for the train split."""
+    if split == "train" or not observation_ids:
+        return {"observations_copied_from_training": 0, "observations_not_compared_for_copies": 0}
     frame = pd.DataFrame({"observation_id": pd.Series(observation_ids, dtype=str)})
     with store.connect(read_only=True) as con:
         con.register("scored", frame)
-        return int(con.execute(
-            "SELECT count(DISTINCT i.observation_id) FROM images i JOIN scored USING (observation_id) "
-            "WHERE i.status = 'ok' AND i.split <> 'train' AND i.sha256 IN "
-            "(SELECT sha256 FROM images WHERE split = 'train' AND status = 'ok' AND sha256 IS NOT NULL)").fetchone()[0])
+        copied, unhashed = con.execute(
+            "SELECT count(DISTINCT i.observation_id) FILTER (i.sha256 IN (SELECT sha256 FROM images WHERE split = 'train' "
+            "AND status = 'ok' AND sha256 IS NOT NULL)), count(DISTINCT i.observation_id) FILTER (i.sha256 IS NULL) "
+            "FROM images i JOIN scored USING (observation_id) WHERE i.status = 'ok' AND i.split <> 'train'").fetchone()
+    return {"observations_copied_from_training": int(copied), "observations_not_compared_for_copies": int(unhashed)}

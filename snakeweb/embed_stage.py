@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.embed import embed_images, resolve_device
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.progress import tqdm  # the stages' progress bars (snakeweb.stages takes it from here)
 from snakeweb.store import SCHEMA, Store, set_meta
@@ -43,7 +43,7 @@ def store_backbone(store: Store, device: str | None = None) -> LoadedBackbone:
     """The backbone that embedded this store, checked against the recorded fingerprint."""
     recorded = store.get_meta("model")
     if recorded is None:
-        raise SnakewebError(f"The store {store.root} has no embeddings yet; run `python -m pipelines embed --store {store.root}`.")
+        raise SnakewebError(f"The store {store.root} has no embeddings yet; run `python -m pipelines embed --store {shell_word(store.root)}`.")
     backbone = load_backbone(BackboneConfig(**recorded["config"]), device=resolve_device(device))
     if backbone.fingerprint != recorded["fingerprint"]:
         raise SnakewebError(

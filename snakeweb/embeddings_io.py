@@ -244,12 +244,13 @@ def _metadata(table: Table, spellings: Spellings) -> dict[str, Any]:
     }
 
 
-def _refuse(con, names: list[str], where: str, message: str) -> None:
-    """Raise `message` with '{rows}' filled in ('a.parquet row 4, row 9 and 3 more') when staged rows match `where`."""
+def _refuse(con, names: list[str], where: str, message: str, order: str = "file, row") -> None:
+    """Raise `message` with '{rows}' filled in ('a.parquet row 4, b.parquet row 9 and 3 more') when staged rows
+    match `where`; the rows shown are the first in `order`."""
     n = con.execute(f"SELECT count(*) FROM _import_staging s WHERE {where}").fetchone()[0]
     if not n:
         return
-    shown = con.execute(f"SELECT file, row FROM _import_staging s WHERE {where} ORDER BY file, row LIMIT {MAX_SHOWN}").fetchall()
+    shown = con.execute(f"SELECT file, row FROM _import_staging s WHERE {where} ORDER BY {order} LIMIT {MAX_SHOWN}").fetchall()
     rows = ", ".join(f"{names[f]} row {r}" for f, r in shown) + (f" and {n - len(shown)} more" if n > len(shown) else "")
     raise TableError(message.format(n=n, rows=rows))
 
@@ -260,8 +261,11 @@ def _write(con, names: list[str]) -> dict[str, int]:
     con.execute("UPDATE _import_staging s SET path = i.path FROM images i WHERE s.path IS NULL AND i.image_id = s.given_id")
     con.execute("UPDATE _import_staging SET path = 'imported:' || given_id WHERE path IS NULL")
     repeats = "s.{0} IN (SELECT {0} FROM _import_staging GROUP BY {0} HAVING count(*) > 1)"
-    _refuse(con, names, repeats.format("given_id"), "{n} rows repeat an image_id ({rows}); each image must appear once.")
-    _refuse(con, names, repeats.format("path"), "{n} rows repeat an image path ({rows}); each image must appear once.")
+    # the rows shown are the first value's repeats together, so a value repeated across two files names both files
+    _refuse(con, names, repeats.format("given_id"), "{n} rows repeat an image_id ({rows}); each image must appear once.",
+            "given_id, file, row")
+    _refuse(con, names, repeats.format("path"), "{n} rows repeat an image path ({rows}); each image must appear once.",
+            "path, file, row")
     _refuse(con, names, "s.path NOT IN (SELECT path FROM images) AND s.given_id IN (SELECT image_id FROM images)",
             "{n} row(s) give an image_id the store already uses for another photo ({rows}); leave image_id out to have new "
             "ids assigned, or import into another --store.")

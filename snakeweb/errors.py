@@ -6,3 +6,11 @@ class SnakewebError(Exception):
 
     The command line and the dashboard print the message alone, never a traceback.
     """
+
+
+def shell_word(path: object) -> str:
+    """`path` as one word of a command to copy into a shell: quoted when it holds spaces or other special characters
+    (shlex.quote), as is otherwise."""
+    import shlex
+
+    return shlex.quote(str(path))

@@ -13,7 +13,7 @@ from snakeweb import rank_metrics as rm
 from snakeweb.answers import RANKS, Taxa, Thresholds
 from snakeweb.answers import decide as decide_answers
 from snakeweb.calibration import ece, reliability
-from snakeweb.copies import observations_copied_from_training
+from snakeweb.copies import copies_of_training
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head
@@ -24,6 +24,9 @@ from snakeweb.species import UNKNOWN, possibly_venomous_class_ids, possibly_veno
 from snakeweb.stages import observation_probabilities
 from snakeweb.store import Store, StoreReadOnlyError, set_meta
 
+# raised when a report gains something the Metrics page shows: reports saved before are then scored again
+# (2: observations_copied_from_training and observations_not_compared_for_copies)
+REPORT_VERSION = 2
 SPECIES_METRICS_TABLE = """
 CREATE OR REPLACE TABLE species_metrics (
     variant VARCHAR, class_id BIGINT, binomial_name VARCHAR, venomous BOOLEAN, support INTEGER, precision DOUBLE,
@@ -73,7 +76,7 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
                 & (observations["country_code"].isin(countries) if countries else True))
     unscored = observations.index[unscored]
     report: dict = {"split": split, "observations": len(ids), "observations_without_usable_photos": len(unscored),
-                    "observations_copied_from_training": observations_copied_from_training(store, ids) if split != "train" else 0,
+                    **copies_of_training(store, ids, split),
                     "aggregation": aggregation, "head": head.kind, "variants": {},
                     "classes_with_unknown_venom_status": int((species["venom_status"] == UNKNOWN).sum())}
     trained = store.get_meta("head") or {}
@@ -119,10 +122,11 @@ def _basis(store: Store, split: str, aggregation: str, country_table: str | None
     observations (labels, countries, splits), the images (which observation each belongs to, its label, status
     and split) and which of them have vectors, the model that made them, the head (training digest and file),
     the index file (the kNN part votes through it), the country table's bytes and the range records. A report
-    whose basis is not the store's current one no longer holds (tests/test_rank_metrics.py changes each)."""
+    whose basis is not the store's current one no longer holds (tests/test_rank_metrics.py changes each), nor does
+    one saved by a snakeweb whose reports lacked something this one reports (REPORT_VERSION)."""
     digests = store.table_digests()
     table = Path(country_table).resolve() if country_table else None
-    return {"split": split, "aggregation": aggregation, "countries": sorted(countries or []),
+    return {"report_version": REPORT_VERSION, "split": split, "aggregation": aggregation, "countries": sorted(countries or []),
             **{name: digests[name] for name in ("species", "observations", "images", "embeddings")},
             "model": (store.get_meta("model") or {}).get("fingerprint"),
             "head": (store.get_meta("head") or {}).get("training_digest"),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.options import SPLITS, TrainConfig  # defined there so the command line offers them without torch
 from snakeweb.species import LabelMap
 from snakeweb.store import write_atomically
@@ -231,7 +231,7 @@ def _read_torch(path: Path, unreadable: str) -> dict:
 def load_head(store: Store) -> Head:
     """The store's head, checked against the store's model and feature kind."""
     if not store.head_path.is_file():
-        raise SnakewebError(f"No trained head in {store.root}; run `python -m pipelines train --store {store.root}`.")
+        raise SnakewebError(f"No trained head in {store.root}; run `python -m pipelines train --store {shell_word(store.root)}`.")
     return Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
 
 

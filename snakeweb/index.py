@@ -12,7 +12,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.store import write_atomically
 from snakeweb.vectors import ids_digest, l2_normalise  # noqa: F401 (ids_digest: defined there, without FAISS)
 
@@ -122,7 +122,7 @@ def load_index(path: Path, batch_search: bool = False) -> faiss.Index:
     """The saved (CPU) index; with `batch_search`, a GPU copy where FAISS has a GPU and can hold this kind of
     index (`on_gpu`), for the many-query searches of predict and the kNN head."""
     if not Path(path).is_file():
-        raise SnakewebError(f"No index at {path}; run `python -m pipelines index --store {Path(path).parent}`.")
+        raise SnakewebError(f"No index at {path}; run `python -m pipelines index --store {shell_word(Path(path).parent)}`.")
     index = faiss.read_index(str(path))
     return on_gpu(index) if batch_search else index
 

@@ -64,8 +64,13 @@ def _copies(store: Store) -> Verdict:
     from snakeweb.copies import find_copies
 
     found = find_copies(store)
+    # vectors brought in by import-embeddings come without their photos' bytes: those photos cannot be compared
+    unhashed = (f"{found.unhashed} photo(s) have no recorded sha256 (their vectors were imported) and were not compared"
+                if found.unhashed else "")
     if not found.groups:
-        return Verdict("copies", True, "no photo is a byte-identical copy of another")
+        if not found.compared:
+            return Verdict("copies", True, f"not checked: {unhashed}" if unhashed else "no embedded photos to compare")
+        return Verdict("copies", True, "no photo is a byte-identical copy of another" + (f"; {unhashed}" if unhashed else ""))
     detail = f"{found.extra} photo(s) are byte-identical copies of others ({found.groups} group(s))"
     if found.two_labels:
         detail += (f"; {found.two_labels} group(s) are labelled as two species, so one label is wrong (e.g. "
@@ -75,6 +80,7 @@ def _copies(store: Store) -> Verdict:
                    f"their scores are optimistic (e.g. {'; '.join(found.shown_across_splits)})")
     if not (found.two_labels or found.across_splits):
         detail += ", each within one split and one species"
+    detail += f"; {unhashed}" if unhashed else ""
     return Verdict("copies", not found.two_labels, detail)
 
 

@@ -154,6 +154,10 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
                           val_y, feature_kind, fingerprint, config, train_image_ids=train_ids, progress=progress,
                           venomous_class_ids=possibly_venomous_class_ids(store.species().set_index("class_id")),
                           view_vectors=view_x, view_class_ids=view_y)
+        if bar.n < bar.total:  # early stopping: the bar ends full at the epochs run, not part-way to the most allowed
+            bar.set_description(f"train {config.kind} (stopped early)")
+            bar.total = bar.n
+            bar.refresh()
         head.thresholds = rank_thresholds(store, head, include_reviews)
     head.save(store.head_path)
     info = {

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 
 DB_NAME = "snakeweb.duckdb"
 INDEX_NAME = "index.faiss"
@@ -114,9 +114,10 @@ class Store:
 
     def refuse_a_file(self) -> None:
         """A store is a folder: a file given as --store (the store's own DuckDB file, or anything else) is named."""
+        if self.root.name == DB_NAME and not self.root.is_dir():  # the database file's path, there or not
+            raise SnakewebError(f"--store {self.root} names the store's database file; give its folder: "
+                                f"--store {shell_word(self.root.parent)}")
         if self.root.exists() and not self.root.is_dir():
-            if self.root.name == DB_NAME and Store(self.root.parent).exists():
-                raise SnakewebError(f"--store {self.root} is the store's database file; give its folder: --store {self.root.parent}")
             raise SnakewebError(f"--store {self.root} is a file; a store is a folder (the one holding {DB_NAME}). "
                                 "Give a new or existing store folder.")
 
@@ -132,7 +133,7 @@ class Store:
         self.refuse_a_file()
         if not self.exists():
             raise SnakewebError(
-                f"No store at {self.root}. Build one with `python -m pipelines build --store {self.root} --images DIR`."
+                f"No store at {self.root}. Build one with `python -m pipelines build --store {shell_word(self.root)} --images DIR`."
             )
         if _needs_migration(self):
             with self.connect() as con:
@@ -341,7 +342,13 @@ def _umask() -> int:
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one."""
+    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one. Raises
+    SnakewebError when a folder on the way to `path` is a file, or `path` is a folder."""
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise SnakewebError(f"Cannot write {path}: {blocking} is a file, not a folder; give another path.")
+    if path.is_dir():
+        raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name (e.g. {path / 'out'}).")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 
 # faiss/impl/index_write.cpp: an index is a fourcc then `write_index_header` (d int32, ntotal int64, two dummy
 # int64, is_trained bool, metric_type int32, and a float32 metric_arg when metric_type > 1); IndexIDMap2 ("IxM2")
@@ -67,7 +67,7 @@ class IndexFile:
 def _header(data: bytes, at: int, path: Path) -> tuple[bytes, int, int, int]:
     """(fourcc, d, ntotal, offset after the header) of the index written at `at`."""
     if len(data) < at + 4 + _HEADER.size:
-        raise SnakewebError(f"The index {path} is truncated; run `python -m pipelines index --store {path.parent} --force`.")
+        raise SnakewebError(f"The index {path} is truncated; run `python -m pipelines index --store {shell_word(path.parent)} --force`.")
     fourcc = data[at:at + 4]
     d, ntotal, _, _, _, metric = _HEADER.unpack_from(data, at + 4)
     return fourcc, d, ntotal, at + 4 + _HEADER.size + (_METRIC_ARG.size if metric > 1 else 0)
@@ -78,12 +78,12 @@ def read_index_file(path: Path) -> IndexFile:
     is not an id-mapped FAISS index, or is cut short or inconsistent (its id map is not where its header says)."""
     path = Path(path)
     if not path.is_file():
-        raise SnakewebError(f"No index at {path}; run `python -m pipelines index --store {path.parent}`.")
+        raise SnakewebError(f"No index at {path}; run `python -m pipelines index --store {shell_word(path.parent)}`.")
     size = path.stat().st_size
     with open(path, "rb") as f:
         start = f.read(2 * (4 + _HEADER.size + _METRIC_ARG.size) + _SIZE.size)
         fourcc, dim, count, inner_at = _header(start, 0, path)
-        redo = f"; run `python -m pipelines index --store {path.parent} --force`."
+        redo = f"; run `python -m pipelines index --store {shell_word(path.parent)} --force`."
         if fourcc != IDMAP2:
             raise SnakewebError(f"The index {path} is not a snakeweb index (an id-mapped FAISS index){redo}")
         kind, inner_dim, inner_count, body_at = _header(start, inner_at, path)

@@ -99,6 +99,14 @@ def test_round_trip_then_every_stage_runs_on_the_imported_store(built, tiny_mode
         assert main([stage, "--store", str(store)]) == 0
     assert main(["check", "--store", str(store)]) == 0
     assert main(["identify", "--store", str(store), str(photo_folder / "Vipera_berus" / "00.jpg")]) == 0
+    # imported vectors come without their photos' bytes: copies are said to be unchecked, never "none"
+    from snakeweb.evaluation import evaluate
+    from snakeweb.integrity import check_store
+
+    copies = {v.name: v for v in check_store(imported)}["copies"]
+    assert copies.ok and copies.detail == "not checked: 24 photo(s) have no recorded sha256 (their vectors were imported) and were not compared"
+    report = evaluate(imported, save=False)
+    assert report["observations_not_compared_for_copies"] == report["observations"] > 0
 
 
 def test_identify_refuses_when_the_named_model_no_longer_loads_the_same_weights(built, tiny_model_dir, species_csv, photo_folder,
@@ -174,7 +182,7 @@ REFUSALS = {
     "NaN and inf": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], vectors=_broken(d["vectors"])),
                     "3 row(s) have NaN, infinite or missing values in their vector (row 2, row 4, row 5)"),
     "repeated path": (lambda d: dict(path=["a", "b", "a", "b"] + d["path"][4:], observation_id=d["observation_id"], vectors=d["vectors"]),
-                      "4 rows repeat an image path (x.parquet row 1, x.parquet row 2, x.parquet row 3 and 1 more); each image must"),
+                      "4 rows repeat an image path (x.parquet row 1, x.parquet row 3, x.parquet row 2 and 1 more); each image must"),
     "repeated image id": (lambda d: dict(image_id=[1, 2, 3, 1, 5], observation_id=d["observation_id"], vectors=d["vectors"]),
                           "2 rows repeat an image_id (x.parquet row 1, x.parquet row 4)"),
     "unknown class": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], class_id=[7, 7, 999, 999, 1130], vectors=d["vectors"]),
@@ -230,7 +238,7 @@ def test_class_ids_without_a_species_table_and_rows_across_batches(tiny_model_di
     assert "5 row(s) have a class_id (x.parquet row 1, x.parquet row 2, x.parquet row 3 and 2 more) but the store has no species " in err
     assert "give one with --species class_list.csv" in err
     other = write(tmp_path / "y.parquet", data["vectors"][:2], path=data["path"][3:5], observation_id=["o1", "o2"])
-    with pytest.raises(SnakewebError, match=r"4 rows repeat an image path \(x.parquet row 4, x.parquet row 5, y.parquet row 1 and 1 more\)"):
+    with pytest.raises(SnakewebError, match=r"4 rows repeat an image path \(x.parquet row 4, y.parquet row 1, x.parquet row 5 and 1 more\)"):
         import_embeddings(Store(tmp_path / "s"), [write(tmp_path / "x.parquet", data["vectors"], path=data["path"],
                                                         observation_id=data["observation_id"]), other],
                           str(tiny_model_dir), batch_rows=2)

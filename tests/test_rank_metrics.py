@@ -258,7 +258,7 @@ def test_the_saved_evaluation_is_reused_only_while_it_holds(built_store, tmp_pat
     from snakeweb.decisions import CountryPrior
     from snakeweb.evaluation import evaluate, stored_report
     from snakeweb.ranges import add_range_override
-    from snakeweb.store import Store
+    from snakeweb.store import Store, set_meta
 
     store = Store(shutil.copytree(built_store.root, tmp_path / "store"))
     with store.transaction() as con:  # whatever an earlier test saved
@@ -272,6 +272,11 @@ def test_the_saved_evaluation_is_reused_only_while_it_holds(built_store, tmp_pat
     columns = ["variant", "class_id", "support", "precision", "recall", "f1"]
     assert pd.DataFrame(reused["species_metrics"])[columns].equals(pd.DataFrame(fresh["species_metrics"])[columns])
     assert stored_report(store, "val", None) is None  # another split
+    with store.transaction() as con:  # a report saved by an earlier snakeweb lacks what this one reports (copies)
+        old = {**saved, "basis": {k: v for k, v in saved["basis"].items() if k != "report_version"}}
+        set_meta(con, "evaluation", {k: v for k, v in old.items() if k != "observations_copied_from_training"})
+    assert stored_report(store, "train", None) is None
+    evaluate(store, "train")
     assert stored_report(store, "train", str(tmp_path / "Species_Relevance.csv")) is None  # a country table it was made without
     species = store.species()
     add_range_override(store, int(species["class_id"].iloc[0]), "FR", False, "ana")

@@ -482,7 +482,11 @@ def test_a_store_path_that_is_a_file_is_a_sentence(tmp_path, capsys):
     for argv in (["ingest", "--images", str(photos)], ["check"], ["evaluate"], ["identify", str(photos / "Natrix natrix" / "0.jpg")]):
         assert main([argv[0], "--store", str(store / "snakeweb.duckdb"), *argv[1:]]) == 2
         err = capsys.readouterr().err
-        assert f"is the store's database file; give its folder: --store {store}" in err and "Traceback" not in err, argv
+        assert f"names the store's database file; give its folder: --store {store}" in err and "Traceback" not in err, argv
+    # ... and where there is no store yet: no folder named snakeweb.duckdb is made
+    spaced = tmp_path / "new store"
+    assert main(["ingest", "--store", str(spaced / "snakeweb.duckdb"), "--images", str(photos)]) == 2
+    assert f"give its folder: --store '{spaced}'" in capsys.readouterr().err and not spaced.exists()
 
 
 def test_decimal_commas_and_float_observation_ids(tmp_path):

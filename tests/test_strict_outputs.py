@@ -228,6 +228,16 @@ def test_export_names_the_classes_snakeweb_numbered_itself(store, tmp_path, caps
     assert "classes snakeweb numbered itself" in err and "Zamenis longissimus -> 1741" in err
 
 
+def test_an_output_path_through_a_file_or_onto_a_folder_is_a_sentence(store, tmp_path, capsys):
+    (tmp_path / "notes.csv").write_text("x\n")
+    for command, out, said in (("export", tmp_path / "notes.csv" / "submission.csv", f"{tmp_path / 'notes.csv'} is a file, not a folder"),
+                               ("export-embeddings", tmp_path, "it is a folder; give a file name")):
+        assert main([command, "--store", str(store.root), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"Cannot write {out}: {said}" in err and "Traceback" not in err, err
+    assert (tmp_path / "notes.csv").read_text() == "x\n"
+
+
 def test_an_empty_country_argument_means_no_country(store, photo_folder, capsys):
     photo = str(photo_folder / "Natrix_natrix" / "01.jpg")
     assert main(["identify", "--store", str(store.root), photo, "--country", "", "--json", "--neighbours", "0"]) == 0

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from snakeweb.build_job import BuildJob, build_command
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import AUTO_OFFLINE_MODEL, REGISTRY
 from snakeweb.store import Store
@@ -60,7 +61,7 @@ store = current_store()
 st.title("Build a store")
 if not store.exists():
     st.info(f"There is no store at `{store.root}` yet. Build one below, or open an existing one. "
-            f"From a terminal: `python -m pipelines build --store {store.root} --images PATH/TO/PHOTOS`.")
+            f"From a terminal: `python -m pipelines build --store {shell_word(store.root)} --images PATH/TO/PHOTOS`.")
 
 if st.session_state.get("hosted"):
     st.info("This dashboard is hosted with logins: stores are built by the operator "
@@ -113,11 +114,13 @@ else:
     st.subheader("Open an existing store")
     chosen = st.text_input("Store directory to open", str(store.root), key="open_store")
     if st.button("Open"):
-        if Store(chosen).exists():
+        try:
+            Store(chosen).require()  # the command line's sentences: a file given for the folder, no store there
+        except SnakewebError as exc:
+            st.error(str(exc))
+        else:
             st.session_state["store_root"] = chosen
             st.rerun()
-        else:
-            st.error(f"No store at {chosen}.")
 
 job = st.session_state.get("build_job")
 if store.exists() and job is not None and job.running and Store(st.session_state["build_target"]).root.resolve() == store.root.resolve():

@@ -65,6 +65,9 @@ if report.get("saved"):
 if report.get("observations_copied_from_training"):
     st.warning(f"⚠️ {report['observations_copied_from_training']} of these {split} observations have a photo that is a byte-identical "
                "copy of a training photo: the head has seen it, so their scores are optimistic. `python -m pipelines check` lists them.")
+if report.get("observations_not_compared_for_copies"):
+    st.caption(f"{report['observations_not_compared_for_copies']} of these observations have imported vectors without their "
+               "photos' sha256, so they were not checked for copies of training photos.")
 if report.get("classes_with_unknown_venom_status"):
     st.warning(f"❓ {report['classes_with_unknown_venom_status']} species have venom status unknown: these numbers count them "
                "as venomous, as the venom-aware rule does. Build with a species table that has a venom flag for them.")
