@@ -275,7 +275,7 @@ def run_product(work: Path, store: Path, args: argparse.Namespace) -> None:
     stages = [
         ("import", import_argv(store, work / "vectors.parquet", args.model)),
         ("index", ["index", *s]),
-        ("train", ["train", *s]),
+        ("train", ["train", *s, *(["--epochs", str(args.epochs)] if args.epochs else [])]),
         ("predict", ["predict", *s]),
         ("project", ["project", *s]),
         ("evaluate", ["evaluate", *s, "--split", "test"]),  # with the country table recorded at import, as the Metrics page
@@ -336,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pages", action="store_true", help="skip the dashboard pages")
     parser.add_argument("--no-default-identify", action="store_true",
                         help="skip the second store of default-backbone vectors that identify's target is measured on")
+    parser.add_argument("--epochs", type=int, help="a cap on the main store's training epochs (default: the product's own; "
+                        "tests/test_scale.py caps it: at --scale 0.05 validation loss creeps down for hundreds of epochs)")
     parser.add_argument("--default-epochs", type=int, default=20, help="the cap on the second store's training (identify's latency "
                         "does not depend on it; at full scale early stopping ends sooner)")
     parser.add_argument("--queries", type=int, default=40, help="identifications timed on the store")

@@ -26,19 +26,24 @@ def observations(store: Store) -> list[str]:
     return store.query("SELECT observation_id FROM observations WHERE class_id IS NOT NULL ORDER BY 1")["observation_id"].tolist()
 
 
+# reviews per writer: each review opens the store, writes and commits (~50 ms here), so 60 a writer keeps all
+# eight threads (or four processes) contending for the file for several seconds
+REVIEWS_EACH = 60
+
+
 def test_eight_reviewer_threads_store_every_review(store):
     targets = observations(store)
     before = len(reviews(store))
 
     def reviewer(n: int) -> None:
-        for i in range(200):
-            add_review(store, targets[(n * 200 + i) % len(targets)], f"reviewer-{n}", 1130 if i % 2 else 1740, f"#{i}")
+        for i in range(REVIEWS_EACH):
+            add_review(store, targets[(n * REVIEWS_EACH + i) % len(targets)], f"reviewer-{n}", 1130 if i % 2 else 1740, f"#{i}")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(reviewer, range(8)))
     stored = reviews(store).iloc[before:]
-    assert len(stored) == 1600
-    assert stored.groupby("reviewer").size().to_dict() == {f"reviewer-{n}": 200 for n in range(8)}
+    assert len(stored) == 8 * REVIEWS_EACH
+    assert stored.groupby("reviewer").size().to_dict() == {f"reviewer-{n}": REVIEWS_EACH for n in range(8)}
     assert stored["review_id"].is_unique
 
 
@@ -46,8 +51,8 @@ WRITER = """
 import sys
 from snakeweb.review import add_review
 from snakeweb.store import Store
-store, name, targets = Store(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
-for i in range(200):
+store, name, targets, each = Store(sys.argv[1]), sys.argv[2], sys.argv[3].split(","), int(sys.argv[4])
+for i in range(each):
     add_review(store, targets[i % len(targets)], name, 7, "from a process")
 """
 
@@ -55,13 +60,13 @@ for i in range(200):
 def test_four_reviewer_processes_store_every_review(store):
     targets = ",".join(observations(store)[:10])
     before = len(reviews(store))
-    processes = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.root), f"process-{n}", targets], cwd=REPO,
+    processes = [subprocess.Popen([sys.executable, "-c", WRITER, str(store.root), f"process-{n}", targets, str(REVIEWS_EACH)], cwd=REPO,
                                   stderr=subprocess.PIPE, text=True) for n in range(4)]
     errors = [p.communicate(timeout=600)[1] for p in processes]
     assert all(p.returncode == 0 for p in processes), errors
     stored = reviews(store).iloc[before:]
-    assert len(stored) == 800
-    assert stored.groupby("reviewer").size().to_dict() == {f"process-{n}": 200 for n in range(4)}
+    assert len(stored) == 4 * REVIEWS_EACH
+    assert stored.groupby("reviewer").size().to_dict() == {f"process-{n}": REVIEWS_EACH for n in range(4)}
 
 
 @pytest.mark.parametrize("held_read_only", [True, False])

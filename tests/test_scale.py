@@ -20,7 +20,8 @@ def scale_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("scale")
     pages = CHROMIUM is not None
     done = subprocess.run([sys.executable, "benchmarks/scale.py", "--scale", "0.05", "--work", str(work), "--queries", "5", "--repeats", "1",
-                           "--default-epochs", "2", *([] if pages else ["--no-pages"])], cwd=REPO, capture_output=True, text=True)
+                           "--default-epochs", "2", "--epochs", "3", *([] if pages else ["--no-pages"])],
+                          cwd=REPO, capture_output=True, text=True)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return done, {row["name"]: row for row in rows}, work, pages
 
