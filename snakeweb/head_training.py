@@ -146,8 +146,11 @@ def train_head(
     history["learning_rate"], history["weight_decay"] = grid[chosen]
     head.history = history
     if x_val is not None and len(y_val) >= 10:
+        # the kNN references are the training rows of x_train (scaled unit vectors, no longer needed for training):
+        # the index normalises them in place instead of a normalised copy of train_vectors (2.2 GB at SnakeCLEF scale)
+        references = x_train[:len(train_vectors)].numpy()
         _choose_on_validation(head, config, x_val.numpy() / config.input_scale, y_val.numpy(), counts.numpy(), val_vectors[seen],
-                              train_vectors, train_image_ids, venomous_class_ids)
+                              references, train_image_ids, venomous_class_ids, overwrite_references=True)
     return head
 
 
@@ -269,7 +272,7 @@ def _choose(modules: nn.ModuleList, best: list[dict], grid: list[tuple[float, fl
 
 def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, counts: np.ndarray,
                           val_vectors: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray | None,
-                          venomous_class_ids: set[int] | None) -> None:
+                          venomous_class_ids: set[int] | None, overwrite_references: bool = False) -> None:
     """Logit adjustment (by mean of accuracy and macro-F1), then temperature, then the kNN blend weight, then
     the venom-aware rule's weight (by the official Track1)."""
     from sklearn.metrics import f1_score
@@ -294,7 +297,7 @@ def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_
     )
     probabilities = softmax(logits, head.temperature)
     if head.kind == "linear+knn":
-        knn = _knn_probabilities(head, x_val, train_vectors, train_image_ids)
+        knn = _knn_probabilities(head, x_val, train_vectors, train_image_ids, overwrite_references)
         weights = {w: quality((w * probabilities + (1 - w) * knn).argmax(1)) for w in (*config.blend_weights, 1.0)}
         head.blend_weight = max(weights, key=lambda w: (weights[w], w))
         head.history["blend_weight_val_quality"] = {str(k): round(v, 4) for k, v in weights.items()}
@@ -303,11 +306,13 @@ def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_
         _choose_venom_weight(head, probabilities, y_val, venomous_class_ids)
 
 
-def _knn_probabilities(head: Head, x_val: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray) -> np.ndarray:
-    """kNN vote probabilities of normalised validation features over an index of the training references."""
+def _knn_probabilities(head: Head, x_val: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray,
+                       overwrite: bool = False) -> np.ndarray:
+    """kNN vote probabilities of normalised validation features over an index of the training references (with
+    `overwrite`, `train_vectors` are normalised in place)."""
     from snakeweb.index import build_index, on_gpu
 
-    return np.exp(head._knn_log_proba(x_val, on_gpu(build_index(train_image_ids, train_vectors)), None))
+    return np.exp(head._knn_log_proba(x_val, on_gpu(build_index(train_image_ids, train_vectors, overwrite=overwrite)), None))
 
 
 def _choose_venom_weight(head: Head, probabilities: np.ndarray, y_val: np.ndarray, venomous_class_ids: set[int]) -> None:

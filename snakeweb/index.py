@@ -47,12 +47,13 @@ def index_spec(count: int, dim: int) -> IndexSpec:
     return IndexSpec(f"IVF{lists},PQ{sub_quantisers}x4fs,Refine(SQ8)", nprobe=lists // 2, k_factor=REFINE_K_FACTOR)
 
 
-def build_index(image_ids: np.ndarray, vectors: np.ndarray, spec: IndexSpec | None = None) -> faiss.Index:
+def build_index(image_ids: np.ndarray, vectors: np.ndarray, spec: IndexSpec | None = None, overwrite: bool = False) -> faiss.Index:
     """Inner product on normalised vectors (= cosine similarity), keyed by image id; exact for stores up to
-    EXACT_UP_TO_FLOATS, IVF over fast-scan PQ re-ranked by 8-bit vectors above (or the given spec)."""
+    EXACT_UP_TO_FLOATS, IVF over fast-scan PQ re-ranked by 8-bit vectors above (or the given spec). With
+    `overwrite`, `vectors` (float32, C order) are normalised in place rather than copied."""
     if len(image_ids) != len(vectors):
         raise ValueError("one id per vector")
-    x = np.ascontiguousarray(l2_normalise(vectors))
+    x = np.ascontiguousarray(l2_normalise(vectors, in_place=overwrite))
     spec = spec or index_spec(*x.shape)
     inner = faiss.index_factory(int(x.shape[1]), spec.factory, faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.try_extract_index_ivf(inner)

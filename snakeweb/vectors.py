@@ -30,10 +30,13 @@ MISSING_SIMILARITY = np.float32(-np.finfo(np.float32).max)  # what FAISS returns
 SEARCH_BLOCK_FLOATS = 1 << 24  # similarities computed per block of queries (64 MB)
 
 
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+def l2_normalise(vectors: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """float32 rows of `vectors` [..., D] scaled to unit length (a zero row stays zero). The norms come from one
+    dot product per row, without the [n, D] temporary of np.linalg.norm (2.8 GB for 182k x 3840); with `in_place`
+    (a float32 array the caller no longer needs as it was) no second [n, D] array is made either."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    norms = np.sqrt(np.einsum("...i,...i->...", vectors, vectors))[..., None]
+    return np.divide(vectors, np.maximum(norms, np.float32(1e-12)), out=vectors if in_place else None)
 
 
 def ids_digest(image_ids: np.ndarray) -> str:

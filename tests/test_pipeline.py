@@ -401,13 +401,14 @@ def test_a_read_only_store_is_still_evaluated_and_every_writing_stage_says_why_i
     not saved (it once stopped with 'if it was copied while a build was writing it, build it again'); a stage that
     writes stops with a sentence naming the folder (exit 2)."""
     copy = shutil.copytree(built_store.root, tmp_path / "store")
+    saved_before = Store(copy).get_meta("evaluation")  # (an earlier test may have saved one)
     done = run_on_a_read_only_store(copy, "evaluate", "--store", str(copy), "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["variants"]["argmax/prior=none"]["Accuracy"] == 100.0
     assert f"The store {copy} can be read but not written here" in report["not_saved"]
     assert "note: these scores are not saved in the store" in done.stderr and "build the store again" not in done.stderr
-    assert Store(copy).get_meta("evaluation") is None
+    assert Store(copy).get_meta("evaluation") == saved_before and report["created"] != (saved_before or {}).get("created")
     done = run_on_a_read_only_store(copy, "train", "--store", str(copy))
     assert done.returncode == 2 and f"Cannot write in the store folder {copy}" in done.stderr and "Traceback" not in done.stderr
 

@@ -63,3 +63,24 @@ def test_damaged_or_foreign_index_files_are_refused(tmp_path):
                 read_index_file(tmp_path / "bad.faiss")
     with pytest.raises(SnakewebError, match="No index at"):
         read_index_file(tmp_path / "missing.faiss")
+
+
+def test_l2_normalise_gives_unit_rows_in_place_when_asked_and_keeps_zero_rows_zero():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 384)).astype(np.float32) * rng.uniform(0.01, 100, size=(50, 1)).astype(np.float32)
+    vectors[7] = 0
+    expected = vectors / np.maximum(np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True), 1e-12)
+    copied = l2_normalise(vectors)
+    assert copied is not vectors and not np.allclose(vectors[0], copied[0])  # the input is left as it was
+    np.testing.assert_allclose(copied, expected, atol=1e-6)
+    assert not copied[7].any() and np.allclose(np.linalg.norm(np.delete(copied, 7, axis=0), axis=1), 1, atol=1e-6)
+    same = l2_normalise(vectors, in_place=True)
+    assert np.shares_memory(same, vectors) and np.array_equal(same, copied)
+    # an index built with overwrite (the index stage's own copy of the vectors) is the index built from a copy
+    ids, raw, queries = np.arange(100, 150), rng.normal(size=(50, 384)).astype(np.float32) + 1, rng.normal(size=(5, 384)).astype(np.float32)
+    kept = raw.copy()
+    from_copy = build_index(ids, raw).search(l2_normalise(queries), 10)
+    assert np.array_equal(raw, kept)
+    in_place = build_index(ids, raw, overwrite=True).search(l2_normalise(queries), 10)
+    assert np.array_equal(in_place[1], from_copy[1]) and np.allclose(in_place[0], from_copy[0])
+    assert np.array_equal(raw, l2_normalise(kept))
