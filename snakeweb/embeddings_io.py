@@ -35,7 +35,7 @@ from snakeweb.paths import Spellings
 from snakeweb.progress import tqdm
 from snakeweb.species import combine_with_store
 from snakeweb.splits import read_subsets, update_splits
-from snakeweb.store import Store, set_meta, write_atomically
+from snakeweb.store import Store, refuse_a_store_file, set_meta, write_atomically
 from snakeweb.tables import Table, TableError
 from snakeweb.taxonomy import Taxonomy, taxonomy_path
 
@@ -312,7 +312,9 @@ def export_embeddings(store: Store, out: Path, batch_rows: int | None = None) ->
     """Write every embedded image of `store` to the Parquet file `out` (layout in the module docstring; rows ordered
     by image_id, `batch_rows` per DuckDB query and row group, default 2**22 / D), atomically, with file metadata
     b"snakeweb": JSON of the model (config, fingerprint), feature_kind, feature_dim, rows, store_id, exported_at.
-    Returns {"rows", "dim", "feature_kind", "fingerprint"}; raises SnakewebError when the store has no embeddings."""
+    Returns {"rows", "dim", "feature_kind", "fingerprint"}; raises SnakewebError when the store has no embeddings or
+    `out` is a store's own file."""
+    refuse_a_store_file(Path(out), "vectors.parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -16,7 +16,7 @@ from snakeweb.aggregate import top_k
 from snakeweb.answers import UNKNOWN_TAXON, Answers, Taxa, Thresholds, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
-from snakeweb.store import Store, write_atomically
+from snakeweb.store import Store, refuse_a_store_file, write_atomically
 
 # `export` imports no torch, transformers, FAISS or umap: the head runs in NumPy (snakeweb.heads), and an exact
 # index is read and searched in NumPy (snakeweb.vectors); only a large store's approximate index opens FAISS
@@ -177,7 +177,9 @@ def _out_of_store(store: Store, head, chunk: int = 4096, split: str | None = Non
 
 def export_answers(store: Store, out: Path, fmt: str | None = None, **options) -> list[dict]:
     """Write `observation_answers(store, **options)` to `out` atomically: JSON lines (.jsonl, the schema's
-    records) or CSV (nested fields as JSON text). Raises SnakewebError for an unknown format."""
+    records) or CSV (nested fields as JSON text). Raises SnakewebError for an unknown format, or an `out` that is
+    a store's own file."""
+    refuse_a_store_file(Path(out), "answers.jsonl")
     fmt = fmt or ("csv" if Path(out).suffix.lower() == ".csv" else "jsonl")
     if fmt not in EXPORT_FORMATS:
         raise SnakewebError(f"Unknown answers format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)} (or name the file .jsonl / .csv).")
@@ -226,7 +228,9 @@ def export_submission(
     store: Store, out, decision: str = "argmax", prior=None, aggregation: str = "mean-log", split: str | None = None,
 ) -> pd.DataFrame:
     """A SnakeCLEF submission (observation_id, class_id; one row per observation, integer ids), written
-    atomically. `prior` is a CountryPrior applied with each observation's country code."""
+    atomically. `prior` is a CountryPrior applied with each observation's country code. Raises SnakewebError, before
+    any work, for an `out` that is a store's own file."""
+    refuse_a_store_file(Path(out), "submission.csv")
     from snakeweb.decisions import decide as decide_class  # the SnakeCLEF decision rules (argmax / cost), not answers.decide
     from snakeweb.heads import observation_probabilities
     from snakeweb.species import possibly_venomous_mask

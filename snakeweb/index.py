@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 EXACT_UP_TO_FLOATS = 16_000_000
 IVF_TRAIN_SAMPLE = 64  # training points per IVF list (FAISS warns below 39)
 REFINE_K_FACTOR = 40
+ADD_CHUNK_ROWS = 16_384  # vectors given to FAISS per add: 240 MB of float32 at 3840-d
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,11 @@ def build_index(image_ids: np.ndarray, vectors: np.ndarray, spec: IndexSpec | No
     if isinstance(inner, faiss.IndexRefine):
         inner.k_factor = spec.k_factor
     index = faiss.IndexIDMap2(inner)
-    index.add_with_ids(x, np.asarray(image_ids, dtype=np.int64))
+    ids = np.asarray(image_ids, dtype=np.int64)
+    # added in chunks: an IVF index encodes the residuals of all the vectors it is given at once, a second [n, D]
+    # float32 array (2.2 GB for SnakeCLEF's training split at 3840-d) when given them all
+    for start in range(0, len(x), ADD_CHUNK_ROWS):
+        index.add_with_ids(x[start:start + ADD_CHUNK_ROWS], ids[start:start + ADD_CHUNK_ROWS])
     return index
 
 

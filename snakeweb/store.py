@@ -341,6 +341,19 @@ def _umask() -> int:
     return 0o022
 
 
+# a store's own files: an export written over one of them would destroy the store
+STORE_FILES = (DB_NAME, DB_NAME + ".wal", DB_NAME + ".tmp", INDEX_NAME, HEAD_NAME, ".writer.lock", ".writer.json")
+
+
+def refuse_a_store_file(out: Path, instead: str) -> None:
+    """Raises SnakewebError, before any work, when the output path `out` is one of any store's own files
+    (STORE_FILES in a folder holding a store); `instead` is a file name to suggest (e.g. submission.csv)."""
+    out = Path(out)
+    if out.name in STORE_FILES and (out.parent / DB_NAME).is_file():
+        raise SnakewebError(f"Cannot write {out}: it is a store's own {out.name}, and writing there would destroy the store; "
+                            f"give another file, e.g. {shell_word(out.parent / instead)}.")
+
+
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one. Raises
     SnakewebError when a folder on the way to `path` is a file, or `path` is a folder."""
@@ -348,7 +361,7 @@ def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     if blocking is not None and not blocking.is_dir():
         raise SnakewebError(f"Cannot write {path}: {blocking} is a file, not a folder; give another path.")
     if path.is_dir():
-        raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name (e.g. {path / 'out'}).")
+        raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name in it.")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)

@@ -3,6 +3,7 @@ exit codes are as documented, uploads are keyed by position, and unknown venom s
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -236,6 +237,15 @@ def test_an_output_path_through_a_file_or_onto_a_folder_is_a_sentence(store, tmp
         err = capsys.readouterr().err
         assert f"Cannot write {out}: {said}" in err and "Traceback" not in err, err
     assert (tmp_path / "notes.csv").read_text() == "x\n"
+    # a store's own files: an export over one of them destroyed the store (once with exit 0)
+    copy = Store(shutil.copytree(store.root, tmp_path / "store"))
+    before = {name: (copy.root / name).read_bytes() for name in ("snakeweb.duckdb", "head.pt", "index.faiss")}
+    for command, name in (("export", "snakeweb.duckdb"), ("export", "head.pt"), ("export-embeddings", "snakeweb.duckdb"),
+                          ("export-embeddings", "index.faiss")):
+        assert main([command, "--store", str(store.root), "--out", str(copy.root / name)]) == 2
+        assert f"it is a store's own {name}, and writing there would destroy the store" in capsys.readouterr().err
+    assert main(["export", "--store", str(copy.root), "--answers", "--out", str(copy.root / "head.pt")]) == 2
+    assert {name: (copy.root / name).read_bytes() for name in before} == before
 
 
 def test_an_empty_country_argument_means_no_country(store, photo_folder, capsys):
