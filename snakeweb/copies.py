@@ -21,7 +21,8 @@ MAX_SHOWN = 3
 class Copies:
     """Groups of byte-identical photos (status ok) in a store. `groups`: groups of two or more; `extra`: photos
     beyond the first of each group; `across_splits` / `two_labels`: groups whose photos lie in more than one
-    split / carry more than one class id; `shown_*`: up to MAX_SHOWN groups of each kind, as 'a.jpg = b.jpg and 3 more';
+    split / carry more than one class id; `shown_*`: up to MAX_SHOWN groups of each kind, as
+    'a.jpg (split train) = b.jpg (split test) and 3 more';
     `compared`: photos with a recorded sha256; `unhashed`: those with none (vectors brought in by import-embeddings), which were not compared."""
 
     groups: int = 0
@@ -47,12 +48,19 @@ def find_copies(store: Store) -> Copies:
     by_group = rows.groupby("sha256", sort=False)
     splits = by_group["split"].nunique()
     labels = by_group["class_id"].nunique()  # (photos without a label do not disagree with one that has)
-    paths = by_group["path"].agg(lambda p: " = ".join(p[:2]) + (f" and {len(p) - 2} more" if len(p) > 2 else ""))
+    def shown(group: pd.DataFrame, what: str) -> str:
+        """Two photos of the group that differ in `what` (split or class id), each with its value."""
+        first = group.iloc[0]
+        other = group[group[what].ne(first[what]) & group[what].notna()].iloc[0]
+        rest = len(group) - 2
+        return f"{first['path']} ({what} {first[what]}) = {other['path']} ({what} {other[what]})" + (f" and {rest} more" if rest else "")
+
     found = Copies(groups=len(splits), extra=len(rows) - len(splits), across_splits=int((splits > 1).sum()),
                    two_labels=int((labels > 1).sum()), compared=compared,
                    unhashed=unhashed)
-    found.shown_across_splits = paths[splits > 1].head(MAX_SHOWN).tolist()
-    found.shown_two_labels = paths[labels > 1].head(MAX_SHOWN).tolist()
+    groups = dict(iter(by_group))
+    found.shown_across_splits = [shown(groups[key], "split") for key in splits[splits > 1].index[:MAX_SHOWN]]
+    found.shown_two_labels = [shown(groups[key], "class_id") for key in labels[labels > 1].index[:MAX_SHOWN]]
     return found
 
 

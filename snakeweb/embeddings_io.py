@@ -80,6 +80,12 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
     dim = backbone.feature_dim(feature_kind)
     described = f"{config.name} ({backbone.fingerprint}) gives {dim}-d {feature_kind} features"
     _refuse_other_model(store, backbone.fingerprint, feature_kind)
+    seen: dict[Path, Path] = {}
+    for f in map(Path, files):  # one file named twice would be read twice: every row "repeated"
+        twice = seen.setdefault(f.resolve(), f)
+        if twice is not f:
+            raise TableError(f"The {WHAT} {f} is given twice" + (f" (also as {twice})" if str(twice) != str(f) else "")
+                             + "; give each file once.")
     with contextlib.ExitStack() as opened:  # each file read through its one handle, closed however the import ends
         sources = [opened.enter_context(open_source(Path(f), dim, described, backbone.fingerprint, feature_kind)) for f in files]
         combined = combine_with_store(store.species() if store.exists() else None, species_table)

@@ -121,7 +121,7 @@ def labelled_embeddings(store: Store, split: str, include_reviews: bool = False)
 
 def train(store: Store, config: TrainConfig | None = None, force: bool = False, include_reviews: bool = False) -> dict:
     """Train the head on the train split, early-stopping on the val split; skipped when nothing changed."""
-    store.require()
+    store.require().require_embeddings()
     config = config or TrainConfig()
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
     train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
@@ -280,7 +280,7 @@ def project(store: Store, force: bool = False) -> dict:
     from snakeweb.index import ids_digest
     from snakeweb.projection import project_2d
 
-    store.require()
+    store.require().require_embeddings()
     digest = ids_digest(store.embedded_ids())
     recorded = store.get_meta("projection")
     if not force and recorded and recorded.get("ids_digest") == digest:

@@ -156,9 +156,8 @@ class Store:
                 message = str(exc).lower()
                 if not read_only and any(reason in message for reason in UNWRITABLE) and self.db_path.is_file():
                     raise StoreReadOnlyError(
-                        f"The store {self.root} can be read but not written here ({_os_reason(exc)}), and this saves into "
-                        f"it; make {self.db_path} and its folder writable for this user, or copy the store to a folder "
-                        "you may write to.") from exc
+                        f"The store {self.root} can be read but not written here ({_os_reason(exc)}); make {self.db_path} "
+                        "and its folder writable for this user, or copy the store to a folder you may write to.") from exc
                 if "lock" not in message and "different configuration" not in message:
                     raise SnakewebError(f"The store file {self.db_path} cannot be opened ({exc}). If it was copied or "
                                         "moved while a build was writing it, build the store again.") from exc
@@ -239,6 +238,13 @@ class Store:
         if "family" in frame:  # a store not yet migrated has no family column; ingest and require() add it
             frame["family"] = frame["family"].fillna("unknown")
         return frame
+
+    def require_embeddings(self) -> Store:
+        """Raises SnakewebError (run the embed stage) when nothing in the store is embedded yet."""
+        if self.get_meta("model") is None or not len(self.embedded_ids()):
+            raise SnakewebError(f"The store {self.root} has no embeddings yet; run `python -m pipelines embed --store "
+                                f"{shell_word(self.root)}` first.")
+        return self
 
     def embedded_ids(self) -> np.ndarray:
         """Image ids that have an embedding, sorted; cheap, for up-to-date and integrity checks."""

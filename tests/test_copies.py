@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 
 from pipelines.cli import main
@@ -37,6 +38,11 @@ def test_copies_across_splits_and_species_are_found_and_counted(tiny_model_dir, 
                                      f"({int((groups > 1).sum())} group(s))")
     assert "1 group(s) are labelled as two species" in verdict.detail and "mislabelled.jpg" in verdict.detail
     assert "lie in two splits" in verdict.detail and "copy" in verdict.detail
+    # each example is a pair that really differs: its two photos' splits (or species) are named and not equal
+    shown = re.search(r"e\.g\. \S+ \(split (\w+)\) = \S+ \(split (\w+)\)", verdict.detail)
+    assert shown and shown.group(1) != shown.group(2)
+    labels = re.search(r"e\.g\. \S+mislabelled.jpg \(class_id (\d+)\) = \S+ \(class_id (\d+)\)", verdict.detail)
+    assert labels and {int(labels.group(1)), int(labels.group(2))} == {1740, 7}
 
     for split, copied in expected.items():
         capsys.readouterr()

@@ -376,6 +376,11 @@ def test_a_file_name_with_pattern_characters_is_that_file(tiny_model_dir, tmp_pa
 
 def test_a_folder_given_as_a_file_gets_a_sentence(tiny_model_dir, tmp_path, capsys):
     assert "is a folder; give the Parquet files in it" in refused(capsys, tmp_path / "store", [tmp_path], tiny_model_dir)
+    # one file named twice (its rows were all reported as repeats of themselves)
+    data = rows(3)
+    file = write(tmp_path / "part A.parquet", data["vectors"], path=data["path"], observation_id=data["observation_id"])
+    err = refused(capsys, tmp_path / "store", [file, tmp_path / "." / "part A.parquet"], tiny_model_dir)
+    assert f"The embeddings file {tmp_path / 'part A.parquet'} is given twice" in err and not (tmp_path / "store").exists()
 
 
 def test_vectors_named_by_another_spelling_of_the_folder_fill_in_the_same_photos(built, tiny_model_dir, photo_folder,

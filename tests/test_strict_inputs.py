@@ -483,6 +483,12 @@ def test_a_store_path_that_is_a_file_is_a_sentence(tmp_path, capsys):
         assert main([argv[0], "--store", str(store / "snakeweb.duckdb"), *argv[1:]]) == 2
         err = capsys.readouterr().err
         assert f"names the store's database file; give its folder: --store {store}" in err and "Traceback" not in err, argv
+    # a store ingested but not embedded: the stages after embed say to embed (train gave a traceback, project
+    # "0 points" with exit 0)
+    for stage in ("train", "project"):
+        assert main([stage, "--store", str(store)]) == 2
+        err = capsys.readouterr().err
+        assert "has no embeddings yet; run `python -m pipelines embed --store" in err and "Traceback" not in err, stage
     # ... and where there is no store yet: no folder named snakeweb.duckdb is made
     spaced = tmp_path / "new store"
     assert main(["ingest", "--store", str(spaced / "snakeweb.duckdb"), "--images", str(photos)]) == 2
