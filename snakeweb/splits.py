@@ -30,18 +30,26 @@ def _rank_key(observation_id: str) -> str:
 
 def assign_splits(observations: pd.DataFrame, val_share: float = 0.15, test_share: float = 0.15) -> pd.Series:
     """Deterministic stratified train/val/test split by observation (never by image, so the photos of one
-    animal stay together). Classes with fewer than 3 observations are kept whole for training."""
+    animal stay together). Classes with fewer than 3 observations are kept whole for training. Observations that
+    already have a split (a `split` column of train, val or test: a store ingested before) keep it and count
+    toward their class's shares; the others fill test, then val, up to those shares, then train, in the order of
+    the sha1 of their observation id. On a first ingest this is the plain stratified split; on a later one no
+    photo moves (re-splitting moved trained-on photos into test and test photos into training)."""
     split = pd.Series("unlabelled", index=observations.index, dtype=object)
+    kept = observations["split"] if "split" in observations else pd.Series(None, index=observations.index, dtype=object)
     labelled = observations[observations["class_id"].notna()]
     for _, group in labelled.groupby("class_id"):
-        order = sorted(group.index, key=lambda i: _rank_key(str(group.at[i, "observation_id"])))
-        n = len(order)
-        n_test = int(round(n * test_share)) if n >= 3 else 0
-        n_val = int(round(n * val_share)) if n >= 3 else 0
-        if n >= 3:
-            n_test, n_val = max(n_test, 1), max(n_val, 1)
-        for rank, i in enumerate(order):
-            split[i] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+        n = len(group)
+        n_test = max(int(round(n * test_share)), 1) if n >= 3 else 0
+        n_val = max(int(round(n * val_share)), 1) if n >= 3 else 0
+        placed = kept[group.index].where(kept[group.index].isin(["train", "val", "test"]))
+        split[placed.dropna().index] = placed.dropna()
+        counts = placed.value_counts()
+        free = {"test": n_test - counts.get("test", 0), "val": n_val - counts.get("val", 0)}
+        for i in sorted(placed.index[placed.isna()], key=lambda i: _rank_key(str(group.at[i, "observation_id"]))):
+            chosen = next((name for name in ("test", "val") if free[name] > 0), "train")
+            free[chosen] = free.get(chosen, 0) - 1
+            split[i] = chosen
     return split
 
 

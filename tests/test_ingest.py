@@ -93,6 +93,29 @@ def test_splits_are_stratified_deterministic_and_keep_small_classes_for_training
     assert first[20:].tolist() == ["train", "train"]
 
 
+def test_a_later_ingest_moves_no_photo_to_another_split_and_fills_the_shares_with_new_ones(tmp_path):
+    observations = pd.DataFrame({"observation_id": [f"o{i}" for i in range(20)], "class_id": [1] * 20})
+    first = assign_splits(observations)
+    grown = pd.concat([observations.assign(split=first), pd.DataFrame({"observation_id": [f"n{i}" for i in range(5)],
+                                                                       "class_id": [1] * 5, "split": "unassigned"})],
+                      ignore_index=True)
+    second = assign_splits(grown)
+    assert second[:20].equals(first)  # (re-splitting moved 3 of these: trained-on photos into test)
+    assert second.value_counts().to_dict() == {"train": 17, "test": 4, "val": 4}  # round(25 x 0.15) = 4 each
+    # through ingest: photos added to a store keep the old ones where they were
+    photos = tmp_path / "photos"
+    for i in range(12):
+        make_photo(photos / "Natrix natrix" / f"{i:02d}.jpg", (40, 160, 60), seed=i)
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    before = store.query("SELECT path, split FROM images ORDER BY path")
+    for i in range(12, 20):
+        make_photo(photos / "Natrix natrix" / f"{i:02d}.jpg", (40, 160, 60), seed=i)
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    after = store.query("SELECT path, split FROM images ORDER BY path")
+    assert after.iloc[:12].equals(before) and after["split"].value_counts().to_dict() == {"train": 14, "test": 3, "val": 3}
+
+
 def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, photo_folder, species_csv):
     store = Store(tmp_path / "store")
     build_photo_store(store.root, tiny_model_dir, photo_folder, species_csv, "--skip-project")
