@@ -95,8 +95,9 @@ def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) ->
         observations.loc[observations["class_id"].isna(), "split"] = "unlabelled"
     else:
         if known_subsets:
-            log.warning("The metadata's subsets (%s) lack a train or a validation subset; snakeweb makes its own "
-                        "stratified train/val/test split instead.", ", ".join(sorted(known_subsets)))
+            log.warning("The subsets given (%s) lack a train or a validation subset, so they are not used: snakeweb makes its "
+                        "own stratified train/val/test split of the new observations instead (photos already in the store keep "
+                        "their split).", ", ".join(sorted(known_subsets)))
         observations["split"] = assign_splits(observations)
         set_meta(con, "split_source", "snakeweb (stratified by species, sha1 of the observation id)")
     con.register("splits", observations[["observation_id", "split"]])

@@ -327,7 +327,7 @@ def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
     assert main(["import-reviews", "--store", str(target.root), str(wrong)]) == 2
 
 
-def test_metadata_subsets_test_and_unknown_values(tmp_path, capsys):
+def test_metadata_subsets_test_and_unknown_values(tmp_path, capsys, caplog):
     root = tmp_path / "images"
     rows = ["observation_id,image_path,class_id,binomial_name,subset"]
     for i, subset in enumerate(["train", "Train", "val", "test", "training", "validation"]):
@@ -341,6 +341,11 @@ def test_metadata_subsets_test_and_unknown_values(tmp_path, capsys):
     odd = write(tmp_path / "odd.csv", "\n".join(rows[:2] + ["9,1.jpg,405,Crotalus atrox,holdout"]) + "\n")
     assert main(["ingest", "--store", str(tmp_path / "s2"), "--metadata", str(odd), "--image-root", str(root)]) == 2
     assert "line 3: 'holdout'" in capsys.readouterr().err
+    # subsets with no validation rows cannot be the split: said, and the stratified split is made instead
+    only_test = write(tmp_path / "only_test.csv", "\n".join([rows[0], *(r.rsplit(",", 1)[0] + ",test" for r in rows[1:])]) + "\n")
+    assert main(["ingest", "--store", str(tmp_path / "s3"), "--metadata", str(only_test), "--image-root", str(root)]) == 0
+    assert "The subsets given (test) lack a train or a validation subset, so they are not used" in caplog.text
+    assert Store(tmp_path / "s3").query("SELECT split FROM observations")["split"].value_counts().to_dict() == {"train": 4, "test": 1, "val": 1}
 
 
 # cases found by a fresh tester trying to break the above ---------------------------------------------------
