@@ -230,7 +230,8 @@ def export_submission(
     """A SnakeCLEF submission (observation_id, class_id; one row per observation, integer ids), written
     atomically. `prior` is a CountryPrior applied with each observation's country code. Raises SnakewebError, before
     any work, for an `out` that is a store's own file."""
-    refuse_a_store_file(Path(out), "submission.csv")
+    if out is not None:  # (None: the rows only, as the Metrics page asks for them)
+        refuse_a_store_file(Path(out), "submission.csv")
     from snakeweb.decisions import decide as decide_class  # the SnakeCLEF decision rules (argmax / cost), not answers.decide
     from snakeweb.heads import observation_probabilities
     from snakeweb.species import possibly_venomous_mask

@@ -7,8 +7,8 @@ import streamlit as st
 
 from snakeweb.build_job import BuildJob, build_command
 from snakeweb.errors import SnakewebError, shell_word
-from snakeweb.heads import HEAD_KINDS, TrainConfig
 from snakeweb.models import AUTO_OFFLINE_MODEL, REGISTRY
+from snakeweb.options import HEAD_KINDS, TrainConfig
 from snakeweb.store import Store
 from snakeweb.taxonomy import TAXONOMY_ENV
 from views.common import current_store
