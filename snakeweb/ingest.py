@@ -28,7 +28,7 @@ from snakeweb.species import (
     taxon_key,
     with_names_from,
 )
-from snakeweb.splits import read_subsets, update_splits
+from snakeweb.splits import read_subsets, split_of, update_splits
 from snakeweb.store import Store, set_meta
 from snakeweb.tables import Column, Table, read_table
 from snakeweb.taxonomy import TAXONOMY_SUMMARY, UNKNOWN_FAMILY, Taxonomy, assign_taxonomy, taxonomy_path
@@ -305,16 +305,21 @@ def country_codes(table: Table) -> list[str | None] | None:
 
 
 def _one_animal_per_observation(rows: pd.DataFrame, table) -> None:
-    """The photos of one observation show one animal in one place: rows that give it two class ids or two
-    countries are refused (keeping the first would be a silent guess)."""
-    for column in ("class_id", "country_code"):
+    """The photos of one observation show one animal in one place, in one split: rows that give it two class ids,
+    two countries or two subsets (train vs validation vs test) are refused (keeping the first would be a silent
+    guess, and a split would put one animal on both sides)."""
+    rows = rows.assign(split=rows["subset"].map(split_of)) if rows.get("subset") is not None else rows
+    for column in ("class_id", "country_code", "split"):
+        if column not in rows:
+            continue
         values = rows[["observation_id", column]].dropna()
         counts = values.groupby("observation_id")[column].nunique()
         if (counts > 1).any():
             first = counts[counts > 1].index[0]
             mask = (rows["observation_id"] == first).to_numpy()
-            shown = "class_id" if column == "class_id" else ("code" if table.has("code") else "country")
-            raise table.fail(f"{int((counts > 1).sum())} observation(s) have photos with different {column} values, e.g. "
+            shown = {"class_id": "class_id", "split": "subset"}.get(column) or ("code" if table.has("code") else "country")
+            named = "subset" if column == "split" else column
+            raise table.fail(f"{int((counts > 1).sum())} observation(s) have photos with different {named} values, e.g. "
                              f"observation {first} ({table.where(mask, shown)}); one observation is one animal.")
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from snakeweb.errors import SnakewebError
 from snakeweb.store import set_meta
 
 if TYPE_CHECKING:
@@ -22,6 +23,12 @@ log = logging.getLogger(__name__)
 TRAIN_SUBSETS = {"train", "train-hm", "train-in", "training"}
 VAL_SUBSETS = {"val", "valid", "validation"}
 TEST_SUBSETS = {"test", "testing"}
+
+
+def split_of(subset: object) -> str | None:
+    """The split a metadata subset names ('train-hm' -> 'train', 'validation' -> 'val'), None for no subset."""
+    value = subset.lower() if isinstance(subset, str) else None
+    return "train" if value in TRAIN_SUBSETS else "val" if value in VAL_SUBSETS else "test" if value in TEST_SUBSETS else None
 
 
 def _rank_key(observation_id: str) -> str:
@@ -73,26 +80,22 @@ def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) ->
     known_subsets = {str(s).lower() for s in subsets.values() if isinstance(s, str)}
     recorded = con.execute("SELECT value FROM run_metadata WHERE key = 'split_source'").fetchall()
     official_before = bool(recorded) and json.loads(recorded[0][0]) == "metadata subsets"
+    placed = observations["split"].isin(["train", "val", "test"])
     if (known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS) or official_before:
         set_meta(con, "split_source", "metadata subsets")
-        def official(row):
-            subset = str(subsets.get(row.observation_id, "")).lower()
-            if subset in TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS:
-                return "train" if subset in TRAIN_SUBSETS else "val" if subset in VAL_SUBSETS else "test"
-            return row.split if row.split != "unassigned" else "train"  # no subset given: trained on
-
-        # unlabelled observations are never trained on, whatever their subset: only labelled ones count here
-        labelled = observations.loc[observations["class_id"].notna(), "observation_id"]
-        no_subset = sum(1 for o in labelled if o in subsets and not isinstance(subsets[o], str))
-        if no_subset:
-            log.warning("%d observation(s) in the metadata have no subset; they are trained on.", no_subset)
-        unlabelled_in_a_split = sum(1 for o in observations.loc[observations["class_id"].isna(), "observation_id"]
-                                    if str(subsets.get(o, "")).lower() in TRAIN_SUBSETS | VAL_SUBSETS | TEST_SUBSETS)
+        _refuse_moves(observations[placed], subsets)
+        given = observations["observation_id"].map(lambda o: split_of(subsets.get(o)))
+        labelled = observations["class_id"].notna()
+        no_subset = int((labelled & ~placed & given.isna()).sum())
+        if no_subset:  # an observation photos were already stored for keeps its split; a new one without a subset trains
+            log.warning("%d new observation(s) have no subset in a store split by the metadata's subsets; they are trained on "
+                        "(give them a subset to hold them out).", no_subset)
+        unlabelled_in_a_split = int((~labelled & given.notna()).sum())
         if unlabelled_in_a_split:
             log.warning("%d observation(s) have a train, validation or test subset but no class_id; they are stored as "
                         "unlabelled (give their class_id to use them).", unlabelled_in_a_split)
-        observations["split"] = [official(r) for r in observations.itertuples()]
-        observations.loc[observations["class_id"].isna(), "split"] = "unlabelled"
+        observations["split"] = observations["split"].where(placed, given.fillna("train"))
+        observations.loc[~labelled, "split"] = "unlabelled"
     else:
         if known_subsets:
             log.warning("The subsets given (%s) lack a train or a validation subset, so they are not used: snakeweb makes its "
@@ -103,3 +106,15 @@ def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) ->
     con.register("splits", observations[["observation_id", "split"]])
     con.execute("UPDATE observations o SET split = s.split FROM splits s WHERE o.observation_id = s.observation_id")
     con.execute("UPDATE images i SET split = o.split FROM observations o WHERE i.observation_id = o.observation_id")
+
+
+def _refuse_moves(stored: pd.DataFrame, subsets: dict[str, object]) -> None:
+    """New photos of observations already in the store may not give them another split: moving an observation
+    would put photos the head was trained on into test (or test photos into training). Raises SnakewebError."""
+    moved = [(o, s, split_of(subsets.get(o))) for o, s in zip(stored["observation_id"], stored["split"])
+             if split_of(subsets.get(o)) not in (None, s)]
+    if moved:
+        shown = ", ".join(f"observation {o} (in {was}, now given {now})" for o, was, now in moved[:3])
+        raise SnakewebError(f"{len(moved)} observation(s) already in the store are given another subset by their new photos "
+                            f"({shown}{' and more' if len(moved) > 3 else ''}); one observation stays in one split: give "
+                            "those photos the observation's subset, or leave it empty.")

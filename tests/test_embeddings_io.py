@@ -141,6 +141,9 @@ def test_vectors_for_ingested_photos_fill_them_in_and_a_second_import_adds_nothi
 
 
 def test_images_by_id_splits_countries_and_new_ids(tiny_model_dir, species_csv, tmp_path):
+    from snakeweb.embeddings_io import import_embeddings
+    from snakeweb.errors import SnakewebError
+
     data = rows(6)
     file = write(tmp_path / "ids.parquet", data["vectors"], image_id=[10, 11, 12, 13, 14, 15], observation_id=data["observation_id"],
                  class_id=[1130, 1130, 7, 7, None, None], split=["Train", "train", "val", "val", "unlabelled", "unlabelled"],
@@ -156,6 +159,14 @@ def test_images_by_id_splits_countries_and_new_ids(tiny_model_dir, species_csv, 
     assert run_import(store, [write(tmp_path / "more.parquet", more["vectors"], path=more["path"],
                                     observation_id=more["observation_id"])], tiny_model_dir) == 0
     assert Store(store).query("SELECT image_id FROM images ORDER BY image_id")["image_id"].tolist()[-2:] == [16, 17]
+    # new photos of stored observations may not move them to another split (they once moved, with exit 0)
+    before = Store(store).query("SELECT image_id, split FROM images ORDER BY image_id")
+    moving = rows(2, seed=2)
+    with pytest.raises(SnakewebError, match=r"2 observation\(s\) already in the store are given another subset by their new photos"):
+        import_embeddings(Store(store), [write(tmp_path / "moving.parquet", moving["vectors"], path=moving["path"], class_id=[1130, 7],
+                                              observation_id=[data["observation_id"][0], data["observation_id"][2]],
+                                              split=["val", "train"])], str(tiny_model_dir))
+    assert Store(store).query("SELECT image_id, split FROM images ORDER BY image_id").equals(before)
 
 
 def _broken(vectors: np.ndarray) -> np.ndarray:

@@ -348,6 +348,42 @@ def test_metadata_subsets_test_and_unknown_values(tmp_path, capsys, caplog):
     assert Store(tmp_path / "s3").query("SELECT split FROM observations")["split"].value_counts().to_dict() == {"train": 4, "test": 1, "val": 1}
 
 
+def test_no_later_ingest_moves_an_observation_of_an_officially_split_store(tmp_path, capsys, caplog):
+    """New photos of stored observations once re-split the whole store (test photos into training, exit 0)."""
+    root = tmp_path / "images"
+    header = "observation_id,image_path,class_id,binomial_name,subset"
+    first, later, moving = [header], [header], [header]
+    for i, subset in enumerate(["train", "train", "val", "test"] * 2):
+        for name in (f"{i}a.jpg", f"{i}b.jpg", f"{i}c.jpg"):
+            make_photo(root / name, (90, 90, 40), seed=hash(name) % 1000)
+        first.append(f"o{i},{i}a.jpg,405,Crotalus atrox,{subset}")
+        later.append(f"o{i},{i}b.jpg,405,Crotalus atrox,{subset if i % 2 else ''}")  # the same subset, or none
+        moving.append(f"o{i},{i}c.jpg,405,Crotalus atrox,{'train' if subset == 'test' else subset}")
+    store = Store(tmp_path / "s")
+    ingest = ["ingest", "--store", str(store.root), "--image-root", str(root), "--metadata"]
+    assert main([*ingest, str(write(tmp_path / "first.csv", "\n".join(first) + "\n"))]) == 0
+    splits = store.query("SELECT observation_id, split FROM observations ORDER BY 1")
+    assert main([*ingest, str(write(tmp_path / "later.csv", "\n".join(later) + "\n"))]) == 0
+    assert store.query("SELECT observation_id, split FROM observations ORDER BY 1").equals(splits)
+    assert store.query("SELECT count(*) AS n FROM images i JOIN observations o USING (observation_id) "
+                       "WHERE i.split <> o.split")["n"][0] == 0 and len(store.query("SELECT * FROM images")) == 16
+    capsys.readouterr()
+    assert main([*ingest, str(write(tmp_path / "moving.csv", "\n".join(moving) + "\n"))]) == 2
+    err = capsys.readouterr().err
+    assert "2 observation(s) already in the store are given another subset by their new photos (observation o3 (in test, " \
+           "now given train)" in err and "one observation stays in one split" in err
+    assert len(store.query("SELECT * FROM images")) == 16  # nothing of the refused ingest was kept
+    # a photo folder added to a store split by subsets: its observations are trained on, and the ingest says so
+    make_photo(tmp_path / "more" / "Crotalus atrox" / "x.jpg", (90, 90, 40), seed=5)
+    assert main(["ingest", "--store", str(store.root), "--images", str(tmp_path / "more")]) == 0
+    assert "1 new observation(s) have no subset in a store split by the metadata's subsets; they are trained on" in caplog.text
+    # one metadata file giving one observation two subsets
+    twice = write(tmp_path / "twice.csv", "\n".join([header, "p1,0a.jpg,405,Crotalus atrox,train", "p1,1a.jpg,405,Crotalus atrox,test",
+                                                      "p2,2a.jpg,405,Crotalus atrox,val"]) + "\n")
+    assert main(["ingest", "--store", str(tmp_path / "s2"), "--image-root", str(root), "--metadata", str(twice)]) == 2
+    assert "1 observation(s) have photos with different subset values, e.g. observation p1" in capsys.readouterr().err
+
+
 # cases found by a fresh tester trying to break the above ---------------------------------------------------
 
 def test_one_name_under_two_class_ids_is_refused_within_and_across_tables(tmp_path):
