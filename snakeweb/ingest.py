@@ -128,6 +128,7 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
         _one_animal_per_observation(rows, table)
         frames.append(rows)
     frame = pd.concat(frames, ignore_index=True)
+    _one_subset_each(frame)
     frame["class_id"] = frame["class_id"].astype("Int64")
     frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
     outside = "its image_path leads outside the image root, which snakeweb does not read"
@@ -197,7 +198,7 @@ def ingest(
     store.create()
     with store.transaction() as con:
         families = record_species(con, species, taxa)
-        stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code FROM images i "
+        stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code, i.split FROM images i "
                              "JOIN observations o USING (observation_id)").df()
         listing["path"] = as_stored(listing["path"], stored["path"])  # one photo keeps one path however it is spelled
         if images is not None:  # two names of one photo: one is kept (a stored one first), the other refused
@@ -223,7 +224,8 @@ def ingest(
             "SELECT observation_id, first(class_id), first(country_code), 'unassigned', first(subspecies) "
             "FROM fresh GROUP BY observation_id ON CONFLICT (observation_id) DO NOTHING"
         )
-        subsets = dict(zip(fresh["observation_id"], fresh["subset"])) if "subset" in fresh else {}
+        # each observation's subset where one is given (one per observation: _one_subset_each); an empty one says nothing
+        subsets = {o: v for o, v in zip(fresh["observation_id"], fresh["subset"]) if split_of(v)} if "subset" in fresh else {}
         update_splits(con, subsets)
         set_meta(con, "source", source)
         record_numbered_ids(con, species, species_table, assigned)
@@ -323,18 +325,40 @@ def _one_animal_per_observation(rows: pd.DataFrame, table) -> None:
                              f"observation {first} ({table.where(mask, shown)}); one observation is one animal.")
 
 
+def _one_subset_each(frame: pd.DataFrame) -> None:
+    """Across the metadata files of one ingest too, one observation has one subset (within a file,
+    _one_animal_per_observation names the lines). Raises SnakewebError."""
+    if frame.get("subset") is None:
+        return
+    given = frame.assign(split=frame["subset"].map(split_of)).dropna(subset=["split"])
+    splits = given.groupby("observation_id")["split"].unique()
+    twice = splits[splits.map(len) > 1]
+    if len(twice):
+        raise SnakewebError(f"{len(twice)} observation(s) are given two subsets across the metadata files (e.g. observation "
+                            f"{twice.index[0]}: {' and '.join(sorted(twice.iloc[0]))}); one observation stays in one split: "
+                            "correct one of them.")
+
+
 def _refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
     """Photos already in the store keep their labels: an ingest that gives one of them another class,
-    observation or country is refused (ignoring it would leave the store saying something the user did not)."""
+    observation, country or subset is refused (ignoring it would leave the store saying something the user did not)."""
     both = listing.merge(stored, on="path", suffixes=("", "_stored"))
     if both.empty:
         return
-    for column, what in (("class_id", "class id"), ("observation_id", "observation"), ("country_code", "country")):
+    if "subset" in both:  # a subset given again for a stored photo is its split, or it would move
+        both["split_given"] = both["subset"].map(split_of)
+        both["split_given_stored"] = both["split"].where(both["split"].isin(["train", "val", "test"]))
+    for column, what in (("class_id", "class id"), ("observation_id", "observation"), ("country_code", "country"),
+                         ("split_given", "split")):
+        if column not in both:
+            continue
         new, old = both[column].astype(object), both[f"{column}_stored"].astype(object)
         # compared in Python: pandas reads None != None as True, which made an unlabelled photo "relabelled"
         differs = pd.Series([_comparable(a) != _comparable(b) for a, b in zip(new, old)], index=both.index, dtype=bool)
         if column == "country_code":
             differs &= new.notna()  # a folder gives no country: that is not a change
+        if column == "split_given":
+            differs &= new.notna() & old.notna()  # an empty subset gives no split; an unlabelled photo has none to keep
         if differs.any():
             first = both[differs].iloc[0]
             raise SnakewebError(

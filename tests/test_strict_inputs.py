@@ -382,6 +382,21 @@ def test_no_later_ingest_moves_an_observation_of_an_officially_split_store(tmp_p
                                                       "p2,2a.jpg,405,Crotalus atrox,val"]) + "\n")
     assert main(["ingest", "--store", str(tmp_path / "s2"), "--image-root", str(root), "--metadata", str(twice)]) == 2
     assert "1 observation(s) have photos with different subset values, e.g. observation p1" in capsys.readouterr().err
+    # found by the next helper: an empty subset after a given one, one observation across two files, a stored photo
+    # listed again with another subset
+    trailing = write(tmp_path / "trailing.csv", "\n".join([header, "q1,0a.jpg,405,Crotalus atrox,test", "q1,1a.jpg,405,Crotalus atrox,",
+                                                          "q2,2a.jpg,405,Crotalus atrox,train", "q3,3a.jpg,405,Crotalus atrox,val"]) + "\n")
+    fresh = Store(tmp_path / "s3")
+    assert main(["ingest", "--store", str(fresh.root), "--image-root", str(root), "--metadata", str(trailing)]) == 0
+    assert dict(fresh.query("SELECT observation_id, split FROM observations").itertuples(index=False)) == {"q1": "test", "q2": "train",
+                                                                                                            "q3": "val"}
+    one = write(tmp_path / "one.csv", "\n".join([header, "r1,0a.jpg,405,Crotalus atrox,train", "r2,2a.jpg,405,Crotalus atrox,val"]) + "\n")
+    other = write(tmp_path / "other.csv", "\n".join([header, "r1,1a.jpg,405,Crotalus atrox,test"]) + "\n")
+    assert main(["ingest", "--store", str(tmp_path / "s4"), "--image-root", str(root), "--metadata", str(one), str(other)]) == 2
+    assert "1 observation(s) are given two subsets across the metadata files (e.g. observation r1: test and train)" in capsys.readouterr().err
+    relisted = write(tmp_path / "relisted.csv", first[0] + "\n" + "\n".join(r.replace(",test", ",train") for r in first[1:]) + "\n")
+    assert main([*ingest, str(relisted)]) == 2
+    assert "photo(s) already in the store would get another split" in capsys.readouterr().err
 
 
 # cases found by a fresh tester trying to break the above ---------------------------------------------------
