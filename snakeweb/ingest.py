@@ -207,6 +207,7 @@ def ingest(
             listing["error"] = [error if isinstance(error, str) else reason for error, reason in zip(listing["error"], reasons)]
         _refuse_relabels(listing, stored)
         fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
+        _same_animal_as_stored(con, fresh)
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
         fresh["image_id"] = range(next_id, next_id + len(fresh))
         fresh["class_id"] = fresh["class_id"].astype("Int64")
@@ -325,6 +326,29 @@ def _one_animal_per_observation(rows: pd.DataFrame, table) -> None:
                              f"observation {first} ({table.where(mask, shown)}); one observation is one animal.")
 
 
+def _same_animal_as_stored(con, fresh: pd.DataFrame) -> None:
+    """New photos of an observation already in the store show the same animal: another class id or country for it
+    is refused, as within one file (_one_animal_per_observation). Raises SnakewebError."""
+    if fresh.empty:
+        return
+    countries = fresh["country_code"] if "country_code" in fresh else pd.Series(None, index=fresh.index)
+    con.register("_new_photos", pd.DataFrame({"observation_id": fresh["observation_id"].astype(str),
+                                              "class_id": fresh["class_id"].astype("Int64"),
+                                              "country_code": countries.astype(object).where(countries.notna(), None)}))
+    clash = con.execute(
+        "SELECT n.observation_id, o.class_id, n.class_id, o.country_code, n.country_code FROM _new_photos n JOIN observations o "
+        "USING (observation_id) WHERE (n.class_id IS NOT NULL AND o.class_id IS NOT NULL AND n.class_id <> o.class_id) OR "
+        "(n.country_code IS NOT NULL AND o.country_code IS NOT NULL AND n.country_code <> o.country_code)").fetchall()
+    con.unregister("_new_photos")
+    if clash:
+        observation, old_class, new_class, old_country, new_country = clash[0]
+        what = (f"class {old_class} in the store, class {new_class} now" if old_class != new_class
+                else f"country {old_country} in the store, {new_country} now")
+        raise SnakewebError(f"{len({c[0] for c in clash})} observation(s) already in the store are given new photos of another "
+                            f"species or country (e.g. observation {observation}: {what}); one observation is one animal: give "
+                            "those photos their own observation id, or correct the class or country.")
+
+
 def _one_subset_each(frame: pd.DataFrame) -> None:
     """Across the metadata files of one ingest too, one observation has one subset (within a file,
     _one_animal_per_observation names the lines). Raises SnakewebError."""
@@ -361,10 +385,12 @@ def _refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
             differs &= new.notna() & old.notna()  # an empty subset gives no split; an unlabelled photo has none to keep
         if differs.any():
             first = both[differs].iloc[0]
+            fix = ("snakeweb does not move stored photos between splits: give them their stored subset (or none), or build a "
+                   "new store" if column == "split_given" else "snakeweb does not relabel stored photos: correct labels with "
+                   "reviews (the Review page or import-reviews), or build a new store")
             raise SnakewebError(
                 f"{int(differs.sum())} photo(s) already in the store would get another {what} (e.g. {first['path']}: "
-                f"{_comparable(first[f'{column}_stored'])} -> {_comparable(first[column])}); snakeweb does not relabel stored "
-                "photos: correct labels with reviews (the Review page or import-reviews), or build a new store.")
+                f"{_comparable(first[f'{column}_stored'])} -> {_comparable(first[column])}); {fix}.")
 
 
 def _comparable(value: object) -> object:

@@ -73,15 +73,19 @@ def read_subsets(table: Table) -> pd.Series:
 
 
 def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) -> None:
-    """Official subsets when the metadata has both train and validation rows; else our stratified split. A store
-    split by official subsets keeps them on a later ingest (run metadata `split_source`): observations it adds
-    with a subset take it, those without are trained on; re-splitting would move test photos into training."""
+    """Official subsets when the first metadata has both train and validation rows; else our stratified split
+    (`assign_splits`). Nothing stored moves (re-splitting moved test photos into training): a store split by
+    official subsets (run metadata `split_source`) gives new observations their subset, and trains on those without
+    one; a store snakeweb split gives new observations the subsets of metadata with train and validation rows and
+    fills its shares with the others. A new photo giving a stored observation another subset is refused."""
     observations = con.execute("SELECT observation_id, class_id, split FROM observations").df()
     known_subsets = {str(s).lower() for s in subsets.values() if isinstance(s, str)}
     recorded = con.execute("SELECT value FROM run_metadata WHERE key = 'split_source'").fetchall()
     official_before = bool(recorded) and json.loads(recorded[0][0]) == "metadata subsets"
     placed = observations["split"].isin(["train", "val", "test"])
-    if (known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS) or official_before:
+    whole = bool(known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS)  # subsets that can be a split
+    split_by_snakeweb = bool(recorded) and not official_before and bool(placed.any())
+    if official_before or (whole and not split_by_snakeweb):
         set_meta(con, "split_source", "metadata subsets")
         _refuse_moves(observations[placed], subsets)
         given = observations["observation_id"].map(lambda o: split_of(subsets.get(o)))
@@ -97,7 +101,13 @@ def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) ->
         observations["split"] = observations["split"].where(placed, given.fillna("train"))
         observations.loc[~labelled, "split"] = "unlabelled"
     else:
-        if known_subsets:
+        if whole:  # a store snakeweb split: the new observations' subsets are used, those without one fill the shares
+            _refuse_moves(observations[placed], subsets)
+            given = observations["observation_id"].map(lambda o: split_of(subsets.get(o)))
+            observations["split"] = observations["split"].where(placed | given.isna(), given)
+            log.warning("%d new observation(s) take the subsets given; this store was split by snakeweb, so new observations "
+                        "without a subset fill each species' test and validation shares.", int((~placed & given.notna()).sum()))
+        elif known_subsets:
             log.warning("The subsets given (%s) lack a train or a validation subset, so they are not used: snakeweb makes its "
                         "own stratified train/val/test split of the new observations instead (photos already in the store keep "
                         "their split).", ", ".join(sorted(known_subsets)))

@@ -114,6 +114,21 @@ def test_a_later_ingest_moves_no_photo_to_another_split_and_fills_the_shares_wit
     assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
     after = store.query("SELECT path, split FROM images ORDER BY path")
     assert after.iloc[:12].equals(before) and after["split"].value_counts().to_dict() == {"train": 14, "test": 3, "val": 3}
+    # metadata with train and validation rows added to this store split by snakeweb: its observations take their
+    # subsets, and the store stays split by snakeweb, so later folder photos still fill the held-out shares
+    rows = ["observation_id,image_path,class_id,binomial_name,subset"]
+    for i, subset in enumerate(["train", "val", "test", "train"]):
+        make_photo(tmp_path / "meta" / f"m{i}.jpg", (40, 160, 60), seed=100 + i)
+        rows.append(f"m{i},m{i}.jpg,,Natrix natrix,{subset}")  # (the class id the store gave Natrix natrix)
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(tmp_path / "meta.csv"), "--image-root", str(tmp_path / "meta")]) == 0
+    given = store.query("SELECT observation_id, split FROM observations WHERE observation_id LIKE 'm%' ORDER BY 1")["split"]
+    assert given.tolist() == ["train", "val", "test", "train"] and "snakeweb" in store.get_meta("split_source")
+    for i in range(20, 30):
+        make_photo(photos / "Vipera berus" / f"{i:02d}.jpg", (170, 50, 40), seed=i)
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    vipera = store.query("SELECT split FROM images WHERE path LIKE '%Vipera berus%'")["split"].value_counts().to_dict()
+    assert vipera == {"train": 6, "test": 2, "val": 2}
 
 
 def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, photo_folder, species_csv):

@@ -396,7 +396,15 @@ def test_no_later_ingest_moves_an_observation_of_an_officially_split_store(tmp_p
     assert "1 observation(s) are given two subsets across the metadata files (e.g. observation r1: test and train)" in capsys.readouterr().err
     relisted = write(tmp_path / "relisted.csv", first[0] + "\n" + "\n".join(r.replace(",test", ",train") for r in first[1:]) + "\n")
     assert main([*ingest, str(relisted)]) == 2
-    assert "photo(s) already in the store would get another split" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "photo(s) already in the store would get another split" in err and "does not move stored photos between splits" in err
+    # a new photo of a stored observation showing another species (it was stored under the observation, exit 0)
+    make_photo(root / "other.jpg", (20, 90, 140), seed=77)
+    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n1130,Natrix natrix,0\n")
+    mixed = write(tmp_path / "mixed.csv", "\n".join([header, "o0,other.jpg,1130,Natrix natrix,"]) + "\n")
+    assert main([*ingest, str(mixed), "--species", str(species)]) == 2
+    assert "1 observation(s) already in the store are given new photos of another species or country (e.g. observation o0: " \
+           "class 405 in the store, class 1130 now)" in capsys.readouterr().err
 
 
 # cases found by a fresh tester trying to break the above ---------------------------------------------------
