@@ -85,10 +85,10 @@ def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) ->
     placed = observations["split"].isin(["train", "val", "test"])
     whole = bool(known_subsets & TRAIN_SUBSETS and known_subsets & VAL_SUBSETS)  # subsets that can be a split
     split_by_snakeweb = bool(recorded) and not official_before and bool(placed.any())
+    given = observations["observation_id"].map(lambda o: split_of(subsets.get(o)))  # the split each subset names
     if official_before or (whole and not split_by_snakeweb):
         set_meta(con, "split_source", "metadata subsets")
-        _refuse_moves(observations[placed], subsets)
-        given = observations["observation_id"].map(lambda o: split_of(subsets.get(o)))
+        _refuse_moves(observations[placed], given[placed])
         labelled = observations["class_id"].notna()
         no_subset = int((labelled & ~placed & given.isna()).sum())
         if no_subset:  # an observation photos were already stored for keeps its split; a new one without a subset trains
@@ -102,8 +102,7 @@ def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) ->
         observations.loc[~labelled, "split"] = "unlabelled"
     else:
         if whole:  # a store snakeweb split: the new observations' subsets are used, those without one fill the shares
-            _refuse_moves(observations[placed], subsets)
-            given = observations["observation_id"].map(lambda o: split_of(subsets.get(o)))
+            _refuse_moves(observations[placed], given[placed])
             observations["split"] = observations["split"].where(placed | given.isna(), given)
             log.warning("%d new observation(s) take the subsets given; this store was split by snakeweb, so new observations "
                         "without a subset fill each species' test and validation shares.", int((~placed & given.notna()).sum()))
@@ -118,11 +117,11 @@ def update_splits(con: duckdb.DuckDBPyConnection, subsets: dict[str, object]) ->
     con.execute("UPDATE images i SET split = o.split FROM observations o WHERE i.observation_id = o.observation_id")
 
 
-def _refuse_moves(stored: pd.DataFrame, subsets: dict[str, object]) -> None:
-    """New photos of observations already in the store may not give them another split: moving an observation
-    would put photos the head was trained on into test (or test photos into training). Raises SnakewebError."""
-    moved = [(o, s, split_of(subsets.get(o))) for o, s in zip(stored["observation_id"], stored["split"])
-             if split_of(subsets.get(o)) not in (None, s)]
+def _refuse_moves(stored: pd.DataFrame, given: pd.Series) -> None:
+    """New photos of observations already in the store (`stored`) may not give them another split (`given`, on the
+    same rows: the split their subset names, or None): moving an observation would put photos the head was trained
+    on into test (or test photos into training). Raises SnakewebError."""
+    moved = [(o, was, now) for o, was, now in zip(stored["observation_id"], stored["split"], given) if pd.notna(now) and now != was]
     if moved:
         shown = ", ".join(f"observation {o} (in {was}, now given {now})" for o, was, now in moved[:3])
         raise SnakewebError(f"{len(moved)} observation(s) already in the store are given another subset by their new photos "

@@ -29,6 +29,8 @@ from snakeweb.errors import SnakewebError, shell_word
 DB_NAME = "snakeweb.duckdb"
 INDEX_NAME = "index.faiss"
 HEAD_NAME = "head.pt"
+LOCK_NAME = ".writer.lock"  # held by the building commands (snakeweb.writer_lock)
+HOLDER_NAME = ".writer.json"  # who holds it: filelock truncates the lock file at every attempt, so not there
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS species (
@@ -348,7 +350,7 @@ def _umask() -> int:
 
 
 # a store's own files: an export written over one of them would destroy the store
-STORE_FILES = (DB_NAME, DB_NAME + ".wal", DB_NAME + ".tmp", INDEX_NAME, HEAD_NAME, ".writer.lock", ".writer.json")
+STORE_FILES = (DB_NAME, DB_NAME + ".wal", DB_NAME + ".tmp", INDEX_NAME, HEAD_NAME, LOCK_NAME, HOLDER_NAME)
 
 
 def refuse_a_store_file(out: Path, instead: str) -> None:

@@ -23,10 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from snakeweb.errors import SnakewebError
-from snakeweb.store import Store
-
-LOCK_NAME = ".writer.lock"
-HOLDER_NAME = ".writer.json"  # who holds the lock: filelock truncates the lock file at every attempt, so not there
+from snakeweb.store import HOLDER_NAME, LOCK_NAME, Store
 
 
 class StoreLockedError(SnakewebError):
