@@ -128,8 +128,8 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
         _one_animal_per_observation(rows, table)
         frames.append(rows)
     frame = pd.concat(frames, ignore_index=True)
-    _one_subset_each(frame)
     frame["class_id"] = frame["class_id"].astype("Int64")
+    _one_animal_across_files(frame)
     frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
     outside = "its image_path leads outside the image root, which snakeweb does not read"
     frame["error"] = [link_problem(Path(p), image_root, outside) for p in frame["path"]]
@@ -349,18 +349,20 @@ def _same_animal_as_stored(con, fresh: pd.DataFrame) -> None:
                             "those photos their own observation id, or correct the class or country.")
 
 
-def _one_subset_each(frame: pd.DataFrame) -> None:
-    """Across the metadata files of one ingest too, one observation has one subset (within a file,
-    _one_animal_per_observation names the lines). Raises SnakewebError."""
-    if frame.get("subset") is None:
-        return
-    given = frame.assign(split=frame["subset"].map(split_of)).dropna(subset=["split"])
-    splits = given.groupby("observation_id")["split"].unique()
-    twice = splits[splits.map(len) > 1]
-    if len(twice):
-        raise SnakewebError(f"{len(twice)} observation(s) are given two subsets across the metadata files (e.g. observation "
-                            f"{twice.index[0]}: {' and '.join(sorted(twice.iloc[0]))}); one observation stays in one split: "
-                            "correct one of them.")
+def _one_animal_across_files(frame: pd.DataFrame) -> None:
+    """Across the metadata files of one ingest too, one observation has one class id, one country and one subset
+    (within a file, _one_animal_per_observation names the lines; the observations table keeps one value each, so a
+    second would be dropped unsaid). Raises SnakewebError."""
+    rows = frame.assign(split=frame["subset"].map(split_of)) if frame.get("subset") is not None else frame
+    for column, what in (("class_id", "class ids"), ("country_code", "countries"), ("split", "subsets")):
+        if column not in rows:
+            continue
+        values = rows[["observation_id", column]].dropna().groupby("observation_id")[column].unique()
+        twice = values[values.map(len) > 1]
+        if len(twice):
+            raise SnakewebError(f"{len(twice)} observation(s) are given two {what} across the metadata files (e.g. observation "
+                                f"{twice.index[0]}: {' and '.join(sorted(map(str, twice.iloc[0])))}); one observation is one "
+                                "animal, in one split: correct one of them.")
 
 
 def _refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:

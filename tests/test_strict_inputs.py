@@ -405,6 +405,13 @@ def test_no_later_ingest_moves_an_observation_of_an_officially_split_store(tmp_p
     assert main([*ingest, str(mixed), "--species", str(species)]) == 2
     assert "1 observation(s) already in the store are given new photos of another species or country (e.g. observation o0: " \
            "class 405 in the store, class 1130 now)" in capsys.readouterr().err
+    # ... and across the metadata files of one ingest (the observation kept the first file's class, unsaid)
+    atrox = write(tmp_path / "atrox.csv", "\n".join([header, "c1,0a.jpg,405,Crotalus atrox,"]) + "\n")
+    natrix = write(tmp_path / "natrix.csv", "\n".join([header, "c1,1a.jpg,1130,Natrix natrix,"]) + "\n")
+    assert main(["ingest", "--store", str(tmp_path / "s5"), "--image-root", str(root), "--metadata", str(atrox), str(natrix),
+                 "--species", str(species)]) == 2
+    assert "1 observation(s) are given two class ids across the metadata files (e.g. observation c1: 1130 and 405)" \
+        in capsys.readouterr().err and not (tmp_path / "s5" / "snakeweb.duckdb").exists()
 
 
 # cases found by a fresh tester trying to break the above ---------------------------------------------------
