@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from snakeweb.consistency import one_animal_across_files, one_animal_per_observation, refuse_relabels, same_animal_as_stored
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
 from snakeweb.paths import as_stored, file_keys, second_names
@@ -125,11 +126,11 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
             "country_code": country_codes(table),
             "subset": read_subsets(table) if table.has("subset") else None,
         })
-        _one_animal_per_observation(rows, table)
+        one_animal_per_observation(rows, table)
         frames.append(rows)
     frame = pd.concat(frames, ignore_index=True)
     frame["class_id"] = frame["class_id"].astype("Int64")
-    _one_animal_across_files(frame)
+    one_animal_across_files(frame)
     frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
     outside = "its image_path leads outside the image root, which snakeweb does not read"
     frame["error"] = [link_problem(Path(p), image_root, outside) for p in frame["path"]]
@@ -205,9 +206,9 @@ def ingest(
             named = dict(zip(listing["path"], listing["observation_id"]))  # a folder's observation id is the relative path
             reasons = second_names(list(listing["path"]), list(listing["species"]), named.__getitem__, set(stored["path"]))
             listing["error"] = [error if isinstance(error, str) else reason for error, reason in zip(listing["error"], reasons)]
-        _refuse_relabels(listing, stored)
+        refuse_relabels(listing, stored)
         fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
-        _same_animal_as_stored(con, fresh)
+        same_animal_as_stored(con, fresh)
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
         fresh["image_id"] = range(next_id, next_id + len(fresh))
         fresh["class_id"] = fresh["class_id"].astype("Int64")
@@ -225,7 +226,7 @@ def ingest(
             "SELECT observation_id, first(class_id), first(country_code), 'unassigned', first(subspecies) "
             "FROM fresh GROUP BY observation_id ON CONFLICT (observation_id) DO NOTHING"
         )
-        # each observation's subset where one is given (one per observation: _one_subset_each); an empty one says nothing
+        # each observation's subset where one is given (one per observation: consistency.one_animal_across_files); an empty one says nothing
         subsets = {o: v for o, v in zip(fresh["observation_id"], fresh["subset"]) if split_of(v)} if "subset" in fresh else {}
         update_splits(con, subsets)
         set_meta(con, "source", source)
@@ -305,98 +306,6 @@ def country_codes(table: Table) -> list[str | None] | None:
         raise table.fail(f"{int(clash.sum())} row(s) give a code and a country that differ ({table.where(clash, 'code')} vs "
                          f"{table.where(clash, 'country')}); correct one of them.")
     return [a if a is not None else b for a, b in zip(codes, names)]
-
-
-def _one_animal_per_observation(rows: pd.DataFrame, table) -> None:
-    """The photos of one observation show one animal in one place, in one split: rows that give it two class ids,
-    two countries or two subsets (train vs validation vs test) are refused (keeping the first would be a silent
-    guess, and a split would put one animal on both sides)."""
-    rows = rows.assign(split=rows["subset"].map(split_of)) if rows.get("subset") is not None else rows
-    for column in ("class_id", "country_code", "split"):
-        if column not in rows:
-            continue
-        values = rows[["observation_id", column]].dropna()
-        counts = values.groupby("observation_id")[column].nunique()
-        if (counts > 1).any():
-            first = counts[counts > 1].index[0]
-            mask = (rows["observation_id"] == first).to_numpy()
-            shown = {"class_id": "class_id", "split": "subset"}.get(column) or ("code" if table.has("code") else "country")
-            named = "subset" if column == "split" else column
-            raise table.fail(f"{int((counts > 1).sum())} observation(s) have photos with different {named} values, e.g. "
-                             f"observation {first} ({table.where(mask, shown)}); one observation is one animal.")
-
-
-def _same_animal_as_stored(con, fresh: pd.DataFrame) -> None:
-    """New photos of an observation already in the store show the same animal: another class id or country for it
-    is refused, as within one file (_one_animal_per_observation). Raises SnakewebError."""
-    if fresh.empty:
-        return
-    countries = fresh["country_code"] if "country_code" in fresh else pd.Series(None, index=fresh.index)
-    con.register("_new_photos", pd.DataFrame({"observation_id": fresh["observation_id"].astype(str),
-                                              "class_id": fresh["class_id"].astype("Int64"),
-                                              "country_code": countries.astype(object).where(countries.notna(), None)}))
-    clash = con.execute(
-        "SELECT n.observation_id, o.class_id, n.class_id, o.country_code, n.country_code FROM _new_photos n JOIN observations o "
-        "USING (observation_id) WHERE (n.class_id IS NOT NULL AND o.class_id IS NOT NULL AND n.class_id <> o.class_id) OR "
-        "(n.country_code IS NOT NULL AND o.country_code IS NOT NULL AND n.country_code <> o.country_code)").fetchall()
-    con.unregister("_new_photos")
-    if clash:
-        observation, old_class, new_class, old_country, new_country = clash[0]
-        what = (f"class {old_class} in the store, class {new_class} now" if old_class != new_class
-                else f"country {old_country} in the store, {new_country} now")
-        raise SnakewebError(f"{len({c[0] for c in clash})} observation(s) already in the store are given new photos of another "
-                            f"species or country (e.g. observation {observation}: {what}); one observation is one animal: give "
-                            "those photos their own observation id, or correct the class or country.")
-
-
-def _one_animal_across_files(frame: pd.DataFrame) -> None:
-    """Across the metadata files of one ingest too, one observation has one class id, one country and one subset
-    (within a file, _one_animal_per_observation names the lines; the observations table keeps one value each, so a
-    second would be dropped unsaid). Raises SnakewebError."""
-    rows = frame.assign(split=frame["subset"].map(split_of)) if frame.get("subset") is not None else frame
-    for column, what in (("class_id", "class ids"), ("country_code", "countries"), ("split", "subsets")):
-        if column not in rows:
-            continue
-        values = rows[["observation_id", column]].dropna().groupby("observation_id")[column].unique()
-        twice = values[values.map(len) > 1]
-        if len(twice):
-            raise SnakewebError(f"{len(twice)} observation(s) are given two {what} across the metadata files (e.g. observation "
-                                f"{twice.index[0]}: {' and '.join(sorted(map(str, twice.iloc[0])))}); one observation is one "
-                                "animal, in one split: correct one of them.")
-
-
-def _refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
-    """Photos already in the store keep their labels: an ingest that gives one of them another class,
-    observation, country or subset is refused (ignoring it would leave the store saying something the user did not)."""
-    both = listing.merge(stored, on="path", suffixes=("", "_stored"))
-    if both.empty:
-        return
-    if "subset" in both:  # a subset given again for a stored photo is its split, or it would move
-        both["split_given"] = both["subset"].map(split_of)
-        both["split_given_stored"] = both["split"].where(both["split"].isin(["train", "val", "test"]))
-    for column, what in (("class_id", "class id"), ("observation_id", "observation"), ("country_code", "country"),
-                         ("split_given", "split")):
-        if column not in both:
-            continue
-        new, old = both[column].astype(object), both[f"{column}_stored"].astype(object)
-        # compared in Python: pandas reads None != None as True, which made an unlabelled photo "relabelled"
-        differs = pd.Series([_comparable(a) != _comparable(b) for a, b in zip(new, old)], index=both.index, dtype=bool)
-        if column == "country_code":
-            differs &= new.notna()  # a folder gives no country: that is not a change
-        if column == "split_given":
-            differs &= new.notna() & old.notna()  # an empty subset gives no split; an unlabelled photo has none to keep
-        if differs.any():
-            first = both[differs].iloc[0]
-            fix = ("snakeweb does not move stored photos between splits: give them their stored subset (or none), or build a "
-                   "new store" if column == "split_given" else "snakeweb does not relabel stored photos: correct labels with "
-                   "reviews (the Review page or import-reviews), or build a new store")
-            raise SnakewebError(
-                f"{int(differs.sum())} photo(s) already in the store would get another {what} (e.g. {first['path']}: "
-                f"{_comparable(first[f'{column}_stored'])} -> {_comparable(first[column])}); {fix}.")
-
-
-def _comparable(value: object) -> object:
-    return None if value is None or pd.isna(value) else int(value) if isinstance(value, float | np.integer) else value
 
 
 def checked_country_table(country_table: Path | None, species: pd.DataFrame):
