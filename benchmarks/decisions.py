@@ -4,7 +4,7 @@ measured against), and the venom-critical figures for each answer venom weight.
 
     python benchmarks/decisions.py --store stores/he35            # JSON lines on stdout
 
-It runs the product's own code (stages.observation_probabilities, answers.decide / choose_thresholds); nothing
+It runs the product's own code (stages.observation_probabilities, answers.decide, threshold_choice.choose_thresholds); nothing
 here decides differently from identify, export or evaluate.
 """
 
@@ -20,10 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snakeweb.answers import ANSWER_VENOM_WEIGHTS, Taxa, Thresholds, answer_venom_weight, choose_thresholds, decide  # noqa: E402
+from snakeweb.answers import Taxa, Thresholds, answer_venom_weight, decide  # noqa: E402
 from snakeweb.rank_metrics import answer_summary, venom_critical  # noqa: E402
 from snakeweb.stages import observation_probabilities  # noqa: E402
 from snakeweb.store import Store  # noqa: E402
+from snakeweb.threshold_choice import ANSWER_VENOM_WEIGHTS, choose_thresholds  # noqa: E402
 
 
 def figures(probabilities: np.ndarray, truth: np.ndarray, taxa: Taxa, thresholds: Thresholds | None, venom_weight: float) -> dict:

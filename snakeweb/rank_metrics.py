@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from snakeweb.answers import RANKS, SOURCES, Answers, Taxa, correct_at_rank, precision_curve
+from snakeweb.answers import RANKS, SOURCES, Answers, Taxa, correct_at_rank
 from snakeweb.calibration import RELIABILITY_BINS, reliability
 from snakeweb.errors import SnakewebError
+from snakeweb.threshold_choice import precision_curve
 
 ABSTAIN = "abstain"
 MAX_CURVE_POINTS = 200

@@ -207,10 +207,11 @@ def _say_thresholds(thresholds: dict | None) -> None:
 
 
 def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, aggregation: str = "mean-log") -> dict | None:
-    """The rank roll-up thresholds (snakeweb.answers.choose_thresholds) chosen on the validation split's
+    """The rank roll-up thresholds (snakeweb.threshold_choice.choose_thresholds) chosen on the validation split's
     observations, as saved with the head; None when validation is too small to choose any."""
-    from snakeweb.answers import MIN_ANSWERED, Taxa, choose_answer_venom_weight, choose_thresholds
+    from snakeweb.answers import Taxa
     from snakeweb.index import load_index
+    from snakeweb.threshold_choice import MIN_ANSWERED, choose_answer_venom_weight, choose_thresholds
 
     val_ids, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
     seen = np.isin(val_y, head.label_map.class_ids)

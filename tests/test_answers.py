@@ -5,16 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snakeweb.answers import (
-    Taxa,
-    Thresholds,
-    called_harmless_rate,
-    choose_answer_venom_weight,
-    choose_thresholds,
-    correct_at_rank,
-    decide,
-)
+from snakeweb.answers import Taxa, Thresholds, correct_at_rank, decide
 from snakeweb.errors import SnakewebError
+from snakeweb.threshold_choice import called_harmless_rate, choose_answer_venom_weight, choose_thresholds
 
 # six classes: two rattlesnakes (Crotalus, Viperidae), two water snakes (Nerodia, Colubridae), a rat snake
 # (Pantherophis, Colubridae) and a placeholder class with no genus or family
