@@ -45,18 +45,29 @@ def _number(low: float, high: float = float("inf"), low_open: bool = False):
     return parse
 
 
+def _path(text: str) -> Path:
+    """An argparse type: a path, never an empty one (Path('') is the current folder, so `--store ""` from an unset
+    shell variable built a store in whatever folder the command ran in, and `--out ""` named that folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?): give a file or folder name")
+    return Path(text)
+
+
+_path.__name__ = "path"
+
+
 def _store_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, type=Path, help="store directory (created by ingest/build)")
+    parser.add_argument("--store", required=True, type=_path, help="store directory (created by ingest/build)")
 
 
 def _ingest_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=Path, help="folder with one subfolder of photos per species")
-    parser.add_argument("--metadata", type=Path, nargs="+", default=[], help="SnakeCLEF metadata CSV(s)")
-    parser.add_argument("--image-root", type=Path, help="folder that the metadata's image_path is relative to")
-    parser.add_argument("--country-table", type=Path, help="Species_Relevance.csv, recorded for identify --country")
-    parser.add_argument("--species", type=Path, nargs="+", default=[],
+    parser.add_argument("--images", type=_path, help="folder with one subfolder of photos per species")
+    parser.add_argument("--metadata", type=_path, nargs="+", default=[], help="SnakeCLEF metadata CSV(s)")
+    parser.add_argument("--image-root", type=_path, help="folder that the metadata's image_path is relative to")
+    parser.add_argument("--country-table", type=_path, help="Species_Relevance.csv, recorded for identify --country")
+    parser.add_argument("--species", type=_path, nargs="+", default=[],
                         help="species table CSV(s): class_id, binomial_name, venomous/MIVS (e.g. class_list.csv)")
-    parser.add_argument("--taxonomy", type=Path, help="taxonomy CSV (family, genus, species; e.g. serpentes.csv) giving every "
+    parser.add_argument("--taxonomy", type=_path, help="taxonomy CSV (family, genus, species; e.g. serpentes.csv) giving every "
                         "class its family (default: $SNAKEWEB_TAXONOMY)")
 
 
@@ -115,12 +126,12 @@ def parser() -> argparse.ArgumentParser:
 
     identify = sub.add_parser("identify", help="identify photos of one animal")
     _store_arg(identify)
-    identify.add_argument("images", nargs="+", type=Path)
+    identify.add_argument("images", nargs="+", type=_path)
     identify.add_argument("--country", help="ISO country code or name where the photo was taken")
     identify.add_argument("--top-k", type=_whole(1), default=5, help="species to list (1 or more)")
     identify.add_argument("--neighbours", type=_whole(0), default=12, help="nearest reference images to list (0 for none)")
     identify.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
-    identify.add_argument("--country-table", type=Path, help="species x country CSV (default: the one recorded by build)")
+    identify.add_argument("--country-table", type=_path, help="species x country CSV (default: the one recorded by build)")
     identify.add_argument("--uncertain-below", type=_number(0.0, 1.0), default=0.0,
                           help="say 'uncertain' and list candidates when the top probability is below this (e.g. 0.5)")
     identify.add_argument("--rank", choices=RANKS, help="answer at this rank (default: the finest rank whose probability "
@@ -133,14 +144,14 @@ def parser() -> argparse.ArgumentParser:
     _store_arg(check)
 
     score = sub.add_parser("score", help="official SnakeCLEF metrics of a submission")
-    score.add_argument("--metadata", required=True, type=Path, help="ground truth: metadata CSV with observation_id, class_id")
-    score.add_argument("--predictions", required=True, type=Path, help="submission CSV: observation_id, class_id")
-    score.add_argument("--venomous", required=True, type=Path, help="venomous list CSV: class_id, MIVS")
+    score.add_argument("--metadata", required=True, type=_path, help="ground truth: metadata CSV with observation_id, class_id")
+    score.add_argument("--predictions", required=True, type=_path, help="submission CSV: observation_id, class_id")
+    score.add_argument("--venomous", required=True, type=_path, help="venomous list CSV: class_id, MIVS")
     score.add_argument("--json", action="store_true", help="one JSON object with the official key names")
 
     export = sub.add_parser("export", help="write a SnakeCLEF submission CSV, or every observation's answer (--answers)")
     _store_arg(export)
-    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--out", required=True, type=_path)
     export.add_argument("--answers", action="store_true",
                         help="every observation's answer in the output schema (JSON lines, or CSV when --out ends .csv)")
     export.add_argument("--rank", choices=RANKS, help="--answers: answer at this rank (default: thresholds chosen on validation)")
@@ -150,34 +161,34 @@ def parser() -> argparse.ArgumentParser:
                         help="argmax, or cost: minimise expected Track2 cost (venomous called harmless costs 5)")
     export.add_argument("--prior", choices=("country", "none"),
                         help="the country prior (default: none for a submission; for --answers the store's recorded table, as identify)")
-    export.add_argument("--country-table", type=Path, help="species x country CSV (Species_Relevance.csv) for --prior country")
+    export.add_argument("--country-table", type=_path, help="species x country CSV (Species_Relevance.csv) for --prior country")
     export.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
 
     evaluate = sub.add_parser("evaluate", help="official metrics of the store's head on a held-out split")
     _store_arg(evaluate)
     evaluate.add_argument("--split", default="test", choices=("test", "val", "train"), help="test (default), val or train")
-    evaluate.add_argument("--country-table", type=Path,
+    evaluate.add_argument("--country-table", type=_path,
                           help="Species_Relevance.csv: also report with the country prior (default: the table recorded at ingest, if any)")
     evaluate.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
     evaluate.add_argument("--json", action="store_true")
 
     import_reviews = sub.add_parser("import-reviews", help="add reviews from a review export (the Review page's CSV)")
     _store_arg(import_reviews)
-    import_reviews.add_argument("csv", type=Path, help="reviews CSV: observation_id, reviewer, new_class_id[, reviewed_at, note]")
+    import_reviews.add_argument("csv", type=_path, help="reviews CSV: observation_id, reviewer, new_class_id[, reviewed_at, note]")
 
     import_embeddings = sub.add_parser("import-embeddings", help="add vectors computed elsewhere (Parquet) to a store, as ingest + embed would")
-    import_embeddings.add_argument("--store", required=True, type=Path, help="store directory (created when absent)")
-    import_embeddings.add_argument("--parquet", required=True, nargs="+", type=Path,
+    import_embeddings.add_argument("--store", required=True, type=_path, help="store directory (created when absent)")
+    import_embeddings.add_argument("--parquet", required=True, nargs="+", type=_path,
                                    help="Parquet file(s): path and/or image_id, observation_id, [class_id, split, country,] vector")
     import_embeddings.add_argument("--model", required=True, help="the model that made the vectors: a registry name, concat:A+B "
                                    "or a folder (not auto); identify embeds uploads with it")
     import_embeddings.add_argument("--features", choices=FEATURE_KINDS, help="the vectors' feature kind (default: the model's first)")
     import_embeddings.add_argument("--tta", choices=TTA_MODES, help="flip: the vectors average each photo with its mirror image")
-    import_embeddings.add_argument("--species", type=Path, nargs="+", default=[],
+    import_embeddings.add_argument("--species", type=_path, nargs="+", default=[],
                                    help="species table CSV(s) naming the class ids (as ingest takes them; e.g. class_list.csv)")
-    import_embeddings.add_argument("--taxonomy", type=Path, help="taxonomy CSV giving every class its family (as ingest)")
-    import_embeddings.add_argument("--country-table", type=Path, help="Species_Relevance.csv, recorded for the country prior (as ingest)")
+    import_embeddings.add_argument("--taxonomy", type=_path, help="taxonomy CSV giving every class its family (as ingest)")
+    import_embeddings.add_argument("--country-table", type=_path, help="Species_Relevance.csv, recorded for the country prior (as ingest)")
     export_embeddings = sub.add_parser("export-embeddings", help="write the store's vectors as Parquet (the import-embeddings layout)")
     _store_arg(export_embeddings)
-    export_embeddings.add_argument("--out", required=True, type=Path, help="Parquet file to write")
+    export_embeddings.add_argument("--out", required=True, type=_path, help="Parquet file to write")
     return parser

@@ -67,6 +67,22 @@ def test_example_6_numeric_arguments_are_usage_sentences_not_tracebacks(store, p
     assert json.loads(capsys.readouterr().out)["neighbours"] == []
 
 
+def test_an_empty_path_is_a_usage_sentence_and_writes_nothing_in_the_current_folder(store, photo_folder, tmp_path, capsys,
+                                                                                   monkeypatch):
+    # Path("") is the current folder: `--store "$UNSET"` built a whole store wherever the command ran, exit 0
+    monkeypatch.chdir(tmp_path)
+    photo = str(photo_folder / "Natrix_natrix" / "01.jpg")
+    for args in (["build", "--store", "", "--images", str(photo_folder)], ["ingest", "--store", " ", "--images", str(photo_folder)],
+                 ["export", "--store", str(store.root), "--out", ""], ["identify", "--store", str(store.root), ""],
+                 ["identify", "--store", "", photo], ["export-embeddings", "--store", str(store.root), "--out", ""],
+                 ["score", "--metadata", "", "--predictions", "p.csv", "--venomous", "v.csv"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "the path is empty" in err and "Traceback" not in err, args
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_exit_codes_identify_0_when_any_observation_is_identified_2_when_none(store, photo_folder, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a photo")
