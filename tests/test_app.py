@@ -30,6 +30,18 @@ def test_fresh_clone_without_store_opens_the_build_page(tmp_path, monkeypatch):
     assert app.text_input[0].label.startswith("Image folder")
 
 
+def test_build_page_refuses_an_empty_store_directory(tmp_path, monkeypatch, photo_folder):
+    # Path("") is the folder the dashboard runs in: the build went there
+    monkeypatch.chdir(tmp_path)
+    app = app_test(monkeypatch, tmp_path / "no-store").run()
+    app.text_input[0].set_value(str(photo_folder))
+    app.text_input[3].set_value("  ")
+    app.button[0].click().run()
+    assert not app.exception
+    assert [e.value for e in app.error] == ["Give a store directory."] and "build_job" not in app.session_state
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_identify_page_identifies_an_upload(store, photo_folder, monkeypatch):
     app = app_test(monkeypatch, store).run()
     assert not app.exception and app.title[0].value == "Identify a snake"

@@ -94,6 +94,8 @@ else:
         running = st.session_state.get("build_job")
         if running is not None and running.running:
             st.warning("A build is already running: wait for it to finish, or cancel it below, before starting another.")
+        elif not target.strip():  # Path("") is the folder the dashboard runs in
+            st.error("Give a store directory.")
         elif source == "an image folder" and (not images or not Path(images).is_dir()):
             st.error("Give an existing image folder.")
         elif source != "an image folder" and (not metadata or missing or not Path(image_root or "").is_dir()):
