@@ -105,3 +105,17 @@ def refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
 
 def _comparable(value: object) -> object:
     return None if value is None or pd.isna(value) else int(value) if isinstance(value, float | np.integer) else value
+
+
+def repeated_with_other_values(frame: pd.DataFrame) -> None:
+    """One photo (one path, after links and `..` are resolved) listed in the metadata under two observations is
+    refused: keeping the first row dropped the second observation's photo unsaid, and an observation with only that
+    photo vanished. Within one observation, another class, country or subset is refused by the checks above; rows
+    that repeat each other exactly are fine. Raises SnakewebError naming an example."""
+    repeated = frame[frame["path"].duplicated(keep=False)]
+    observations = repeated["observation_id"].astype(str).groupby(repeated["path"]).unique()
+    twice = observations[observations.map(len) > 1]
+    if len(twice):
+        raise SnakewebError(f"{len(twice)} photo(s) are listed in the metadata under more than one observation (e.g. "
+                            f"{twice.index[0]}: observations {' and '.join(twice.iloc[0])}); a photo shows one animal: list it "
+                            "under one observation.")

@@ -268,9 +268,9 @@ def _write(con, names: list[str]) -> dict[str, int]:
     con.execute("UPDATE _import_staging SET path = 'imported:' || given_id WHERE path IS NULL")
     repeats = "s.{0} IN (SELECT {0} FROM _import_staging GROUP BY {0} HAVING count(*) > 1)"
     # the rows shown are the first value's repeats together, so a value repeated across two files names both files
-    _refuse(con, names, repeats.format("given_id"), "{n} rows repeat an image_id ({rows}); each image must appear once.",
+    _refuse(con, names, repeats.format("given_id"), "{n} rows share an image_id with another row ({rows}); each image must appear once.",
             "given_id, file, row")
-    _refuse(con, names, repeats.format("path"), "{n} rows repeat an image path ({rows}); each image must appear once.",
+    _refuse(con, names, repeats.format("path"), "{n} rows share an image path with another row ({rows}); each image must appear once.",
             "path, file, row")
     _refuse(con, names, "s.path NOT IN (SELECT path FROM images) AND s.given_id IN (SELECT image_id FROM images)",
             "{n} row(s) give an image_id the store already uses for another photo ({rows}); leave image_id out to have new "

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from snakeweb.consistency import one_animal_across_files, one_animal_per_observation, refuse_relabels, same_animal_as_stored
+from snakeweb.consistency import (
+    one_animal_across_files,
+    one_animal_per_observation,
+    refuse_relabels,
+    repeated_with_other_values,
+    same_animal_as_stored,
+)
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
 from snakeweb.paths import as_stored, file_keys, second_names
@@ -142,9 +148,10 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
         log.warning("%d of the %d image paths in the metadata do not exist under %s; the embed stage records each of them "
                     "as missing.", missing, len(frame), image_root)
     frame["path"] = file_keys(frame["path"])  # a loop of folders or `..` in image_path: the same photo by one name
+    repeated_with_other_values(frame)
     duplicated = frame["path"].duplicated()
     if duplicated.any():
-        log.warning("%d metadata rows repeat an image path; the first of each is kept", int(duplicated.sum()))
+        log.warning("%d metadata rows repeat an earlier row of the same photo; it is listed once", int(duplicated.sum()))
         frame = frame[~duplicated]
     return frame.reset_index(drop=True)
 

@@ -230,7 +230,7 @@ def test_metadata_with_bad_ids_duplicates_and_escaping_paths(tmp_path, caplog, c
     make_photo(tmp_path / "secret.jpg", (1, 2, 3), seed=2)
     metadata = tmp_path / "meta.csv"
     pd.DataFrame({
-        "observation_id": ["1", "2", "3", "4"],
+        "observation_id": ["1", "1", "3", "4"],
         "image_path": ["a.jpg", "a.jpg", "../secret.jpg", "/etc/passwd"],
         "class_id": [5, 5, "", 6],
         "binomial_name": ["Natrix natrix", "Natrix natrix", "", "Vipera berus"],
@@ -238,8 +238,8 @@ def test_metadata_with_bad_ids_duplicates_and_escaping_paths(tmp_path, caplog, c
     store = Store(tmp_path / "store")
     assert main(["ingest", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root)]) == 0
     images = store.query("SELECT path, class_id, status, error FROM images ORDER BY image_id")
-    assert len(images) == 3  # the duplicate path is kept once
-    assert "repeat an image path" in caplog.text
+    assert len(images) == 3  # the repeated row is kept once
+    assert "repeat an earlier row of the same photo" in caplog.text
     escaped = images[images["status"] == "error"]
     assert len(escaped) == 2 and escaped["error"].str.contains("outside the image root").all()
     assert images["class_id"].isna().sum() == 1  # an empty class id is an unlabelled photo
@@ -269,3 +269,26 @@ def test_reembed_never_reads_files_rejected_at_ingest(corpus, tmp_path, tiny_mod
     link = store.query("SELECT status, error FROM images WHERE path LIKE '%link-outside.jpg'").iloc[0]
     assert link["status"] == "error" and "outside the image folder" in link["error"]
     assert store.query("SELECT count(*) n FROM images WHERE status = 'pending'")["n"][0] == 0
+
+
+@pytest.mark.parametrize("second", [{"observation_id": "2"}, {"observation_id": "2", "class_id": 6, "binomial_name": "Vipera berus"}])
+@pytest.mark.parametrize("files", [1, 2])
+def test_one_photo_listed_under_two_observations_is_refused(tmp_path, capsys, second, files):
+    # the first row was kept: the second observation (its only photo) vanished, or the photo's other label, exit 0
+    root = tmp_path / "images"
+    make_photo(root / "a.jpg", (1, 2, 3), seed=1)
+    make_photo(root / "b.jpg", (1, 2, 3), seed=2)
+    first = {"observation_id": "1", "image_path": "a.jpg", "class_id": 5, "binomial_name": "Natrix natrix"}
+    other = {"observation_id": "3", "image_path": "b.jpg", "class_id": 5, "binomial_name": "Natrix natrix"}
+    rows = [first, other, {**first, **second, "image_path": "./sub/../a.jpg"}]
+    tables = [rows] if files == 1 else [rows[:2], rows[2:]]
+    paths = []
+    for n, table in enumerate(tables):
+        paths.append(tmp_path / f"meta{n}.csv")
+        pd.DataFrame(table).to_csv(paths[-1], index=False)
+    (root / "sub").mkdir()
+    store = Store(tmp_path / "store")
+    code = main(["ingest", "--store", str(store.root), "--metadata", *map(str, paths), "--image-root", str(root)])
+    err = capsys.readouterr().err
+    assert code == 2 and "1 photo(s) are listed in the metadata under more than one observation" in err, err
+    assert "a.jpg: observations 1 and 2" in err and not store.exists()

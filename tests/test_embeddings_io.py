@@ -193,9 +193,10 @@ REFUSALS = {
     "NaN and inf": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], vectors=_broken(d["vectors"])),
                     "3 row(s) have NaN, infinite or missing values in their vector (row 2, row 4, row 5)"),
     "repeated path": (lambda d: dict(path=["a", "b", "a", "b"] + d["path"][4:], observation_id=d["observation_id"], vectors=d["vectors"]),
-                      "4 rows repeat an image path (x.parquet row 1, x.parquet row 3, x.parquet row 2 and 1 more); each image must"),
+                      "4 rows share an image path with another row (x.parquet row 1, x.parquet row 3, x.parquet row 2 and 1 more); "
+                      "each image must"),
     "repeated image id": (lambda d: dict(image_id=[1, 2, 3, 1, 5], observation_id=d["observation_id"], vectors=d["vectors"]),
-                          "2 rows repeat an image_id (x.parquet row 1, x.parquet row 4)"),
+                          "2 rows share an image_id with another row (x.parquet row 1, x.parquet row 4)"),
     "unknown class": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], class_id=[7, 7, 999, 999, 1130], vectors=d["vectors"]),
                       "2 row(s) have a class_id the store's species table does not have (x.parquet row 3, x.parquet row 4)"),
     "unknown split": (lambda d: dict(path=d["path"], observation_id=d["observation_id"], split=["train", "train", "holdout", "holdout", "val"],
@@ -249,7 +250,8 @@ def test_class_ids_without_a_species_table_and_rows_across_batches(tiny_model_di
     assert "5 row(s) have a class_id (x.parquet row 1, x.parquet row 2, x.parquet row 3 and 2 more) but the store has no species " in err
     assert "give one with --species class_list.csv" in err
     other = write(tmp_path / "y.parquet", data["vectors"][:2], path=data["path"][3:5], observation_id=["o1", "o2"])
-    with pytest.raises(SnakewebError, match=r"4 rows repeat an image path \(x.parquet row 4, y.parquet row 1, x.parquet row 5 and 1 more\)"):
+    shared = r"4 rows share an image path with another row \(x.parquet row 4, y.parquet row 1, x.parquet row 5 and 1 more\)"
+    with pytest.raises(SnakewebError, match=shared):
         import_embeddings(Store(tmp_path / "s"), [write(tmp_path / "x.parquet", data["vectors"], path=data["path"],
                                                         observation_id=data["observation_id"]), other],
                           str(tiny_model_dir), batch_rows=2)

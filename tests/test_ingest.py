@@ -177,7 +177,8 @@ def test_one_photo_keeps_one_path_however_its_folder_is_spelled(tmp_path, tiny_m
 
     (photos / "loop").symlink_to(photos)  # a folder loop: loop/loop/Natrix natrix/1.jpg is Natrix natrix/1.jpg
     metadata = tmp_path / "metadata.csv"
-    pd.DataFrame({"observation_id": ["a", "b"], "image_path": ["Natrix natrix/1.jpg", "loop/loop/Natrix natrix/1.jpg"],
+    # (one observation: one photo under two observations is refused, tests/test_bad_inputs.py)
+    pd.DataFrame({"observation_id": ["a", "a"], "image_path": ["Natrix natrix/1.jpg", "loop/loop/Natrix natrix/1.jpg"],
                   "class_id": [1130, 1130]}).to_csv(metadata, index=False)
     other = tmp_path / "metadata-store"
     assert main(["ingest", "--store", str(other), "--metadata", str(metadata), "--image-root", os.path.relpath(photos)]) == 0
