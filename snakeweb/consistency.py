@@ -34,6 +34,20 @@ def one_animal_per_observation(rows: pd.DataFrame, table) -> None:
                              f"observation {first} ({table.where(mask, shown)}); one observation is one animal.")
 
 
+def one_value_per_observation(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every metadata row of an observation gets the observation's class id, name, country and subset where its own
+    cell is empty (the checks above refused two different values): the first row's empty cell became the
+    observation's, so an observation whose first row had no class_id was stored unlabelled and never trained on, and
+    one photo listed twice kept whichever row came first."""
+    frame = frame.copy()
+    key = frame["observation_id"].astype(str)
+    for column in ("class_id", "binomial_name", "country_code", "subset"):
+        if column in frame and frame[column].notna().any():
+            values = frame[column] if column == "class_id" else frame[column].astype(object)
+            frame[column] = values.fillna(values.groupby(key).transform("first"))
+    return frame
+
+
 def same_animal_as_stored(con, fresh: pd.DataFrame) -> None:
     """New photos of an observation already in the store show the same animal: another class id or country for it
     is refused, as within one file (one_animal_per_observation). Raises SnakewebError."""
@@ -45,13 +59,16 @@ def same_animal_as_stored(con, fresh: pd.DataFrame) -> None:
                                               "country_code": countries.astype(object).where(countries.notna(), None)}))
     clash = con.execute(
         "SELECT n.observation_id, o.class_id, n.class_id, o.country_code, n.country_code FROM _new_photos n JOIN observations o "
-        "USING (observation_id) WHERE (n.class_id IS NOT NULL AND o.class_id IS NOT NULL AND n.class_id <> o.class_id) OR "
-        "(n.country_code IS NOT NULL AND o.country_code IS NOT NULL AND n.country_code <> o.country_code)").fetchall()
+        "USING (observation_id) WHERE (n.class_id IS NOT NULL AND n.class_id IS DISTINCT FROM o.class_id) OR "
+        "(n.country_code IS NOT NULL AND n.country_code IS DISTINCT FROM o.country_code)").fetchall()
     con.unregister("_new_photos")
     if clash:
+        # a class or country given to a stored observation that had none is refused too: its stored photos would
+        # stay unlabelled (or countryless) beside the new ones, and the observation was kept without it, unsaid
         observation, old_class, new_class, old_country, new_country = clash[0]
-        what = (f"class {old_class} in the store, class {new_class} now" if old_class != new_class
-                else f"country {old_country} in the store, {new_country} now")
+        what = (f"{'no class' if old_class is None else f'class {old_class}'} in the store, class {new_class} now"
+                if old_class != new_class and new_class is not None
+                else f"{'no country' if old_country is None else f'country {old_country}'} in the store, {new_country} now")
         raise SnakewebError(f"{len({c[0] for c in clash})} observation(s) already in the store are given new photos of another "
                             f"species or country (e.g. observation {observation}: {what}); one observation is one animal: give "
                             "those photos their own observation id, or correct the class or country.")

@@ -18,6 +18,7 @@ import pandas as pd
 from snakeweb.consistency import (
     one_animal_across_files,
     one_animal_per_observation,
+    one_value_per_observation,
     refuse_relabels,
     repeated_with_other_values,
     same_animal_as_stored,
@@ -137,6 +138,7 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True)
     frame["class_id"] = frame["class_id"].astype("Int64")
     one_animal_across_files(frame)
+    frame = one_value_per_observation(frame)
     frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
     outside = "its image_path leads outside the image root, which snakeweb does not read"
     frame["error"] = [link_problem(Path(p), image_root, outside) for p in frame["path"]]
@@ -215,6 +217,8 @@ def ingest(
             listing["error"] = [error if isinstance(error, str) else reason for error, reason in zip(listing["error"], reasons)]
         refuse_relabels(listing, stored)
         fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
+        if images is not None:
+            fresh["observation_id"] = _own_observations(fresh, set(stored["observation_id"]))
         same_animal_as_stored(con, fresh)
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
         fresh["image_id"] = range(next_id, next_id + len(fresh))
@@ -250,6 +254,18 @@ def ingest(
                     "to include them", len(hidden), ", ".join(hidden[:5]), ", ..." if len(hidden) > 5 else "")
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped,
             "hidden": hidden}
+
+
+def _own_observations(fresh: pd.DataFrame, stored: set[str]) -> list[str]:
+    """Observation ids for new folder photos: the path relative to the folder, or the full path where a stored photo
+    from another folder has that relative path already (a second batch of `Natrix natrix/IMG_0001.jpg`: another
+    animal, which joined the stored observation and took its split)."""
+    taken = fresh["observation_id"].astype(str).isin(stored)
+    if taken.any():
+        log.warning("ingest: %d new photo(s) have the same species folder and file name as photos already in the store "
+                    "from another folder (e.g. %s); each is its own observation, named by its full path.",
+                    int(taken.sum()), fresh.loc[taken, "observation_id"].iloc[0])
+    return [path if clash else observation for observation, path, clash in zip(fresh["observation_id"], fresh["path"], taken)]
 
 
 def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:

@@ -215,3 +215,59 @@ def test_a_photo_linked_into_another_species_folder_keeps_its_own_species(tmp_pa
     assert "a hard link of Crotalus atrox/real.jpg" in images.loc["Crotalus atrox/real-again.jpg", "error"]
     assert "ambiguous" in images.loc["Crotalus atrox/same.jpg", "error"]
     assert not images.index.str.startswith("Crotalus viridis").any()  # its photos are read where they are
+
+
+def test_an_observation_takes_its_values_from_any_of_its_rows(tmp_path):
+    # the first row's empty cells became the observation's: stored unlabelled (never trained on), country lost,
+    # and one photo listed in two files kept whichever row came first (a test photo trained on)
+    root = tmp_path / "img"
+    for i in range(6):
+        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    (tmp_path / "a.csv").write_text("observation_id,image_path,class_id,binomial_name,country_code,subset\n"
+                                    "o1,0.jpg,,,,train\no1,1.jpg,1137,Natrix natrix,US,\n"
+                                    "o2,2.jpg,1137,Natrix natrix,,\no2,3.jpg,,,DE,val\n"
+                                    "o3,4.jpg,,,,\n")
+    (tmp_path / "b.csv").write_text("observation_id,image_path,class_id,binomial_name,country_code,subset\n"
+                                    "o3,4.jpg,1137,Natrix natrix,DE,test\no4,5.jpg,1137,Natrix natrix,DE,train\n")
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
+                 "--image-root", str(root)]) == 0
+    observations = store.query("SELECT observation_id, class_id, country_code, split FROM observations ORDER BY 1")
+    assert observations.values.tolist() == [["o1", 1137, "US", "train"], ["o2", 1137, "DE", "val"], ["o3", 1137, "DE", "test"],
+                                            ["o4", 1137, "DE", "train"]]
+    images = store.query("SELECT class_id, split FROM images ORDER BY path")
+    assert images["class_id"].tolist() == [1137] * 6 and images["split"].tolist() == ["train", "train", "val", "val", "test", "train"]
+
+
+def test_new_photos_may_not_label_a_stored_observation_that_had_no_class_or_country(tmp_path, capsys):
+    root = tmp_path / "img"
+    for i in range(4):
+        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    (tmp_path / "a.csv").write_text("observation_id,image_path,class_id,binomial_name,country_code,subset\n"
+                                    "o1,0.jpg,,,,train\no2,1.jpg,1137,Natrix natrix,,val\n")
+    store = Store(tmp_path / "store")
+    ingest = ["ingest", "--store", str(store.root), "--image-root", str(root), "--metadata"]
+    assert main([*ingest, str(tmp_path / "a.csv")]) == 0
+    before = store.query("SELECT * FROM observations ORDER BY 1")
+    for row, said in (("o1,2.jpg,1137,Natrix natrix,,train", "observation o1: no class in the store, class 1137 now"),
+                      ("o2,3.jpg,1137,Natrix natrix,DE,val", "observation o2: no country in the store, DE now")):
+        (tmp_path / "b.csv").write_text("observation_id,image_path,class_id,binomial_name,country_code,subset\n" + row + "\n")
+        assert main([*ingest, str(tmp_path / "b.csv")]) == 2
+        assert said in capsys.readouterr().err
+    assert store.query("SELECT * FROM observations ORDER BY 1").equals(before) and len(store.query("SELECT * FROM images")) == 2
+
+
+def test_a_second_folder_with_the_same_file_names_gives_new_observations(tmp_path, caplog):
+    # IMG_0001.jpg of a second batch joined the first batch's observation of that name and took its split
+    for batch, seed in (("a", 0), ("b", 100)):
+        for i in range(8):
+            make_photo(tmp_path / batch / "Natrix natrix" / f"IMG_{i:04d}.jpg", (40, 160, 60), seed=seed + i)
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(tmp_path / "a")]) == 0
+    before = store.query("SELECT observation_id, split FROM observations ORDER BY 1")
+    assert main(["ingest", "--store", str(store.root), "--images", str(tmp_path / "b")]) == 0
+    observations = store.query("SELECT observation_id, split FROM observations ORDER BY 1")
+    assert len(observations) == 16 and observations.merge(before).equals(before)
+    new = store.query("SELECT observation_id FROM images WHERE path LIKE '%/b/%'")["observation_id"]
+    assert sorted(new) == sorted(str((tmp_path / "b" / "Natrix natrix" / f"IMG_{i:04d}.jpg").absolute()) for i in range(8))
+    assert "8 new photo(s) have the same species folder and file name as photos already in the store" in caplog.text
