@@ -112,12 +112,15 @@ def refuse_relabels(listing: pd.DataFrame, stored: pd.DataFrame) -> None:
             differs &= new.notna() & old.notna()  # an empty subset gives no split; an unlabelled photo has none to keep
         if differs.any():
             first = both[differs].iloc[0]
-            fix = ("snakeweb does not move stored photos between splits: give them their stored subset (or none), or build a "
-                   "new store" if column == "split_given" else "snakeweb does not relabel stored photos: correct labels with "
-                   "reviews (the Review page or import-reviews), or build a new store")
+            fix = {"split_given": "snakeweb does not move stored photos between splits: give them their stored subset (or "
+                                  "none), or build a new store",
+                   "class_id": "snakeweb does not relabel stored photos: correct a class with reviews (the Review page or "
+                               "import-reviews), or build a new store"}.get(
+                column, f"snakeweb does not change a stored photo's {what}: give it its stored one, or build a new store")
+            old, new = (_comparable(first[c]) for c in (f"{column}_stored", column))
             raise SnakewebError(
                 f"{int(differs.sum())} photo(s) already in the store would get another {what} (e.g. {first['path']}: "
-                f"{_comparable(first[f'{column}_stored'])} -> {_comparable(first[column])}); {fix}.")
+                f"{'(empty)' if old is None else old} -> {'(empty)' if new is None else new}); {fix}.")
 
 
 def _comparable(value: object) -> object:

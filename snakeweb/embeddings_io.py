@@ -34,7 +34,7 @@ from snakeweb.ingest import checked_country_table, country_codes, record_numbere
 from snakeweb.paths import Spellings
 from snakeweb.progress import tqdm
 from snakeweb.species import combine_with_store
-from snakeweb.splits import read_subsets, update_splits
+from snakeweb.splits import read_subsets, split_of, update_splits
 from snakeweb.store import Store, refuse_a_store_file, set_meta, write_atomically
 from snakeweb.tables import Table, TableError
 from snakeweb.taxonomy import Taxonomy, taxonomy_path
@@ -240,7 +240,7 @@ def _metadata(table: Table, spellings: Spellings) -> dict[str, Any]:
     subsets = None
     if table.has("subset"):  # what export-embeddings writes for photos without a label, read as no subset
         table.frame.loc[table.frame["subset"].str.lower().eq("unlabelled") & class_ids.isna(), "subset"] = ""
-        subsets = read_subsets(table)
+        subsets = read_subsets(table).map(split_of)  # the split each names: 'train' and 'train-hm' are one split
     countries = country_codes(table)
     return {
         "given_id": pa.Array.from_pandas(given), "path": pa.array(paths, pa.string(), from_pandas=True),
@@ -279,12 +279,27 @@ def _write(con, names: list[str]) -> dict[str, int]:
             "(i.class_id IS DISTINCT FROM s.class_id OR i.observation_id <> s.observation_id OR "
             "(s.country_code IS NOT NULL AND o.country_code IS DISTINCT FROM s.country_code)))",
             "{n} row(s) would give a photo already in the store another class id, observation or country ({rows}); snakeweb "
-            "does not relabel stored photos: correct labels with reviews (the Review page or import-reviews), or build a new store.")
+            "does not relabel stored photos: correct a class with reviews (the Review page or import-reviews), or build a new store.")
+    # (a stored photo given another split was ignored, exit 0; ingest refuses it too)
+    _refuse(con, names, "EXISTS (SELECT 1 FROM images i WHERE i.path = s.path AND i.split IN ('train', 'val', 'test') AND "
+            "s.subset IS NOT NULL AND s.subset <> i.split)",
+            "{n} row(s) would move a photo already in the store to another split ({rows}); snakeweb does not move stored photos "
+            "between splits: give them their stored split (or none), or build a new store.")
     for column, what in (("class_id", "class_id"), ("country_code", "country"), ("subset", "split")):
-        store_rows = f"UNION ALL SELECT observation_id, {column} FROM observations" if column != "subset" else ""
-        _refuse(con, names, f"s.observation_id IN (SELECT observation_id FROM (SELECT observation_id, {column} FROM _import_staging "
-                f"{store_rows}) GROUP BY observation_id HAVING count(DISTINCT {column}) > 1)",
+        _refuse(con, names, f"s.observation_id IN (SELECT observation_id FROM _import_staging GROUP BY observation_id "
+                f"HAVING count(DISTINCT {column}) > 1)",
                 "{n} row(s) give one observation photos with different " + what + " values ({rows}); one observation is one animal.")
+    for column, what in (("class_id", "class"), ("country_code", "country")):
+        # a stored observation stored without a class or country may not get one either: its stored photos would
+        # stay without it (the value was dropped unsaid)
+        _refuse(con, names, f"s.{column} IS NOT NULL AND EXISTS (SELECT 1 FROM observations o WHERE o.observation_id = "
+                f"s.observation_id AND o.{column} IS DISTINCT FROM s.{column})",
+                "{n} row(s) give an observation already in the store another " + what + " than the store has for it, or one it "
+                "was stored without ({rows}); one observation is one animal: give those photos their own observation_id, or "
+                "correct the " + what + ".")
+    for column in ("class_id", "country_code", "subset"):  # each row of an observation takes the value another row gives it
+        con.execute(f"UPDATE _import_staging s SET {column} = m.v FROM (SELECT observation_id, max({column}) AS v FROM "
+                    f"_import_staging GROUP BY observation_id) m WHERE s.{column} IS NULL AND m.observation_id = s.observation_id")
     if not con.execute("SELECT count(*) FROM species").fetchone()[0]:
         _refuse(con, names, "s.class_id IS NOT NULL", "{n} row(s) have a class_id ({rows}) but the store has no species table "
                 "to say which species each is; give one with --species class_list.csv (class_id, binomial_name, venomous or MIVS), "

@@ -167,6 +167,26 @@ def test_images_by_id_splits_countries_and_new_ids(tiny_model_dir, species_csv, 
                                               observation_id=[data["observation_id"][0], data["observation_id"][2]],
                                               split=["val", "train"])], str(tiny_model_dir))
     assert Store(store).query("SELECT image_id, split FROM images ORDER BY image_id").equals(before)
+    # a stored photo given another split was ignored with exit 0; a class or country for a stored observation that
+    # had none was dropped (its new photo stored with the class, in split unlabelled)
+    refusals = ((dict(image_id=[10], observation_id=[data["observation_id"][0]], class_id=[1130], split=["val"]),
+                 "1 row(s) would move a photo already in the store to another split"),
+                (dict(path=["/new/a.jpg"], observation_id=[data["observation_id"][4]], class_id=[7], split=["val"]),
+                 "give an observation already in the store another class than the store has for it, or one it was stored without"),
+                (dict(path=["/new/b.jpg"], observation_id=[more["observation_id"][0]], country=["FR"]),
+                 "give an observation already in the store another country"))
+    for n, (columns, said) in enumerate(refusals):
+        with pytest.raises(SnakewebError, match=re.escape(said)):
+            import_embeddings(Store(store), [write(tmp_path / f"refused{n}.parquet", data["vectors"][:1], **columns)], str(tiny_model_dir))
+    assert Store(store).query("SELECT image_id, split FROM images ORDER BY image_id").equals(before)
+    # one observation's rows: 'train' and 'train-hm' are one split, and a row with empty cells takes the others' values
+    same = rows(3, seed=3)
+    assert run_import(store, [write(tmp_path / "same.parquet", same["vectors"], path=same["path"], observation_id=["n1"] * 3,
+                                    class_id=[None, 7, 7], split=["train", "Train-HM", None], country=[None, "FR", None])],
+                      tiny_model_dir) == 0
+    added = Store(store).query("SELECT i.class_id, i.split, o.country_code FROM images i JOIN observations o USING (observation_id) "
+                               "WHERE observation_id = 'n1'")
+    assert added.values.tolist() == [[7, "train", "FR"]] * 3
 
 
 def _broken(vectors: np.ndarray) -> np.ndarray:

@@ -398,6 +398,15 @@ def test_no_later_ingest_moves_an_observation_of_an_officially_split_store(tmp_p
     assert main([*ingest, str(relisted)]) == 2
     err = capsys.readouterr().err
     assert "photo(s) already in the store would get another split" in err and "does not move stored photos between splits" in err
+    # the values are shown as a person writes them, and the advice fits what would change (reviews change classes only)
+    emptied = write(tmp_path / "emptied.csv", "\n".join([header, "o0,0a.jpg,,,train"]) + "\n")
+    assert main([*ingest, str(emptied)]) == 2
+    assert "would get another class id (e.g. " in (err := capsys.readouterr().err) and "0a.jpg: 405 -> (empty))" in err
+    moved = write(tmp_path / "moved.csv", "\n".join([header, "x9,0a.jpg,405,Crotalus atrox,train"]) + "\n")
+    assert main([*ingest, str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert "0a.jpg: o0 -> x9); snakeweb does not change a stored photo's observation: give it its stored one" in err
+    assert "review" not in err
     # a new photo of a stored observation showing another species (it was stored under the observation, exit 0)
     make_photo(root / "other.jpg", (20, 90, 140), seed=77)
     species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n1130,Natrix natrix,0\n")
