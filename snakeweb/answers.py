@@ -202,6 +202,10 @@ class Answers:
     out_of_range: list[bool | None]
     class_index: np.ndarray  # int: the species' class index when rank is species, else -1
     probabilities: np.ndarray  # [n, K] after the range step
+    # int: the species that minimises expected Track2 cost, as the venom rule sees it (a possibly venomous species
+    # the range step removed stays the call: the range never makes a snake look safer), -1 without species
+    venom_aware: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    venom_aware_score: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float: its probability where it was chosen
 
 
 def answer_venom_weight(thresholds: Thresholds | None, head_weight: float) -> float:
@@ -283,11 +287,18 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     # rattlesnake photographed where no rattlesnake is recorded is an escaped pet until shown otherwise
     p_venomous = np.maximum(probs @ venomous.astype(np.float64), raw @ venomous.astype(np.float64))
     p_unknown = np.maximum(probs @ (taxa.status == "unknown").astype(np.float64), raw @ (taxa.status == "unknown").astype(np.float64))
-    if venom_rule and len(taxa):
+    # each share is the larger of before and after the range step, so together they could pass 100% (72% venomous
+    # and 51% unknown): the unknown share is what the venomous share leaves at most
+    p_unknown = np.minimum(p_unknown, np.clip(1.0 - p_venomous, 0.0, None))
+    safe, safe_score = np.full(n, -1, np.int64), np.full(n, np.nan)
+    if len(taxa):
         possibly = taxa.possibly_venomous()
         safe = cost_aware_choice(probs, possibly, venom_weight)
         safe_raw = cost_aware_choice(raw, possibly, venom_weight) if probs is not raw else safe
-        safe = np.where(possibly[safe_raw] & ~possibly[safe], safe_raw, safe)
+        from_raw = possibly[safe_raw] & ~possibly[safe]
+        safe = np.where(from_raw, safe_raw, safe)
+        safe_score = np.where(from_raw, raw[np.arange(n), safe], probs[np.arange(n), safe])
+    if venom_rule and len(taxa):
         for i, r in enumerate(answer_rank):
             if not r or statuses[r][taxon[i]] != "harmless" or not possibly[safe[i]]:
                 continue
@@ -311,12 +322,15 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         _, group_names = taxa.group(r)
         names.append(group_names[taxon[i]])
         scores[i] = per_rank[r][i, taxon[i]]
+        if source[i] == "venom_rule" and from_raw[i]:  # a species the range step removed: its probability before it
+            scores[i] = taxa.sums(raw[i:i + 1], r)[0, taxon[i]]
         status_out[i] = statuses[r][taxon[i]]
         if r == "species":
             class_index[i] = taxon[i]
     return Answers(rank=answer_rank, taxon=taxon, name=names, score=scores, source=source, venom_status=status_out,
                    p_venomous=p_venomous, p_unknown_venom=p_unknown, unconstrained_top=unconstrained_top,
-                   out_of_range=out_of_range, class_index=class_index, probabilities=probs)
+                   out_of_range=out_of_range, class_index=class_index, probabilities=probs, venom_aware=safe,
+                   venom_aware_score=safe_score)
 
 
 def correct_at_rank(answers: Answers, truth_index: np.ndarray, taxa: Taxa) -> np.ndarray:

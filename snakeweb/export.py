@@ -123,7 +123,8 @@ def _joined(parts: list[Answers]) -> Answers | None:
     if not parts:
         return None
     fields = {}
-    for name in ("rank", "taxon", "score", "source", "venom_status", "p_venomous", "p_unknown_venom", "unconstrained_top", "class_index"):
+    for name in ("rank", "taxon", "score", "source", "venom_status", "p_venomous", "p_unknown_venom", "unconstrained_top", "class_index",
+                 "venom_aware", "venom_aware_score"):
         fields[name] = np.concatenate([getattr(p, name) for p in parts])
     for name in ("name", "out_of_range"):
         fields[name] = [value for p in parts for value in getattr(p, name)]

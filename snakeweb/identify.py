@@ -12,7 +12,7 @@ import pandas as pd
 from snakeweb.aggregate import combine, top_k
 from snakeweb.answers import RANGE_MODES, RANKS, UNKNOWN_TAXON, Taxa, Thresholds, answer_venom_weight, decide
 from snakeweb.countries import country_name
-from snakeweb.decisions import CountryPrior, cost_aware_choice
+from snakeweb.decisions import CountryPrior
 from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.index import load_index
@@ -305,8 +305,8 @@ class Identifier:
         result.raw_top_k = self.top_candidates(raw[0], top)
         result.species = self.top_candidates(probabilities, top)
         result.unconstrained_top = self.candidate(int(self.taxa.class_ids[answer.unconstrained_top[0]]), float(raw[0].max()))
-        chosen = int(cost_aware_choice(probabilities[None, :], self.taxa.possibly_venomous(), self.venom_weight)[0])
-        result.venom_aware = self.candidate(int(self.taxa.class_ids[chosen]), float(probabilities[chosen]))
+        chosen = int(answer.venom_aware[0])  # the decision's own call (it sees past the range step, as the venom rule does)
+        result.venom_aware = self.candidate(int(self.taxa.class_ids[chosen]), float(answer.venom_aware_score[0]))
         result.uncertain = bool(probabilities.max() < uncertain_below)
         result.explanation = unlike + self.explain(result, result.p_venomous, result.p_unknown_venom, self.venom_weight)
         result.provenance = self.provenance(rank, range_mode, aggregation, uncertain_below)

@@ -115,6 +115,26 @@ def test_range_filter_removes_species_recorded_absent_and_flags_out_of_range(tax
     assert (everything.name[0], everything.source[0]) == ("Crotalus atrox", "classifier")
 
 
+def test_the_venom_aware_call_and_venom_shares_see_past_the_range_step(taxa):
+    # both rattlesnakes recorded as not present: the filter leaves only harmless species
+    p = row(Crotalus_atrox=0.7, Nerodia_sipedon=0.3)
+    records = np.array([[-1, 0, 0, 1, -1, -1]])
+    a = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), range_mode="filter", records=records)
+    # the venom-aware call was Nerodia sipedon (harmless, 100% after the filter) beside p_venomous 0.7
+    assert a.venom_aware[0] == ORDER.index(405) and a.venom_aware_score[0] == pytest.approx(0.7)
+    assert a.p_venomous[0] == pytest.approx(0.7) and a.source[0] == "venom_rule"
+    # a fixed rank answers with the venom-aware species' taxon, with its probability before the filter (it said 0%)
+    fixed = decide(p, taxa, None, rank="species", range_mode="filter", records=records)
+    assert (fixed.name[0], fixed.source[0]) == ("Crotalus atrox", "venom_rule") and fixed.score[0] == pytest.approx(0.7)
+    # venomous 0.7 before the filter, unknown 0.2 / 0.3 = 0.67 after it: each the larger, the pair was 137%
+    shares = decide(row(Crotalus_atrox=0.7, Nerodia_sipedon=0.1, class_54=0.2), taxa, None, range_mode="filter", records=records)
+    assert shares.p_venomous[0] == pytest.approx(0.7) and shares.p_unknown_venom[0] == pytest.approx(0.3)
+    assert shares.venom_aware[0] == ORDER.index(54)  # of unknown venom status: possibly venomous, after the filter
+    # without a range step the call is the cost-aware species of the probabilities themselves
+    plain = decide(row(Nerodia_sipedon=0.9, Pantherophis_guttatus=0.1), taxa, None)
+    assert plain.venom_aware[0] == ORDER.index(1137) and plain.venom_aware_score[0] == pytest.approx(0.9)
+
+
 def test_prior_weights_change_the_answer(taxa):
     p = row(Crotalus_atrox=0.6, Nerodia_sipedon=0.4)
     weights = np.array([[1, 0.02, 1, 1, 1, 1]])  # Crotalus atrox down-weighted
