@@ -80,7 +80,10 @@ def answer_sentence(result, unconstrained_top: str, country: str | None) -> str:
     """The answer at its rank, and where it came from, in one or two sentences."""
     name, rank = result.prediction, result.prediction_rank
     family = f" ({result.prediction_family})" if result.prediction_family and rank != "family" else ""
-    if rank is None and result.out_of_store:
+    if rank is None and result.uncertain:
+        text = ("Not named: no species reaches the confidence asked for (--uncertain-below); the candidates below are "
+                "possibilities, not an identification.")
+    elif rank is None and result.out_of_store:
         text = "Not named: this does not look like a snake in this store; the candidates below are guesses."
     elif rank is None and result.prediction_source == "venom_rule":
         text = (f"Not named: the likeliest answer is a harmless snake, but venomous species carry {result.p_venomous:.0%} "
@@ -300,6 +303,10 @@ class Identifier:
                           "reach, so no taxon is named. ")
         answer = decide(raw, self.taxa, self.thresholds, self.head.venom_weight, rank, applied_mode, weights, records,
                         out_of_store=np.array([bool(result.out_of_store)]))
+        result.uncertain = bool(answer.probabilities[0].max() < uncertain_below)
+        if result.uncertain and answer.rank[0]:  # candidates, not an answer: the user asked for no name below this
+            answer = decide(raw, self.taxa, self.thresholds, self.head.venom_weight, rank, applied_mode, weights, records,
+                            out_of_store=np.array([True]))
         probabilities = answer.probabilities[0]
         self._fill_answer(result, answer)
         result.raw_top_k = self.top_candidates(raw[0], top)
@@ -307,7 +314,6 @@ class Identifier:
         result.unconstrained_top = self.candidate(int(self.taxa.class_ids[answer.unconstrained_top[0]]), float(raw[0].max()))
         chosen = int(answer.venom_aware[0])  # the decision's own call (it sees past the range step, as the venom rule does)
         result.venom_aware = self.candidate(int(self.taxa.class_ids[chosen]), float(answer.venom_aware_score[0]))
-        result.uncertain = bool(probabilities.max() < uncertain_below)
         result.explanation = unlike + self.explain(result, result.p_venomous, result.p_unknown_venom, self.venom_weight)
         result.provenance = self.provenance(rank, range_mode, aggregation, uncertain_below)
         result.venom_level = venom_level(result)

@@ -148,6 +148,10 @@ def test_identify_country_prior_uncertain_and_venom_aware_call(built_store, phot
     assert german["country"] == "DE" and p_german[1740] < p_plain[1740] and p_german[1740] > 0
     assert german["uncertain"] is True and plain["uncertain"] is False
     assert "Uncertain" in german["explanation"]
+    # candidates, not an answer: no taxon is named below the confidence asked for (a species was named anyway)
+    assert german["prediction_rank"] is None and german["prediction"] == "unknown snake"
+    assert german["answer_text"].startswith("Not named: no species reaches the confidence asked for")
+    assert plain["prediction_rank"] is not None
     assert plain["venom_aware"]["class_id"] == 1740  # the most likely species is itself venomous
 
 
