@@ -189,6 +189,8 @@ def export_answers(store: Store, out: Path, fmt: str | None = None, **options) -
         write_atomically(Path(out), lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records)))
     else:
         frame = pd.DataFrame([{k: json.dumps(v) if k in NESTED else v for k, v in r.items()} for r in records])
+        if "prediction_class_id" in frame:  # a whole number (a column with empty cells was written 29.0)
+            frame["prediction_class_id"] = frame["prediction_class_id"].astype("Int64")
         write_atomically(Path(out), lambda tmp: frame.to_csv(tmp, index=False))
     return records
 

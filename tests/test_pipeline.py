@@ -274,6 +274,11 @@ def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path
     assert len(records) == int(built_store.query("SELECT count(*) n FROM observations")["n"][0])
     unreadable = [r for r in records if r["failures"]]
     assert len(unreadable) == 2 and all(r["prediction_source"] == "abstain" and r["p_venomous"] is None for r in unreadable)
+    # the CSV form carries the same class ids as whole numbers (abstentions left the column float: 29.0)
+    assert main(["export", "--store", str(built_store.root), "--answers", "--out", str(tmp_path / "answers.csv")]) == 0
+    ids = pd.read_csv(tmp_path / "answers.csv", dtype=str)["prediction_class_id"]
+    assert ids.isna().sum() >= 2 and ids.dropna().str.fullmatch(r"\d+").all()
+    assert sorted(ids.dropna().astype(int)) == sorted(r["prediction_class_id"] for r in records if r["prediction_class_id"] is not None)
 
     observation = records[0]["observation_id"]
     add_review(built_store, observation, "Ana", SYNTHETIC_SPECIES["Vipera berus"], "checked the head scales")
