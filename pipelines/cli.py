@@ -119,7 +119,9 @@ def _score(args: argparse.Namespace) -> None:
         unlisted = sorted(set(ids.astype(int)) - set(flags.index))
         if unlisted:
             print(f"note: {len(unlisted)} {what} class id(s) are not in the venomous list (e.g. "
-                  f"{', '.join(map(str, unlisted[:5]))}); the official metric counts them as harmless.", file=sys.stderr)
+                  f"{', '.join(map(str, unlisted[:5]))}); the official metric counts them as harmless, so a venomous one "
+                  "called harmless is not counted as a venom error: give a venomous list with every class "
+                  "(SnakeCLEF's venomous_status_list.csv has them all).", file=sys.stderr)
     scores = official_scores(truth, submission, set(flags.index[flags.to_numpy()].astype(int)))
     if args.json:
         _emit(json.dumps(scores))

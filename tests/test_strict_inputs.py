@@ -175,7 +175,7 @@ def test_score_reads_semicolons_bom_and_excel_flags_and_names_unlisted_classes(t
     assert main(["score", "--metadata", str(truth), "--predictions", str(submission), "--venomous", str(venomous), "--json"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["Accuracy"] == 100.0
-    assert "not in the venomous list (e.g. 7)" in out.err
+    assert "not in the venomous list (e.g. 7)" in out.err and "a venomous one called harmless is not counted as a venom error" in out.err
 
 
 # 3. countries: no fuzzy match ever picks one for the user ------------------------------------------------
