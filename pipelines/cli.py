@@ -171,8 +171,9 @@ def _export(args: argparse.Namespace) -> None:
         names = store.species().set_index("class_id")["binomial_name"]
         shown = ", ".join(f"{names.get(c, '?')} -> {c}" for c in sorted(set(invented["class_id"]))[:5])
         print(f"note: {len(invented)} observation(s) are predicted as classes snakeweb numbered itself because no species "
-              f"table gave them an id ({shown}); a SnakeCLEF scorer counts those as wrong. Give --species class_list.csv "
-              "at ingest to use SnakeCLEF's ids.", file=sys.stderr)
+              f"table gave them an id ({shown}); a SnakeCLEF scorer counts those as wrong. These species are not in the species "
+              "table given at ingest (or none was given): give one that has them (--species class_list.csv) to use "
+              "SnakeCLEF's ids, or leave their photos out.", file=sys.stderr)
 
 
 def _counts(values: list[str]) -> str:
@@ -394,7 +395,8 @@ def _run_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command again to go on.", file=sys.stderr)
+        print("interrupted: finished work is kept; run the same command again to go on." if args.command in WRITING_COMMANDS
+              else "interrupted.", file=sys.stderr)
         return 130
     except Exception as exc:
         # DuckDB past its memory cap (named by class, so light commands need not import duckdb to catch it)

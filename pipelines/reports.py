@@ -58,6 +58,10 @@ def print_evaluation(report: dict) -> None:
         print(f"note: {report['observations_without_usable_photos']} labelled {report['split']} observation(s) are not scored: none "
               "of their photos could be read (see `images` rows with status 'error').")
     chosen = {k: v for k, v in report["chosen_on_validation"].items() if v is not None}
+    if "blend_weight" in chosen:  # the linear head's share, which means nothing for other heads; train prints the kNN's
+        share = chosen.pop("blend_weight")
+        if report.get("head") == "linear+knn":
+            chosen["knn_blend_weight"] = round(1.0 - share, 6)
     print("chosen on validation: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()))
     if report.get("classes_with_unknown_venom_status"):
         print(f"note: {report['classes_with_unknown_venom_status']} species have venom status unknown; "

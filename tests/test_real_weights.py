@@ -109,3 +109,24 @@ def test_default_offline_concat_backbone_joins_its_parts_and_flip_tta_changes_th
     assert flipped.fingerprint == backbone.fingerprint + "|tta=flip"
     averaged = np.stack(next(embed_images(flipped, [(p.name, p) for p in photos], "concat")).vectors)
     assert not np.allclose(averaged, joined, atol=1e-3) and (np.sum(averaged * joined, axis=1) > 0.9).all()
+
+
+def test_check_verifies_the_packaged_efficientnet_weights_against_the_recorded_fingerprint():
+    # check said "hub weights: verified by revision" for the default offline model, and verified nothing
+    from dataclasses import asdict
+
+    from snakeweb.integrity import _packaged_weights
+    from snakeweb.models import AUTO_OFFLINE_MODEL, efficientnet_weights, resolve_model
+    from snakeweb.offline_weights import sha256_of
+
+    config = resolve_model(AUTO_OFFLINE_MODEL)
+    parts = config.location.split("+")
+    digests = {name: sha256_of(efficientnet_weights(REGISTRY[name]))[:16] for name in parts}
+    recorded = "concat(" + ",".join(f"{name}@sha256:{digests[name]}" for name in parts) + ")"
+    verdict = _packaged_weights(recorded, asdict(config))
+    assert verdict.ok and verdict.detail.endswith("package weights sha256 match")
+    changed = recorded.replace(digests[parts[1]], "0" * 16)
+    verdict = _packaged_weights(changed, asdict(config))
+    assert not verdict.ok and f"the installed weights of {parts[1]} have CHANGED" in verdict.detail
+    alone = _packaged_weights(f"{parts[0]}@sha256:{digests[parts[0]]}", asdict(REGISTRY[parts[0]]))
+    assert alone.ok

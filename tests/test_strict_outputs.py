@@ -281,3 +281,17 @@ def test_metrics_page_shows_unknown_status_not_venomous(store, monkeypatch):
     assert any("venom status unknown" in w.value for w in app.warning)
     per_species = next(d.value for d in app.dataframe if "venom status" in getattr(d.value, "columns", []))
     assert per_species.set_index("binomial_name").loc["Zamenis longissimus", "venom status"] == "unknown"
+
+
+def test_ctrl_c_says_work_is_kept_only_for_commands_that_keep_work(store, photo_folder, capsys, monkeypatch):
+    import pipelines.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_identify", interrupted)
+    monkeypatch.setattr(cli, "_stage", interrupted)
+    assert main(["identify", "--store", str(store.root), str(photo_folder / "Natrix_natrix" / "01.jpg")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted."  # identify keeps nothing: it said "finished work is kept"
+    assert main(["project", "--store", str(store.root)]) == 130
+    assert "finished work is kept; run the same command again" in capsys.readouterr().err

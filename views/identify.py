@@ -139,7 +139,7 @@ with st.expander("Where this answer came from"):
         f"- **Head** {provenance.get('head_kind')} `{provenance.get('head_id')}`",
         f"- **Store** `{provenance.get('store_id') or '—'}`",
         f"- **Answer rank** {decision.get('rank')}; thresholds chosen on validation: "
-        + ("none (always the most likely species)" if not thresholds else
+        + ("none (the most likely species, unless withheld)" if not thresholds else
            ", ".join(f"{r} {t:.2f}" if t is not None else f"{r} never" for r, t in thresholds.items())
            + (f" (target precision {decision['target_precision']:.0%})" if decision.get("target_precision") else "")),
         f"- **Range check** {decision.get('range_mode')} · country "
