@@ -74,7 +74,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     # as predict, export and the Metrics page: the table recorded at ingest unless another is named
     table = args.country_table or store.get_meta("country_table")
     try:
-        prior = CountryPrior.from_csv(table) if table else None
+        prior = CountryPrior.from_csv(table, notes=bool(args.country_table)) if table else None
     except SnakewebError as exc:
         if args.country_table:
             raise
@@ -255,12 +255,11 @@ def _identify(args: argparse.Namespace) -> int:
                                          range_mode=args.range_mode)
         except SnakewebError as exc:
             failures += 1
+            print(f"error: {exc}", file=sys.stderr)  # for a person, as every other refusal; stdout stays JSON only
             if args.json:
                 # the schema's identification_error: what was asked, why nothing came of it, and each photo's reason
                 _emit(json.dumps({"schema": SCHEMA_VERSION, "inputs": [str(p) for p in group], "error": str(exc),
                                   "failures": [asdict(f) for f in getattr(exc, "failures", [])]}))
-            else:
-                print(f"error: {exc}", file=sys.stderr)
             continue
         if args.json:
             _emit(json.dumps(result.to_json()))

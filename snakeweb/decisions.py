@@ -117,8 +117,11 @@ class CountryPrior:
     source: str = ""
 
     @classmethod
-    def from_csv(cls, path: str | Path, floor: float = 0.02) -> CountryPrior:
-        """Read and check a species x country table; a SnakewebError says what is wrong with it."""
+    def from_csv(cls, path: str | Path, floor: float = 0.02, notes: bool = True) -> CountryPrior:
+        """Read and check a species x country table; a SnakewebError says what is wrong with it. Its notes (columns
+        left out, repeated rows) are warnings, or with `notes=False` (a table recorded at ingest, which said them
+        then) info lines, so identify does not repeat them on every photo."""
+        say = log.warning if notes else log.info
         table = read_table(path, "species x country table")
         if table.frame.shape[1] < 2 or not len(table):
             raise table.fail("it needs species names in the first column and one column per country.")
@@ -148,7 +151,7 @@ class CountryPrior:
             raise table.fail(f"{len(refused)} column header(s) name no one country. " + " ".join(refused[:3])
                              + " Rename or remove those columns.")
         if unmatched:
-            log.warning("%d column(s) of the species x country table %s name no country snakeweb knows and are not used: %s",
+            say("%d column(s) of the species x country table %s name no country snakeweb knows and are not used: %s",
                         len(unmatched), path, ", ".join(unmatched[:10]))
         flags = pd.DataFrame({column: table.flags(column, true_words=PRESENT_WORDS, false_words=ABSENT_WORDS,
                                                   accepted=ACCEPTED_PRESENCE) for column in codes})
@@ -156,7 +159,7 @@ class CountryPrior:
         presence.columns = [codes[c] for c in presence.columns]
         repeated = sorted({c for c in presence.columns if list(presence.columns).count(c) > 1})
         if repeated:
-            log.warning("The species x country table %s has more than one column for %s; a species counts as present "
+            say("The species x country table %s has more than one column for %s; a species counts as present "
                         "where any of them says so.", path, ", ".join(repeated))
             presence = presence.T.groupby(level=0).max().T
         # a trinomial's records are its species' records (the store's classes are species)
@@ -165,7 +168,7 @@ class CountryPrior:
         presence = presence[presence.index != ""]
         if presence.index.duplicated().any():
             shown = sorted(set(presence.index[presence.index.duplicated()]))
-            log.warning("The species x country table %s has more than one row for %d species (e.g. %s, or subspecies of one "
+            say("The species x country table %s has more than one row for %d species (e.g. %s, or subspecies of one "
                         "species); a species counts as present where any of its rows says so.", path, len(shown), ", ".join(shown[:3]))
             presence = presence.groupby(level=0).max()
         return cls(presence=presence, unmatched_countries=unmatched, floor=floor, source=str(path))

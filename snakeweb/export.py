@@ -214,7 +214,7 @@ def store_answers(store: Store, predicted, aggregation: str = "mean-log") -> int
 
     table = store.get_meta("country_table")
     try:
-        prior = CountryPrior.from_csv(table) if table else None
+        prior = CountryPrior.from_csv(table, notes=False) if table else None
     except SnakewebError as exc:  # the recorded table has moved: answers without the range step, and say so
         print(f"predict: answers without the country step: {exc}")
         prior = None

@@ -188,7 +188,7 @@ class Identifier:
         table = country_table or store.get_meta("country_table")
         self.base_prior, self.prior_error = None, None
         try:
-            self.base_prior = CountryPrior.from_csv(table) if table else None
+            self.base_prior = CountryPrior.from_csv(table, notes=bool(country_table)) if table else None
         except SnakewebError as exc:
             if country_table:  # the table the user passed: say so now
                 raise

@@ -524,6 +524,13 @@ def test_country_tables_with_marks_trinomials_and_repeated_rows_or_columns(tmp_p
     assert prior.note("GB", ["Crotalus atrox"]).startswith("The species x country table has no records for")
     assert "None of this store's species is recorded in Namibia" in prior.note("NA", ["Crotalus atrox"])
     assert prior.note("MX", ["Crotalus atrox"]) is None
+    # a table recorded at ingest said its notes there: read again (identify, export), they are info lines, not
+    # two warnings on every identification
+    caplog.clear()
+    with caplog.at_level("INFO", logger="snakeweb.decisions"):
+        again = CountryPrior.from_csv(table, notes=False)
+    assert again.presence.equals(prior.presence) and "more than one row for 1 species" in caplog.text
+    assert {r.levelname for r in caplog.records} == {"INFO"}
 
 
 @pytest.mark.parametrize("text, words", [

@@ -34,7 +34,7 @@ def scored(root: str, split: str, countries: tuple[str, ...], version: tuple) ->
         saved = stored_report(Store(root), split, table)
         if saved is not None:
             return saved
-    prior = CountryPrior.from_csv(table) if table else None
+    prior = CountryPrior.from_csv(table, notes=False) if table else None  # (said at ingest)
     return evaluate(Store(root), split, prior, countries=list(countries), save=False, country_table=table)
 
 

@@ -19,7 +19,7 @@ RECORD_WORDS = {1: "recorded present", 0: "recorded absent", -1: "no record"}
 @st.cache_data(show_spinner=False, max_entries=2)
 def shipped_table(path: str, modified: float) -> CountryPrior:
     """The species x country table the store was built with, read once per file version (it takes about a second)."""
-    return CountryPrior.from_csv(path)
+    return CountryPrior.from_csv(path, notes=False)  # (said at ingest)
 
 
 store = current_store()
