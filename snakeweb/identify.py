@@ -222,10 +222,11 @@ class Identifier:
         self.prior = self.ranges.current()
         return self.prior
 
-    def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[int], np.ndarray, list[InputFailure]]:
-        """(positions of the usable inputs, their vectors [n, d], failures). Inputs are keyed by position, so
-        three uploads all named image.jpg each get their own vector or failure."""
-        positions, vectors, failures = [], [], []
+    def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[int], np.ndarray, list[InputFailure], list[str]]:
+        """(positions of the usable inputs, their vectors [n, d], failures, notes on photos that were used: an
+        animation or multi-page file of which only the first frame was). Inputs are keyed by position, so three
+        uploads all named image.jpg each get their own vector or failure."""
+        positions, vectors, failures, notes = [], [], [], []
         items = [(i, source) for i, (_, source) in enumerate(sources)]
         seen: dict[str, int] = {}  # sha256 -> first position: the same photo twice must not count twice
         for batch in embed_images(self.backbone, items, self.feature_kind, batch_size=16):
@@ -238,7 +239,10 @@ class Identifier:
                     seen[decoded.sha256] = int(position)
                     positions.append(int(position))
                     vectors.append(vector)
-        return positions, (np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)), failures
+                    if decoded.frames > 1:
+                        notes.append(f"Photo {position + 1} ({sources[position][0]}) has {decoded.frames} frames (an animation or a "
+                                     "multi-page file); only the first was used: give the frame that shows the snake as its own photo.")
+        return positions, (np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)), failures, notes
 
     def identify(
         self, sources: list[tuple[str, str | Path | bytes]], top: int = 5, neighbours: int = 12,
@@ -266,8 +270,9 @@ class Identifier:
                 raise SnakewebError("A country needs the species x country table: pass --country-table Species_Relevance.csv, "
                                     "or add range records on the Review page.")
             code = CountryPrior.country_code(country)
-        positions, vectors, failures = self.embed(sources)
+        positions, vectors, failures, frame_notes = self.embed(sources)
         result = Identification(inputs=[str(n) for n, _ in sources], failures=failures, country=code, range_mode=range_mode)
+        result.notes.extend(frame_notes)
         if not positions:
             raise NoUsablePhotos("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures), failures)
         raw = combine(self.head.predict_log_proba(vectors, self.index), aggregation)[None, :]

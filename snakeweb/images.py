@@ -49,6 +49,7 @@ class DecodedImage:
     size_bytes: int
     width: int  # of the original, upright
     height: int
+    frames: int = 1  # an animated GIF or WebP, or a multi-page TIFF, has more: only the first is used
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -224,6 +225,7 @@ def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
     """
     with _pillow_errors():
         image, header = _open_checked(data)
+        frames = int(getattr(image, "n_frames", 1) or 1)
         digest = hashlib.sha256(data).hexdigest()
         if min_side and image.format == "JPEG":
             image.draft("RGB", (min_side, min_side))
@@ -231,7 +233,8 @@ def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
             image = _reduce(image, min_side)
         image = ImageOps.exif_transpose(image)
         image = _to_rgb(image)
-    return DecodedImage(image=image, sha256=digest, size_bytes=len(data), width=header.width, height=header.height)
+    return DecodedImage(image=image, sha256=digest, size_bytes=len(data), width=header.width, height=header.height,
+                        frames=frames)
 
 
 MAX_FILE_BYTES = 200_000_000  # no photo is larger; a bigger file is not read into memory

@@ -295,3 +295,18 @@ def test_ctrl_c_says_work_is_kept_only_for_commands_that_keep_work(store, photo_
     assert capsys.readouterr().err.strip() == "interrupted."  # identify keeps nothing: it said "finished work is kept"
     assert main(["project", "--store", str(store.root)]) == 130
     assert "finished work is kept; run the same command again" in capsys.readouterr().err
+
+
+def test_an_animation_or_multi_page_photo_says_only_its_first_frame_was_used(store, photo_folder, tmp_path, capsys):
+    from PIL import Image
+
+    snake = Image.open(photo_folder / "Natrix_natrix" / "01.jpg").convert("RGB")
+    blank = Image.new("RGB", snake.size, (0, 0, 0))
+    for name in ("moving.gif", "pages.tiff"):
+        blank.save(tmp_path / name, save_all=True, append_images=[snake])
+    plain = str(photo_folder / "Natrix_natrix" / "01.jpg")
+    assert main(["identify", "--store", str(store.root), "--json", "--each", str(tmp_path / "moving.gif"), str(tmp_path / "pages.tiff"),
+                 plain]) == 0
+    notes = [json.loads(line)["notes"] for line in capsys.readouterr().out.splitlines()]
+    assert any("has 2 frames (an animation or a multi-page file); only the first was used" in n for n in notes[0])
+    assert any("pages.tiff) has 2 frames" in n for n in notes[1]) and not any("frames" in n for n in notes[2])

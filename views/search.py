@@ -36,7 +36,7 @@ else:
     if upload is None:
         st.info("Upload a photo to find similar ones.")
         st.stop()
-    _, vectors, failures = model.embed([(upload.name, upload.getvalue())])
+    _, vectors, failures, _ = model.embed([(upload.name, upload.getvalue())])
     if failures:
         st.error(f"{upload.name}: {failures[0].reason}")
         st.stop()
