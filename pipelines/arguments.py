@@ -156,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
                         help="every observation's answer in the output schema (JSON lines, or CSV when --out ends .csv)")
     export.add_argument("--rank", choices=RANKS, help="--answers: answer at this rank (default: thresholds chosen on validation)")
     export.add_argument("--range-mode", choices=RANGE_MODES, default="prior", help="--answers with --prior country: prior or filter")
-    export.add_argument("--split", choices=SPLITS, help="--answers: only this split")
+    export.add_argument("--split", choices=SPLITS, help="only this split's observations (default: every observation)")
     export.add_argument("--decision", choices=DECISIONS, default="argmax",
                         help="argmax, or cost: minimise expected Track2 cost (venomous called harmless costs 5)")
     export.add_argument("--prior", choices=("country", "none"),

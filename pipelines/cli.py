@@ -163,8 +163,9 @@ def _export(args: argparse.Namespace) -> None:
         return
     from snakeweb.export import export_submission
 
-    submission = export_submission(store, args.out, args.decision, prior, args.aggregation)
-    print(f"export: {len(submission)} observations -> {args.out} (decision {args.decision}, prior {args.prior})")
+    submission = export_submission(store, args.out, args.decision, prior, args.aggregation, split=args.split)
+    print(f"export: {len(submission)} {args.split + ' ' if args.split else ''}observations -> {args.out} (decision {args.decision}, "
+          f"prior {args.prior})")
     numbered = set(store.get_meta("assigned_class_ids") or [])
     invented = submission[submission["class_id"].isin(numbered)]
     if len(invented):

@@ -177,6 +177,11 @@ def test_evaluate_and_export_make_a_submission_that_scores(built_store, tmp_path
     capsys.readouterr()
     assert main(["score", "--metadata", str(truth), "--predictions", str(out), "--venomous", str(venomous), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["Accuracy"] == 100.0
+    # --split test: the test observations only (it wrote every observation), so it scores against the test truth
+    test_only = tmp_path / "test-submission.csv"
+    assert main(["export", "--store", str(built_store.root), "--out", str(test_only), "--split", "test"]) == 0
+    expected = built_store.query("SELECT observation_id FROM observations WHERE split = 'test'")["observation_id"]
+    assert sorted(pd.read_csv(test_only, dtype=str)["observation_id"]) == sorted(expected) and len(expected) < len(submission)
 
 
 def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(built_store, tiny_model_dir, photo_folder, capsys):
