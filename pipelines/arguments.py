@@ -56,6 +56,15 @@ def _path(text: str) -> Path:
 _path.__name__ = "path"
 
 
+def _path_text(text: str) -> str:
+    """An argparse type: a path as the user wrote it (identify reports `./a.jpg` as given), never an empty one."""
+    _path(text)
+    return text
+
+
+_path_text.__name__ = "path"
+
+
 def _store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, type=_path, help="store directory (created by ingest/build)")
 
@@ -126,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
     identify = sub.add_parser("identify", help="identify photos of one animal")
     _store_arg(identify)
-    identify.add_argument("images", nargs="+", type=_path)
+    identify.add_argument("images", nargs="+", type=_path_text)
     identify.add_argument("--country", help="ISO country code or name where the photo was taken")
     identify.add_argument("--top-k", type=_whole(1), default=5, help="species to list (1 or more)")
     identify.add_argument("--neighbours", type=_whole(0), default=12, help="nearest reference images to list (0 for none)")
