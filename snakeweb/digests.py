@@ -26,3 +26,14 @@ def update_with_file(digest: hashlib._Hash, source: Path | BinaryIO) -> hashlib.
 def sha256_file(path: Path) -> str:
     """The sha256 hex digest of a file's bytes. Raises OSError."""
     return update_with_file(hashlib.sha256(), Path(path)).hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """The sha256 of a transformers model folder: its weights and configs (.safetensors, .bin, .json), each file's
+    name then bytes, in name order; other files (a README) do not change it. Raises OSError."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(folder).iterdir()):
+        if file.suffix in {".safetensors", ".bin", ".json"} and file.is_file():
+            digest.update(file.name.encode())
+            update_with_file(digest, file)
+    return digest.hexdigest()

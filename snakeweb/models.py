@@ -7,7 +7,6 @@ resolved entry and a fingerprint of the weights, so a head or index is never use
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import sys
@@ -15,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snakeweb.digests import update_with_file
+from snakeweb.digests import folder_digest
 from snakeweb.errors import SnakewebError
 
 log = logging.getLogger(__name__)
@@ -275,15 +274,6 @@ def torch_cat_cls_mean(hidden):
     return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1)
 
 
-def _folder_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(folder.iterdir()):
-        if file.suffix in {".safetensors", ".bin", ".json"} and file.is_file():
-            digest.update(file.name.encode())
-            update_with_file(digest, file)
-    return digest.hexdigest()
-
-
 def load_backbone(config: BackboneConfig, device: str = "cpu", purpose: str = "embed") -> LoadedBackbone:
     """Load weights for a registry entry; the hub path is real `from_pretrained` code (it needs network
     or a local HF cache).
@@ -417,7 +407,7 @@ def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> L
         fingerprint, details = f"{config.location}@{revision}", {"revision": revision}
     else:
         folder = Path(config.location)
-        digest = _folder_digest(folder)
+        digest = folder_digest(folder)
         fingerprint, details = f"local:{folder.name}@sha256:{digest[:16]}", {"sha256": digest}
         model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
     model.eval().to(device)
