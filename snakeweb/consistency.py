@@ -41,10 +41,21 @@ def one_value_per_observation(frame: pd.DataFrame) -> pd.DataFrame:
     one photo listed twice kept whichever row came first."""
     frame = frame.copy()
     key = frame["observation_id"].astype(str)
-    for column in ("class_id", "binomial_name", "country_code", "subset"):
+    for column in ("country_code", "subset"):
         if column in frame and frame[column].notna().any():
-            values = frame[column] if column == "class_id" else frame[column].astype(object)
+            values = frame[column].astype(object)
             frame[column] = values.fillna(values.groupby(key).transform("first"))
+    # the species as a pair from one row: a row with only a name and one with only a class id are compared once the
+    # name is matched (one_class_per_observation); a row with neither takes the first labelled row's pair
+    names = frame["binomial_name"] if "binomial_name" in frame else pd.Series(None, index=frame.index, dtype=object)
+    unlabelled = frame["class_id"].isna() & names.isna()
+    labelled = frame[~unlabelled].assign(_key=key[~unlabelled]).drop_duplicates("_key").set_index("_key")
+    if unlabelled.any() and len(labelled):
+        taken = key[unlabelled].map(labelled["class_id"])
+        frame.loc[unlabelled, "class_id"] = taken.astype(frame["class_id"].dtype)
+        if "binomial_name" in frame:
+            frame["binomial_name"] = frame["binomial_name"].astype(object)
+            frame.loc[unlabelled, "binomial_name"] = key[unlabelled].map(labelled["binomial_name"])
     return frame
 
 
@@ -128,14 +139,43 @@ def _comparable(value: object) -> object:
 
 
 def repeated_with_other_values(frame: pd.DataFrame) -> None:
-    """One photo (one path, after links and `..` are resolved) listed in the metadata under two observations is
-    refused: keeping the first row dropped the second observation's photo unsaid, and an observation with only that
-    photo vanished. Within one observation, another class, country or subset is refused by the checks above; rows
-    that repeat each other exactly are fine. Raises SnakewebError naming an example."""
-    repeated = frame[frame["path"].duplicated(keep=False)]
-    observations = repeated["observation_id"].astype(str).groupby(repeated["path"]).unique()
+    """One photo listed in the metadata under two observations is refused: by one path (after `..` and folder links
+    are resolved), or by two names of one file (a symbolic or hard link: the same device and inode). Keeping the
+    first row dropped the second observation's photo unsaid, and the same bytes stored twice under two species put
+    one animal in two splits. Within one observation, another class, country or subset is refused by the checks
+    above; rows that repeat each other exactly are fine. Raises SnakewebError naming an example."""
+    import os
+
+    def identity(path: str) -> str:
+        try:
+            found = os.stat(path)
+        except (OSError, ValueError):
+            return path  # missing or unreadable: the embed stage records it
+        return f"{found.st_dev}:{found.st_ino}"
+
+    keys = frame["path"].map(identity)
+    repeated = frame[keys.duplicated(keep=False)]
+    groups = repeated.groupby(keys[repeated.index])
+    observations = groups["observation_id"].agg(lambda o: list(dict.fromkeys(map(str, o))))
     twice = observations[observations.map(len) > 1]
     if len(twice):
+        names = list(dict.fromkeys(groups.get_group(twice.index[0])["path"]))
+        shown = names[0] + (f" (also named {names[1]})" if len(names) > 1 else "")
         raise SnakewebError(f"{len(twice)} photo(s) are listed in the metadata under more than one observation (e.g. "
-                            f"{twice.index[0]}: observations {' and '.join(twice.iloc[0])}); a photo shows one animal: list it "
+                            f"{shown}: observations {' and '.join(twice.iloc[0])}); a photo shows one animal: list it "
                             "under one observation.")
+
+
+def one_class_per_observation(listing: pd.DataFrame) -> None:
+    """After species names are matched to class ids, one observation still has one class: a row giving only a class
+    id and another giving only a name of another species were not compared before (the check above sees class ids
+    as written). Raises SnakewebError naming the observation and both classes."""
+    labelled = listing[listing["class_id"].notna()]
+    classes = labelled.groupby(labelled["observation_id"].astype(str))["class_id"].unique()
+    twice = classes[classes.map(len) > 1]
+    if len(twice):
+        rows = labelled[labelled["observation_id"].astype(str) == twice.index[0]]
+        shown = " and ".join(dict.fromkeys(f"{int(c)}" + (f" ({n})" if isinstance(n, str) else "")
+                                           for c, n in zip(rows["class_id"], rows["binomial_name"])))
+        raise SnakewebError(f"{len(twice)} observation(s) are given two species by their rows (e.g. observation {twice.index[0]}: "
+                            f"{shown}); one observation is one animal: correct the class_id or binomial_name of those rows.")

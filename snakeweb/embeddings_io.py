@@ -275,11 +275,13 @@ def _write(con, names: list[str]) -> dict[str, int]:
     _refuse(con, names, "s.path NOT IN (SELECT path FROM images) AND s.given_id IN (SELECT image_id FROM images)",
             "{n} row(s) give an image_id the store already uses for another photo ({rows}); leave image_id out to have new "
             "ids assigned, or import into another --store.")
-    _refuse(con, names, "EXISTS (SELECT 1 FROM images i JOIN observations o USING (observation_id) WHERE i.path = s.path AND "
-            "(i.class_id IS DISTINCT FROM s.class_id OR i.observation_id <> s.observation_id OR "
-            "(s.country_code IS NOT NULL AND o.country_code IS DISTINCT FROM s.country_code)))",
-            "{n} row(s) would give a photo already in the store another class id, observation or country ({rows}); snakeweb "
-            "does not relabel stored photos: correct a class with reviews (the Review page or import-reviews), or build a new store.")
+    for differs, what, fix in (
+            ("i.class_id IS DISTINCT FROM s.class_id", "class id", "correct a class with reviews (the Review page or import-reviews)"),
+            ("i.observation_id <> s.observation_id", "observation", "give them their stored observation_id"),
+            ("s.country_code IS NOT NULL AND o.country_code IS DISTINCT FROM s.country_code", "country", "give them their stored country")):
+        _refuse(con, names, f"EXISTS (SELECT 1 FROM images i JOIN observations o USING (observation_id) WHERE i.path = s.path AND {differs})",
+                "{n} row(s) would give a photo already in the store another " + what + " ({rows}); snakeweb does not relabel "
+                "stored photos: " + fix + ", or build a new store.")
     # (a stored photo given another split was ignored, exit 0; ingest refuses it too)
     _refuse(con, names, "EXISTS (SELECT 1 FROM images i WHERE i.path = s.path AND i.split IN ('train', 'val', 'test') AND "
             "s.subset IS NOT NULL AND s.subset <> i.split)",
@@ -300,6 +302,10 @@ def _write(con, names: list[str]) -> dict[str, int]:
     for column in ("class_id", "country_code", "subset"):  # each row of an observation takes the value another row gives it
         con.execute(f"UPDATE _import_staging s SET {column} = m.v FROM (SELECT observation_id, max({column}) AS v FROM "
                     f"_import_staging GROUP BY observation_id) m WHERE s.{column} IS NULL AND m.observation_id = s.observation_id")
+    # ... and a new photo of a stored observation, its class (it was stored without one beside the observation's);
+    # stored photos are left as they are (a relabel was refused above)
+    con.execute("UPDATE _import_staging s SET class_id = o.class_id FROM observations o WHERE s.class_id IS NULL AND "
+                "o.observation_id = s.observation_id AND s.path NOT IN (SELECT path FROM images)")
     if not con.execute("SELECT count(*) FROM species").fetchone()[0]:
         _refuse(con, names, "s.class_id IS NOT NULL", "{n} row(s) have a class_id ({rows}) but the store has no species table "
                 "to say which species each is; give one with --species class_list.csv (class_id, binomial_name, venomous or MIVS), "

@@ -18,6 +18,7 @@ import pandas as pd
 from snakeweb.consistency import (
     one_animal_across_files,
     one_animal_per_observation,
+    one_class_per_observation,
     one_value_per_observation,
     refuse_relabels,
     repeated_with_other_values,
@@ -200,6 +201,7 @@ def ingest(
             raise SnakewebError("--metadata needs --image-root, the folder that image_path is relative to.")
         listing = read_metadata([Path(p) for p in metadata], Path(image_root))
         listing, species, assigned = _species_from_metadata(listing, species_table)
+        one_class_per_observation(listing)
         source = {"kind": "snakeclef", "metadata": [str(p) for p in metadata], "root": str(Path(image_root).resolve())}
     prior = checked_country_table(country_table, species)
     taxonomy_file = taxonomy_path(taxonomy)
@@ -211,15 +213,25 @@ def ingest(
         stored = con.execute("SELECT i.path, i.class_id, i.observation_id, o.country_code, i.split FROM images i "
                              "JOIN observations o USING (observation_id)").df()
         listing["path"] = as_stored(listing["path"], stored["path"])  # one photo keeps one path however it is spelled
-        if images is not None:  # two names of one photo: one is kept (a stored one first), the other refused
-            named = dict(zip(listing["path"], listing["observation_id"]))  # a folder's observation id is the relative path
-            reasons = second_names(list(listing["path"]), list(listing["species"]), named.__getitem__, set(stored["path"]))
-            listing["error"] = [error if isinstance(error, str) else reason for error, reason in zip(listing["error"], reasons)]
+        if images is not None:
+            # a photo of a second batch stored under its full path (_own_observations) keeps that observation
+            renamed = stored.loc[stored["observation_id"] == stored["path"], "path"]
+            again = listing["path"].isin(set(renamed))
+            listing.loc[again, "observation_id"] = listing.loc[again, "path"]
+        # two names of one photo (a link): one is kept (a stored one first), the other refused; a folder's observation
+        # id is the relative path, and the metadata's photos of two observations were refused above
+        named = dict(zip(listing["path"], listing["observation_id"] if images is not None else listing["image_path"]))
+        folders = listing["species"] if images is not None else listing["observation_id"]
+        reasons = second_names(list(listing["path"]), list(folders), named.__getitem__, set(stored["path"]))
+        listing["error"] = [error if isinstance(error, str) else reason for error, reason in zip(listing["error"], reasons)]
         refuse_relabels(listing, stored)
         fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
         if images is not None:
             fresh["observation_id"] = _own_observations(fresh, set(stored["observation_id"]))
         same_animal_as_stored(con, fresh)
+        # a new photo of a stored observation without a class of its own is that observation's animal
+        known = dict(stored.drop_duplicates("observation_id")[["observation_id", "class_id"]].dropna().itertuples(index=False))
+        fresh["class_id"] = fresh["class_id"].astype("Int64").fillna(fresh["observation_id"].astype(str).map(known).astype("Int64"))
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
         fresh["image_id"] = range(next_id, next_id + len(fresh))
         fresh["class_id"] = fresh["class_id"].astype("Int64")

@@ -187,6 +187,11 @@ def test_images_by_id_splits_countries_and_new_ids(tiny_model_dir, species_csv, 
     added = Store(store).query("SELECT i.class_id, i.split, o.country_code FROM images i JOIN observations o USING (observation_id) "
                                "WHERE observation_id = 'n1'")
     assert added.values.tolist() == [[7, "train", "FR"]] * 3
+    # a new photo of a stored observation without a class takes the observation's (it was stored unlabelled)
+    late = rows(1, seed=4)
+    assert run_import(store, [write(tmp_path / "late.parquet", late["vectors"], path=late["path"], observation_id=["n1"])],
+                      tiny_model_dir) == 0
+    assert Store(store).query("SELECT class_id, split FROM images WHERE path = ?", [late["path"][0]]).values.tolist() == [[7, "train"]]
 
 
 def _broken(vectors: np.ndarray) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Ingest from SnakeCLEF metadata and from folders with loose images; reviews feeding training."""
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -271,3 +273,75 @@ def test_a_second_folder_with_the_same_file_names_gives_new_observations(tmp_pat
     new = store.query("SELECT observation_id FROM images WHERE path LIKE '%/b/%'")["observation_id"]
     assert sorted(new) == sorted(str((tmp_path / "b" / "Natrix natrix" / f"IMG_{i:04d}.jpg").absolute()) for i in range(8))
     assert "8 new photo(s) have the same species folder and file name as photos already in the store" in caplog.text
+
+
+def test_new_photos_without_a_class_take_their_stored_observations_class(tmp_path):
+    # they were stored with no class beside the observation's (never trained on), and a later file giving them the
+    # right class was then refused as a relabel
+    root = tmp_path / "img"
+    for i in range(4):
+        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    header = "observation_id,image_path,class_id,binomial_name,country_code,subset\n"
+    (tmp_path / "a.csv").write_text(header + "o1,0.jpg,1137,Natrix natrix,DE,train\no2,1.jpg,1137,Natrix natrix,,val\n")
+    (tmp_path / "b.csv").write_text(header + "o1,2.jpg,,,,\no2,3.jpg,,,,\n")
+    (tmp_path / "c.csv").write_text(header + "o1,2.jpg,1137,Natrix natrix,DE,train\n")
+    store = Store(tmp_path / "store")
+    for name in ("a.csv", "b.csv", "c.csv"):
+        assert main(["ingest", "--store", str(store.root), "--metadata", str(tmp_path / name), "--image-root", str(root)]) == 0
+    images = store.query("SELECT i.path, i.class_id, i.split, o.split AS observation_split FROM images i JOIN observations o "
+                         "USING (observation_id) ORDER BY i.path")
+    assert images["class_id"].tolist() == [1137] * 4 and images["split"].tolist() == ["train", "val", "train", "val"]
+    assert images["split"].equals(images["observation_split"])
+
+
+def test_two_names_of_one_file_in_the_metadata(tmp_path, capsys):
+    root = tmp_path / "img"
+    make_photo(root / "Natrix natrix" / "a.jpg", (40, 160, 60), seed=1)
+    make_photo(root / "Natrix natrix" / "b.jpg", (40, 160, 60), seed=2)
+    (root / "Crotalus atrox").mkdir()
+    (root / "Crotalus atrox" / "link.jpg").symlink_to(root / "Natrix natrix" / "a.jpg")
+    os.link(root / "Natrix natrix" / "a.jpg", root / "hard.jpg")
+    header = "observation_id,image_path,class_id,binomial_name\n"
+    for n, second in enumerate(("Crotalus atrox/link.jpg", "hard.jpg")):
+        # under two observations (two species): the same bytes were stored as both, in two splits, exit 0
+        (tmp_path / f"two{n}.csv").write_text(header + f"y1,Natrix natrix/a.jpg,1137,Natrix natrix\ny2,{second},405,Crotalus atrox\n"
+                                              "y3,Natrix natrix/b.jpg,1137,Natrix natrix\n")
+        assert main(["ingest", "--store", str(tmp_path / f"s{n}"), "--metadata", str(tmp_path / f"two{n}.csv"),
+                     "--image-root", str(root)]) == 2
+        err = capsys.readouterr().err
+        assert f"Natrix natrix/a.jpg (also named {root / second}): observations y1 and y2" in err, err
+    # under one observation: the photo is stored once, the other name recorded with its reason
+    (tmp_path / "one.csv").write_text(header + "y1,Natrix natrix/a.jpg,1137,Natrix natrix\ny1,hard.jpg,,\n"
+                                      "y3,Natrix natrix/b.jpg,1137,Natrix natrix\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(tmp_path / "one.csv"), "--image-root", str(root)]) == 0
+    rows = store.query("SELECT path, status, error FROM images ORDER BY path")
+    refused = rows[rows["path"].str.endswith("hard.jpg")].iloc[0]
+    assert refused["status"] == "error" and "a hard link of Natrix natrix/a.jpg" in refused["error"]
+    assert rows["status"].tolist().count("pending") == 2
+
+
+def test_a_name_only_row_and_a_class_only_row_of_two_species_are_refused(tmp_path, capsys):
+    # x1's rows matched to two classes; it was stored under one, and the names table got two classes of one name
+    root = tmp_path / "img"
+    for i in range(3):
+        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    (tmp_path / "m.csv").write_text("observation_id,image_path,class_id,binomial_name\nx1,0.jpg,,Crotalus atrox\nx1,1.jpg,1137,\n"
+                                    "x2,2.jpg,405,Crotalus atrox\n")
+    store = Store(tmp_path / "s")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(tmp_path / "m.csv"), "--image-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "1 observation(s) are given two species by their rows (e.g. observation x1: 405 (Crotalus atrox) and 1137)" in err, err
+    assert not store.exists()
+
+
+def test_a_second_batch_ingested_again_adds_nothing(tmp_path, capsys):
+    # its photos are stored under their full paths; the same ingest again was refused as 'another observation'
+    for batch, seed in (("a", 0), ("b", 100)):
+        for i in range(3):
+            make_photo(tmp_path / batch / "Natrix natrix" / f"IMG_{i:04d}.jpg", (40, 160, 60), seed=seed + i)
+    store = Store(tmp_path / "store")
+    for batch in ("a", "b", "b", "a"):
+        assert main(["ingest", "--store", str(store.root), "--images", str(tmp_path / batch)]) == 0
+    assert capsys.readouterr().out.count("0 new image(s), 3 already in the store") == 2
+    assert len(store.query("SELECT * FROM observations")) == 6
