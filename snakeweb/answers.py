@@ -7,10 +7,11 @@ callers hand it probabilities over the head's classes (label-map order), the cla
 and optionally per-row range records.
 
 The order of the decision (documented in docs/decisions.md):
-1. range: `prior` multiplies by the species x country weights (CountryPrior.weights); `filter` removes the
-   species recorded there as not present (SpeciesNet's geofence), so sums at genus and family count only
-   allowed species: the answer rolls up to the nearest allowed rank by itself. The range step never lowers
-   p(venomous), and the venom rule also looks at the probabilities before it.
+1. range: `prior` multiplies by the species x country weights (CountryPrior.weights); `filter` (SpeciesNet's
+   geofence) names no species recorded there as not present, and no genus or family without a species that may
+   be named, with the photo's own probabilities (not renormalised): the answer rolls up to the nearest rank that
+   may be named by itself. The range step never lowers p(venomous), and the venom rule also looks at the
+   probabilities before it.
 2. rank roll-up: the top species if its probability reaches the species threshold, else the first of genus,
    family whose best summed probability reaches that rank's threshold, else abstain ("unknown snake").
    Thresholds are chosen on validation for a target precision (`snakeweb.threshold_choice.choose_thresholds`) and saved with the head.
@@ -251,18 +252,27 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         probs = raw * range_weights
         probs /= probs.sum(1, keepdims=True)
         filtered = ~np.all(range_weights == range_weights[:, :1], axis=1)  # rows the prior could change
-    elif range_mode == "filter" and records is not None:
+    per_rank = None
+    if range_mode == "filter" and records is not None:
+        # the filter decides what may be named, never how sure the photo makes us: the probabilities are not
+        # renormalised (a species at 1.6% was once named at 100% because it was the only one recorded there), and a
+        # genus or family with a species that may be named keeps the photo's whole evidence for it, so a rattlesnake
+        # whose species is not recorded rolls up to its genus, not to another genus's species
         allowed = records != 0
         usable = (raw * allowed).sum(1) > 0
-        probs = np.where(usable[:, None] & ~allowed, 0.0, raw)
-        probs /= probs.sum(1, keepdims=True)
+        nameable = ~usable[:, None] | allowed
+        probs = np.where(nameable, raw, 0.0)
         filtered = usable & ~allowed.all(1)
+        per_rank = {r: probs if r == "species" else np.where(taxa.sums(nameable.astype(np.float64), r) > 0, taxa.sums(raw, r), 0.0)
+                    for r in RANKS}
     out_of_range = out_of_range_flags(records, unconstrained_top)
 
-    per_rank = {r: taxa.sums(probs, r) for r in RANKS}
+    per_rank = per_rank or {r: taxa.sums(probs, r) for r in RANKS}
     best, best_p = {}, {}
     for r in RANKS:
-        best[r], best_p[r] = taxa.best(probs, r)
+        sums = per_rank[r]
+        best[r] = np.where(sums.max(1) > 0, sums.argmax(1), -1) if sums.shape[1] else np.full(n, -1)
+        best_p[r] = sums.max(1) if sums.shape[1] else np.zeros(n)
     answer_rank = np.full(n, "", dtype=object)
     source = np.full(n, "abstain", dtype=object)
     if rank is not None:
@@ -290,7 +300,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     # each share is the larger of before and after the range step, so together they could pass 100% (72% venomous
     # and 51% unknown): the unknown share is what the venomous share leaves at most
     p_unknown = np.minimum(p_unknown, np.clip(1.0 - p_venomous, 0.0, None))
-    safe, safe_score = np.full(n, -1, np.int64), np.full(n, np.nan)
+    safe, safe_score, from_raw = np.full(n, -1, np.int64), np.full(n, np.nan), np.zeros(n, bool)
     if len(taxa):
         possibly = taxa.possibly_venomous()
         safe = cost_aware_choice(probs, possibly, venom_weight)
@@ -300,13 +310,15 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         safe_score = np.where(from_raw, raw[np.arange(n), safe], probs[np.arange(n), safe])
     if venom_rule and len(taxa):
         for i, r in enumerate(answer_rank):
-            if not r or statuses[r][taxon[i]] != "harmless" or not possibly[safe[i]]:
+            if not r or not possibly[safe[i]]:
                 continue
             groups, _ = taxa.group(r)
             if rank is not None and groups[safe[i]] >= 0:  # a fixed rank: the venom-aware species' taxon there
-                taxon[i], source[i] = groups[safe[i]], "venom_rule"
-            else:  # never name a harmless taxon the costs say to treat as venomous: no name, "possibly venomous"
-                answer_rank[i], taxon[i], source[i] = "", -1, "venom_rule"
+                if statuses[r][taxon[i]] != "venomous" and groups[safe[i]] != taxon[i]:  # (a mixed family too)
+                    taxon[i], source[i] = groups[safe[i]], "venom_rule"
+                continue
+            if statuses[r][taxon[i]] == "harmless":  # never name a harmless taxon the costs say to treat as venomous
+                answer_rank[i], taxon[i], source[i] = "", -1, "venom_rule"  # no name: "possibly venomous"
     # an answer the range step changed says so (the venom rule's own change is reported as the venom rule)
     if filtered.any():
         unfiltered = decide(raw[filtered], taxa, thresholds, venom_weight, rank, "prior", None, None, venom_rule)

@@ -101,9 +101,12 @@ def test_range_filter_removes_species_recorded_absent_and_flags_out_of_range(tax
     # Crotalus atrox recorded as not present; Nerodia sipedon present; the rest no record
     records = np.array([[-1, 0, -1, 1, -1, -1]])
     filtered = decide(p, taxa, t, range_mode="filter", records=records, venom_rule=False)
-    # left: viridis 0.1, sipedon 0.3 -> renormalised 0.25 / 0.75: Nerodia sipedon at species
-    assert (filtered.name[0], filtered.source[0]) == ("Nerodia sipedon", "range_filter")
-    assert filtered.score[0] == pytest.approx(0.75) and filtered.out_of_range == [True]
+    # atrox may not be named; viridis (0.1) and sipedon (0.3) may, with the photo's own probabilities (renormalised,
+    # sipedon became 0.75 and a rattlesnake photo a water snake); genus Crotalus may be named (viridis) and keeps
+    # the photo's 0.7 for it: the answer rolls up to the nearest rank that may be named
+    assert (filtered.name[0], filtered.source[0]) == ("Crotalus", "range_filter")
+    assert filtered.score[0] == pytest.approx(0.7) and filtered.out_of_range == [True]
+    assert filtered.probabilities[0].tolist() == pytest.approx([0, 0, 0.1, 0.3, 0, 0])
     assert filtered.unconstrained_top[0] == ORDER.index(405)
     unfiltered = decide(p, taxa, t, range_mode="prior", records=records, venom_rule=False)
     assert (unfiltered.name[0], unfiltered.source[0], unfiltered.out_of_range) == ("Crotalus atrox", "classifier", [True])
@@ -120,19 +123,44 @@ def test_the_venom_aware_call_and_venom_shares_see_past_the_range_step(taxa):
     p = row(Crotalus_atrox=0.7, Nerodia_sipedon=0.3)
     records = np.array([[-1, 0, 0, 1, -1, -1]])
     a = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), range_mode="filter", records=records)
-    # the venom-aware call was Nerodia sipedon (harmless, 100% after the filter) beside p_venomous 0.7
+    # the venom-aware call was Nerodia sipedon (harmless, 100% after the filter) beside p_venomous 0.7; nothing may
+    # be named (Nerodia sipedon has 0.3 of the photo's probability, and no Crotalus may be named)
     assert a.venom_aware[0] == ORDER.index(405) and a.venom_aware_score[0] == pytest.approx(0.7)
-    assert a.p_venomous[0] == pytest.approx(0.7) and a.source[0] == "venom_rule"
+    assert a.p_venomous[0] == pytest.approx(0.7) and (a.rank[0], a.source[0]) == ("", "abstain")
     # a fixed rank answers with the venom-aware species' taxon, with its probability before the filter (it said 0%)
     fixed = decide(p, taxa, None, rank="species", range_mode="filter", records=records)
     assert (fixed.name[0], fixed.source[0]) == ("Crotalus atrox", "venom_rule") and fixed.score[0] == pytest.approx(0.7)
-    # venomous 0.7 before the filter, unknown 0.2 / 0.3 = 0.67 after it: each the larger, the pair was 137%
-    shares = decide(row(Crotalus_atrox=0.7, Nerodia_sipedon=0.1, class_54=0.2), taxa, None, range_mode="filter", records=records)
+    # venomous 0.7 before a prior that all but removes the rattlesnakes, unknown 0.2 / 0.314 = 0.64 after it: each
+    # the larger, the pair was 134%
+    weights = np.array([[1, 0.02, 0.02, 1, 1, 1]])
+    shares = decide(row(Crotalus_atrox=0.7, Nerodia_sipedon=0.1, class_54=0.2), taxa, None, range_weights=weights)
     assert shares.p_venomous[0] == pytest.approx(0.7) and shares.p_unknown_venom[0] == pytest.approx(0.3)
     assert shares.venom_aware[0] == ORDER.index(54)  # of unknown venom status: possibly venomous, after the filter
     # without a range step the call is the cost-aware species of the probabilities themselves
     plain = decide(row(Nerodia_sipedon=0.9, Pantherophis_guttatus=0.1), taxa, None)
     assert plain.venom_aware[0] == ORDER.index(1137) and plain.venom_aware_score[0] == pytest.approx(0.9)
+
+
+def test_the_filter_never_makes_a_photo_surer_of_what_may_be_named(taxa):
+    # only the garter-snake-like Nerodia fasciata is recorded; the photo gives it 2%: it was named at 100%, harmless
+    p = row(Crotalus_atrox=0.15, Nerodia_sipedon=0.83, Nerodia_fasciata=0.02)
+    records = np.array([[-1, 0, 0, 0, 1, 0]])
+    a = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), range_mode="filter", records=records)
+    assert a.probabilities[0, ORDER.index(1140)] == pytest.approx(0.02) and a.name[0] != "Nerodia fasciata"
+    # genus Nerodia may be named (fasciata is recorded) with the photo's 0.85 for it
+    assert (a.name[0], a.score[0]) == ("Nerodia", pytest.approx(0.85)) and a.p_venomous[0] == pytest.approx(0.15)
+
+
+def test_a_fixed_rank_gives_the_venom_aware_species_taxon_over_a_harmless_or_mixed_one(taxa):
+    p = row(Crotalus_atrox=0.6, Nerodia_sipedon=0.4)
+    records = np.array([[-1, 0, 0, 1, -1, -1]])  # no rattlesnake recorded: only Colubridae may be named
+    a = decide(p, taxa, None, rank="family", range_mode="filter", records=records)
+    assert (a.name[0], a.source[0], a.score[0]) == ("Viperidae", "venom_rule", pytest.approx(0.6))
+    # a family of mixed venom status (one colubrid of unknown status) is no safer to name than a harmless one
+    mixed = Taxa.from_species(SPECIES.assign(venom_status=SPECIES["venom_status"].where(SPECIES["class_id"] != 1235, "unknown")), ORDER)
+    assert mixed.status_of_taxa("family").tolist() == ["unknown", "venomous"]
+    b = decide(p, mixed, None, rank="family", range_mode="filter", records=records)
+    assert (b.name[0], b.source[0]) == ("Viperidae", "venom_rule")
 
 
 def test_prior_weights_change_the_answer(taxa):
@@ -178,16 +206,18 @@ def test_answer_venom_weight_is_raised_until_validation_calls_no_venomous_snake_
 
 
 def test_the_range_step_never_makes_a_snake_look_safer(taxa):
-    """A rattlesnake photographed where the table records no rattlesnake (an escaped pet) is filtered to a water
-    snake, but p(venomous) stays the photo's and no harmless name is given."""
-    p = row(Crotalus_atrox=0.6, Nerodia_sipedon=0.4)
+    """A rattlesnake photographed where the table records no rattlesnake (an escaped pet): a water snake may be named,
+    but p(venomous) stays the photo's and no harmless name is given."""
+    p = row(Crotalus_atrox=0.45, Nerodia_sipedon=0.55)
     records = np.array([[-1, 0, 0, 1, -1, -1]])  # both rattlesnakes recorded as not present
     a = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), venom_weight=1.0, range_mode="filter", records=records)
-    assert a.p_venomous[0] == pytest.approx(0.6) and a.probabilities[0, ORDER.index(1137)] == pytest.approx(1.0)
-    assert (a.name[0], a.source[0], a.venom_status[0], a.out_of_range) == ("unknown snake", "venom_rule", "unknown", [True])
+    assert a.p_venomous[0] == pytest.approx(0.45) and a.probabilities[0, ORDER.index(1137)] == pytest.approx(0.55)
+    # (the top species, the water snake, is recorded there: not out of range)
+    assert (a.name[0], a.source[0], a.venom_status[0], a.out_of_range) == ("unknown snake", "venom_rule", "unknown", [False])
     weights = np.array([[1, 0.02, 0.02, 1, 1, 1]])
     prior = decide(p, taxa, Thresholds(0.5, 0.5, 0.5), venom_weight=1.0, range_weights=weights, records=records)
-    assert prior.p_venomous[0] == pytest.approx(0.6) and prior.source[0] == "venom_rule"
+    assert prior.p_venomous[0] == pytest.approx(0.45) and prior.source[0] == "venom_rule"
+    p = row(Crotalus_atrox=0.6, Nerodia_sipedon=0.4)
     # without the venom rule the changed answer is reported as the range step's
     assert decide(p, taxa, Thresholds(0.5, 0.5, 0.5), range_weights=weights, venom_rule=False).source[0] == "range_filter"
 
