@@ -81,7 +81,15 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise SnakewebError(f"{exc} It is the table recorded when the store was built; give its new place with "
                             "--country-table FILE.") from exc
     if prior is not None:
-        _check_prior(prior, store)
+        try:
+            _check_prior(prior, store)
+        except SnakewebError as exc:
+            if args.country_table:  # the user named it: a prior that changes nothing is their mistake to hear
+                raise
+            # the table recorded at build, on a store of photo folders (no countries): scores without the prior
+            print(f"note: the species x country table recorded at build is not used here: {str(exc).removesuffix('; leave it out.')}.",
+                  file=sys.stderr)
+            prior, table = None, None
     report = evaluate(store, args.split, prior, args.aggregation, country_table=str(table) if table else None)
     if report.get("not_saved"):  # on stderr, so --json output stays JSON; the scores themselves are complete
         print(f"note: these scores are not saved in the store (the Metrics page computes them again). {report['not_saved']}",
@@ -150,9 +158,14 @@ def _export(args: argparse.Namespace) -> None:
         table = args.country_table or Store(args.store).require().get_meta("country_table")
         if table is None:
             raise SnakewebError("--prior country needs --country-table Species_Relevance.csv (the store records none).")
-        prior = CountryPrior.from_csv(table)
+        prior = CountryPrior.from_csv(table, notes=bool(args.country_table))  # a recorded table said its notes at ingest
         _check_prior(prior, Store(args.store).require())
     store = Store(args.store)
+    if args.split:  # an empty split wrote a header-only (or empty) file with exit 0
+        counts = dict(store.require().query("SELECT split, count(*) AS n FROM observations GROUP BY split").itertuples(index=False))
+        if not counts.get(args.split):
+            raise SnakewebError(f"The store has no observations in the {args.split} split, so there is nothing to export "
+                                f"(it has {', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'}).")
     if args.answers:
         from snakeweb.export import export_answers
 

@@ -27,7 +27,10 @@ def print_identification(result: Identification) -> None:
     flags = {"venomous": "VENOMOUS", "harmless": "harmless", "unknown": "venom status UNKNOWN (treat as possibly venomous)"}
     lead = {"danger": "DANGER", "caution": "CAUTION", "harmless": "LOW RISK", "unknown": "VENOM STATUS UNKNOWN"}[result.venom_level]
     print(f"  {lead}: {result.headline}")
-    print(f"  answer: {result.answer_text}  [{SOURCE_WORDS[result.prediction_source]}; "
+    source = SOURCE_WORDS[result.prediction_source]
+    if result.prediction_source == "venom_rule" and result.prediction_rank:  # a fixed rank: named, not withheld
+        source = "the venom-aware call: a harmless answer was not given"
+    print(f"  answer: {result.answer_text}  [{source}; "
           f"{flags[result.venom_status] if result.prediction_rank else 'venom status unknown'}]")
     print("  top species from the classifier" + (" after the country step:" if result.country_prior_applied else ":"))
     for rank, s in enumerate(result.species, 1):

@@ -68,10 +68,19 @@ def venom_level(result) -> str:
 
 def venom_headline(p_venomous: float, p_unknown: float) -> str:
     """What a first responder reads first: "Venomous: 87% likely", with the unknown-status share beside it."""
-    text = f"Venomous: {p_venomous:.0%} likely"
+    text = f"Venomous: {_percent(p_venomous)} likely"
     if p_unknown >= 0.005:
-        text += f" (and {p_unknown:.0%} on species of unknown venom status: treat as possibly venomous)"
+        text += f" (and {_percent(p_unknown)} on species of unknown venom status: treat as possibly venomous)"
     return text
+
+
+def _percent(share: float) -> str:
+    """A whole percentage, or one decimal where rounding would reach a venom level's edge (9.8% was shown as 10%,
+    the caution level, beside the low-risk banner)."""
+    for decimals in (0, 1, 2):
+        if not any(share < edge <= round(share, 2 + decimals) for edge in (CAUTION_AT, DANGER_AT)):
+            break
+    return f"{share:.{decimals}%}"
 
 
 
@@ -80,14 +89,14 @@ def answer_sentence(result, unconstrained_top: str, country: str | None) -> str:
     """The answer at its rank, and where it came from, in one or two sentences."""
     name, rank = result.prediction, result.prediction_rank
     family = f" ({result.prediction_family})" if result.prediction_family and rank != "family" else ""
-    if rank is None and result.uncertain:
+    if rank is None and result.prediction_source == "venom_rule":
+        text = (f"Not named: the likeliest answer is a harmless snake, but venomous species carry {_percent(result.p_venomous)} "
+                "of the probability, too much to call it harmless. Treat it as possibly venomous.")
+    elif rank is None and result.uncertain:
         text = ("Not named: no species reaches the confidence asked for (--uncertain-below); the candidates below are "
                 "possibilities, not an identification.")
     elif rank is None and result.out_of_store:
         text = "Not named: this does not look like a snake in this store; the candidates below are guesses."
-    elif rank is None and result.prediction_source == "venom_rule":
-        text = (f"Not named: the likeliest answer is a harmless snake, but venomous species carry {result.p_venomous:.0%} "
-                "of the probability, too much to call it harmless. Treat it as possibly venomous.")
     elif rank is None:
         text = ("Unknown snake: no species, genus or family is likely enough to name with the precision chosen on "
                 "validation; the candidates are listed below.")

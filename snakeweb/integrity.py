@@ -114,7 +114,7 @@ def _country_table(store: Store) -> Verdict:
     from snakeweb.decisions import CountryPrior
 
     try:
-        prior = CountryPrior.from_csv(path)
+        prior = CountryPrior.from_csv(path, notes=False)  # (said at ingest; the verdict gives what matched)
     except SnakewebError as exc:
         return Verdict("country table", False, f"{exc} Restore it, or ingest again with --country-table.")
     matched = prior.coverage(store.species()["binomial_name"].tolist())

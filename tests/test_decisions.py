@@ -76,3 +76,24 @@ def test_country_prior_smooths_and_renormalises():
     assert out.sum() == pytest.approx(1.0) and out[0].argmax() == 0 and out[0, 1] > 0
     assert prior.apply(np.array([[0.2, 0.7, 0.1]]), names, [None]) == pytest.approx(np.array([[0.2, 0.7, 0.1]]))
     assert CountryPrior.country_code("germany") == "DE" and CountryPrior.country_code("burma") == "MM"
+
+
+def test_the_venom_headline_never_rounds_across_a_venom_level():
+    from snakeweb.identify import venom_headline
+
+    # 9.8% was shown as "10%", the caution level, beside a low-risk banner
+    assert venom_headline(0.098, 0.0) == "Venomous: 9.8% likely"
+    assert venom_headline(0.4996, 0.0) == "Venomous: 49.96% likely"
+    assert venom_headline(0.497, 0.0) == "Venomous: 49.7% likely"
+    assert venom_headline(0.87, 0.0) == "Venomous: 87% likely" and venom_headline(0.104, 0.0) == "Venomous: 10% likely"
+    assert venom_headline(0.2, 0.096) == "Venomous: 20% likely (and 9.6% on species of unknown venom status: treat as possibly venomous)"
+
+
+def test_a_withheld_answer_says_the_venom_rule_before_the_uncertainty():
+    from snakeweb.identify import Identification, answer_sentence
+
+    # an uncertain photo whose answer the venom rule withheld lost "treat it as possibly venomous"
+    result = Identification(prediction="unknown snake", prediction_source="venom_rule", p_venomous=0.42, uncertain=True)
+    assert answer_sentence(result, "Nerodia sipedon", None).endswith("Treat it as possibly venomous.")
+    result.prediction_source = "abstain"
+    assert answer_sentence(result, "Nerodia sipedon", None).startswith("Not named: no species reaches the confidence asked for")

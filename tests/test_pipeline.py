@@ -182,6 +182,10 @@ def test_evaluate_and_export_make_a_submission_that_scores(built_store, tmp_path
     assert main(["export", "--store", str(built_store.root), "--out", str(test_only), "--split", "test"]) == 0
     expected = built_store.query("SELECT observation_id FROM observations WHERE split = 'test'")["observation_id"]
     assert sorted(pd.read_csv(test_only, dtype=str)["observation_id"]) == sorted(expected) and len(expected) < len(submission)
+    for answers in ([], ["--answers"]):  # an empty split: a sentence, not a header-only file with exit 0
+        empty = tmp_path / f"empty{len(answers)}.csv"
+        assert main(["export", "--store", str(built_store.root), "--out", str(empty), "--split", "unlabelled", *answers]) == 2
+        assert "no observations in the unlabelled split" in capsys.readouterr().err and not empty.exists()
 
 
 def test_training_views_are_embedded_once_for_train_photos_and_feed_the_head(built_store, tiny_model_dir, photo_folder, capsys):

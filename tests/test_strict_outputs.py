@@ -205,6 +205,14 @@ def test_a_moved_country_table_leaves_identify_working_and_check_failing(tmp_pat
     photo = str(photo_folder / "Vipera_berus" / "01.jpg")
     assert main(["identify", "--store", str(root), photo, "--country", "Italy", "--json"]) == 0
     capsys.readouterr()
+    # a store of photo folders has no countries: evaluate scores without the recorded table's prior, and says so
+    # (it refused, telling the user to leave out a table they never named)
+    assert main(["evaluate", "--store", str(root), "--json"]) == 0
+    done = capsys.readouterr()
+    assert set(json.loads(done.out)["variants"]) == {"argmax/prior=none", "cost/prior=none"}
+    assert "the species x country table recorded at build is not used here: None of the store's" in done.err
+    assert main(["evaluate", "--store", str(root), "--country-table", str(table)]) == 2  # named: the user hears why
+    capsys.readouterr()
     table.unlink()
     assert main(["identify", "--store", str(root), photo, "--json"]) == 0  # no country: the missing table is not needed
     assert json.loads(capsys.readouterr().out)["species"]
