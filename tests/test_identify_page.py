@@ -157,3 +157,21 @@ def test_every_page_url_resolves_without_a_store(tmp_path, monkeypatch):
     app.switch_page("views/identify.py").run()  # a bookmarked /identify: a sentence and a link, not an error
     assert not app.exception and app.title[0].value == "Identify"
     assert any("There is no store at" in i.value and "build one first" in i.value for i in app.info)
+
+
+def test_a_venomous_species_the_filter_removed_is_still_named_in_the_danger_banner(store, photo_folder, monkeypatch):
+    # the banner listed venomous candidates after the filter, where the viper had 0%: "keep away" with no name
+    records = Store(store)
+    add_range_override(records, SYNTHETIC_SPECIES["Vipera berus"], "FR", False, "ana")
+    for name in ("Zamenis longissimus", "Natrix natrix"):
+        add_range_override(records, SYNTHETIC_SPECIES[name], "FR", True, "ana")
+    identifier = Identifier(records)
+    want = expected(identifier, photo_folder, "Vipera berus", country="FR", range_mode="filter")
+    viper = next(c for c in want.raw_top_k if c.binomial_name == "Vipera berus")
+    assert want.p_venomous >= 0.5 and all(c.probability == 0 for c in want.species if c.binomial_name == "Vipera berus")
+    app = page(monkeypatch, store)
+    app.selectbox[0].set_value("FR").run()
+    app.radio[0].set_value("filter").run()
+    app = upload(app, photo_folder, "Vipera berus")
+    assert not app.exception
+    assert f"Venomous candidates: Vipera berus ({viper.probability:.0%})" in app.error[0].value

@@ -61,8 +61,14 @@ def venom_banner(result) -> None:
             text = f"**☠️ {result.headline} — keep away, treat as dangerous.**"
         else:  # the mass is mostly on species nobody recorded a venom status for
             text = f"**☠️ Possibly venomous — keep away, treat as dangerous.** {result.headline}"
+        # as p(venomous), before or after the range step, whichever is larger: a filtered-out rattlesnake is still named
+        strongest = {}
+        for s in [*result.raw_top_k, *result.species]:
+            if s.class_id not in strongest or s.probability > strongest[s.class_id].probability:
+                strongest[s.class_id] = s
+        candidates = sorted(strongest.values(), key=lambda s: -s.probability)
         for label, status in (("Venomous candidates", "venomous"), ("Venom status unknown", "unknown")):
-            named = [f"{s.binomial_name} ({s.probability:.0%})" for s in result.species
+            named = [f"{s.binomial_name} ({s.probability:.0%})" for s in candidates
                      if s.venom_status == status and s.probability >= NAME_VENOMOUS_FROM]
             if named:
                 text += f"  \n{label}: {', '.join(named)}."
