@@ -222,9 +222,7 @@ def test_a_photo_linked_into_another_species_folder_keeps_its_own_species(tmp_pa
 def test_an_observation_takes_its_values_from_any_of_its_rows(tmp_path):
     # the first row's empty cells became the observation's: stored unlabelled (never trained on), country lost,
     # and one photo listed in two files kept whichever row came first (a test photo trained on)
-    root = tmp_path / "img"
-    for i in range(6):
-        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    root = green_photos(tmp_path / "img", 6)
     (tmp_path / "a.csv").write_text("observation_id,image_path,class_id,binomial_name,country_code,subset\n"
                                     "o1,0.jpg,,,,train\no1,1.jpg,1137,Natrix natrix,US,\n"
                                     "o2,2.jpg,1137,Natrix natrix,,\no2,3.jpg,,,DE,val\n"
@@ -242,9 +240,7 @@ def test_an_observation_takes_its_values_from_any_of_its_rows(tmp_path):
 
 
 def test_new_photos_may_not_label_a_stored_observation_that_had_no_class_or_country(tmp_path, capsys):
-    root = tmp_path / "img"
-    for i in range(4):
-        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    root = green_photos(tmp_path / "img", 4)
     (tmp_path / "a.csv").write_text("observation_id,image_path,class_id,binomial_name,country_code,subset\n"
                                     "o1,0.jpg,,,,train\no2,1.jpg,1137,Natrix natrix,,val\n")
     store = Store(tmp_path / "store")
@@ -278,9 +274,7 @@ def test_a_second_folder_with_the_same_file_names_gives_new_observations(tmp_pat
 def test_new_photos_without_a_class_take_their_stored_observations_class(tmp_path):
     # they were stored with no class beside the observation's (never trained on), and a later file giving them the
     # right class was then refused as a relabel
-    root = tmp_path / "img"
-    for i in range(4):
-        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    root = green_photos(tmp_path / "img", 4)
     header = "observation_id,image_path,class_id,binomial_name,country_code,subset\n"
     (tmp_path / "a.csv").write_text(header + "o1,0.jpg,1137,Natrix natrix,DE,train\no2,1.jpg,1137,Natrix natrix,,val\n")
     (tmp_path / "b.csv").write_text(header + "o1,2.jpg,,,,\no2,3.jpg,,,,\n")
@@ -323,9 +317,7 @@ def test_two_names_of_one_file_in_the_metadata(tmp_path, capsys):
 
 def test_a_name_only_row_and_a_class_only_row_of_two_species_are_refused(tmp_path, capsys):
     # x1's rows matched to two classes; it was stored under one, and the names table got two classes of one name
-    root = tmp_path / "img"
-    for i in range(3):
-        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    root = green_photos(tmp_path / "img", 3)
     (tmp_path / "m.csv").write_text("observation_id,image_path,class_id,binomial_name\nx1,0.jpg,,Crotalus atrox\nx1,1.jpg,1137,\n"
                                     "x2,2.jpg,405,Crotalus atrox\n")
     store = Store(tmp_path / "s")
@@ -345,3 +337,10 @@ def test_a_second_batch_ingested_again_adds_nothing(tmp_path, capsys):
         assert main(["ingest", "--store", str(store.root), "--images", str(tmp_path / batch)]) == 0
     assert capsys.readouterr().out.count("0 new image(s), 3 already in the store") == 2
     assert len(store.query("SELECT * FROM observations")) == 6
+
+
+def green_photos(root, n: int):
+    """`root` with n distinct photos 0.jpg ... of one colour (what the metadata tests list)."""
+    for i in range(n):
+        make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
+    return root
