@@ -261,6 +261,28 @@ def _refuse(con, names: list[str], where: str, message: str, order: str = "file,
     raise TableError(message.format(n=n, rows=rows))
 
 
+def _refuse_links(con, names: list[str]) -> None:
+    """Rows whose paths are two names of one file on this machine (a symbolic or hard link, also to a stored photo):
+    the same photo would be stored twice, perhaps as two species or in two splits. Paths that are not files here
+    (vectors made elsewhere) are left alone. Raises TableError naming the rows."""
+    import os
+
+    rows = con.execute("SELECT file, row, path FROM _import_staging WHERE path NOT LIKE 'imported:%' "
+                       "UNION ALL SELECT -1, -1, path FROM images").fetchall()
+    seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+    for file, row, path in rows:
+        try:
+            found = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        seen.setdefault((found.st_dev, found.st_ino), []).append((file, row, path))
+    twice = [group for group in seen.values() if len({p for _, _, p in group}) > 1 and any(f >= 0 for f, _, _ in group)]
+    if twice:
+        shown = [f"{names[f]} row {r}" if f >= 0 else f"the stored {p}" for f, r, p in twice[0]]
+        raise TableError(f"{len(twice)} file(s) are named by more than one path, a link to one photo ({', '.join(shown[:3])}); "
+                         "a photo is stored once: give each photo by one path.")
+
+
 def _write(con, names: list[str]) -> dict[str, int]:
     """Check the staged rows against each other and the store, plan every row's image id and what becomes of it
     (_import_plan: target new, pending, ok or error), then write images, observations and splits."""
@@ -275,13 +297,18 @@ def _write(con, names: list[str]) -> dict[str, int]:
     _refuse(con, names, "s.path NOT IN (SELECT path FROM images) AND s.given_id IN (SELECT image_id FROM images)",
             "{n} row(s) give an image_id the store already uses for another photo ({rows}); leave image_id out to have new "
             "ids assigned, or import into another --store.")
+    # a row without a class, of an observation stored with one, is that observation's animal: filled before the
+    # relabel checks, so the same import run again finds nothing changed
+    con.execute("UPDATE _import_staging s SET class_id = o.class_id FROM observations o WHERE s.class_id IS NULL AND "
+                "o.observation_id = s.observation_id")
     for differs, what, fix in (
-            ("i.class_id IS DISTINCT FROM s.class_id", "class id", "correct a class with reviews (the Review page or import-reviews)"),
             ("i.observation_id <> s.observation_id", "observation", "give them their stored observation_id"),
+            ("i.class_id IS DISTINCT FROM s.class_id", "class id", "correct a class with reviews (the Review page or import-reviews)"),
             ("s.country_code IS NOT NULL AND o.country_code IS DISTINCT FROM s.country_code", "country", "give them their stored country")):
         _refuse(con, names, f"EXISTS (SELECT 1 FROM images i JOIN observations o USING (observation_id) WHERE i.path = s.path AND {differs})",
                 "{n} row(s) would give a photo already in the store another " + what + " ({rows}); snakeweb does not relabel "
                 "stored photos: " + fix + ", or build a new store.")
+    _refuse_links(con, names)
     # (a stored photo given another split was ignored, exit 0; ingest refuses it too)
     _refuse(con, names, "EXISTS (SELECT 1 FROM images i WHERE i.path = s.path AND i.split IN ('train', 'val', 'test') AND "
             "s.subset IS NOT NULL AND s.subset <> i.split)",
@@ -302,10 +329,6 @@ def _write(con, names: list[str]) -> dict[str, int]:
     for column in ("class_id", "country_code", "subset"):  # each row of an observation takes the value another row gives it
         con.execute(f"UPDATE _import_staging s SET {column} = m.v FROM (SELECT observation_id, max({column}) AS v FROM "
                     f"_import_staging GROUP BY observation_id) m WHERE s.{column} IS NULL AND m.observation_id = s.observation_id")
-    # ... and a new photo of a stored observation, its class (it was stored without one beside the observation's);
-    # stored photos are left as they are (a relabel was refused above)
-    con.execute("UPDATE _import_staging s SET class_id = o.class_id FROM observations o WHERE s.class_id IS NULL AND "
-                "o.observation_id = s.observation_id AND s.path NOT IN (SELECT path FROM images)")
     if not con.execute("SELECT count(*) FROM species").fetchone()[0]:
         _refuse(con, names, "s.class_id IS NOT NULL", "{n} row(s) have a class_id ({rows}) but the store has no species table "
                 "to say which species each is; give one with --species class_list.csv (class_id, binomial_name, venomous or MIVS), "

@@ -34,6 +34,7 @@ from snakeweb.species import (
     combine_with_store,
     match_taxa,
     normalise_name,
+    one_class_per_name,
     taxon_key,
     with_names_from,
 )
@@ -220,18 +221,25 @@ def ingest(
             listing.loc[again, "observation_id"] = listing.loc[again, "path"]
         # two names of one photo (a link): one is kept (a stored one first), the other refused; a folder's observation
         # id is the relative path, and the metadata's photos of two observations were refused above
-        named = dict(zip(listing["path"], listing["observation_id"] if images is not None else listing["image_path"]))
-        folders = listing["species"] if images is not None else listing["observation_id"]
-        reasons = second_names(list(listing["path"]), list(folders), named.__getitem__, set(stored["path"]))
+        # stored photos take part too: a link made later to a stored photo was a second copy of it, perhaps under
+        # another species; "folders" are class ids, so links under two species leave no name that says which it is
+        named = dict(zip(stored["path"], stored["path"]))
+        named.update(zip(listing["path"], listing["observation_id"] if images is not None else listing["image_path"]))
+        others = stored[~stored["path"].isin(set(listing["path"]))]
+        paths = [*listing["path"], *others["path"]]
+        classes = [None if pd.isna(c) else int(c) for c in [*listing["class_id"], *others["class_id"]]]
+        reasons = second_names(paths, classes, named.__getitem__, set(stored["path"]))[:len(listing)]
         listing["error"] = [error if isinstance(error, str) else reason for error, reason in zip(listing["error"], reasons)]
+        # a photo of a stored observation without a class of its own is that observation's animal (before the relabel
+        # check, so the same ingest run again finds nothing changed)
+        known = dict(stored.drop_duplicates("observation_id")[["observation_id", "class_id"]].dropna().itertuples(index=False))
+        listing["class_id"] = listing["class_id"].astype("Int64").fillna(
+            listing["observation_id"].astype(str).map(known).astype("Int64"))
         refuse_relabels(listing, stored)
         fresh = listing[~listing["path"].isin(set(stored["path"]))].copy()
         if images is not None:
             fresh["observation_id"] = _own_observations(fresh, set(stored["observation_id"]))
         same_animal_as_stored(con, fresh)
-        # a new photo of a stored observation without a class of its own is that observation's animal
-        known = dict(stored.drop_duplicates("observation_id")[["observation_id", "class_id"]].dropna().itertuples(index=False))
-        fresh["class_id"] = fresh["class_id"].astype("Int64").fillna(fresh["observation_id"].astype(str).map(known).astype("Int64"))
         next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
         fresh["image_id"] = range(next_id, next_id + len(fresh))
         fresh["class_id"] = fresh["class_id"].astype("Int64")
@@ -285,7 +293,9 @@ def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:
     inserted, known ones only get what the store did not know (an unknown venom status, a placeholder name, a
     missing genus or family; conflicts were refused by `combine_with_store`), then every class gets its family
     from `taxa`. Returns the line to print about families ("" when there is nothing to say)."""
-    con.register("new_species", species[SPECIES_COLUMNS])
+    # typed, because an empty table (metadata without any label) has float columns, which DuckDB will not compare
+    typed = species[SPECIES_COLUMNS].astype({"class_id": "int64", "binomial_name": object, "genus": object, "venom_status": object})
+    con.register("new_species", typed)
     con.execute(
         "INSERT INTO species (class_id, binomial_name, genus, venom_status, family) "
         f"SELECT *, '{UNKNOWN_FAMILY}' FROM new_species ON CONFLICT (class_id) DO UPDATE SET "
@@ -377,11 +387,14 @@ def _species_from_metadata(listing: pd.DataFrame, table: pd.DataFrame | None) ->
     })
     rows["genus"] = [name.split(" ")[0] for name in rows["binomial_name"]]
     rows["venom_status"] = UNKNOWN
+    if table is None:  # one name under two class ids (405 Crotalus atrox, 406 crotalus_atrox) stuck every later ingest
+        one_class_per_name(rows[~rows["binomial_name"].astype(str).str.startswith("class ")].assign(source="the metadata"))
     species = rows[SPECIES_COLUMNS] if table is None else with_names_from(table, rows)
     by_name = listing["class_id"].isna() & listing["binomial_name"].notna()
     assigned: list[int] = []
     if by_name.any():
-        matched = match_taxa(listing.loc[by_name, "binomial_name"], species)
+        # names the metadata's own classes do not have are new species, not a wrong table (none was given)
+        matched = match_taxa(listing.loc[by_name, "binomial_name"], species, require_match=table is not None)
         listing.loc[by_name, "class_id"] = listing.loc[by_name, "binomial_name"].map(matched.classes).astype("Int64")
         species = pd.concat([species, matched.species[~matched.species["class_id"].isin(species["class_id"])]])
         species = species.sort_values("class_id").reset_index(drop=True)

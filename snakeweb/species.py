@@ -137,7 +137,7 @@ def _from_store(known: pd.DataFrame | None) -> pd.DataFrame | None:
 
 
 def _finish(merged: pd.DataFrame) -> pd.DataFrame:
-    _one_class_per_name(merged)
+    one_class_per_name(merged)
     assigned = merged.loc[merged["assigned"].fillna(False).astype(bool), "class_id"] if "assigned" in merged else []
     table = _complete(merged)
     table.attrs[ASSIGNED_IDS] = sorted(int(c) for c in assigned)  # ids snakeweb numbered (no table gave them)
@@ -200,7 +200,7 @@ def _ids_by_name(frame: pd.DataFrame, known: pd.DataFrame | None) -> pd.DataFram
     return frame
 
 
-def _one_class_per_name(merged: pd.DataFrame) -> None:
+def one_class_per_name(merged: pd.DataFrame) -> None:
     """One species, one class id: a name under two ids would let whichever comes last (and its venom flag) win."""
     named = merged[merged["binomial_name"].notna()]
     keys = named["binomial_name"].map(taxon_key)
@@ -295,7 +295,7 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
     given = sorted({n for n in names if isinstance(n, str) and taxon_key(n)})
     table = table if table is not None and not table.empty else None
     if table is not None:
-        _one_class_per_name(table[~table["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)].assign(source="the species table"))
+        one_class_per_name(table[~table["binomial_name"].str.startswith(PLACEHOLDER_PREFIX)].assign(source="the species table"))
     by_key: dict[str, tuple] = {} if table is None else {
         taxon_key(r.binomial_name): r for r in table.itertuples(index=False)
         if not str(r.binomial_name).startswith(PLACEHOLDER_PREFIX)

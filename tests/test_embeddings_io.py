@@ -192,6 +192,17 @@ def test_images_by_id_splits_countries_and_new_ids(tiny_model_dir, species_csv, 
     assert run_import(store, [write(tmp_path / "late.parquet", late["vectors"], path=late["path"], observation_id=["n1"])],
                       tiny_model_dir) == 0
     assert Store(store).query("SELECT class_id, split FROM images WHERE path = ?", [late["path"][0]]).values.tolist() == [[7, "train"]]
+    # the same import again changes nothing (it was refused: "another class id" for the photo it had just stored)
+    assert run_import(store, [tmp_path / "late.parquet"], tiny_model_dir) == 0
+    # two names of one file on this machine (a link) are one photo: stored twice, as two species, it was accepted
+    real = tmp_path / "real.jpg"
+    real.write_bytes(b"photo")
+    (tmp_path / "alias.jpg").symlink_to(real)
+    linked = write(tmp_path / "linked.parquet", data["vectors"][:2], path=[str(real), str(tmp_path / "alias.jpg")],
+                   observation_id=["l1", "l2"], class_id=[7, 1130])
+    with pytest.raises(SnakewebError, match=r"1 file\(s\) are named by more than one path, a link to one photo \(linked.parquet row 1, "
+                                            r"linked.parquet row 2\)"):
+        import_embeddings(Store(store), [linked], str(tiny_model_dir))
 
 
 def _broken(vectors: np.ndarray) -> np.ndarray:

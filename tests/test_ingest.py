@@ -344,3 +344,43 @@ def green_photos(root, n: int):
     for i in range(n):
         make_photo(root / f"{i}.jpg", (40, 160, 60), seed=i)
     return root
+
+
+def test_metadata_without_labels_or_species_table_and_name_only_rows(tmp_path, capsys):
+    root = green_photos(tmp_path / "img", 4)
+    # no label at all, no --species: a DuckDB type error (a traceback, exit 1) left an empty store behind
+    (tmp_path / "bare.csv").write_text("observation_id,image_path\no1,0.jpg\no2,1.jpg\n")
+    bare = Store(tmp_path / "bare")
+    assert main(["ingest", "--store", str(bare.root), "--metadata", str(tmp_path / "bare.csv"), "--image-root", str(root)]) == 0
+    assert bare.query("SELECT split FROM images")["split"].tolist() == ["unlabelled"] * 2
+    # a name-only row beside another observation's class-only row: a new species, not "None of the names matches"
+    (tmp_path / "mixed.csv").write_text("observation_id,image_path,class_id,binomial_name,subset\no1,0.jpg,,Crotalus atrox,train\n"
+                                        "o2,1.jpg,1137,,val\n")
+    mixed = Store(tmp_path / "mixed")
+    assert main(["ingest", "--store", str(mixed.root), "--metadata", str(tmp_path / "mixed.csv"), "--image-root", str(root)]) == 0
+    assert mixed.query("SELECT count(DISTINCT class_id) AS n FROM images")["n"][0] == 2
+    # one name under two class ids: stored as two classes of one name, and every later ingest was refused
+    (tmp_path / "twice.csv").write_text("observation_id,image_path,class_id,binomial_name\no1,0.jpg,405,Crotalus atrox\n"
+                                        "o2,1.jpg,406,crotalus_atrox\n")
+    assert main(["ingest", "--store", str(tmp_path / "t"), "--metadata", str(tmp_path / "twice.csv"), "--image-root", str(root)]) == 2
+    assert "give Crotalus atrox more than one class id: class 405" in capsys.readouterr().err
+
+
+def test_the_same_ingest_again_is_a_no_op_and_later_links_to_stored_photos_are_refused(tmp_path, capsys):
+    root = green_photos(tmp_path / "img", 3)
+    header = "observation_id,image_path,class_id,binomial_name,subset\n"
+    (tmp_path / "a.csv").write_text(header + "o1,0.jpg,405,Crotalus atrox,train\no2,1.jpg,1137,Natrix natrix,val\n")
+    (tmp_path / "b.csv").write_text(header + "o1,2.jpg,,,\n")  # a photo without a class of a stored observation
+    store = Store(tmp_path / "s")
+    ingest = ["ingest", "--store", str(store.root), "--image-root", str(root), "--metadata"]
+    for name in ("a.csv", "b.csv", "b.csv"):  # the second b.csv was refused: "another class id (405 -> (empty))"
+        assert main([*ingest, str(tmp_path / name)]) == 0
+    assert "0 new image(s), 1 already in the store" in capsys.readouterr().out
+    # a link made later to a stored photo, under another species: a second copy of it in another split, exit 0
+    os.link(root / "0.jpg", root / "hard.jpg")
+    (root / "soft.jpg").symlink_to(root / "1.jpg")
+    (tmp_path / "c.csv").write_text(header + "o7,hard.jpg,1137,Natrix natrix,val\no8,soft.jpg,1137,Natrix natrix,train\n")
+    assert main([*ingest, str(tmp_path / "c.csv")]) == 0
+    rows = store.query("SELECT path, status, error FROM images WHERE path LIKE '%hard.jpg' OR path LIKE '%soft.jpg' ORDER BY path")
+    assert rows["status"].tolist() == ["error", "error"]
+    assert "(a hard link) in another species folder" in rows["error"][0] and "it is a link to " in rows["error"][1]
