@@ -129,7 +129,7 @@ def test_vectors_are_deterministic(built_store, tiny_model_dir):
     identifier = Identifier(built_store)
     ids, vectors = built_store.embeddings()
     path = built_store.query(f"SELECT path FROM images WHERE image_id = {ids[0]}")["path"][0]
-    _, again, _ = identifier.embed([("x", path)])
+    _, again, _, _ = identifier.embed([("x", path)])
     assert np.allclose(again[0], vectors[0], atol=1e-5)
 
 
