@@ -29,7 +29,7 @@ def print_identification(result: Identification) -> None:
     print(f"  {lead}: {result.headline}")
     source = SOURCE_WORDS[result.prediction_source]
     if result.prediction_source == "venom_rule" and result.prediction_rank:  # a fixed rank: named, not withheld
-        source = "the venom-aware call: a harmless answer was not given"
+        source = "the venom-aware call at this rank"
     print(f"  answer: {result.answer_text}  [{source}; "
           f"{flags[result.venom_status] if result.prediction_rank else 'venom status unknown'}]")
     print("  top species from the classifier" + (" after the country step:" if result.country_prior_applied else ":"))

@@ -252,7 +252,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         probs = raw * range_weights
         probs /= probs.sum(1, keepdims=True)
         filtered = ~np.all(range_weights == range_weights[:, :1], axis=1)  # rows the prior could change
-    per_rank = None
+    per_rank, nameable = None, np.ones_like(raw, dtype=bool)
     if range_mode == "filter" and records is not None:
         # the filter decides what may be named, never how sure the photo makes us: the probabilities are not
         # renormalised (a species at 1.6% was once named at 100% because it was the only one recorded there), and a
@@ -309,13 +309,21 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         safe = np.where(from_raw, safe_raw, safe)
         safe_score = np.where(from_raw, raw[np.arange(n), safe], probs[np.arange(n), safe])
     if venom_rule and len(taxa):
+        # taxa holding a possibly venomous class of the head: a genus such as Agkistrodon is "mixed" in SnakeCLEF's
+        # table (two species flagged harmless), yet every Agkistrodon the head knows is venomous
+        holds_venomous = {r: taxa.sums(possibly.astype(np.float64), r)[0] > 0 for r in RANKS}
         for i, r in enumerate(answer_rank):
             if not r or not possibly[safe[i]]:
                 continue
             groups, _ = taxa.group(r)
             if rank is not None and groups[safe[i]] >= 0:  # a fixed rank: the venom-aware species' taxon there
-                if statuses[r][taxon[i]] != "venomous" and groups[safe[i]] != taxon[i]:  # (a mixed family too)
+                if holds_venomous[r][taxon[i]] or groups[safe[i]] == taxon[i]:
+                    continue
+                # ... where it may be named; one the range filter removed is not named (the headline stays)
+                if taxa.sums(nameable[i:i + 1].astype(np.float64), r)[0, groups[safe[i]]] > 0:
                     taxon[i], source[i] = groups[safe[i]], "venom_rule"
+                else:
+                    answer_rank[i], taxon[i], source[i] = "", -1, "venom_rule"
                 continue
             if statuses[r][taxon[i]] == "harmless":  # never name a harmless taxon the costs say to treat as venomous
                 answer_rank[i], taxon[i], source[i] = "", -1, "venom_rule"  # no name: "possibly venomous"

@@ -3,6 +3,7 @@ nearest reference images. The command line and the dashboard both call `Identifi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -77,10 +78,11 @@ def venom_headline(p_venomous: float, p_unknown: float) -> str:
 def _percent(share: float) -> str:
     """A whole percentage, or one decimal where rounding would reach a venom level's edge (9.8% was shown as 10%,
     the caution level, beside the low-risk banner)."""
-    for decimals in (0, 1, 2):
-        if not any(share < edge <= round(share, 2 + decimals) for edge in (CAUTION_AT, DANGER_AT)):
-            break
-    return f"{share:.{decimals}%}"
+    text = f"{share:.0%}"
+    if any(share < edge <= float(text.rstrip("%")) / 100 for edge in (CAUTION_AT, DANGER_AT)):
+        # just below an edge: round down at one decimal (49.96% -> 49.9%), which no rounding can carry to the edge
+        text = f"{math.floor(share * 1000) / 10:.1f}%"
+    return text
 
 
 
@@ -109,8 +111,8 @@ def answer_sentence(result, unconstrained_top: str, country: str | None) -> str:
             "family": f"Family {name}: genus and species uncertain; the family carries {score}.",
         }[rank]
         if result.prediction_source == "venom_rule":
-            text += (" Given as the venom-aware call: a harmless answer was not given because the venomous species "
-                     f"carry {result.p_venomous:.0%} of the probability.")
+            text += (" Given as the venom-aware call: the likeliest taxon at this rank holds no venomous species the "
+                     f"classifier knows, and venomous species carry {_percent(result.p_venomous)} of the probability.")
         elif result.prediction_source == "range_filter" and country:
             done = "left out" if result.range_mode == "filter" else "down-weighted"
             text += f" The country check changed the answer: species not recorded in {country} were {done}."
@@ -382,9 +384,9 @@ class Identifier:
         if result.uncertain:
             candidates = ", ".join(s.binomial_name for s in result.species[:3])
             lead = f"Uncertain: no species reaches the confidence you asked for; the candidates are {candidates}. "
-        mass = f"venomous species carry {venomous_mass:.0%} of the probability"
+        mass = f"venomous species carry {_percent(venomous_mass)} of the probability"
         if unknown_mass >= 0.005:
-            mass += f", species of unknown venom status {unknown_mass:.0%} (treated as possibly venomous)"
+            mass += f", species of unknown venom status {_percent(unknown_mass)} (treated as possibly venomous)"
         if result.prediction_rank is None:
             return lead + f"No taxon is named; the {mass}."
         if safe is not None and safe.class_id != top.class_id:

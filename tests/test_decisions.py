@@ -83,7 +83,8 @@ def test_the_venom_headline_never_rounds_across_a_venom_level():
 
     # 9.8% was shown as "10%", the caution level, beside a low-risk banner
     assert venom_headline(0.098, 0.0) == "Venomous: 9.8% likely"
-    assert venom_headline(0.4996, 0.0) == "Venomous: 49.96% likely"
+    assert venom_headline(0.4996, 0.0) == "Venomous: 49.9% likely" and venom_headline(0.495, 0.0) == "Venomous: 49.5% likely"
+    assert venom_headline(0.09996, 0.0) == "Venomous: 9.9% likely"
     assert venom_headline(0.497, 0.0) == "Venomous: 49.7% likely"
     assert venom_headline(0.87, 0.0) == "Venomous: 87% likely" and venom_headline(0.104, 0.0) == "Venomous: 10% likely"
     assert venom_headline(0.2, 0.096) == "Venomous: 20% likely (and 9.6% on species of unknown venom status: treat as possibly venomous)"
