@@ -28,6 +28,8 @@ def print_identification(result: Identification) -> None:
     lead = {"danger": "DANGER", "caution": "CAUTION", "harmless": "LOW RISK", "unknown": "VENOM STATUS UNKNOWN"}[result.venom_level]
     print(f"  {lead}: {result.headline}")
     source = SOURCE_WORDS[result.prediction_source]
+    if result.prediction_source == "classifier" and result.prediction_rank in ("genus", "family"):  # a fixed rank
+        source = f"the classifier's top {result.prediction_rank}"
     if result.prediction_source == "venom_rule" and result.prediction_rank:  # a fixed rank: named, not withheld
         source = "the venom-aware call at this rank"
     print(f"  answer: {result.answer_text}  [{source}; "

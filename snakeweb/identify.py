@@ -70,15 +70,19 @@ def venom_level(result) -> str:
 def venom_headline(p_venomous: float, p_unknown: float) -> str:
     """What a first responder reads first: "Venomous: 87% likely", with the unknown-status share beside it."""
     text = f"Venomous: {_percent(p_venomous)} likely"
-    if p_unknown >= 0.005:
-        text += f" (and {_percent(p_unknown)} on species of unknown venom status: treat as possibly venomous)"
+    total = p_venomous + p_unknown
+    if p_unknown >= 0.005 or any(p_venomous < edge <= total for edge in (CAUTION_AT, DANGER_AT)):
+        # the level is set by the two together: their sum is shown, rounded as a level allows (45% and 4.99% read as
+        # 50% beside a caution banner; 9.8% and 0.3%, a caution, hid the 0.3%)
+        text += (f" (and {_percent(p_unknown)} on species of unknown venom status: {_percent(total)} possibly venomous in all, "
+                 "treat it so)")
     return text
 
 
 def _percent(share: float) -> str:
     """A whole percentage, or one decimal where rounding would reach a venom level's edge (9.8% was shown as 10%,
     the caution level, beside the low-risk banner)."""
-    text = f"{share:.0%}"
+    text = f"{share:.1%}" if 0 < share < 0.01 else f"{share:.0%}"  # (a share under 1% is not "0%")
     if any(share < edge <= float(text.rstrip("%")) / 100 for edge in (CAUTION_AT, DANGER_AT)):
         # just below an edge: round down at one decimal (49.96% -> 49.9%), which no rounding can carry to the edge
         text = f"{math.floor(share * 1000) / 10:.1f}%"

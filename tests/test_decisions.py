@@ -87,7 +87,13 @@ def test_the_venom_headline_never_rounds_across_a_venom_level():
     assert venom_headline(0.09996, 0.0) == "Venomous: 9.9% likely"
     assert venom_headline(0.497, 0.0) == "Venomous: 49.7% likely"
     assert venom_headline(0.87, 0.0) == "Venomous: 87% likely" and venom_headline(0.104, 0.0) == "Venomous: 10% likely"
-    assert venom_headline(0.2, 0.096) == "Venomous: 20% likely (and 9.6% on species of unknown venom status: treat as possibly venomous)"
+    assert venom_headline(0.2, 0.096) == ("Venomous: 20% likely (and 9.6% on species of unknown venom status: 30% possibly venomous "
+                                          "in all, treat it so)")
+    # the level is set by the two shares together: their sum is shown, never across an edge (45% and 4.99% read as 50%
+    # beside a caution banner; 9.8% and 0.3%, a caution, hid the 0.3%)
+    assert "(and 5% on species of unknown venom status: 49.9% possibly venomous in all" in venom_headline(0.45, 0.0499)
+    assert venom_headline(0.098, 0.003).endswith("(and 0.3% on species of unknown venom status: 10% possibly venomous in all, treat it so)")
+    assert venom_headline(0.004, 0.0) == "Venomous: 0.4% likely"
 
 
 def test_a_withheld_answer_says_the_venom_rule_before_the_uncertainty():
