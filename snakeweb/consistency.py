@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
+from snakeweb.paths import same_file_groups
 from snakeweb.splits import split_of
 
 
@@ -138,22 +139,17 @@ def _comparable(value: object) -> object:
     return None if value is None or pd.isna(value) else int(value) if isinstance(value, float | np.integer) else value
 
 
-def repeated_with_other_values(frame: pd.DataFrame) -> None:
+def one_observation_per_photo(frame: pd.DataFrame) -> None:
     """One photo listed in the metadata under two observations is refused: by one path (after `..` and folder links
-    are resolved), or by two names of one file (a symbolic or hard link: the same device and inode). Keeping the
+    are resolved), or by two names of one file (a symbolic or hard link, `paths.same_file_groups`). Keeping the
     first row dropped the second observation's photo unsaid, and the same bytes stored twice under two species put
     one animal in two splits. Within one observation, another class, country or subset is refused by the checks
     above; rows that repeat each other exactly are fine. Raises SnakewebError naming an example."""
-    import os
-
-    def identity(path: str) -> str:
-        try:
-            found = os.stat(path)
-        except (OSError, ValueError):
-            return path  # missing or unreadable: the embed stage records it
-        return f"{found.st_dev}:{found.st_ino}"
-
-    keys = frame["path"].map(identity)
+    keys = list(frame["path"])  # a missing file is one photo by its one path
+    for members in same_file_groups(keys):
+        for i in members:
+            keys[i] = keys[members[0]]
+    keys = pd.Series(keys, index=frame.index)
     repeated = frame[keys.duplicated(keep=False)]
     groups = repeated.groupby(keys[repeated.index])
     observations = groups["observation_id"].agg(lambda o: list(dict.fromkeys(map(str, o))))

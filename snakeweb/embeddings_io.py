@@ -31,7 +31,7 @@ import pandas as pd
 from snakeweb.embeddings_file import MAX_SHOWN, META_KEY, WHAT, Source, at, batches, checked_vectors, open_source
 from snakeweb.errors import SnakewebError
 from snakeweb.ingest import checked_country_table, country_codes, record_numbered_ids, record_species
-from snakeweb.paths import Spellings
+from snakeweb.paths import Spellings, same_file_groups
 from snakeweb.progress import tqdm
 from snakeweb.species import combine_with_store
 from snakeweb.splits import read_subsets, split_of, update_splits
@@ -265,18 +265,10 @@ def _refuse_links(con, names: list[str]) -> None:
     """Rows whose paths are two names of one file on this machine (a symbolic or hard link, also to a stored photo):
     the same photo would be stored twice, perhaps as two species or in two splits. Paths that are not files here
     (vectors made elsewhere) are left alone. Raises TableError naming the rows."""
-    import os
-
     rows = con.execute("SELECT file, row, path FROM _import_staging WHERE path NOT LIKE 'imported:%' "
                        "UNION ALL SELECT -1, -1, path FROM images").fetchall()
-    seen: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
-    for file, row, path in rows:
-        try:
-            found = os.stat(path)
-        except (OSError, ValueError):
-            continue
-        seen.setdefault((found.st_dev, found.st_ino), []).append((file, row, path))
-    twice = [group for group in seen.values() if len({p for _, _, p in group}) > 1 and any(f >= 0 for f, _, _ in group)]
+    groups = [[rows[i] for i in members] for members in same_file_groups([path for _, _, path in rows])]
+    twice = [group for group in groups if len({p for _, _, p in group}) > 1 and any(f >= 0 for f, _, _ in group)]
     if twice:
         shown = [f"{names[f]} row {r}" if f >= 0 else f"the stored {p}" for f, r, p in twice[0]]
         raise TableError(f"{len(twice)} file(s) are named by more than one path, a link to one photo ({', '.join(shown[:3])}); "

@@ -19,9 +19,9 @@ from snakeweb.consistency import (
     one_animal_across_files,
     one_animal_per_observation,
     one_class_per_observation,
+    one_observation_per_photo,
     one_value_per_observation,
     refuse_relabels,
-    repeated_with_other_values,
     same_animal_as_stored,
 )
 from snakeweb.countries import country_column
@@ -152,7 +152,7 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
         log.warning("%d of the %d image paths in the metadata do not exist under %s; the embed stage records each of them "
                     "as missing.", missing, len(frame), image_root)
     frame["path"] = file_keys(frame["path"])  # a loop of folders or `..` in image_path: the same photo by one name
-    repeated_with_other_values(frame)
+    one_observation_per_photo(frame)
     duplicated = frame["path"].duplicated()
     if duplicated.any():
         log.warning("%d metadata rows repeat an earlier row of the same photo; it is listed once", int(duplicated.sum()))
@@ -219,10 +219,9 @@ def ingest(
             renamed = stored.loc[stored["observation_id"] == stored["path"], "path"]
             again = listing["path"].isin(set(renamed))
             listing.loc[again, "observation_id"] = listing.loc[again, "path"]
-        # two names of one photo (a link): one is kept (a stored one first), the other refused; a folder's observation
-        # id is the relative path, and the metadata's photos of two observations were refused above
-        # stored photos take part too: a link made later to a stored photo was a second copy of it, perhaps under
-        # another species; "folders" are class ids, so links under two species leave no name that says which it is
+        # two names of one photo (a link): one is kept (a stored one first), the other recorded with its reason.
+        # Stored photos take part: a link made later to a stored photo was a second copy of it, perhaps under another
+        # species. "Folders" are class ids, so links under two species leave no name that says which it is.
         named = dict(zip(stored["path"], stored["path"]))
         named.update(zip(listing["path"], listing["observation_id"] if images is not None else listing["image_path"]))
         others = stored[~stored["path"].isin(set(listing["path"]))]

@@ -70,6 +70,20 @@ class Spellings:
         return [self._spelling.get(key, key) for key in file_keys(paths)]
 
 
+def same_file_groups(paths: list[str]) -> list[list[int]]:
+    """Positions of `paths` that name one file on this machine (the same device and inode after following links: a
+    symbolic or hard link), in groups of two or more, each in list order. Paths that cannot be read are left out
+    (the embed stage records them); the same path twice is one group too."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, path in enumerate(paths):
+        try:
+            stat = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        groups.setdefault((stat.st_dev, stat.st_ino), []).append(i)
+    return [members for members in groups.values() if len(members) > 1]
+
+
 def second_names(paths: list[str], folders: list[str | None], shown: Callable[[str], str],
                  stored: set[str] = frozenset()) -> list[str | None]:
     """Why each path must give way to another name of the same file in the list, or None. The same file is the
@@ -80,15 +94,8 @@ def second_names(paths: list[str], folders: list[str | None], shown: Callable[[s
     names are refused. Two names of one photo would put it twice in the store, perhaps under two species, or
     once in training and once in validation. `shown` turns a path into the name a sentence uses; paths that
     cannot be read are left to the embed stage."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, path in enumerate(paths):
-        try:
-            stat = os.stat(path)
-        except (OSError, ValueError):
-            continue
-        groups.setdefault((stat.st_dev, stat.st_ino), []).append(i)
     reasons: list[str | None] = [None] * len(paths)
-    for members in (m for m in groups.values() if len(m) > 1):
+    for members in same_file_groups(paths):
         real = [i for i in members if not os.path.islink(paths[i])]
         if len({folders[i] for i in real}) > 1:
             for i in members:
