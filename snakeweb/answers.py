@@ -233,7 +233,8 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
     argmax); the thresholds' own venom weight, when chosen, replaces `venom_weight`. `range_weights` [n, K]
     are the prior's per-row multipliers (mode `prior`); `records` [n, K] (1 present, 0 recorded as not
     present, -1 no record: species not in the table, or no country for the row) give the range: mode
-    `filter` removes the species recorded as not present (a species the table knows nothing about stays),
+    `filter` names no species recorded as not present, and no genus or family without a species that may be
+    named, with the probabilities not renormalised (a species the table knows nothing about may be named),
     and the out-of-range flag. Rows whose filter would remove every species are left unfiltered. Rows where
     `out_of_store` [n] is True (the photos are unlike every reference) name no taxon (source abstain).
     """
@@ -252,7 +253,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         probs = raw * range_weights
         probs /= probs.sum(1, keepdims=True)
         filtered = ~np.all(range_weights == range_weights[:, :1], axis=1)  # rows the prior could change
-    per_rank, nameable = None, np.ones_like(raw, dtype=bool)
+    may_name = None  # with the range filter, per rank [n, taxa]: a taxon may be named when one of its species may be
     if range_mode == "filter" and records is not None:
         # the filter decides what may be named, never how sure the photo makes us: the probabilities are not
         # renormalised (a species at 1.6% was once named at 100% because it was the only one recorded there), and a
@@ -263,11 +264,13 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
         nameable = ~usable[:, None] | allowed
         probs = np.where(nameable, raw, 0.0)
         filtered = usable & ~allowed.all(1)
-        per_rank = {r: probs if r == "species" else np.where(taxa.sums(nameable.astype(np.float64), r) > 0, taxa.sums(raw, r), 0.0)
-                    for r in RANKS}
+        may_name = {r: taxa.sums(nameable.astype(np.float64), r) > 0 for r in RANKS}
     out_of_range = out_of_range_flags(records, unconstrained_top)
 
-    per_rank = per_rank or {r: taxa.sums(probs, r) for r in RANKS}
+    if may_name is not None:
+        per_rank = {r: probs if r == "species" else np.where(may_name[r], taxa.sums(raw, r), 0.0) for r in RANKS}
+    else:
+        per_rank = {r: taxa.sums(probs, r) for r in RANKS}
     best, best_p = {}, {}
     for r in RANKS:
         sums = per_rank[r]
@@ -320,7 +323,7 @@ def decide(probabilities: np.ndarray, taxa: Taxa, thresholds: Thresholds | None,
                 if holds_venomous[r][taxon[i]] or groups[safe[i]] == taxon[i]:
                     continue
                 # ... where it may be named; one the range filter removed is not named (the headline stays)
-                if taxa.sums(nameable[i:i + 1].astype(np.float64), r)[0, groups[safe[i]]] > 0:
+                if may_name is None or may_name[r][i, groups[safe[i]]]:
                     taxon[i], source[i] = groups[safe[i]], "venom_rule"
                 else:
                     answer_rank[i], taxon[i], source[i] = "", -1, "venom_rule"
