@@ -82,13 +82,12 @@ def _evaluate(args: argparse.Namespace) -> None:
                             "--country-table FILE.") from exc
     if prior is not None:
         try:
-            _check_prior(prior, store)
+            _check_prior(prior, store, advice="leave it out" if args.country_table else None)
         except SnakewebError as exc:
             if args.country_table:  # the user named it: a prior that changes nothing is their mistake to hear
                 raise
             # the table recorded at build, on a store of photo folders (no countries): scores without the prior
-            print(f"note: the species x country table recorded at build is not used here: {str(exc).removesuffix('; leave it out.')}.",
-                  file=sys.stderr)
+            print(f"note: the species x country table recorded at build is not used here: {exc}", file=sys.stderr)
             prior, table = None, None
     report = evaluate(store, args.split, prior, args.aggregation, country_table=str(table) if table else None)
     if report.get("not_saved"):  # on stderr, so --json output stays JSON; the scores themselves are complete
@@ -100,15 +99,16 @@ def _evaluate(args: argparse.Namespace) -> None:
     print_evaluation(report)
 
 
-def _check_prior(prior, store: Store) -> None:
-    """A country prior must be able to change something: species the table knows, observations with a country."""
+def _check_prior(prior, store: Store, advice: str | None = "leave it out") -> None:
+    """A country prior must be able to change something: species the table knows, observations with a country.
+    Raises SnakewebError, its sentence ending with `advice` where one is given."""
     prior.require_species(store.species()["binomial_name"].tolist())
     countries = store.query("SELECT country_code FROM observations")["country_code"]
     known = countries.dropna().map(prior.knows)
     if not known.any():
         raise SnakewebError(f"None of the store's {len(countries)} observations has a country the species x country table knows "
                             "(photo folders carry no country; SnakeCLEF metadata has a code column), so the country prior would "
-                            "change nothing; leave it out.")
+                            "change nothing" + (f"; {advice}." if advice else "."))
     if len(known) < len(countries) or not known.all():
         print(f"note: {len(countries) - int(known.sum())} of {len(countries)} observations have no country the table knows; "
               "they get no country prior.", file=sys.stderr)
