@@ -225,7 +225,8 @@ def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
     """
     with _pillow_errors():
         image, header = _open_checked(data)
-        frames = int(getattr(image, "n_frames", 1) or 1)
+        # is_animated stops at the second frame; n_frames (which walks them all) only for the few files that have more
+        frames = int(image.n_frames) if getattr(image, "is_animated", False) else 1
         digest = hashlib.sha256(data).hexdigest()
         if min_side and image.format == "JPEG":
             image.draft("RGB", (min_side, min_side))
