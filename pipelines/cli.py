@@ -253,7 +253,8 @@ def _identify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from snakeweb.countries import resolve_country
-    from snakeweb.identify import SCHEMA_VERSION, Identifier
+    from snakeweb.identification import SCHEMA_VERSION
+    from snakeweb.identify import Identifier
     from snakeweb.store import Store
 
     args.country = (args.country or "").strip() or None  # --country "" (an empty shell variable) means none

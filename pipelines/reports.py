@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from snakeweb.identify import Identification
+    from snakeweb.identification import Identification
 
 
 # prediction_source in words, for people (the JSON keeps the schema's terms)
@@ -16,7 +16,7 @@ SOURCE_WORDS = {"classifier": "the classifier's top species", "rollup": "rolled 
 
 
 def print_identification(result: Identification) -> None:
-    """An identification (snakeweb.identify) as people read it: the venom banner first, then the answer, where it
+    """An identification (snakeweb.identification) as people read it: the venom banner first, then the answer, where it
     came from, the classifier's top species and the nearest reference images."""
     print("observation: " + ", ".join(result.inputs)
           + (f" (country {result.country}, range {result.range_mode})" if result.country_prior_applied else ""))
@@ -38,6 +38,10 @@ def print_identification(result: Identification) -> None:
     for rank, s in enumerate(result.species, 1):
         family = f", {s.family}" if s.family else ""
         print(f"  {rank}. {s.binomial_name} (class {s.class_id}{family})  {s.probability:6.1%}  {flags[s.venom_status]}")
+    if result.possibly_venomous:
+        named = ", ".join(f"{s.binomial_name} ({s.probability:.0%}, {flags[s.venom_status].split(' (')[0]})"
+                          for s in result.possibly_venomous)
+        print(f"  possibly venomous candidates (each at its larger probability, before or after the country step): {named}")
     if result.out_of_store:
         print("  NOT A SNAKE IN THIS STORE: the photo is farther from every reference than validation snakes are.")
     elif result.uncertain:

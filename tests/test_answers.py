@@ -255,7 +255,7 @@ def test_a_family_is_harmless_only_if_every_species_of_it_in_the_store_is():
 def test_the_all_clear_needs_a_harmless_answer_the_classifier_gave_with_confidence():
     """venom_level: green ("harmless") only for a named harmless answer of the classifier's, at a confidence its
     rank's threshold accepts, in range, like the store's snakes, and in a country the store knows."""
-    from snakeweb.identify import Identification, venom_level
+    from snakeweb.identification import Identification, venom_level
 
     decision = {"rank": "auto", "thresholds": {"species": 0.8, "genus": 0.6, "family": 0.7}}
     clear = Identification(prediction="Nerodia sipedon", prediction_rank="species", prediction_score=0.9,

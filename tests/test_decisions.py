@@ -79,7 +79,7 @@ def test_country_prior_smooths_and_renormalises():
 
 
 def test_the_venom_headline_never_rounds_across_a_venom_level():
-    from snakeweb.identify import venom_headline
+    from snakeweb.identification import venom_headline
 
     # 9.8% was shown as "10%", the caution level, beside a low-risk banner
     assert venom_headline(0.098, 0.0) == "Venomous: 9.8% likely"
@@ -97,7 +97,7 @@ def test_the_venom_headline_never_rounds_across_a_venom_level():
 
 
 def test_a_withheld_answer_says_the_venom_rule_before_the_uncertainty():
-    from snakeweb.identify import Identification, answer_sentence
+    from snakeweb.identification import Identification, answer_sentence
 
     # an uncertain photo whose answer the venom rule withheld lost "treat it as possibly venomous"
     result = Identification(prediction="unknown snake", prediction_source="venom_rule", p_venomous=0.42, uncertain=True)

@@ -441,3 +441,34 @@ def test_a_read_only_database_in_a_writable_folder_stops_a_writing_stage_before_
     done = run_on_a_read_only_store(copy / "snakeweb.duckdb", "train", "--store", str(copy), "--force", "--head", "mlp")
     assert done.returncode == 2 and f"The store {copy} can be read but not written here" in done.stderr, done.stderr
     assert "train mlp" not in done.stderr and (copy / "head.pt").read_bytes() == head
+
+
+def test_possibly_venomous_names_every_venomous_species_from_five_percent_beyond_top_k(built_store, photo_folder, capsys):
+    # the danger banner drew its names from the top 5 only: a viper sixth at 8% went unnamed
+    from snakeweb.identification import NAME_POSSIBLY_VENOMOUS_FROM
+    from snakeweb.identify import Identifier
+
+    identifier = Identifier(built_store)
+    viper, zamenis, natrix = (SYNTHETIC_SPECIES[n] for n in ("Vipera berus", "Zamenis longissimus", "Natrix natrix"))
+    columns = {int(c): k for k, c in enumerate(identifier.head.label_map.to_class_ids(np.arange(3)))}
+    probabilities = np.zeros(3)
+    probabilities[[columns[zamenis], columns[viper], columns[natrix]]] = [0.90, NAME_POSSIBLY_VENOMOUS_FROM, 0.05 - 1e-6]
+    named = identifier.possibly_venomous(probabilities)
+    assert [(c.class_id, c.venom_status) for c in named] == [(viper, "venomous")]  # harmless and 4.9999% are left out
+    photo = photo_folder / "Vipera_berus" / "02.jpg"
+    result = identifier.identify([("v.jpg", photo)], top=1)
+    raw = {c.class_id: c.probability for c in identifier.top_candidates(identifier_raw(identifier, photo), 3)}
+    want = [c for c, p in raw.items() if p >= NAME_POSSIBLY_VENOMOUS_FROM and identifier.venom_status.get(c) != "harmless"]
+    assert result.possibly_venomous and len(result.raw_top_k) == 1
+    assert sorted(c.class_id for c in result.possibly_venomous) == sorted(want)
+    assert main(["identify", "--store", str(built_store.root), str(photo)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{c.binomial_name} ({c.probability:.0%}, VENOMOUS)" in out for c in result.possibly_venomous)
+
+
+def identifier_raw(identifier, photo) -> np.ndarray:
+    """The head's probabilities for one photo (mean-log over its one vector), in head order."""
+    from snakeweb.aggregate import combine
+
+    _, vectors, _, _ = identifier.embed([("v.jpg", photo)])
+    return combine(identifier.head.predict_log_proba(vectors, identifier.index), "mean-log")

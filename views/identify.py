@@ -7,11 +7,9 @@ import streamlit as st
 
 from snakeweb.countries import all_countries, country_name
 from snakeweb.errors import SnakewebError
-from snakeweb.identify import DANGER_AT
+from snakeweb.identification import DANGER_AT
 from views.common import VENOM_LABELS, current_store, identifier, image_grid
 
-# candidates named in the red banner: a species this likely matters for the antivenom, one below it is noise
-NAME_VENOMOUS_FROM = 0.05
 RANGE_MODE_LABELS = {"prior": "down-weight species not recorded there", "filter": "only species recorded there"}
 RANK_LABELS = {None: "auto (as precise as validation allows)", "species": "species", "genus": "genus", "family": "family"}
 
@@ -61,15 +59,8 @@ def venom_banner(result) -> None:
             text = f"**☠️ {result.headline} — keep away, treat as dangerous.**"
         else:  # the mass is mostly on species nobody recorded a venom status for
             text = f"**☠️ Possibly venomous — keep away, treat as dangerous.** {result.headline}"
-        # as p(venomous), before or after the range step, whichever is larger: a filtered-out rattlesnake is still named
-        strongest = {}
-        for s in [*result.raw_top_k, *result.species]:
-            if s.class_id not in strongest or s.probability > strongest[s.class_id].probability:
-                strongest[s.class_id] = s
-        candidates = sorted(strongest.values(), key=lambda s: -s.probability)
         for label, status in (("Venomous candidates", "venomous"), ("Venom status unknown", "unknown")):
-            named = [f"{s.binomial_name} ({s.probability:.0%})" for s in candidates
-                     if s.venom_status == status and s.probability >= NAME_VENOMOUS_FROM]
+            named = [f"{s.binomial_name} ({s.probability:.0%})" for s in result.possibly_venomous if s.venom_status == status]
             if named:
                 text += f"  \n{label}: {', '.join(named)}."
         st.error(text)
@@ -77,7 +68,7 @@ def venom_banner(result) -> None:
         st.warning(f"**⚠️ {result.headline} — venomous not ruled out: keep your distance.**")
     elif result.venom_level == "harmless":
         st.success(f"**✅ {result.headline} — the answer is a harmless snake. Still, do not handle it.**")
-    else:  # low venomous mass, but not enough for an all-clear (see snakeweb.identify.venom_level): never green
+    else:  # low venomous mass, but not enough for an all-clear (see snakeweb.identification.venom_level): never green
         st.warning(f"**❓ {result.headline} — not enough to call it harmless: treat as possibly venomous.**")
 
 
