@@ -244,6 +244,7 @@ def ingest(
         fresh["class_id"] = fresh["class_id"].astype("Int64")
         fresh["observation_id"] = fresh["observation_id"].astype(str)
         fresh["subset"] = fresh["subset"].astype(object) if "subset" in fresh else None
+        fresh["subspecies"] = fresh["subspecies"].astype(object).where(fresh["subspecies"].notna(), None)  # all empty: not DOUBLE
         fresh["status"] = np.where(fresh["error"].notna(), "error", "pending")
         con.register("fresh", fresh[["image_id", "observation_id", "path", "class_id", "country_code", "subset", "subspecies",
                                      "status", "error"]])
@@ -253,8 +254,9 @@ def ingest(
         )
         con.execute(
             "INSERT INTO observations (observation_id, class_id, country_code, split, subspecies) "
-            "SELECT observation_id, first(class_id), first(country_code), 'unassigned', first(subspecies) "
-            "FROM fresh GROUP BY observation_id ON CONFLICT (observation_id) DO NOTHING"
+            "SELECT observation_id, first(class_id), first(country_code), 'unassigned', any_value(subspecies) "
+            "FROM fresh GROUP BY observation_id "  # a stored observation keeps its values; a trinomial fills an empty subspecies
+            "ON CONFLICT (observation_id) DO UPDATE SET subspecies = COALESCE(observations.subspecies, EXCLUDED.subspecies)"
         )
         # each observation's subset where one is given (one per observation: consistency.one_animal_across_files); an empty one says nothing
         subsets = {o: v for o, v in zip(fresh["observation_id"], fresh["subset"]) if split_of(v)} if "subset" in fresh else {}

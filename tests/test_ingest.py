@@ -288,6 +288,19 @@ def test_new_photos_without_a_class_take_their_stored_observations_class(tmp_pat
     assert images["split"].equals(images["observation_split"])
 
 
+def test_a_trinomial_on_new_photos_fills_a_stored_observations_empty_subspecies(tmp_path):
+    # new photos of a stored observation named its subspecies, and the observation kept its empty one
+    root = green_photos(tmp_path / "img", 3)
+    header = "observation_id,image_path,class_id,binomial_name,country_code,subset\n"
+    (tmp_path / "a.csv").write_text(header + "o1,0.jpg,1137,Natrix natrix,DE,train\no2,1.jpg,1137,Natrix natrix helvetica,DE,train\n")
+    (tmp_path / "b.csv").write_text(header + "o1,2.jpg,1137,Natrix natrix helvetica,DE,train\n")
+    store = Store(tmp_path / "store")
+    for name in ("a.csv", "b.csv", "b.csv"):  # the second b.csv: nothing changes
+        assert main(["ingest", "--store", str(store.root), "--metadata", str(tmp_path / name), "--image-root", str(root)]) == 0
+    observations = store.query("SELECT observation_id, class_id, country_code, subspecies FROM observations ORDER BY 1")
+    assert observations.values.tolist() == [["o1", 1137, "DE", "Natrix natrix helvetica"], ["o2", 1137, "DE", "Natrix natrix helvetica"]]
+
+
 def test_two_names_of_one_file_in_the_metadata(tmp_path, capsys):
     root = tmp_path / "img"
     make_photo(root / "Natrix natrix" / "a.jpg", (40, 160, 60), seed=1)
