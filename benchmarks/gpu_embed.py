@@ -1,7 +1,7 @@
 """The product's embed stage on a GPU, photos on disk -> vectors in a store, against the naive way in the same run.
 
     python benchmarks/gpu_embed.py [--photos DIR] [--images 32768] [--large-images 2048] [--naive-images 512] \
-        [--model base] [--faiss-only] [--out benchmarks/results/gpu_embed_h200.jsonl]
+        [--model base] [--faiss-only] [--smoke] [--out benchmarks/results/gpu_embed_h200.jsonl]
 
 Generates JPEGs of realistic sizes (about 640 x 480, and 1-2 MP) from real photos (`--photos`) or smooth noise,
 saves a randomly initialised DINOv2 ViT-B/14 as a transformers folder (the compute of the real checkpoint;
@@ -125,13 +125,14 @@ def naive(paths: list[Path], size: str, device: str) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
-def embed_stage(label: str, photos: Path, model_dir: Path, work: Path, baseline: float, target: str | None) -> None:
+def embed_stage(label: str, photos: Path, model_dir: Path, work: Path, baseline: float, target: str | None,
+                device: str = "cuda") -> None:
     """Ingest `photos` into a fresh store and time the product's embed stage on the GPU."""
     store = work / f"store-{label}"
     run = [sys.executable, "-m", "pipelines"]
     subprocess.run([*run, "ingest", "--store", str(store), "--images", str(photos)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     started = time.perf_counter()
-    subprocess.run([*run, "embed", "--store", str(store), "--model", str(model_dir), "--device", "cuda", "--views", "none"],
+    subprocess.run([*run, "embed", "--store", str(store), "--model", str(model_dir), "--device", device, "--views", "none"],
                    check=True, cwd=ROOT)
     wall = time.perf_counter() - started
     sys.path.insert(0, str(ROOT))
@@ -146,7 +147,7 @@ def embed_stage(label: str, photos: Path, model_dir: Path, work: Path, baseline:
     emit(name=f"gpu_embed_stage_{label}", value=round(rate, 1), unit="img/s", baseline=round(baseline, 1), ratio=round(rate / baseline, 1),
          what="python -m pipelines embed --device cuda into a store (steady rate: after the one-off compile)",
          images=facts["images"], embedded=ok, decoders=facts["decoders"], batch=facts["batch_size"], compiled=facts.get("compiled"),
-         profile_s=facts.get("profile"), **extra)
+         profile_s=facts.get("profile"), resize=facts.get("resize"), device=facts.get("device"), **extra)
     emit(name=f"gpu_embed_stage_{label}_wall", value=round(wall, 1), unit="s",
          what="the whole command: process start, model load, compile warm-up, embedding, store writes",
          compile_warmup_s=facts.get("warmup_seconds"), images=facts["images"])
@@ -182,41 +183,60 @@ def fidelity(root: Path) -> None:
              top1_agreement=round(float(np.mean(head.predict(vectors) == cpu_top1)), 4), photos=len(items), compiled=forward.compiled)
 
 
-def pipeline_only(photos: Path, model_dir: Path, baseline: float, producers: int, processes: bool = True, mode: str | None = None,
-                  count: int = 16384) -> None:
-    """The product's GPU pipeline (snakeweb.gpu_embed.embed_images_on_device) with no store behind it."""
+def pipeline_only(photos: Path, model_dir: Path, baseline: float, producers: int = 3, resize: str = "batched",
+                  mode: str | None = None, count: int = 16384, device: str = "cuda", batch: int = 256) -> None:
+    """The product's GPU pipeline (snakeweb.gpu_embed.embed_images_on_device: reader threads, producers on side
+    streams) with no store behind it, for one resize method (snakeweb.gpu_resize) and compile mode."""
     sys.path.insert(0, str(ROOT))
     from snakeweb.gpu_embed import DeviceForward, Profile, embed_images_on_device
     from snakeweb.models import load_backbone, resolve_model
 
-    backbone = load_backbone(resolve_model(str(model_dir)), device="cuda")
-    forward, profile = DeviceForward(backbone, "cls", 256, mode=mode), Profile()
-    paths = sorted(photos.glob("*.jpg"))[:count]
-    started = time.perf_counter()
-    n = sum(len(b.keys) for b in embed_images_on_device(backbone, enumerate(paths), "cls", 256, forward=forward, profile=profile,
-                                                           producers=producers, reader_processes=processes))
-    rate = n / (time.perf_counter() - started)
-    label = f"{producers}_producers_{'processes' if processes else 'threads'}{'_' + mode if mode else ''}"
-    emit(name=f"gpu_pipeline_only_vit_base_{label}", value=round(rate, 1), unit="img/s",
-         baseline=round(baseline, 1), ratio=round(rate / baseline, 1),
+    os.environ["SNAKEWEB_GPU_RESIZE"] = resize
+    # on the CPU (--smoke) a Pillow stand-in for nvJPEG sends every photo through the producers' resize
+    decoder = "nvjpeg" if device == "cuda" else pillow_batch_decoder
+    try:
+        backbone = load_backbone(resolve_model(str(model_dir)), device=device)
+        forward, profile = DeviceForward(backbone, "cls", batch, mode=mode), Profile()
+        paths = sorted(photos.glob("*.jpg"))[:count]
+        started = time.perf_counter()
+        n = sum(len(b.keys) for b in embed_images_on_device(backbone, enumerate(paths), "cls", batch, forward=forward, profile=profile,
+                                                               producers=producers, decoder=decoder))
+        rate = n / (time.perf_counter() - started)
+    finally:
+        os.environ.pop("SNAKEWEB_GPU_RESIZE", None)
+    label = f"{producers}_producers_{resize}_resize{'_' + mode if mode else ''}"
+    emit(name=f"gpu_pipeline_only_{model_dir.name.removesuffix('-14').replace('-', '_')}_{label}", value=round(rate, 1), unit="img/s",
+         baseline=round(baseline, 1), ratio=round(rate / baseline, 1), device=device,
          what="snakeweb.gpu_embed.embed_images_on_device, vectors dropped (no store)", images=n, profile_s=profile.rounded())
 
 
-def model_only(model_dir: Path, batch: int) -> float:
+def pillow_batch_decoder(datas: list[torch.Tensor]) -> list[torch.Tensor]:
+    """JPEG bytes -> [3, H, W] uint8 tensors with Pillow: nvJPEG's place in a --smoke run."""
+    import io
+
+    from PIL import Image
+
+    return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(d.numpy().tobytes())).convert("RGB")).transpose(2, 0, 1).copy())
+            for d in datas]
+
+
+def model_only(model_dir: Path, batch: int, device: str = "cuda", repeats: int = 30) -> float:
     """The product's DeviceForward (bf16, compiled) on random pixels already on the GPU: the ceiling."""
     sys.path.insert(0, str(ROOT))
     from snakeweb.gpu_embed import DeviceForward
     from snakeweb.models import load_backbone, resolve_model
 
-    forward = DeviceForward(load_backbone(resolve_model(str(model_dir)), device="cuda"), "cls", batch)
-    x = torch.randn((batch, 3, 224, 224), device="cuda")
+    forward = DeviceForward(load_backbone(resolve_model(str(model_dir)), device=device), "cls", batch)
+    x = torch.randn((batch, 3, 224, 224), device=device)
     forward(x)
-    torch.cuda.synchronize()
+    if device == "cuda":
+        torch.cuda.synchronize()
     started = time.perf_counter()
-    for _ in range(30):
+    for _ in range(repeats):
         forward(x)
-    torch.cuda.synchronize()
-    return 30 * batch / (time.perf_counter() - started)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return repeats * batch / (time.perf_counter() - started)
 
 
 def faiss_on_device(n: int = 182_261, dim: int = 768, queries: int = 20_000, k: int = 11) -> None:
@@ -275,17 +295,24 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="folder for the photos and stores (default: a temporary one)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--faiss-only", action="store_true", help="only FAISS on the GPU vs the CPU index (faiss_on_device)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every step on the CPU with a handful of photos and a small model: checks that this command runs "
+                             "end to end before a GPU is lent (its figures mean nothing)")
     args = parser.parse_args()
     if args.faiss_only:  # also runs without a GPU: both sides on the CPU, each row's ran_on says so
         faiss_on_device()
         if args.out:
             args.out.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
         return 0
-    if not torch.cuda.is_available():
-        print("No CUDA device: this benchmark needs a GPU (the CPU one is `python benchmarks/run.py`).", file=sys.stderr)
+    device = "cpu" if args.smoke else "cuda"
+    if args.smoke:
+        args.images, args.large_images, args.naive_images, args.model = 24, 4, 8, "small"
+    elif not torch.cuda.is_available():
+        print("No CUDA device: this benchmark needs a GPU (the CPU one is `python benchmarks/run.py`; `--smoke` checks "
+              "this one runs).", file=sys.stderr)
         return 2
-    emit(name="device", value=torch.cuda.get_device_name(), unit="", torch=torch.__version__, cpus=os.cpu_count(),
-         date=time.strftime("%Y-%m-%d"))
+    emit(name="device", value=torch.cuda.get_device_name() if device == "cuda" else "cpu (--smoke)", unit="",
+         torch=torch.__version__, cpus=os.cpu_count(), date=time.strftime("%Y-%m-%d"))
     work = args.work or Path(tempfile.mkdtemp())
     jpegs = {".jpg", ".jpeg"}
     seeds = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in jpegs) if args.photos else synthetic_seeds(work / "seeds")
@@ -294,29 +321,37 @@ def main() -> int:
     model_dir = work / f"vit-{args.model}-14"
     build_model(args.model, "cpu", torch.float32, "sdpa").save_pretrained(model_dir)
 
-    baseline = naive(photos[: args.naive_images], args.model, "cuda")
+    baseline = naive(photos[: args.naive_images], args.model, device)
     emit(name=f"gpu_naive_vit_{args.model}", value=round(baseline, 1), unit="img/s", batch=8, dtype="fp32", attn="eager")
     steps = [lambda: embed_stage(f"vit_{args.model}", work / "photos", model_dir, work, baseline,
-                                 ">= 5,000 img/s and >= 10x naive" if args.model == "base" else None)]
+                                 ">= 5,000 img/s and >= 10x naive" if args.model == "base" else None, device)]
     if args.fidelity:
         steps.append(lambda: fidelity(args.fidelity))
-    steps += [lambda options=options: pipeline_only(work / "photos", model_dir, baseline, **options)
-              for options in ({"producers": 3}, {"producers": 3, "processes": False}, {"producers": 3, "mode": "reduce-overhead"})]
-    steps += [lambda: emit(name=f"gpu_model_only_vit_{args.model}", value=round(model_only(model_dir, 256), 1), unit="img/s", batch=256,
+    # the resize per photo (the way measured in November) is the same-run baseline of the batched resize
+    batch, repeats = (256, 30) if device == "cuda" else (8, 2)
+    steps += [lambda options=options: pipeline_only(work / "photos", model_dir, baseline, device=device, batch=batch, **options)
+              for options in ({"resize": "batched"}, {"resize": "per-photo"}, {"resize": "batched", "mode": "reduce-overhead"})
+              if device == "cuda" or "mode" not in options]
+    steps += [lambda: emit(name=f"gpu_model_only_vit_{args.model}", value=round(model_only(model_dir, batch, device, repeats), 1),
+                           unit="img/s", batch=batch,
                            what="snakeweb.gpu_embed.DeviceForward on random pixels on the GPU (no decode, no store)"),
-              lambda: embed_stage(f"vit_{args.model}_1-2MP", work / "large", model_dir, work, baseline, None),
-              faiss_on_device]
+              lambda: embed_stage(f"vit_{args.model}_1-2MP", work / "large", model_dir, work, baseline, None, device),
+              (lambda: faiss_on_device(5_000, 64, 200)) if args.smoke else faiss_on_device]
+    failed = 0
     for step in steps:  # the headline first: a run cut short still reports it
         try:
             step()
         except Exception:
+            failed += 1
             traceback.print_exc()
         if args.out:
             args.out.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
     del photos, large
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in RESULTS))
-    return 0
+    if failed:
+        print(f"{failed} of {len(steps)} steps failed (tracebacks above); the rows of the others were written.", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

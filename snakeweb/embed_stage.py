@@ -140,12 +140,14 @@ def embed(
         frames = embed_with_ray(backbone.config, feature_kind, pending, batch_size, device)
     elif backend == "local" and cuda and not pending.empty:
         from snakeweb.gpu_embed import DeviceForward, Profile, embed_images_on_device
+        from snakeweb.gpu_resize import resize_method
 
         forward = DeviceForward(backbone, feature_kind, batch_size)
         profile = Profile()
         with store.transaction() as con:
             set_meta(con, "dtype", forward.dtype_name)
-        run.update(dtype=forward.dtype_name, compiled=forward.compiled, warmup_seconds=round(forward.warmup_seconds, 1), profile=profile.seconds)
+        run.update(dtype=forward.dtype_name, resize=resize_method(), compiled=forward.compiled,
+                   warmup_seconds=round(forward.warmup_seconds, 1), profile=profile.seconds)
         started = time.perf_counter()  # compiling is a one-off, reported apart from the rate
         items = zip(pending["image_id"].tolist(), pending["path"].tolist())
         frames = (batch.rows() for batch in embed_images_on_device(backbone, items, feature_kind, batch_size, forward=forward, profile=profile))

@@ -2,10 +2,11 @@
 
 CPU threads read each file, hash it and read its header; a producer thread per CUDA side stream decodes a
 batch of JPEGs at once with nvJPEG (`torchvision.io.decode_jpeg(device="cuda")`), resizes the short side and
-centre-crops on the GPU with the CPU path's geometry (bicubic with antialiasing, as Pillow filters; the sizes
-`snakeweb.images.to_pixels` computes) and normalises; the main thread runs the backbone in bf16 (SDPA
-attention, `torch.compile` at one padded batch shape) while the producers prepare the next batches, and copies
-back only the feature vectors, through pinned memory. Photos nvJPEG should not or cannot take (not a JPEG,
+centre-crops the whole batch on the GPU with the CPU path's geometry (bicubic with antialiasing, as Pillow
+filters; the sizes `snakeweb.images.to_pixels` computes; `snakeweb.gpu_resize`: two matrix products per batch)
+and normalises; the main thread runs the backbone in bf16 (SDPA attention, `torch.compile` at one padded batch
+shape) while the producers prepare the next batches, and copies back only the feature vectors, through pinned
+memory. Photos nvJPEG should not or cannot take (not a JPEG,
 CMYK, EXIF-turned, no end-of-image marker, or rejected by the decoder) go through the CPU decoder
 (`snakeweb.images.decode_bytes` + `to_pixels`) with its error handling and one-sentence reasons: nothing is
 lost or duplicated, the order is kept, and each photo's `decoder` ("nvjpeg" or "pillow") is recorded.
@@ -23,16 +24,16 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from snakeweb.embed import EmbeddedBatch, chunks, gpu_dtype
 from snakeweb.errors import SnakewebError
+from snakeweb.gpu_resize import resize_crop_normalise, resize_method
 from snakeweb.models import BackboneConfig, LoadedBackbone
 from snakeweb.photo_reader import Photo, cpu_decode, prepare_chunk
 
@@ -59,51 +60,6 @@ def nvjpeg_decoder(device: str = "cuda") -> BatchDecoder | None:
         return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
 
     return decode
-
-
-def resize_crop_normalise(images: Sequence[torch.Tensor], config: BackboneConfig) -> torch.Tensor:
-    """[3, H, W] uint8 images (any device) -> [N, 3, S, S] float32 model input, with `to_pixels`' geometry.
-
-    The short side is resized to `config.resize_size` (the long side to the rounded proportional size, at least
-    S) with bicubic antialiased filtering (torch's antialiased kernels follow Pillow's bicubic, a = -0.5), rounded
-    to 8 bits as Pillow's output is, then the centre S x S is cut (offsets as `to_pixels`: (resized - S) // 2) and
-    normalised by the model's mean and std. Photos of the same size are resized in one call.
-    """
-    size = config.image_size
-    if not images:
-        return torch.zeros((0, 3, size, size))
-    device = images[0].device
-    out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=device)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, image in enumerate(images):
-        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
-    for (height, width), members in groups.items():
-        scale = config.resize_size / min(width, height)
-        new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-        top, left = (new_h - size) // 2, (new_w - size) // 2
-        # one photo per call unless sizes repeat: stacking costs a copy, and the launches are what the producer spends
-        batch = images[members[0]][None] if len(members) == 1 else torch.stack([images[i] for i in members])
-        resized = _bicubic_antialiased(batch.float(), new_h, new_w)
-        crop = resized[:, :, top:top + size, left:left + size]
-        if len(members) == 1:
-            out[members[0]].copy_(crop[0])
-        else:
-            out[members] = crop
-    out.round_().clamp_(0, 255)
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1) * 255
-    return out.sub_(mean).div_(std)
-
-
-_BICUBIC_AA = getattr(torch._C._nn, "_upsample_bicubic2d_aa", None)
-
-
-def _bicubic_antialiased(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """`F.interpolate(mode="bicubic", antialias=True)`, calling its kernel directly where torch exposes it:
-    the Python wrapper's checks cost more than the launch, and the producers run this once per photo."""
-    if _BICUBIC_AA is not None:
-        return _BICUBIC_AA(x, [height, width], False, None)
-    return F.interpolate(x, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
 
 
 class DeviceForward:
@@ -193,6 +149,7 @@ def embed_images_on_device(
     """
     profile = profile if profile is not None else Profile()
     config = backbone.config
+    method = resize_method()  # a wrong SNAKEWEB_GPU_RESIZE is a sentence before any work
     device = next(backbone.model.parameters()).device
     if decoder == "nvjpeg":
         decoder = nvjpeg_decoder(str(device)) if device.type == "cuda" else None
@@ -235,7 +192,8 @@ def embed_images_on_device(
                     break
                 index, chunk = taken
                 try:  # errors are handed to the consumer, which raises them in turn (after the batches before)
-                    item = chunk if isinstance(chunk, BaseException) else _prepare_batch(chunk, config, decoder, pool, device, stream, profile)
+                    item = chunk if isinstance(chunk, BaseException) else _prepare_batch(
+                        chunk, config, decoder, pool, device, stream, profile, method)
                 except BaseException as exc:
                     item = exc
                 ready.put((index, item))
@@ -319,7 +277,7 @@ class Profile:
 
 
 def _prepare_batch(chunk: list, config: BackboneConfig, decoder: BatchDecoder | None, pool: Executor,
-                   device: torch.device, stream, profile: Profile) -> tuple:
+                   device: torch.device, stream, profile: Profile, method: str = "batched") -> tuple:
     """(photos, photos with pixels, their [n, 3, S, S] model input on the device, the event it is ready at)."""
     # a task per 8 photos: the executor's own cost per task is not small beside reading one header
     gpu = decoder is not None
@@ -332,7 +290,7 @@ def _prepare_batch(chunk: list, config: BackboneConfig, decoder: BatchDecoder | 
     with profile.timed("producer_nvjpeg"):
         decoded = _decode_batch(on_gpu, decoder, config) if on_gpu else []
     with profile.timed("producer_resizes"):
-        gpu_pixels = resize_crop_normalise([d for d in decoded if d is not None], config)
+        gpu_pixels = resize_crop_normalise([d for d in decoded if d is not None], config, method)
     good = [p for p in photos if p.pixels is not None or p.jpeg is not None]
     slots = {id(p): i for i, p in enumerate(good)}
     pixels = torch.empty((len(good), 3, config.image_size, config.image_size), device=device)

@@ -13,7 +13,10 @@ import torch
 from PIL import Image
 
 from snakeweb.embed import embed_images, l2_normalise
-from snakeweb.gpu_embed import embed_images_on_device, resize_crop_normalise
+from snakeweb import gpu_resize
+from snakeweb.errors import SnakewebError
+from snakeweb.gpu_embed import embed_images_on_device
+from snakeweb.gpu_resize import resize_crop_normalise
 from snakeweb.images import decode_bytes, read_header, to_pixels
 from snakeweb.models import load_backbone, resolve_model
 from snakeweb.photo_reader import why_cpu
@@ -69,10 +72,35 @@ def test_resize_crop_normalise_matches_the_cpu_geometry():
         smooth = Image.fromarray(rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)).resize((width, height))
         expected = to_pixels(smooth, config)
         tensor = torch.from_numpy(np.asarray(smooth).transpose(2, 0, 1).copy())
-        got = resize_crop_normalise([tensor], config)[0]
-        grey = (got - expected).abs() * torch.tensor(config.std).view(3, 1, 1) * 255
-        assert got.shape == expected.shape
-        assert grey.mean() < 0.6 and grey.max() <= 4, (width, height, float(grey.mean()), float(grey.max()))
+        for method in gpu_resize.RESIZE_METHODS:
+            got = resize_crop_normalise([tensor], config, method)[0]
+            grey = (got - expected).abs() * torch.tensor(config.std).view(3, 1, 1) * 255
+            assert got.shape == expected.shape
+            assert grey.mean() < 0.6 and grey.max() <= 4, (method, width, height, float(grey.mean()), float(grey.max()))
+
+
+def test_the_batched_resize_equals_one_interpolate_per_photo(monkeypatch):
+    """Two matrix products per group of photos give torch's antialiased bicubic per photo up to float32 summation
+    order (a grey level at a rounding edge), in the caller's order, whatever the mix of sizes: landscape and
+    portrait, shrunk and enlarged, a 7-pixel strip, a photo exactly at the resize size, and groups cut by the
+    memory bound (set here so that the 1,700 x 1,200 photo is a group of its own)."""
+    monkeypatch.setattr(gpu_resize, "MAX_PADDED_BYTES", 3 * 1200 * 1700 * 4)
+    rng = np.random.default_rng(0)
+    sizes = [(640, 480), (480, 640), (333, 500), (120, 90), (1000, 260), (274, 274), (256, 300), (241, 243), (1700, 1200),
+             (225, 224), (3000, 7), (640, 480), (800, 560)]
+    images = [torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8)) for w, h in sizes]
+    for name in ("efficientnet-lite1-offline", "efficientnet-lite0-offline"):
+        config = resolve_model(name)
+        one_by_one = resize_crop_normalise(images, config, "per-photo")
+        batched = resize_crop_normalise(images, config, "batched")
+        grey = (one_by_one - batched).abs() * torch.tensor(config.std).view(1, 3, 1, 1) * 255
+        assert batched.shape == (len(sizes), 3, config.image_size, config.image_size)
+        assert float(grey.max()) <= 1.0001 and float((grey > 0.5).float().mean()) < 0.005, (name, float(grey.max()))
+        per_photo = grey.flatten(1).max(1).values
+        assert all(float(v) <= 1.0001 for v in per_photo)  # each photo landed in its own slot
+    monkeypatch.setenv("SNAKEWEB_GPU_RESIZE", "fast")
+    with pytest.raises(SnakewebError, match="SNAKEWEB_GPU_RESIZE='fast' is not a resize method; use batched or per-photo"):
+        resize_crop_normalise(images[:1], config)
 
 
 def test_files_nvjpeg_should_not_take_go_to_the_cpu_decoder(odd_folder):
@@ -271,3 +299,28 @@ def test_the_faiss_gpu_comparison_runs_through_the_product_index_code_without_a_
     assert all(rows[f"faiss_batch_search_{kind}_gpu"]["ran_on"] == "cpu" for kind in ("auto", "flat"))
     assert rows["faiss_gpu_vs_cpu_agreement_flat"]["value"] == 1.0 and rows["faiss_batch_search_flat_gpu"]["ratio"] > 0
     assert os.environ["SNAKEWEB_FAISS_GPU"] == "0"  # the caller's setting is put back
+
+
+def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu_before_a_gpu_is_lent(tmp_path):
+    """`benchmarks/gpu_embed.py --smoke`: every step of the one command a GPU session runs, on the CPU with a handful
+    of photos (a step calling the pipeline with an argument it no longer takes failed there unseen, its traceback
+    printed between the other rows). Each row is written, the pipeline rows compare both resize methods, and the
+    exit status says whether any step failed."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "rows.jsonl"
+    done = subprocess.run([sys.executable, "benchmarks/gpu_embed.py", "--smoke", "--work", str(tmp_path / "work"), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["name"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert {"device", "gpu_naive_vit_small", "gpu_embed_stage_vit_small", "gpu_embed_stage_vit_small_wall",
+            "gpu_pipeline_only_vit_small_3_producers_batched_resize", "gpu_pipeline_only_vit_small_3_producers_per-photo_resize",
+            "gpu_model_only_vit_small", "gpu_embed_stage_vit_small_1-2MP", "faiss_gpu_vs_cpu_agreement_flat"} <= set(rows)
+    assert rows["gpu_embed_stage_vit_small"]["embedded"] == 24 and rows["device"]["value"] == "cpu (--smoke)"
+    for method in ("batched", "per-photo"):
+        row = rows[f"gpu_pipeline_only_vit_small_3_producers_{method}_resize"]
+        assert row["images"] == 24 and row["profile_s"]["producer_resizes"] > 0  # the photos went through the producers' resize
