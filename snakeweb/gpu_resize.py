@@ -96,12 +96,17 @@ def _batched(images: Sequence[torch.Tensor], config: BackboneConfig, out: torch.
             row, rows, column, columns = spans[i][:4]
             # only the source pixels under the crop's filters; uint8 -> float32 in the same copy
             padded[k, :, :rows, :columns].copy_(images[i][:, row:row + rows, column:column + columns])
-        g = [spans[i] for i in members]
-        weights_rows = _aa_weights([s[4] for s in g], [s[6] for s in g], [s[8] for s in g], [s[0] for s in g], size, height, out.device)
-        weights_columns = _aa_weights([s[5] for s in g], [s[7] for s in g], [s[9] for s in g], [s[2] for s in g], size, width, out.device)
+        # the group's numbers cross to the device in one copy (each small copy from pageable memory waits for the stream)
+        numbers = torch.tensor([[i, *spans[i]] for i in members], dtype=torch.float64)
+        if out.device.type == "cuda":
+            numbers = numbers.pin_memory()
+        numbers = numbers.to(out.device, non_blocking=True)
+        # columns: 0 photo, 1 first row, 3 first column, 5 height, 6 width, 7 resized height, 8 resized width, 9 top, 10 left
+        weights_rows = _aa_weights(numbers[:, 5], numbers[:, 7], numbers[:, 9], numbers[:, 1], size, height)
+        weights_columns = _aa_weights(numbers[:, 6], numbers[:, 8], numbers[:, 10], numbers[:, 3], size, width)
         # [n, 1, S, H] @ [n, 3, H, W] @ [n, 1, W, S] -> [n, 3, S, S]
         resized = torch.matmul(torch.matmul(weights_rows[:, None], padded), weights_columns[:, None].transpose(-1, -2))
-        out[torch.tensor(members, device=out.device)] = resized
+        out[numbers[:, 0].long()] = resized
         start = end
 
 
@@ -115,23 +120,24 @@ def _source_span(in_size: int, out_size: int, offset: int, count: int) -> tuple[
     return first, last - first
 
 
-def _aa_weights(in_sizes: list[int], out_sizes: list[int], offsets: list[int], starts: list[int], count: int, padded: int,
-                device: torch.device) -> torch.Tensor:
-    """[n, count, padded] float32: row r of photo k holds the antialiased bicubic weights of output pixel
-    offsets[k] + r (of out_sizes[k]) over source pixels starts[k] .. starts[k] + padded - 1 of the photo's
-    in_sizes[k]; zero outside the pixel's window and beyond the photo, so padding never contributes. The formula
-    of torch's `_compute_weights_aa` (align_corners=False), in float64."""
-    in_size = torch.tensor(in_sizes, dtype=torch.float64, device=device)[:, None, None]
-    scale = in_size / torch.tensor(out_sizes, dtype=torch.float64, device=device)[:, None, None]
+def _aa_weights(in_sizes: torch.Tensor, out_sizes: torch.Tensor, offsets: torch.Tensor, starts: torch.Tensor, count: int,
+                padded: int) -> torch.Tensor:
+    """[n] float64 tensors on the device -> [n, count, padded] float32: row r of photo k holds the antialiased
+    bicubic weights of output pixel offsets[k] + r (of out_sizes[k]) over source pixels starts[k] .. starts[k] +
+    padded - 1 of the photo's in_sizes[k]; zero outside the pixel's window and beyond the photo, so padding never
+    contributes. The formula of torch's `_compute_weights_aa` (align_corners=False), in float64."""
+    device = in_sizes.device
+    in_size = in_sizes[:, None, None]
+    scale = in_size / out_sizes[:, None, None]
     shrinking = scale >= 1.0
     support = torch.where(shrinking, 2.0 * scale, torch.full_like(scale, 2.0))  # interp_size / 2 = 2 for bicubic
     invscale = torch.where(shrinking, 1.0 / scale, torch.ones_like(scale))
-    out_index = torch.tensor(offsets, dtype=torch.float64, device=device)[:, None, None] + torch.arange(
+    out_index = offsets[:, None, None] + torch.arange(
         count, dtype=torch.float64, device=device)[None, :, None]
     center = scale * (out_index + 0.5)
     first = torch.clamp(torch.trunc(center - support + 0.5), min=0.0)  # C++ static_cast<int64_t>: towards zero
     last = torch.minimum(torch.trunc(center + support + 0.5), in_size)  # one past the last source pixel
-    source = torch.tensor(starts, dtype=torch.float64, device=device)[:, None, None] + torch.arange(
+    source = starts[:, None, None] + torch.arange(
         padded, dtype=torch.float64, device=device)[None, None, :]
     x = ((source - center + 0.5) * invscale).abs()
     a = -0.5  # Keys' cubic as Pillow and torch's antialiased bicubic use it

