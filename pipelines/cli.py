@@ -254,13 +254,15 @@ def _identify(args: argparse.Namespace) -> int:
 
     from snakeweb.countries import resolve_country
     from snakeweb.identification import SCHEMA_VERSION
-    from snakeweb.identify import Identifier
     from snakeweb.store import Store
 
     args.country = (args.country or "").strip() or None  # --country "" (an empty shell variable) means none
     if args.country:
         resolve_country(args.country, "--country")  # before loading any model: a wrong country stops at once
-    identifier = Identifier(Store(args.store), country_table=args.country_table)
+    store = Store(args.store).require()  # likewise a missing store, before torch and FAISS are imported
+    from snakeweb.identify import Identifier
+
+    identifier = Identifier(store, country_table=args.country_table)
     groups = [[p] for p in args.images] if args.each else [args.images]
     failures = 0
     for group in groups:

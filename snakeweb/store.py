@@ -360,16 +360,23 @@ def refuse_a_store_file(out: Path, instead: str) -> None:
     if out.name in STORE_FILES and (out.parent / DB_NAME).is_file():
         raise SnakewebError(f"Cannot write {out}: it is a store's own {out.name}, and writing there would destroy the store; "
                             f"give another file, e.g. {shell_word(out.parent / instead)}.")
+    refuse_an_unwritable_path(out)
 
 
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one. Raises
-    SnakewebError when a folder on the way to `path` is a file, or `path` is a folder."""
+def refuse_an_unwritable_path(path: Path) -> None:
+    """Raises SnakewebError when `path` is a folder or a folder on the way to it is a file: said before any work
+    (an export ran its whole predict pass first)."""
     blocking = next((p for p in path.parents if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise SnakewebError(f"Cannot write {path}: {blocking} is a file, not a folder; give another path.")
     if path.is_dir():
         raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name in it.")
+
+
+def write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one. Raises
+    SnakewebError when a folder on the way to `path` is a file, or `path` is a folder."""
+    refuse_an_unwritable_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(handle)

@@ -73,6 +73,14 @@ def test_argument_errors_import_no_heavy_library(tmp_path):
     assert imported(report, NEVER + NOT_FOR_SCORE) == []
 
 
+def test_identify_refuses_a_missing_store_or_an_unknown_country_before_loading_any_model(tmp_path):
+    runs = [["identify", "--store", str(tmp_path / "no-store"), "photo.jpg"],
+            ["identify", "--store", str(tmp_path / "no-store"), "--country", "XX", "photo.jpg"]]
+    report = probe(runs, tmp_path)
+    assert report["codes"] == [2, 2]
+    assert imported(report, NEVER) == []
+
+
 def _score_files(folder: Path) -> tuple[Path, Path, Path]:
     truth, submission, venomous = folder / "truth.csv", folder / "submission.csv", folder / "venomous.csv"
     truth.write_text("observation_id,class_id\n1,10\n1,10\n2,20\n3,30\n4,\n")

@@ -256,10 +256,12 @@ def test_export_names_the_classes_snakeweb_numbered_itself(store, tmp_path, caps
 def test_an_output_path_through_a_file_or_onto_a_folder_is_a_sentence(store, tmp_path, capsys):
     (tmp_path / "notes.csv").write_text("x\n")
     for command, out, said in (("export", tmp_path / "notes.csv" / "submission.csv", f"{tmp_path / 'notes.csv'} is a file, not a folder"),
-                               ("export-embeddings", tmp_path, "it is a folder; give a file name")):
+                               ("export-embeddings", tmp_path, "it is a folder; give a file name"),
+                               ("export", tmp_path, "it is a folder; give a file name")):
         assert main([command, "--store", str(store.root), "--out", str(out)]) == 2
-        err = capsys.readouterr().err
-        assert f"Cannot write {out}: {said}" in err and "Traceback" not in err, err
+        captured = capsys.readouterr()
+        assert f"Cannot write {out}: {said}" in captured.err and "Traceback" not in captured.err, captured.err
+        assert "predict" not in captured.out + captured.err  # said before the work (export predicted every observation first)
     assert (tmp_path / "notes.csv").read_text() == "x\n"
     # a store's own files: an export over one of them destroyed the store (once with exit 0)
     copy = Store(shutil.copytree(store.root, tmp_path / "store"))
