@@ -13,8 +13,8 @@ SCHEMA_VERSION = "snakeweb.identification/1"
 # missed viper costs far more than a wary look at a grass snake.
 DANGER_AT = 0.5
 CAUTION_AT = 0.1
-# a venomous or unknown-status species at least this likely (before or after the range step) is named in the
-# danger / caution lines, wherever it ranks: a flat distribution can put a viper sixth at 8%
+# a venomous or unknown-status species at least this likely (before or after the range step) is named under the
+# venom headline (dashboard banner, identify's text), wherever it ranks: a flat distribution can put a viper sixth at 8%
 NAME_POSSIBLY_VENOMOUS_FROM = 0.05
 VENOM_LEVELS = ("danger", "caution", "harmless", "unknown")
 

@@ -175,3 +175,24 @@ def test_a_venomous_species_the_filter_removed_is_still_named_in_the_danger_bann
     app = upload(app, photo_folder, "Vipera berus")
     assert not app.exception
     assert f"Venomous candidates: Vipera berus ({viper.probability:.0%})" in app.error[0].value
+
+
+def _banner_of_a_result(level: str) -> None:
+    """AppTest script: the venom banner of a made-up result at `level` (a viper sixth at 7%, a species of unknown status at 6%)."""
+    from snakeweb.identification import Identification, SpeciesCandidate
+    from views.answer_parts import venom_banner
+
+    result = Identification(venom_level=level, headline="Venomous: 13% likely", p_venomous=0.13, possibly_venomous=[
+        SpeciesCandidate(415, "Crotalus horridus", 0.07, "venomous", True),
+        SpeciesCandidate(999, "Oddus gamma", 0.06, "unknown", None)])
+    venom_banner(result)
+
+
+@pytest.mark.parametrize("level, element", [("danger", "error"), ("caution", "warning"), ("unknown", "warning"),
+                                            ("harmless", "success")])
+def test_the_banner_names_every_possibly_venomous_species_at_every_level(level, element):
+    # the caution banner named none: a viper sixth at 7% was on no part of the page (the tables show the top 5)
+    app = AppTest.from_function(_banner_of_a_result, args=(level,), default_timeout=900).run()
+    assert not app.exception
+    text = getattr(app, element)[0].value
+    assert "Venomous candidates: Crotalus horridus (7%)." in text and "Venom status unknown: Oddus gamma (6%)." in text
