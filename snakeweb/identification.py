@@ -43,8 +43,9 @@ def venom_level(result) -> str:
     return "unknown"
 
 
-def venom_headline(p_venomous: float, p_unknown: float) -> str:
-    """What a first responder reads first: "Venomous: 87% likely", with the unknown-status share beside it."""
+def venom_headline(p_venomous: float, p_unknown: float, unlike_the_store: bool = False) -> str:
+    """What a first responder reads first: "Venomous: 87% likely", with the unknown-status share beside it, and,
+    for a photo unlike every snake in the store (`unlike_the_store`), that the figure says little."""
     text = f"Venomous: {_percent(p_venomous)} likely"
     total = p_venomous + p_unknown
     if p_unknown >= 0.005 or any(p_venomous < edge <= total for edge in (CAUTION_AT, DANGER_AT)):
@@ -52,6 +53,10 @@ def venom_headline(p_venomous: float, p_unknown: float) -> str:
         # 50% beside a caution banner; 9.8% and 0.3%, a caution, hid the 0.3%)
         text += (f" (and {_percent(p_unknown)} on species of unknown venom status: {_percent(total)} possibly venomous in all, "
                  "treat it so)")
+    if unlike_the_store:
+        # a flat green image read "Venomous: 69% likely": the head must share its probability among the store's
+        # species, whatever the photo shows; the level stays (it may be a snake the store has never seen)
+        text += ", but the photo is unlike every snake in this store, so this figure says little"
     return text
 
 

@@ -33,6 +33,9 @@ from snakeweb.species import HARMLESS, UNKNOWN, VENOMOUS
 from snakeweb.stages import load_head, store_backbone
 from snakeweb.store import Store
 
+# a photo whose short side is below this shows no scale or marking (HackerEarth-35's real photos go down to 31 px)
+TINY_PHOTO_PX = 16
+
 
 class NoUsablePhotos(SnakewebError):
     """None of an observation's photos could be used; `failures` says why for each."""
@@ -86,8 +89,8 @@ class Identifier:
 
     def embed(self, sources: list[tuple[str, str | Path | bytes]]) -> tuple[list[int], np.ndarray, list[InputFailure], list[str]]:
         """(positions of the usable inputs, their vectors [n, d], failures, notes on photos that were used: an
-        animation or multi-page file of which only the first frame was). Inputs are keyed by position, so three
-        uploads all named image.jpg each get their own vector or failure."""
+        animation or multi-page file of which only the first frame was, a photo under TINY_PHOTO_PX on a side).
+        Inputs are keyed by position, so three uploads all named image.jpg each get their own vector or failure."""
         positions, vectors, failures, notes = [], [], [], []
         items = [(i, source) for i, (_, source) in enumerate(sources)]
         seen: dict[str, int] = {}  # sha256 -> first position: the same photo twice must not count twice
@@ -101,6 +104,9 @@ class Identifier:
                     seen[decoded.sha256] = int(position)
                     positions.append(int(position))
                     vectors.append(vector)
+                    if min(decoded.width, decoded.height) < TINY_PHOTO_PX:
+                        notes.append(f"Photo {position + 1} ({sources[position][0]}) is only {decoded.width} x {decoded.height} "
+                                     "pixels, too small to show a snake's markings: the answer from it says little.")
                     if decoded.frames > 1:
                         notes.append(f"Photo {position + 1} ({sources[position][0]}) has {decoded.frames} frames (an animation or a "
                                      "multi-page file); only the first was used: give the frame that shows the snake as its own photo.")
@@ -196,7 +202,7 @@ class Identifier:
         result.prediction_family = self._family(rank, answer.name[0], result.prediction_class_id)
         result.p_venomous, result.p_unknown_venom = float(answer.p_venomous[0]), float(answer.p_unknown_venom[0])
         result.venom_status, result.out_of_range = str(answer.venom_status[0]), answer.out_of_range[0]
-        result.headline = venom_headline(result.p_venomous, result.p_unknown_venom)
+        result.headline = venom_headline(result.p_venomous, result.p_unknown_venom, bool(result.out_of_store))
         top = self.names.get(int(self.taxa.class_ids[answer.unconstrained_top[0]]), "")
         result.answer_text = answer_sentence(result, top, country_name(result.country) if result.country else None)
 

@@ -44,6 +44,9 @@ def test_real_non_snake_photos_are_called_out_of_store_and_held_out_snakes_are_n
         outsiders.append(identifier.identify([(name, path)]))
     assert sum(r.out_of_store for r in outsiders) >= 3
     assert all("does not look like a snake" in r.explanation for r in outsiders if r.out_of_store)
+    # its venom figure is qualified in the headline itself (a flat green image read "Venomous: 69% likely")
+    assert all(r.headline.endswith("unlike every snake in this store, so this figure says little") == bool(r.out_of_store)
+               for r in outsiders)
     # held-out snakes are in the store's index (identify would find each one itself): measure them against the
     # training photos, the references the threshold was chosen with
     _, train, _ = labelled_embeddings(store, "train")

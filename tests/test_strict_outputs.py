@@ -320,3 +320,17 @@ def test_an_animation_or_multi_page_photo_says_only_its_first_frame_was_used(sto
     notes = [json.loads(line)["notes"] for line in capsys.readouterr().out.splitlines()]
     assert any("has 2 frames (an animation or a multi-page file); only the first was used" in n for n in notes[0])
     assert any("pages.tiff) has 2 frames" in n for n in notes[1]) and not any("frames" in n for n in notes[2])
+
+
+def test_a_photo_of_a_few_pixels_says_the_answer_from_it_says_little(store, photo_folder, tmp_path, capsys):
+    # a 2 x 2 image was answered with no word about its size
+    from PIL import Image
+
+    snake = Image.open(photo_folder / "Natrix_natrix" / "01.jpg").convert("RGB")
+    snake.resize((2, 2)).save(tmp_path / "tiny.png")
+    snake.resize((40, 15)).save(tmp_path / "strip.png")
+    assert main(["identify", "--store", str(store.root), "--json", "--each", str(tmp_path / "tiny.png"), str(tmp_path / "strip.png"),
+                 str(photo_folder / "Natrix_natrix" / "01.jpg")]) == 0
+    notes = [json.loads(line)["notes"] for line in capsys.readouterr().out.splitlines()]
+    assert "Photo 1 (" in next(n for n in notes[0] if "is only 2 x 2 pixels, too small to show a snake's markings" in n)
+    assert any("is only 40 x 15 pixels" in n for n in notes[1]) and not any("pixels" in n for n in notes[2])
