@@ -233,7 +233,8 @@ class Identifier:
         """What made this answer: enough to reproduce it or to tell two answers' origins apart."""
         decision = decision_settings(self.head, self.thresholds, rank, range_mode, self.country_table, self.ranges.version,
                                      aggregation, uncertain_below=uncertain_below)
-        return provenance(self.facts, self.head, self.head_id, decision)
+        # the engine that embedded the photos here (OpenVINO or the torch fallback): the vectors agree to cosine 0.9999
+        return provenance(self.facts, self.head, self.head_id, decision) | {"engine": self.backbone.details.get("engine")}
 
     def candidate(self, class_id: int, probability: float) -> SpeciesCandidate:
         status = self.venom_status.get(class_id, UNKNOWN)

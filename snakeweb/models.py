@@ -303,6 +303,7 @@ def _engine_label(loaded: LoadedBackbone) -> str:
 
 
 _SAID_NO_OPENVINO: list[bool] = []  # the fallback is said once a process
+_SAID_CONVERSION_FAILURES: set[str] = set()
 
 
 def _use_openvino(device: str) -> bool:
@@ -338,7 +339,13 @@ def _attach_openvino(loaded: LoadedBackbone, weights_fingerprint: str, purpose: 
         if requested_engine() == "openvino":
             raise SnakewebError(f"OpenVINO could not convert {loaded.config.name} ({type(exc).__name__}: {exc}); "
                                 "unset SNAKEWEB_ENGINE to fall back to torch.") from exc
-        log.warning("OpenVINO could not convert %s (%s: %s); running it with torch", loaded.config.name, type(exc).__name__, str(exc)[:200])
+        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if isinstance(exc, OSError) and exc.filename:  # a cache that cannot be written: say where, in words
+            why = "a file stands where a folder is needed" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+            reason = f"its cache cannot be written at {exc.filename}: {why or exc}; set SNAKEWEB_CACHE to a writable folder"
+        if reason not in _SAID_CONVERSION_FAILURES:  # once per reason, not once per network
+            log.warning("OpenVINO could not convert %s (%s); running it with torch", loaded.config.name, reason)
+            _SAID_CONVERSION_FAILURES.add(reason)
         return False
 
 

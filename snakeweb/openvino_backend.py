@@ -61,7 +61,9 @@ PERFORMANCE_HINTS = {"embed": "THROUGHPUT", "identify": "LATENCY"}
 # (EfficientNet-Lite0 on 2 cores: 200-210 img/s at 1, 2 or 4 a request, 85-99 for Lite2 at 4 vs 84-86 at 8-32)
 THROUGHPUT_CHUNK = 4
 COMPILED = "compiled"  # OpenVINO's CACHE_DIR inside a model folder: compiled blobs, and BLOB_DIGESTS beside them
-SECONDS_PER_CONVERSION = 20  # one network converted on 2 busy cores: 16-28 s measured (EfficientNet-Lite0/1/2, DINOv2-S)
+# one network converted on 2 cores: 1.4-1.6 s measured with OpenVINO 2026.4 (EfficientNet-Lite0/1/2), 3.2 s for a
+# ViT-S/14; 16-28 s with the versions of early 2026 on a busy machine. An estimate for the page, rounded up.
+SECONDS_PER_CONVERSION = 4
 
 
 INSTALL = "pip install openvino==2026.4.1"  # the version requirements.txt pins
@@ -198,7 +200,11 @@ def convert(model, source: str, name: str, fingerprint: str, image_size: int) ->
     if is_converted(folder):
         return folder
     started = time.perf_counter()
-    log.warning("OpenVINO: converting %s once (cached in %s)", name, folder)
+    if folder.exists():  # say why a conversion the cache had is made again
+        log.warning("OpenVINO: the converted %s in %s is incomplete or damaged (a file is missing or differs from what "
+                    "its conversion recorded); converting it again", name, folder)
+    else:
+        log.warning("OpenVINO: converting %s once (cached in %s)", name, folder)
     wrapper = _pool_wrapper(model) if source == "efficientnet" else _vit_wrapper(model)
     example = torch.zeros(2, 3, image_size, image_size)
     with torch.no_grad(), warnings.catch_warnings():

@@ -55,15 +55,18 @@ def _features(purpose="identify"):
     return backbone, backbone.features(torch.linspace(-1, 1, 2 * 3 * 224 * 224).view(2, 3, 224, 224), "pool").numpy()
 
 
-def test_truncated_or_garbled_cache_files_are_made_again(cache):
+def test_truncated_or_garbled_cache_files_are_made_again(cache, caplog):
     backbone, reference = _features()
     folder = backbone.openvino.folder
     assert json.loads((folder / "conversion.json").read_text())["sizes"]["model.bin"] == (folder / "model.bin").stat().st_size
     for name, size in (("model.bin", 100_000), ("model.xml", 5_000), ("model.bin", 0)):
         with open(folder / name, "r+b") as handle:
             handle.truncate(size)
+        caplog.clear()
         _, again = _features()
         np.testing.assert_allclose(again, reference, atol=1e-5)
+        # the rebuild says why (it said only "converting ... once", as on a first run)
+        assert "is incomplete or damaged (a file is missing or differs from what its conversion recorded)" in caplog.text
     for blob in (folder / "compiled").glob("*"):
         blob.write_bytes(b"not a compiled model")
     _, again = _features()
@@ -135,3 +138,18 @@ def test_a_folder_converted_before_digests_were_recorded_is_converted_once_more(
     _, features = _features()
     assert is_converted(folder) and "sha256" in json.loads((folder / "conversion.json").read_text())
     np.testing.assert_allclose(features, reference, atol=1e-5)
+
+
+def test_a_cache_path_that_is_a_file_falls_back_to_torch_with_one_sentence(tmp_path, monkeypatch, caplog):
+    # it warned "(FileExistsError: [Errno 17] File exists: ...)" once per network
+    from snakeweb import models
+
+    (tmp_path / "openvino").write_text("not a folder")
+    monkeypatch.setenv("SNAKEWEB_CACHE", str(tmp_path))
+    monkeypatch.delenv("SNAKEWEB_ENGINE", raising=False)
+    monkeypatch.setattr(models, "_SAID_CONVERSION_FAILURES", set())
+    backbone = models.load_backbone(models.resolve_model(models.AUTO_OFFLINE_MODEL), purpose="identify")
+    assert backbone.engine == "torch"
+    said = [r.getMessage() for r in caplog.records if "could not convert" in r.getMessage()]
+    assert len(said) == 1 and f"its cache cannot be written at {tmp_path / 'openvino'}: a file stands where a folder is needed" in said[0]
+    assert "set SNAKEWEB_CACHE to a writable folder" in said[0] and "Errno" not in said[0]

@@ -265,6 +265,7 @@ def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path
     provenance = identification["provenance"]
     assert provenance["store_id"] == built_store.get_meta("store_id") and len(provenance["head_id"]) == 16
     assert provenance["model_fingerprint"] == built_store.get_meta("model")["fingerprint"]
+    assert provenance["engine"].split(" ")[0] in ("openvino", "torch")  # which engine ran here: the JSON did not say
     # none of the photos usable: the error form of the schema, with each photo's reason
     assert main(["identify", "--store", str(built_store.root), photos[1], "--json"]) == 2
     failed = json.loads(capsys.readouterr().out)
