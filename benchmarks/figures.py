@@ -7,7 +7,9 @@ object per line, {"name", "value", "unit"} and optionally "baseline" (measured i
 "target" and any other fields. A row named `machine` or `device` describes the machine of its file. Every file
 becomes one table headed by its machine, file and date (a `date` field of its rows, else the date of the last
 commit of the file, else its modification time), and every row names its machine. Rows with a `target` also go
-into a targets table, in docs/figures.md and between the README's markers. Only the text between the markers
+into a targets table, in docs/figures.md and between the README's markers. A file may also be shown alone, where
+the README or docs/figures.md holds `<!-- BEGIN figures.py: NAME.jsonl -->` and its END marker (docs/figures.md's
+"At SnakeCLEF scale"); its rows then stay out of the README's targets table. Only the text between the markers
 is replaced: the hand-written parts of both files stay as they are. Names are not interpreted, so new benchmarks
 need no change here; fields this script does not know are shown compactly in the row's "details".
 """
@@ -174,8 +176,8 @@ def render(results: Path, own_tables: frozenset[str] = frozenset()) -> tuple[str
 
 
 def file_table(file: Path) -> str:
-    """One results file as a compact table (figure, value, peak memory where recorded, target): what the README
-    shows between `<!-- BEGIN figures.py: NAME.jsonl -->` and `<!-- END figures.py: NAME.jsonl -->`."""
+    """One results file as a compact table (figure, value, peak memory where recorded, target): what the README or
+    docs/figures.md shows between `<!-- BEGIN figures.py: NAME.jsonl -->` and `<!-- END figures.py: NAME.jsonl -->`."""
     rows, _ = read_results(file)
     (short, _), date = machine_of(rows, file), date_of(rows, file)
     lines = [f"Measured on {short}, {date} (`benchmarks/results/{file.name}`).", "",
@@ -206,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "figures.md")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="its targets table (only between the markers)")
     args = parser.parse_args(argv)
-    readme = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
-    own = frozenset(f.name for f in args.results.glob("*.jsonl") if f"<!-- BEGIN figures.py: {f.name} -->" in readme)
+    pages = [p for p in (args.readme, args.doc) if p.exists()]
+    texts = {p: p.read_text(encoding="utf-8") for p in pages}
+    own = frozenset(f.name for f in args.results.glob("*.jsonl") if any(f"<!-- BEGIN figures.py: {f.name} -->" in t for t in texts.values()))
     doc, _ = render(args.results)
     _, targets = render(args.results, own)
     args.doc.write_text(splice(args.doc, doc), encoding="utf-8")
@@ -215,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme.exists() and BEGIN in args.readme.read_text(encoding="utf-8"):
         args.readme.write_text(splice(args.readme, targets), encoding="utf-8")
         wrote.append(f"the targets table in {args.readme}")
-        for file in sorted(args.results.glob("*.jsonl")):  # a file's own table where the README asks for it
+    for page in pages:
+        for file in sorted(args.results.glob("*.jsonl")):  # a file's own table where a page asks for it
             begin, end = f"<!-- BEGIN figures.py: {file.name} -->", f"<!-- END figures.py: {file.name} -->"
-            if begin in args.readme.read_text(encoding="utf-8"):
-                args.readme.write_text(splice(args.readme, file_table(file), begin, end), encoding="utf-8")
-                wrote.append(f"the {file.name} table in {args.readme}")
+            if begin in page.read_text(encoding="utf-8"):
+                page.write_text(splice(page, file_table(file), begin, end), encoding="utf-8")
+                wrote.append(f"the {file.name} table in {page}")
     print("wrote " + " and ".join(wrote), file=sys.stderr)
     return 0
 

@@ -67,3 +67,23 @@ def test_a_results_file_gets_its_own_table_where_the_readme_asks(tmp_path):
     targets = text[text.index(BEGIN):text.index(END)]
     assert "stages_total_s" not in targets  # a file with its own table is not repeated in the targets table
     assert "stages_total_s" in (tmp_path / "figures.md").read_text(encoding="utf-8")  # the figures page keeps it
+
+
+def test_a_results_file_can_have_its_own_table_on_the_figures_page_instead(tmp_path):
+    # the README carried a 45-row SnakeCLEF-scale table: it moved to docs/figures.md, still generated, still kept
+    # out of the README's targets table
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"name": "machine", "value": 2, "unit": "cpus", "cpu": "x86_64", "date": "2026-12-01"},
+            {"name": "stages_total_s", "value": 300.0, "unit": "s", "target": "<= 360 s"}]
+    (results / "scale.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    readme, doc = tmp_path / "README.md", tmp_path / "figures.md"
+    readme.write_text(f"{BEGIN}\n{END}\n", encoding="utf-8")
+    doc.write_text("## At scale\n\n<!-- BEGIN figures.py: scale.jsonl -->\nold\n<!-- END figures.py: scale.jsonl -->\n\nhand\n",
+                   encoding="utf-8")
+    main(["--results", str(results), "--doc", str(doc), "--readme", str(readme)])
+    text = doc.read_text(encoding="utf-8")
+    block = text[text.index("<!-- BEGIN figures.py: scale.jsonl -->"):text.index("<!-- END figures.py: scale.jsonl -->")]
+    assert "| `stages_total_s` | 300 s |  | <= 360 s (yes) |" in block and "\nold\n" not in block
+    assert "\nhand\n" in text and BEGIN in text  # the hand-written part stays; the generated part is added after it
+    assert "stages_total_s" not in readme.read_text(encoding="utf-8")
