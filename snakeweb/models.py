@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from snakeweb.digests import folder_digest
+from snakeweb.engines import attach_openvino, engine_label, use_openvino
 from snakeweb.errors import SnakewebError
 
 log = logging.getLogger(__name__)
@@ -288,65 +289,8 @@ def load_backbone(config: BackboneConfig, device: str = "cpu", purpose: str = "e
     threads.configure()
     loaded = _load_torch_backbone(config, device, purpose)
     # recorded with the model in the store (meta `model`), beside the fingerprint it does not change
-    loaded.details["engine"] = "; ".join(sorted({_engine_label(p) for p in loaded.parts or [loaded]}))
+    loaded.details["engine"] = "; ".join(sorted({engine_label(p) for p in loaded.parts or [loaded]}))
     return loaded
-
-
-def _engine_label(loaded: LoadedBackbone) -> str:
-    from importlib import metadata
-
-    if loaded.openvino is not None:
-        return f"openvino {metadata.version('openvino')} (f32)"
-    if loaded.cpu_runner is not None:
-        return "torch (TorchScript frozen)"
-    return "torch"
-
-
-_SAID_NO_OPENVINO: list[bool] = []  # the fallback is said once a process
-_SAID_CONVERSION_FAILURES: set[str] = set()
-
-
-def _use_openvino(device: str) -> bool:
-    """OpenVINO for this load? Only on the CPU, and only when installed (else torch, with a log line);
-    `SNAKEWEB_ENGINE=openvino` makes a missing OpenVINO an error, `torch` turns it off."""
-    from snakeweb.openvino_backend import ENV_ENGINE, INSTALL, openvino_problem, requested_engine
-
-    engine = requested_engine()
-    if engine == "torch" or device != "cpu":
-        return False
-    problem = openvino_problem()
-    if problem is not None:
-        if engine == "openvino":
-            raise SnakewebError(f"{ENV_ENGINE}=openvino but OpenVINO {problem}; `{INSTALL}`, or unset {ENV_ENGINE}.")
-        if not _SAID_NO_OPENVINO:
-            log.warning("OpenVINO %s: the backbone runs with torch; `%s` makes the CPU path ~2x faster "
-                        "(SNAKEWEB_ENGINE=torch silences this)", problem, INSTALL)
-            _SAID_NO_OPENVINO.append(True)
-        return False
-    return True
-
-
-def _attach_openvino(loaded: LoadedBackbone, weights_fingerprint: str, purpose: str) -> bool:
-    """Give `loaded` its OpenVINO forward; False (and torch stays) when the conversion fails in auto mode."""
-    from snakeweb import threads
-    from snakeweb.openvino_backend import load_forward, requested_engine
-
-    try:
-        loaded.openvino = load_forward(loaded.model, loaded.config.source, loaded.config.name, weights_fingerprint,
-                                       loaded.config.image_size, threads.inference_threads(), purpose)
-        return True
-    except Exception as exc:
-        if requested_engine() == "openvino":
-            raise SnakewebError(f"OpenVINO could not convert {loaded.config.name} ({type(exc).__name__}: {exc}); "
-                                "unset SNAKEWEB_ENGINE to fall back to torch.") from exc
-        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-        if isinstance(exc, OSError) and exc.filename:  # a cache that cannot be written: say where, in words
-            why = "a file stands where a folder is needed" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
-            reason = f"its cache cannot be written at {exc.filename}: {why or exc}; set SNAKEWEB_CACHE to a writable folder"
-        if reason not in _SAID_CONVERSION_FAILURES:  # once per reason, not once per network
-            log.warning("OpenVINO could not convert %s (%s); running it with torch", loaded.config.name, reason)
-            _SAID_CONVERSION_FAILURES.add(reason)
-        return False
 
 
 def efficientnet_weights(config: BackboneConfig) -> Path:
@@ -374,7 +318,7 @@ def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> L
 
         parts = [_load_torch_backbone(resolve_model(n), device, purpose) for n in config.location.split("+")]
         for part in parts:
-            part.details["engine"] = _engine_label(part)
+            part.details["engine"] = engine_label(part)
         return LoadedBackbone(
             config=config, model=torch.nn.ModuleList([p.model for p in parts]),
             fingerprint="concat(" + ",".join(p.fingerprint for p in parts) + ")",
@@ -393,7 +337,7 @@ def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> L
         model.eval().to(device)
         fingerprint = f"{config.name}@sha256:{digest[:16]}"
         loaded = LoadedBackbone(config=config, model=model, fingerprint=fingerprint, details={"sha256": digest})
-        if _use_openvino(device) and _attach_openvino(loaded, fingerprint, purpose):
+        if use_openvino(device) and attach_openvino(loaded, fingerprint, purpose):
             return loaded
         if device == "cpu":
             loaded.cpu_runner, loaded.micro_batch = _frozen_cnn_runner(model, config.image_size), 4
@@ -423,6 +367,6 @@ def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> L
         model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
     model.eval().to(device)
     loaded = LoadedBackbone(config=config, model=model, fingerprint=fingerprint, details=details)
-    if _use_openvino(device):
-        _attach_openvino(loaded, fingerprint, purpose)
+    if use_openvino(device):
+        attach_openvino(loaded, fingerprint, purpose)
     return loaded

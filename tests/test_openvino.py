@@ -168,13 +168,13 @@ def test_identify_compiles_for_latency_and_embed_for_throughput(tiny_model_dir, 
 def test_without_openvino_torch_runs_and_says_so(tiny_model_dir, own_cache, monkeypatch, caplog):
     import torch
 
-    from snakeweb import models
+    from snakeweb import engines
     from snakeweb.errors import SnakewebError
     from snakeweb.models import load_backbone, resolve_model
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError, as when not installed
-    monkeypatch.setattr(models, "_SAID_NO_OPENVINO", [])
-    with caplog.at_level(logging.WARNING, logger="snakeweb.models"):
+    monkeypatch.setattr(engines, "_SAID_NO_OPENVINO", [])
+    with caplog.at_level(logging.WARNING, logger="snakeweb.engines"):
         backbone = load_backbone(resolve_model(str(tiny_model_dir)))
     assert backbone.engine == "torch" and backbone.details["engine"] == "torch"
     assert "OpenVINO is not installed" in caplog.text
@@ -227,7 +227,7 @@ def test_check_names_torch_when_openvino_is_listed_but_does_not_import(tiny_mode
     assert engine.ok and engine.detail.startswith("torch on the CPU: OpenVINO is not installed"), engine.detail
     # a broken install raises OSError (a shared library that does not load) or its own errors, not ImportError:
     # check and identify still go on, with torch
-    from snakeweb import models
+    from snakeweb import engines
     from snakeweb.models import load_backbone, resolve_model
 
     monkeypatch.delitem(sys.modules, "openvino")
@@ -240,6 +240,6 @@ def test_check_names_torch_when_openvino_is_listed_but_does_not_import(tiny_mode
         engine = next(v for v in check_store(store) if v.name == "engine")
         said = f"is installed but does not import ({said})"
         assert engine.ok and said in engine.detail, engine.detail
-        monkeypatch.setattr(models, "_SAID_NO_OPENVINO", [])
+        monkeypatch.setattr(engines, "_SAID_NO_OPENVINO", [])
         assert load_backbone(resolve_model(str(tiny_model_dir))).engine == "torch"
         sys.path.remove(str(fake))

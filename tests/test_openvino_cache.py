@@ -142,12 +142,12 @@ def test_a_folder_converted_before_digests_were_recorded_is_converted_once_more(
 
 def test_a_cache_path_that_is_a_file_falls_back_to_torch_with_one_sentence(tmp_path, monkeypatch, caplog):
     # it warned "(FileExistsError: [Errno 17] File exists: ...)" once per network
-    from snakeweb import models
+    from snakeweb import engines, models
 
     (tmp_path / "openvino").write_text("not a folder")
     monkeypatch.setenv("SNAKEWEB_CACHE", str(tmp_path))
     monkeypatch.delenv("SNAKEWEB_ENGINE", raising=False)
-    monkeypatch.setattr(models, "_SAID_CONVERSION_FAILURES", set())
+    monkeypatch.setattr(engines, "_SAID_CONVERSION_FAILURES", set())
     backbone = models.load_backbone(models.resolve_model(models.AUTO_OFFLINE_MODEL), purpose="identify")
     assert backbone.engine == "torch"
     said = [r.getMessage() for r in caplog.records if "could not convert" in r.getMessage()]
