@@ -1,7 +1,8 @@
 """Every CPU benchmark, each against the naive way measured in the same run. One JSON object per line:
 {"name", "value", "unit", "baseline", "ratio", ...}. About 15 minutes on 2 cores (14.5 measured).
 
-    python benchmarks/run.py [--only embed,embed_default,two_at_once,cold_start,decode,identify,index,head,umap] [--out results.jsonl]
+    python benchmarks/run.py [--only embed,embed_default,two_at_once,cold_start,decode,identify,index,head,umap,\
+        store_writer] [--out results.jsonl]
 
 The GPU figures come from benchmarks/gpu_embed.py (needs a CUDA machine).
 """
@@ -276,6 +277,42 @@ def bench_two_at_once() -> None:
          how="two fresh processes started together (after loading), each embedding its own store; value = the slower one's "
              "rate / the solo rate; baseline = today's torch path (torch-spin) measured the same way; torch_now = the torch "
              "fallback with OMP_WAIT_POLICY=PASSIVE")
+
+
+def bench_store_writer(images: int = 32_768, batch: int = 256, dim: int = 768) -> None:
+    """The embed stage's StoreWriter (snakeweb.embed_stage) recording 128 batches of 256 x 768 vectors with their
+    image rows into a store of 32,768 pending images, as the GPU stage hands them over: holding its connection
+    (StoreWriter.HOLD_S) against opening and closing it for every write (HOLD_S = 0, the way before), same run."""
+    import pandas as pd
+
+    from snakeweb.embed import EmbeddedBatch
+    from snakeweb.embed_stage import StoreWriter
+    from snakeweb.images import DecodedImage
+    from snakeweb.store import Store
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((batch, dim)).astype(np.float32)
+    frames = [EmbeddedBatch(keys=list(range(start, start + batch)), decoded=[DecodedImage(None, "0" * 64, 1, 640, 480)] * batch,
+                            errors=[None] * batch, vectors=list(vectors), decoders=["nvjpeg"] * batch).rows()
+              for start in range(0, images, batch)]
+    rates = {}
+    for label, hold in (("per_write", 0.0), ("held", StoreWriter.HOLD_S)):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(Path(tmp) / "store").create()
+            with store.transaction() as con:
+                con.register("ids", pd.DataFrame({"i": np.arange(images)}))
+                con.execute("INSERT INTO images (image_id, observation_id, path, split, status) "
+                            "SELECT i, 'o' || i, '/p/' || i || '.jpg', 'train', 'pending' FROM ids")
+            writer = StoreWriter(store)
+            writer.HOLD_S = hold
+            started = time.perf_counter()
+            with writer:
+                for frame in frames:
+                    writer.put(frame)
+            rates[label] = images / (time.perf_counter() - started)
+            assert store.query("SELECT count(*) AS n FROM embeddings")["n"][0] == images
+    emit("store_writer_vectors_per_s", rates["held"], "img/s", rates["per_write"], batch=batch, dim=dim, images=images,
+         what="StoreWriter into a DuckDB store, connection held up to HOLD_S vs opened per write (same run)")
 
 
 def bench_decode() -> None:
@@ -558,7 +595,7 @@ def bench_identify_default() -> None:
 
 BENCHES = {"embed": bench_embed, "embed_default": bench_embed_default, "two_at_once": bench_two_at_once, "cold_start": bench_cold_start,
            "decode": bench_decode, "identify": bench_identify_models, "identify_default": bench_identify_default, "index": bench_index,
-           "head": bench_head, "umap": bench_umap}
+           "head": bench_head, "umap": bench_umap, "store_writer": bench_store_writer}
 
 
 def main() -> None:
