@@ -103,15 +103,17 @@ def test_class_ids_that_are_not_whole_numbers_are_refused_never_cast(tmp_path, c
         read_species_table([path])
 
 
-def test_a_class_id_past_int64_in_a_submission_is_a_sentence_and_exit_2(tmp_path, capsys):
+def test_a_class_id_past_int64_in_any_of_the_three_files_is_a_sentence_and_exit_2(tmp_path, capsys):
     # it was an OverflowError traceback (exit 1) from score, whichever of the three files held it
-    from pipelines.cli import main
-
-    truth = write(tmp_path / "truth.csv", "observation_id,class_id\n1,405\n2,1137\n")
-    flags = write(tmp_path / "venomous.csv", "class_id,MIVS\n405,1\n1137,0\n")
-    submission = write(tmp_path / "submission.csv", "observation_id,class_id\n1,10000000000000000000000000\n2,1137\n")
-    assert main(["score", "--metadata", str(truth), "--predictions", str(submission), "--venomous", str(flags)]) == 2
-    assert "too large to be class ids" in capsys.readouterr().err
+    huge = "10000000000000000000000000"
+    files = {"truth": "observation_id,class_id\n1,405\n2,1137\n", "submission": "observation_id,class_id\n1,405\n2,1137\n",
+             "venomous": "class_id,MIVS\n405,1\n1137,0\n"}
+    for spoiled in files:
+        paths = {name: write(tmp_path / f"{name}.csv", text.replace("1137", huge) if name == spoiled else text)
+                 for name, text in files.items()}
+        assert main(["score", "--metadata", str(paths["truth"]), "--predictions", str(paths["submission"]),
+                     "--venomous", str(paths["venomous"])]) == 2, spoiled
+        assert "too large to be class ids" in capsys.readouterr().err
 
 
 def test_two_tables_that_disagree_about_a_venom_flag_are_refused(tmp_path):
