@@ -231,14 +231,19 @@ def _embed(args: argparse.Namespace) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
-    from snakeweb import stages
-    from snakeweb.embed import resolve_device
     from snakeweb.store import Store
 
-    resolve_device(args.device)  # a device that cannot be used is said before the store is made
+    # a device that cannot be used is said before the store is made; with none asked there is nothing to check, and
+    # a missing --images folder is said before torch is imported
+    if args.device:
+        from snakeweb.embed import resolve_device
+
+        resolve_device(args.device)
     store = Store(args.store)
     _ingest(args)
     _embed(args)
+    from snakeweb import stages
+
     stages.index(store)
     stages.train(store, _train_config(args), force=args.force, include_reviews=args.include_reviews)
     stages.predict(store, args.aggregation)

@@ -73,11 +73,13 @@ def test_argument_errors_import_no_heavy_library(tmp_path):
     assert imported(report, NEVER + NOT_FOR_SCORE) == []
 
 
-def test_identify_refuses_a_missing_store_or_an_unknown_country_before_loading_any_model(tmp_path):
+def test_a_missing_store_country_or_photo_folder_is_refused_before_loading_any_model(tmp_path):
     runs = [["identify", "--store", str(tmp_path / "no-store"), "photo.jpg"],
-            ["identify", "--store", str(tmp_path / "no-store"), "--country", "XX", "photo.jpg"]]
+            ["identify", "--store", str(tmp_path / "no-store"), "--country", "XX", "photo.jpg"],
+            ["build", "--store", str(tmp_path / "new-store"), "--images", str(tmp_path / "no-photos")]]
     report = probe(runs, tmp_path)
-    assert report["codes"] == [2, 2]
+    assert report["codes"] == [2, 2, 2]
+    assert not (tmp_path / "new-store").exists()
     assert imported(report, NEVER) == []
 
 
