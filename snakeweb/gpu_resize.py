@@ -102,8 +102,10 @@ def _batched(images: Sequence[torch.Tensor], config: BackboneConfig, out: torch.
             numbers = numbers.pin_memory()
         numbers = numbers.to(out.device, non_blocking=True)
         # columns: 0 photo, 1 first row, 3 first column, 5 height, 6 width, 7 resized height, 8 resized width, 9 top, 10 left
-        weights_rows = _aa_weights(numbers[:, 5], numbers[:, 7], numbers[:, 9], numbers[:, 1], size, height)
-        weights_columns = _aa_weights(numbers[:, 6], numbers[:, 8], numbers[:, 10], numbers[:, 3], size, width)
+        # the widest filter of the group, in source pixels: 4 x the shrink factor (the cubic's support is 2 each side)
+        taps = max(int(4 * max(spans[i][4] / spans[i][6], spans[i][5] / spans[i][7], 1.0)) + 3 for i in members)
+        weights_rows = _aa_weights(numbers[:, 5], numbers[:, 7], numbers[:, 9], numbers[:, 1], size, height, taps)
+        weights_columns = _aa_weights(numbers[:, 6], numbers[:, 8], numbers[:, 10], numbers[:, 3], size, width, taps)
         # [n, 1, S, H] @ [n, 3, H, W] @ [n, 1, W, S] -> [n, 3, S, S]
         resized = torch.matmul(torch.matmul(weights_rows[:, None], padded), weights_columns[:, None].transpose(-1, -2))
         out[numbers[:, 0].long()] = resized
@@ -121,31 +123,35 @@ def _source_span(in_size: int, out_size: int, offset: int, count: int) -> tuple[
 
 
 def _aa_weights(in_sizes: torch.Tensor, out_sizes: torch.Tensor, offsets: torch.Tensor, starts: torch.Tensor, count: int,
-                padded: int) -> torch.Tensor:
+                padded: int, taps: int) -> torch.Tensor:
     """[n] float64 tensors on the device -> [n, count, padded] float32: row r of photo k holds the antialiased
     bicubic weights of output pixel offsets[k] + r (of out_sizes[k]) over source pixels starts[k] .. starts[k] +
     padded - 1 of the photo's in_sizes[k]; zero outside the pixel's window and beyond the photo, so padding never
-    contributes. The formula of torch's `_compute_weights_aa` (align_corners=False), in float64."""
+    contributes. The formula of torch's `_compute_weights_aa` (align_corners=False), in float64 over each output
+    pixel's window of at most `taps` source pixels, then laid into the dense matrix (the only large tensor made:
+    a dense float64 formula made several, gigabytes for a group of large photos)."""
     device = in_sizes.device
     in_size = in_sizes[:, None, None]
     scale = in_size / out_sizes[:, None, None]
     shrinking = scale >= 1.0
     support = torch.where(shrinking, 2.0 * scale, torch.full_like(scale, 2.0))  # interp_size / 2 = 2 for bicubic
     invscale = torch.where(shrinking, 1.0 / scale, torch.ones_like(scale))
-    out_index = offsets[:, None, None] + torch.arange(
-        count, dtype=torch.float64, device=device)[None, :, None]
-    center = scale * (out_index + 0.5)
+    out_index = offsets[:, None, None] + torch.arange(count, dtype=torch.float64, device=device)[None, :, None]
+    center = scale * (out_index + 0.5)  # [n, count, 1]
     first = torch.clamp(torch.trunc(center - support + 0.5), min=0.0)  # C++ static_cast<int64_t>: towards zero
     last = torch.minimum(torch.trunc(center + support + 0.5), in_size)  # one past the last source pixel
-    source = starts[:, None, None] + torch.arange(
-        padded, dtype=torch.float64, device=device)[None, None, :]
+    source = first + torch.arange(taps, dtype=torch.float64, device=device)[None, None, :]  # [n, count, taps]
     x = ((source - center + 0.5) * invscale).abs()
     a = -0.5  # Keys' cubic as Pillow and torch's antialiased bicubic use it
     cubic = torch.where(x < 1.0, ((a + 2) * x - (a + 3)) * x * x + 1,
                         torch.where(x < 2.0, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, torch.zeros_like(x)))
-    weights = torch.where((source >= first) & (source < last), cubic, torch.zeros_like(cubic))
+    inside = source < last
+    weights = torch.where(inside, cubic, torch.zeros_like(cubic))
     total = weights.sum(-1, keepdim=True)
-    return (weights / torch.where(total != 0, total, torch.ones_like(total))).to(torch.float32)
+    weights = weights / torch.where(total != 0, total, torch.ones_like(total))
+    column = (source - starts[:, None, None]).clamp(0, padded - 1).long()  # a tap outside the window has weight 0
+    dense = torch.zeros((len(in_sizes), count, padded), dtype=torch.float32, device=device)
+    return dense.scatter_add_(2, column, weights.to(torch.float32))  # each window's columns are distinct: no sums
 
 
 def _per_photo(images: Sequence[torch.Tensor], config: BackboneConfig, out: torch.Tensor) -> None:
