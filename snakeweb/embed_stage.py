@@ -257,10 +257,10 @@ class StoreWriter:
     batches that queue up while a transaction runs are committed together, each write in a transaction of its own.
     A killed run loses at most the batches in the queue (the next run redoes them: they are still 'pending').
 
-    The writer keeps its connection for up to HOLD_S seconds: opening the file and the checkpoint DuckDB makes when
-    the last connection closes cost more than the write itself (61 -> 31 ms per batch of 256 x 768 measured on 2
-    cores; the GPU stage's writer was busy 9 of 13 s). Closing it that often lets the dashboard, which waits up to
-    5 s for the file, read between writes."""
+    The writer keeps its connection for up to HOLD_S seconds, the wait for the next batch included: opening the
+    file and the checkpoint DuckDB makes when the last connection closes cost more than the write itself (61 -> 31
+    ms per batch of 256 x 768 measured on 2 cores; the GPU stage's writer was busy 9 of 13 s). Closing it that
+    often lets the dashboard, which waits up to 5 s for the file, read between writes, however slow a batch is."""
 
     HOLD_S = 2.0
 
@@ -284,7 +284,13 @@ class StoreWriter:
         opened = 0.0
         try:
             while True:
-                frames = [self.queue.get()]
+                try:  # a held connection waits for the next batch only until HOLD_S has passed
+                    first = self.queue.get(timeout=max(0.0, self.HOLD_S - (time.perf_counter() - opened))) if held else self.queue.get()
+                except queue.Empty:  # a slow batch (a large model on the CPU): let readers in while it is made
+                    held.close()
+                    held = None
+                    first = self.queue.get()
+                frames = [first]
                 while not self.queue.empty() and frames[-1] is not None:
                     frames.append(self.queue.get())
                 stop = frames[-1] is None

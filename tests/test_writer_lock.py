@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from snakeweb.store import Store
 from snakeweb.writer_lock import LOCK_NAME, one_writer
@@ -53,3 +54,31 @@ def test_a_refused_first_build_leaves_no_folder(tmp_path):
     refused = pipelines("ingest", "--store", str(store), "--images", str(tmp_path / "no-such-folder"))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert not store.exists()
+
+
+def test_the_embed_writer_lets_readers_in_while_the_next_batch_is_slow(tmp_path, monkeypatch):
+    # the writer kept its connection while it waited for the next batch, so during a slow batch (a large model on
+    # the CPU) every reader waited its 5 s and gave up with "the store is being rebuilt or written"
+    import numpy as np
+
+    from snakeweb.embed import EmbeddedBatch
+    from snakeweb.embed_stage import StoreWriter
+    from snakeweb.images import DecodedImage
+
+    store = Store(tmp_path / "store").create()
+    with store.transaction() as con:
+        con.execute("INSERT INTO images (image_id, observation_id, path, split, status) VALUES (0, 'o', '/p.jpg', 'train', 'pending')")
+    monkeypatch.setattr(StoreWriter, "HOLD_S", 0.2)
+    batch = EmbeddedBatch(keys=[0], decoded=[DecodedImage(None, "0" * 64, 1, 64, 64)], errors=[None],
+                          vectors=[np.ones(8, np.float32)], decoders=["pillow"]).rows()
+    with StoreWriter(store) as writer:
+        writer.put(batch)
+        # the next batch never comes while this reads: each read gets in, before the write or once the writer lets go
+        # (HOLD_S after it), until the row is there
+        for _ in range(300):
+            with store.connect(read_only=True, wait_s=30) as con:
+                if con.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 1:
+                    break
+            time.sleep(0.1)  # a loaded machine may not have run the writer's thread yet
+        else:
+            raise AssertionError("the written row never showed")
