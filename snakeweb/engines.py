@@ -65,7 +65,7 @@ def attach_openvino(loaded: LoadedBackbone, weights_fingerprint: str, purpose: s
                                 "unset SNAKEWEB_ENGINE to fall back to torch.") from exc
         reason = f"{type(exc).__name__}: {str(exc)[:200]}"
         if isinstance(exc, OSError) and exc.filename:  # a cache that cannot be written: say where, in words
-            why = "a file stands where a folder is needed" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror
+            why = "a file stands where a folder is needed" if isinstance(exc, FileExistsError) else exc.strerror
             reason = f"its cache cannot be written at {exc.filename}: {why or exc}; set SNAKEWEB_CACHE to a writable folder"
         if reason not in _SAID_CONVERSION_FAILURES:  # once per reason, not once per network
             log.warning("OpenVINO could not convert %s (%s); running it with torch", loaded.config.name, reason)

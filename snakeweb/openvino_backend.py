@@ -27,6 +27,7 @@ cores each keep their share), identify for latency (one request on every core).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -126,6 +127,19 @@ def cache_root() -> Path:
     return default_cache_dir() / "openvino"
 
 
+def unwritable(folder: Path) -> OSError | None:
+    """Why `folder` cannot be made or written (a file in the way, or a folder this user may not write), as the
+    OSError making it would raise, or None. Said before a conversion starts, not after it."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return PermissionError(errno.EACCES, "this user may not write there", str(existing))
+    return None
+
+
 def _short_version(full: str) -> str:
     return full.split("-")[0]
 
@@ -199,6 +213,9 @@ def convert(model, source: str, name: str, fingerprint: str, image_size: int) ->
     folder = model_folder(name, fingerprint, outputs, image_size)
     if is_converted(folder):
         return folder
+    problem = unwritable(folder.parent)
+    if problem is not None:  # before saying "converting": nothing could be cached
+        raise problem
     started = time.perf_counter()
     if folder.exists():  # say why a conversion the cache had is made again
         log.warning("OpenVINO: the converted %s in %s is incomplete or damaged (a file is missing or differs from what "

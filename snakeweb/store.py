@@ -371,21 +371,27 @@ def refuse_an_unwritable_path(path: Path) -> None:
         raise SnakewebError(f"Cannot write {path}: {blocking} is a file, not a folder; give another path.")
     if path.is_dir():
         raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name in it.")
+    if blocking is not None and not os.access(blocking, os.W_OK | os.X_OK):
+        raise SnakewebError(f"Cannot write {path}: this user may not write in {blocking}; give a path in a folder you may write to.")
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one. Raises
     SnakewebError when a folder on the way to `path` is a file, or `path` is a folder."""
     refuse_an_unwritable_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(handle)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should get the mode any new file gets
         os.replace(tmp, path)
+    except OSError as exc:  # named by the path the user gave, not by the temporary file beside it
+        raise SnakewebError(f"Cannot write {path}: {exc.strerror or exc}; give a path in a folder you may write to, "
+                            "on a disk with room.") from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

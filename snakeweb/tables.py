@@ -121,7 +121,7 @@ class Table:
         numbers = values.where(~missing).str.replace(r"[.,]0*$", "", regex=True)
         huge = numbers.str.lstrip("+-").str.lstrip("0").str.len().fillna(0).to_numpy() > 18  # past int64 (BIGINT in the store)
         if huge.any():
-            raise self.fail(f"{int(huge.sum())} value(s) in column {column} are too large to be {what} ({self.where(huge, column)}); "
+            raise self.fail(f"{int(huge.sum())} value(s) in column {column} have too many digits to be {what} ({self.where(huge, column)}); "
                             f"{what} are whole numbers such as 405.")
         result = pd.Series(pd.array([None if pd.isna(v) else int(v) for v in numbers], dtype="Int64"), index=self.frame.index)
         negative = (result < 0).fillna(False).to_numpy(bool)

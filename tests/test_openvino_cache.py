@@ -153,3 +153,12 @@ def test_a_cache_path_that_is_a_file_falls_back_to_torch_with_one_sentence(tmp_p
     said = [r.getMessage() for r in caplog.records if "could not convert" in r.getMessage()]
     assert len(said) == 1 and f"its cache cannot be written at {tmp_path / 'openvino'}: a file stands where a folder is needed" in said[0]
     assert "set SNAKEWEB_CACHE to a writable folder" in said[0] and "Errno" not in said[0]
+    assert "converting" not in caplog.text  # "converting ... once (cached in <a path that cannot be made>)" per network
+    # check says what identify will do, not "the converted forward is made on first use"
+    from snakeweb.integrity import _engine
+
+    config = models.resolve_model(models.AUTO_OFFLINE_MODEL)
+    recorded = {"config": {"source": config.source, "name": config.name, "location": config.location}}
+    store = type("S", (), {"get_meta": staticmethod(lambda key: recorded)})
+    verdict = _engine(store)
+    assert verdict.ok and verdict.detail.startswith("torch on the CPU: OpenVINO's cache cannot be written at")

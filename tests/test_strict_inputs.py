@@ -95,8 +95,8 @@ def test_a_table_without_a_venom_column_gives_unknown_status(tmp_path):
 
 
 @pytest.mark.parametrize("cell, words", [("405.5", "not whole numbers"), ("abc", "not whole numbers"), ("", "have no class_id"),
-                                         ("4e2", "not whole numbers"), ("10000000000000000000000000", "too large to be class ids"),
-                                         ("-9223372036854775809", "too large to be class ids")])
+                                         ("4e2", "not whole numbers"), ("10000000000000000000000000", "too many digits to be class ids"),
+                                         ("-9223372036854775809", "too many digits to be class ids")])
 def test_class_ids_that_are_not_whole_numbers_are_refused_never_cast(tmp_path, cell, words):
     path = write(tmp_path / "species.csv", f"class_id,binomial_name,MIVS\n{cell},Crotalus atrox,1\n1137,Natrix natrix,0\n")
     with pytest.raises(SnakewebError, match=words):
@@ -113,7 +113,7 @@ def test_a_class_id_past_int64_in_any_of_the_three_files_is_a_sentence_and_exit_
                  for name, text in files.items()}
         assert main(["score", "--metadata", str(paths["truth"]), "--predictions", str(paths["submission"]),
                      "--venomous", str(paths["venomous"])]) == 2, spoiled
-        assert "too large to be class ids" in capsys.readouterr().err
+        assert "too many digits to be class ids" in capsys.readouterr().err
 
 
 def test_two_tables_that_disagree_about_a_venom_flag_are_refused(tmp_path):

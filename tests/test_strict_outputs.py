@@ -263,6 +263,10 @@ def test_an_output_path_through_a_file_or_onto_a_folder_is_a_sentence(store, tmp
         assert f"Cannot write {out}: {said}" in captured.err and "Traceback" not in captured.err, captured.err
         assert "predict" not in captured.out + captured.err  # said before the work (export predicted every observation first)
     assert (tmp_path / "notes.csv").read_text() == "x\n"
+    # a destination the system refuses is named as given (the error named the temporary file beside it)
+    assert main(["export-embeddings", "--store", str(store.root), "--out", "/proc/vectors.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot write /proc/vectors.parquet: " in err and "/proc/.vectors" not in err, err
     # a store's own files: an export over one of them destroyed the store (once with exit 0)
     copy = Store(shutil.copytree(store.root, tmp_path / "store"))
     before = {name: (copy.root / name).read_bytes() for name in ("snakeweb.duckdb", "head.pt", "index.faiss")}
