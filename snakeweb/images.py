@@ -214,6 +214,15 @@ def read_header(data: bytes) -> ImageHeader:
         return _open_checked(data)[1]
 
 
+def jpeg_draft_factor(width: int, height: int, min_side: int) -> int:
+    """The factor (1, 2, 4 or 8) by which `decode_bytes` decodes a JPEG of this size smaller through DCT scaling:
+    the one Pillow's `JpegImageFile.draft` picks for a request of (min_side, min_side) (the largest that keeps
+    both sides at least min_side; the decoded size is each side divided by it, rounded up). The GPU path
+    averages over the same blocks, so its vectors stay those of this decoder (snakeweb.gpu_resize)."""
+    scale = min(width // min_side, height // min_side) if min_side else 1
+    return next(s for s in (8, 4, 2, 1) if scale >= s or s == 1)
+
+
 def decode_bytes(data: bytes, min_side: int = 0) -> DecodedImage:
     """Decode image bytes into an upright RGB image (the first frame of an animation).
 
