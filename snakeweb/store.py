@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 import uuid
@@ -364,12 +365,21 @@ def refuse_a_store_file(out: Path, instead: str) -> None:
 
 
 def refuse_an_unwritable_path(path: Path) -> None:
-    """Raises SnakewebError when `path` is a folder or a folder on the way to it is a file: said before any work
-    (an export ran its whole predict pass first)."""
-    blocking = next((p for p in path.parents if p.exists()), None)
+    """Raises SnakewebError when `path` (through a symbolic link: the file it names) is a folder, a device, pipe or
+    socket, or a read-only file, when a folder on the way to it is a file, or when this user may not write the
+    folder: said before any work (an export ran its whole predict pass first, and, run as root, replaced the
+    device /dev/full with a file). Sentences name the path as given."""
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_dir():
+        mode = real.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise SnakewebError(f"Cannot write {path}: it is not a regular file (a device, pipe or socket); give a file name.")
+        if not mode & 0o222:
+            raise SnakewebError(f"Cannot write {path}: the file is read-only; remove it or give another name.")
+    blocking = next((p for p in real.parents if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise SnakewebError(f"Cannot write {path}: {blocking} is a file, not a folder; give another path.")
-    if path.is_dir():
+    if real.is_dir():
         raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name in it.")
     if blocking is not None and not os.access(blocking, os.W_OK | os.X_OK):
         raise SnakewebError(f"Cannot write {path}: this user may not write in {blocking}; give a path in a folder you may write to.")
@@ -377,16 +387,17 @@ def refuse_an_unwritable_path(path: Path) -> None:
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one. Raises
-    SnakewebError when a folder on the way to `path` is a file, or `path` is a folder."""
+    SnakewebError for what `refuse_an_unwritable_path` refuses, and for a write the system refuses."""
     refuse_an_unwritable_path(path)
+    real = Path(os.path.realpath(path))  # through a symbolic link: the file it names is replaced, the link stays
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        real.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{real.name}.", dir=real.parent)
         os.close(handle)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should get the mode any new file gets
-        os.replace(tmp, path)
+        os.replace(tmp, real)
     except OSError as exc:  # named by the path the user gave, not by the temporary file beside it
         raise SnakewebError(f"Cannot write {path}: {exc.strerror or exc}; give a path in a folder you may write to, "
                             "on a disk with room.") from exc

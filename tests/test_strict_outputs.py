@@ -3,7 +3,9 @@ exit codes are as documented, uploads are keyed by position, and unknown venom s
 
 import io
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -263,6 +265,19 @@ def test_an_output_path_through_a_file_or_onto_a_folder_is_a_sentence(store, tmp
         assert f"Cannot write {out}: {said}" in captured.err and "Traceback" not in captured.err, captured.err
         assert "predict" not in captured.out + captured.err  # said before the work (export predicted every observation first)
     assert (tmp_path / "notes.csv").read_text() == "x\n"
+    # what is not a plain writable file is refused (run as root, an export replaced the device /dev/full with a file;
+    # a pipe stands in for it here), a link is written through, not replaced
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "kept.csv").write_text("x\n")
+    (tmp_path / "kept.csv").chmod(0o444)
+    for out, said in ((tmp_path / "pipe", "it is not a regular file"), (tmp_path / "kept.csv", "the file is read-only")):
+        assert main(["export-embeddings", "--store", str(store.root), "--out", str(out)]) == 2
+        assert f"Cannot write {out}: {said}" in capsys.readouterr().err
+    assert (tmp_path / "kept.csv").read_text() == "x\n" and stat.S_ISFIFO((tmp_path / "pipe").lstat().st_mode)
+    (tmp_path / "link.parquet").symlink_to(tmp_path / "real.parquet")
+    assert main(["export-embeddings", "--store", str(store.root), "--out", str(tmp_path / "link.parquet")]) == 0
+    assert (tmp_path / "link.parquet").is_symlink() and (tmp_path / "real.parquet").stat().st_size > 0
+    capsys.readouterr()
     # a destination the system refuses is named as given (the error named the temporary file beside it)
     assert main(["export-embeddings", "--store", str(store.root), "--out", "/proc/vectors.parquet"]) == 2
     err = capsys.readouterr().err
