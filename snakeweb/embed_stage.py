@@ -21,7 +21,7 @@ from snakeweb.embed import embed_images, resolve_device
 from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
 from snakeweb.progress import tqdm  # the stages' progress bars (snakeweb.stages takes it from here)
-from snakeweb.store import SCHEMA, Store, set_meta
+from snakeweb.store import RETRY_DELAY_MAX_S, SCHEMA, Store, set_meta
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, parse_views
 
 log = logging.getLogger(__name__)
@@ -281,15 +281,19 @@ class StoreWriter:
 
     def _run(self) -> None:
         held: contextlib.ExitStack | None = None
-        opened = 0.0
+        opened, closed_at = 0.0, None
         try:
             while True:
                 try:  # a held connection waits for the next batch only until HOLD_S has passed
                     first = self.queue.get(timeout=max(0.0, self.HOLD_S - (time.perf_counter() - opened))) if held else self.queue.get()
                 except queue.Empty:  # a slow batch (a large model on the CPU): let readers in while it is made
                     held.close()
-                    held = None
+                    held, closed_at = None, time.perf_counter()
                     first = self.queue.get()
+                if held is None and closed_at is not None and first is not None:
+                    # let go for longer than a waiting reader's retry delay, or one whose tries fall between our
+                    # writes never gets in (batches a tenth of a second apart kept readers out for their 5 s)
+                    time.sleep(max(0.0, 2 * RETRY_DELAY_MAX_S - (time.perf_counter() - closed_at)))
                 frames = [first]
                 while not self.queue.empty() and frames[-1] is not None:
                     frames.append(self.queue.get())
@@ -304,7 +308,7 @@ class StoreWriter:
                         _write_rows(con, frames)
                         if time.perf_counter() - opened > self.HOLD_S:
                             held.close()
-                            held = None
+                            held, closed_at = None, time.perf_counter()
                         self.seconds += time.perf_counter() - started
                 except BaseException as exc:  # re-raised in the stage's thread
                     self.error = exc

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS run_metadata (key VARCHAR PRIMARY KEY, value VARCHAR 
 """
 
 
+RETRY_DELAY_MAX_S = 0.2  # a connection waiting for a busy store file tries again at least this often
 # DuckDB's memory cap per connection (SNAKEWEB_DUCKDB_MEMORY, a DuckDB size such as 2GB)
 DUCKDB_MEMORY = os.environ.get("SNAKEWEB_DUCKDB_MEMORY", "2GB")
 
@@ -170,7 +171,7 @@ class Store:
                         "try again in a moment."
                     ) from exc
                 time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+                delay = min(delay * 2, RETRY_DELAY_MAX_S)
         # DuckDB would cache up to 80% of RAM: a 182k x 3840 import held 11.5 GB. A cap makes it write through to the
         # file and spill big sorts to <store>/snakeweb.duckdb.tmp instead, so a pipeline and the dashboard share the machine
         try:

@@ -82,3 +82,46 @@ def test_the_embed_writer_lets_readers_in_while_the_next_batch_is_slow(tmp_path,
             time.sleep(0.1)  # a loaded machine may not have run the writer's thread yet
         else:
             raise AssertionError("the written row never showed")
+
+
+def test_readers_get_in_while_the_embed_writer_takes_batch_after_batch(tmp_path, monkeypatch):
+    # with batches a tenth of a second apart, the writer reopened the moment it had let go, and readers (retrying
+    # every 0.2 s at most) kept missing the gap until their 5 s ran out
+    import threading
+
+    import numpy as np
+
+    from snakeweb.embed import EmbeddedBatch
+    from snakeweb.embed_stage import StoreWriter
+    from snakeweb.errors import SnakewebError
+    from snakeweb.images import DecodedImage
+
+    store = Store(tmp_path / "store").create()
+    with store.transaction() as con:
+        con.execute("INSERT INTO images (image_id, observation_id, path, split, status) "
+                    "SELECT i, 'o' || i, '/p' || i || '.jpg', 'train', 'pending' FROM range(400) t(i)")
+    monkeypatch.setattr(StoreWriter, "HOLD_S", 0.3)
+    failures, reads, done = [], [], threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                with store.connect(read_only=True, wait_s=5) as con:
+                    reads.append(con.execute("SELECT count(*) FROM embeddings").fetchone()[0])
+            except SnakewebError as exc:
+                failures.append(str(exc))
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        with StoreWriter(store) as writer:
+            for i in range(400):
+                writer.put(EmbeddedBatch(keys=[i], decoded=[DecodedImage(None, "0" * 64, 1, 64, 64)], errors=[None],
+                                         vectors=[np.ones(8, np.float32)], decoders=["pillow"]).rows())
+                time.sleep(0.01)
+    finally:
+        done.set()
+        reader.join()
+    assert not failures, failures[0]
+    assert len(reads) >= 3 and store.query("SELECT count(*) AS n FROM embeddings")["n"][0] == 400
