@@ -135,8 +135,11 @@ def unwritable(folder: Path) -> OSError | None:
         return None
     if not existing.is_dir():
         return NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", str(existing))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return PermissionError(errno.EACCES, "this user may not write there", str(existing))
+    try:  # a real try: root passes every permission check, yet cannot write in /proc, /sys or a read-only mount
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return PermissionError(errno.EACCES, exc.strerror or "this user may not write there", str(existing))
     return None
 
 

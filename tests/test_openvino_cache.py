@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,18 +141,26 @@ def test_a_folder_converted_before_digests_were_recorded_is_converted_once_more(
     np.testing.assert_allclose(features, reference, atol=1e-5)
 
 
-def test_a_cache_path_that_is_a_file_falls_back_to_torch_with_one_sentence(tmp_path, monkeypatch, caplog):
-    # it warned "(FileExistsError: [Errno 17] File exists: ...)" once per network
+@pytest.mark.parametrize("where", ["a file", "/proc"])
+def test_a_cache_that_cannot_be_made_falls_back_to_torch_with_one_sentence(tmp_path, monkeypatch, caplog, where):
+    # it warned "(FileExistsError: [Errno 17] File exists: ...)" once per network; under /proc (where root passes
+    # every permission check, yet nothing can be made) check said OpenVINO would run
     from snakeweb import engines, models
 
-    (tmp_path / "openvino").write_text("not a folder")
-    monkeypatch.setenv("SNAKEWEB_CACHE", str(tmp_path))
+    if where == "/proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    cache = tmp_path if where == "a file" else Path("/proc/snakeweb-test-cache")
+    blocked = tmp_path / "openvino" if where == "a file" else Path("/proc")
+    if where == "a file":
+        (tmp_path / "openvino").write_text("not a folder")
+    monkeypatch.setenv("SNAKEWEB_CACHE", str(cache))
     monkeypatch.delenv("SNAKEWEB_ENGINE", raising=False)
     monkeypatch.setattr(engines, "_SAID_CONVERSION_FAILURES", set())
     backbone = models.load_backbone(models.resolve_model(models.AUTO_OFFLINE_MODEL), purpose="identify")
     assert backbone.engine == "torch"
     said = [r.getMessage() for r in caplog.records if "could not convert" in r.getMessage()]
-    assert len(said) == 1 and f"its cache cannot be written at {tmp_path / 'openvino'}: a file stands where a folder is needed" in said[0]
+    assert len(said) == 1 and f"its cache cannot be written at {blocked}: " in said[0]
+    assert where != "a file" or "a file stands where a folder is needed" in said[0]
     assert "set SNAKEWEB_CACHE to a writable folder" in said[0] and "Errno" not in said[0]
     assert "converting" not in caplog.text  # "converting ... once (cached in <a path that cannot be made>)" per network
     # check says what identify will do, not "the converted forward is made on first use"
