@@ -265,8 +265,8 @@ def _engine(store: Store) -> Verdict:
         openvino_problem,
         openvino_version,
         requested_engine,
-        unwritable,
     )
+    from snakeweb.paths import unwritable_folder
 
     config = store.get_meta("model")["config"]
     engine = requested_engine()
@@ -280,7 +280,7 @@ def _engine(store: Store) -> Verdict:
     version = openvino_version().split("-")[0]
     parts = config["location"].split("+") if config["source"] == "concat" else [config["name"]]
     cached = all(converted_before(part, version) for part in parts)
-    problem = None if cached else unwritable(cache_root())
+    problem = None if cached else unwritable_folder(cache_root())
     if problem is not None:  # identify falls back to torch: say so, not "made on first use"
         return Verdict("engine", True, f"torch on the CPU: OpenVINO's cache cannot be written at {problem.filename} "
                        f"({problem.strerror}); set SNAKEWEB_CACHE to a writable folder for the ~2x faster engine")

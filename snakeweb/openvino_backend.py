@@ -27,7 +27,6 @@ cores each keep their share), identify for latency (one request on every core).
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -50,6 +49,7 @@ from snakeweb.openvino_cache import (  # noqa: F401 (is_converted and compiled_c
     is_converted,
     record_blobs,
 )
+from snakeweb.paths import unwritable_folder
 
 log = logging.getLogger(__name__)
 
@@ -127,22 +127,6 @@ def cache_root() -> Path:
     return default_cache_dir() / "openvino"
 
 
-def unwritable(folder: Path) -> OSError | None:
-    """Why `folder` cannot be made or written (a file in the way, or a folder this user may not write), as the
-    OSError making it would raise, or None. Said before a conversion starts, not after it."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is None:
-        return None
-    if not existing.is_dir():
-        return NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", str(existing))
-    try:  # a real try: root passes every permission check, yet cannot write in /proc, /sys or a read-only mount
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        return PermissionError(errno.EACCES, exc.strerror or "this user may not write there", str(existing))
-    return None
-
-
 def _short_version(full: str) -> str:
     return full.split("-")[0]
 
@@ -216,7 +200,7 @@ def convert(model, source: str, name: str, fingerprint: str, image_size: int) ->
     folder = model_folder(name, fingerprint, outputs, image_size)
     if is_converted(folder):
         return folder
-    problem = unwritable(folder.parent)
+    problem = unwritable_folder(folder.parent)
     if problem is not None:  # before saying "converting": nothing could be cached
         raise problem
     started = time.perf_counter()

@@ -10,13 +10,16 @@ by its key.
 
 from __future__ import annotations
 
+import errno
 import ntpath
 import os
 import posixpath
 import re
+import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 
 def file_keys(paths: Iterable[str]) -> list[str]:
@@ -109,3 +112,21 @@ def second_names(paths: list[str], folders: list[str | None], shown: Callable[[s
                 how = "a link to" if os.path.islink(paths[i]) else "a hard link of"
                 reasons[i] = f"it is {how} {shown(paths[kept])}, which is in the folder already, and a photo is stored once"
     return reasons
+
+
+def unwritable_folder(folder: Path) -> OSError | None:
+    """Why files cannot be made in `folder` (or in the folders that would be made down to it): a file stands where
+    a folder is needed, or a real try at a temporary file fails (root passes every permission check, yet cannot
+    write in /proc, /sys or on a read-only mount), as the OSError making one would raise; None when they can.
+    The one check for the store's outputs (`store.refuse_an_unwritable_path`) and the OpenVINO cache."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return NotADirectoryError(errno.ENOTDIR, "a file stands where a folder is needed", str(existing))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return PermissionError(errno.EACCES, exc.strerror or "this user may not write there", str(existing))
+    return None

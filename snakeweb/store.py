@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError, shell_word
+from snakeweb.paths import unwritable_folder
 
 DB_NAME = "snakeweb.duckdb"
 INDEX_NAME = "index.faiss"
@@ -367,8 +368,8 @@ def refuse_a_store_file(out: Path, instead: str) -> None:
 
 def refuse_an_unwritable_path(path: Path) -> None:
     """Raises SnakewebError when `path` (through a symbolic link: the file it names) is a folder, a device, pipe or
-    socket, or a read-only file, when a folder on the way to it is a file, or when this user may not write the
-    folder: said before any work (an export ran its whole predict pass first, and, run as root, replaced the
+    socket, or a read-only file, or when files cannot be made in its folder (`paths.unwritable_folder`: a file on
+    the way, or a real try that fails): said before any work (an export ran its whole predict pass first, and, run as root, replaced the
     device /dev/full with a file). Sentences name the path as given."""
     real = Path(os.path.realpath(path))
     if real.exists() and not real.is_dir():
@@ -377,13 +378,14 @@ def refuse_an_unwritable_path(path: Path) -> None:
             raise SnakewebError(f"Cannot write {path}: it is not a regular file (a device, pipe or socket); give a file name.")
         if not mode & 0o222:
             raise SnakewebError(f"Cannot write {path}: the file is read-only; remove it or give another name.")
-    blocking = next((p for p in real.parents if p.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        raise SnakewebError(f"Cannot write {path}: {blocking} is a file, not a folder; give another path.")
     if real.is_dir():
         raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name in it.")
-    if blocking is not None and not os.access(blocking, os.W_OK | os.X_OK):
-        raise SnakewebError(f"Cannot write {path}: this user may not write in {blocking}; give a path in a folder you may write to.")
+    problem = unwritable_folder(real.parent)
+    if isinstance(problem, NotADirectoryError):
+        raise SnakewebError(f"Cannot write {path}: {problem.filename} is a file, not a folder; give another path.")
+    if problem is not None:  # tried for real: /proc or a read-only mount is said here, before any work
+        raise SnakewebError(f"Cannot write {path}: files cannot be made in {problem.filename} ({problem.strerror}); "
+                            "give a path in a folder you may write to.")
 
 
 def write_atomically(path: Path, write: Callable[[str], None]) -> None:

@@ -119,7 +119,7 @@ class Table:
         if missing.any() and not missing_ok:
             raise self.fail(f"{int(missing.sum())} row(s) have no {column} ({self.where(missing, column)}); fill them in or remove those rows.")
         numbers = values.where(~missing).str.replace(r"[.,]0*$", "", regex=True)
-        huge = numbers.str.lstrip("+-").str.lstrip("0").str.len().fillna(0).to_numpy() > 18  # past int64 (BIGINT in the store)
+        huge = numbers.str.lstrip("+-").str.lstrip("0").str.len().fillna(0).to_numpy() > 18  # 18 digits always fit int64 (BIGINT in the store)
         if huge.any():
             raise self.fail(f"{int(huge.sum())} value(s) in column {column} have too many digits to be {what} ({self.where(huge, column)}); "
                             f"{what} are whole numbers such as 405.")
