@@ -1,5 +1,7 @@
 """`python -m pipelines STAGE ...`: each command's handler, thin; the work is in `snakeweb`, the arguments in
-`pipelines.arguments` and the text people read in `pipelines.reports`.
+`pipelines.arguments`, the text people read in `pipelines.reports`; the commands that run no backbone (score,
+evaluate, export, the imports and exports) are in `pipelines.results`, and where results go with --json in
+`pipelines.output`.
 
 The exit codes and the --json contract are in `pipelines.arguments.DESCRIPTION` (what `--help` prints).
 """
@@ -7,195 +9,20 @@ The exit codes and the --json contract are in `pipelines.arguments.DESCRIPTION` 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
-import os
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 # Only light modules at the top (standard library and snakeweb modules that import no NumPy, pandas or torch):
 # `--help`, argument errors and `score` must not wait for torch, transformers, faiss or umap. Every handler
 # imports the library modules it uses (tests/test_cli_imports.py checks this in a fresh process).
+from pipelines import results
 from pipelines.arguments import parser
-from pipelines.reports import print_evaluation, print_identification
+from pipelines.output import emit as _emit
+from pipelines.output import json_only_on_stdout
+from pipelines.reports import print_identification
 from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.options import TrainConfig
-
-if TYPE_CHECKING:
-    from snakeweb.store import Store
-
-_results = None  # where JSON results go while library output is sent to stderr (see _json_only_on_stdout)
-
-
-def _emit(text: str) -> None:
-    """Print a result (JSON) on the real stdout, even while stdout is redirected to stderr."""
-    stream = _results or sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
-
-
-@contextlib.contextmanager
-def _json_only_on_stdout() -> Iterator[None]:
-    """Send everything printed to stdout (Python prints of libraries, and C code writing to file descriptor 1)
-    to stderr, keeping the real stdout for `_emit`: `--json` output must parse as JSON."""
-    global _results
-    sys.stdout.flush()
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        fd = None
-    if fd == 1:  # a real process: move file descriptor 1 too
-        saved = os.dup(1)
-        os.dup2(2, 1)
-        _results = os.fdopen(saved, "w", buffering=1, encoding="utf-8")
-    else:  # in-process callers (tests) that replaced sys.stdout
-        _results = sys.stdout
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        _results.flush()
-        if fd == 1:
-            os.dup2(_results.fileno(), 1)
-            _results.close()
-        _results = None
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from snakeweb.decisions import CountryPrior
-    from snakeweb.evaluation import evaluate
-    from snakeweb.store import Store
-
-    store = Store(args.store).require()
-    # as predict, export and the Metrics page: the table recorded at ingest unless another is named
-    table = args.country_table or store.get_meta("country_table")
-    try:
-        prior = CountryPrior.from_csv(table, notes=bool(args.country_table)) if table else None
-    except SnakewebError as exc:
-        if args.country_table:
-            raise
-        raise SnakewebError(f"{exc} It is the table recorded when the store was built; give its new place with "
-                            "--country-table FILE.") from exc
-    if prior is not None:
-        try:
-            _check_prior(prior, store, advice="leave it out" if args.country_table else None)
-        except SnakewebError as exc:
-            if args.country_table:  # the user named it: a prior that changes nothing is their mistake to hear
-                raise
-            # the table recorded at build, on a store of photo folders (no countries): scores without the prior
-            print(f"note: the species x country table recorded at build is not used here: {exc}", file=sys.stderr)
-            prior, table = None, None
-    report = evaluate(store, args.split, prior, args.aggregation, country_table=str(table) if table else None)
-    if report.get("not_saved"):  # on stderr, so --json output stays JSON; the scores themselves are complete
-        print(f"note: these scores are not saved in the store (the Metrics page computes them again). {report['not_saved']}",
-              file=sys.stderr)
-    if args.json:
-        _emit(json.dumps(report))
-        return
-    print_evaluation(report)
-
-
-def _check_prior(prior, store: Store, advice: str | None = "leave it out") -> None:
-    """A country prior must be able to change something: species the table knows, observations with a country.
-    Raises SnakewebError, its sentence ending with `advice` where one is given."""
-    prior.require_species(store.species()["binomial_name"].tolist())
-    countries = store.query("SELECT country_code FROM observations")["country_code"]
-    known = countries.dropna().map(prior.knows)
-    if not known.any():
-        raise SnakewebError(f"None of the store's {len(countries)} observations has a country the species x country table knows "
-                            "(photo folders carry no country; SnakeCLEF metadata has a code column), so the country prior would "
-                            "change nothing" + (f"; {advice}." if advice else "."))
-    if len(known) < len(countries) or not known.all():
-        print(f"note: {len(countries) - int(known.sum())} of {len(countries)} observations have no country the table knows; "
-              "they get no country prior.", file=sys.stderr)
-
-
-def _score(args: argparse.Namespace) -> None:
-    from snakeweb.scoring import official_scores, read_submission, read_truth, read_venomous_list
-
-    truth, flags = read_truth(args.metadata), read_venomous_list(args.venomous)
-    unlabelled = truth.drop_duplicates("observation_id")["class_id"].isna()
-    if unlabelled.any() and not unlabelled.all():
-        print(f"note: {int(unlabelled.sum())} ground-truth observation(s) have no class_id and are not scored; "
-              f"{int((~unlabelled).sum())} are.", file=sys.stderr)
-    submission = read_submission(args.predictions)
-    for what, ids in (("ground-truth", truth["class_id"].dropna()), ("predicted", submission["class_id"])):
-        unlisted = sorted(set(ids.astype(int)) - set(flags.index))
-        if unlisted:
-            print(f"note: {len(unlisted)} {what} class id(s) are not in the venomous list (e.g. "
-                  f"{', '.join(map(str, unlisted[:5]))}); the official metric counts them as harmless, so a venomous one "
-                  "called harmless is not counted as a venom error: give a venomous list with every class "
-                  "(SnakeCLEF's venomous_status_list.csv has them all).", file=sys.stderr)
-    scores = official_scores(truth, submission, set(flags.index[flags.to_numpy()].astype(int)))
-    if args.json:
-        _emit(json.dumps(scores))
-        return
-    p00, p01, p10, p11 = scores["PSC"]
-    c00, c01, c10, c11 = scores["PSC_total"]
-    print(f"macro F1       {scores['F1 Score']:.2f}\naccuracy       {scores['Accuracy']:.2f}")
-    print(f"harmless->harmless (other) {p00:.2f}% ({c00})\nharmless->venomous  {p01:.2f}% ({c01})")
-    print(f"venomous->harmless  {p10:.2f}% ({c10})\nvenomous->venomous (other) {p11:.2f}% ({c11})")
-    print(f"Track1 (higher is better) {scores['Track1 Metric']:.2f}\nTrack2 (lower is better)  {scores['Track2 Metric']}")
-
-
-def _export(args: argparse.Namespace) -> None:
-    from snakeweb.decisions import CountryPrior
-    from snakeweb.store import Store
-
-    prior = None
-    if args.prior is None:  # answers follow identify (the recorded table, where observations have countries)
-        store = Store(args.store).require()
-        has_countries = args.answers and bool(store.query("SELECT count(country_code) AS n FROM observations")["n"][0])
-        args.prior = "country" if has_countries and (args.country_table or store.get_meta("country_table")) else "none"
-    if args.answers and args.range_mode == "filter" and args.prior != "country":
-        raise SnakewebError("--range-mode filter needs a species x country table: give --prior country (and --country-table "
-                            "if the store records none).")
-    if args.prior == "country":
-        table = args.country_table or Store(args.store).require().get_meta("country_table")
-        if table is None:
-            raise SnakewebError("--prior country needs --country-table Species_Relevance.csv (the store records none).")
-        prior = CountryPrior.from_csv(table, notes=bool(args.country_table))  # a recorded table said its notes at ingest
-        _check_prior(prior, Store(args.store).require())
-    store = Store(args.store)
-    if args.split:  # an empty split wrote a header-only (or empty) file with exit 0
-        counts = dict(store.require().query("SELECT split, count(*) AS n FROM observations GROUP BY split").itertuples(index=False))
-        if not counts.get(args.split):
-            raise SnakewebError(f"The store has no observations in the {args.split} split, so there is nothing to export "
-                                f"(it has {', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'}).")
-    if args.answers:
-        from snakeweb.export import export_answers
-
-        records = export_answers(store.require(), args.out, prior=prior, range_mode=args.range_mode, rank=args.rank,
-                                 aggregation=args.aggregation, split=args.split)
-        ranks = _counts([r["prediction_rank"] or "abstain" for r in records])
-        print(f"export: {len(records)} observations' answers -> {args.out} ({ranks}; country prior {args.prior}, range {args.range_mode})")
-        return
-    from snakeweb.export import export_submission
-
-    submission = export_submission(store, args.out, args.decision, prior, args.aggregation, split=args.split)
-    print(f"export: {len(submission)} {args.split + ' ' if args.split else ''}observations -> {args.out} (decision {args.decision}, "
-          f"prior {args.prior})")
-    numbered = set(store.get_meta("assigned_class_ids") or [])
-    invented = submission[submission["class_id"].isin(numbered)]
-    if len(invented):
-        names = store.species().set_index("class_id")["binomial_name"]
-        shown = ", ".join(f"{names.get(c, '?')} -> {c}" for c in sorted(set(invented["class_id"]))[:5])
-        print(f"note: {len(invented)} observation(s) are predicted as classes snakeweb numbered itself because no species "
-              f"table gave them an id ({shown}); a SnakeCLEF scorer counts those as wrong. These species are not in the species "
-              "table given at ingest (or none was given): give one that has them (--species class_list.csv) to use "
-              "SnakeCLEF's ids, or leave their photos out.", file=sys.stderr)
-
-
-def _counts(values: list[str]) -> str:
-    """'species 120, genus 40, abstain 3': counts in order of first appearance."""
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return ", ".join(f"{k} {n}" for k, n in counts.items())
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -294,43 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if getattr(args, "json", False):
-        with _json_only_on_stdout():
+        with json_only_on_stdout():
             return _run(args)
     return _run(args)
-
-
-def _import_reviews(args: argparse.Namespace) -> None:
-    from snakeweb.review import import_reviews
-    from snakeweb.store import Store
-
-    counts = import_reviews(Store(args.store).require(), args.csv)
-    print(f"import-reviews: {counts['added']} review(s) added, {counts['already_present']} already in the store")
-
-
-def _import_embeddings(args: argparse.Namespace) -> None:
-    from snakeweb.embeddings_io import import_embeddings
-    from snakeweb.species import read_species_table
-    from snakeweb.store import Store
-
-    store = Store(args.store)
-    known = store.require().species() if store.exists() else None
-    table = read_species_table(args.species, known) if args.species else None
-    counts = import_embeddings(store, args.parquet, args.model, feature_kind=args.features, tta=args.tta, species_table=table,
-                               taxonomy=args.taxonomy, country_table=args.country_table)
-    if counts["families"]:
-        print(counts["families"])
-    print(f"import-embeddings: {counts['added']} vector(s) added ({counts['new_images']} new image(s)), "
-          f"{counts['already_present']} already in the store"
-          + (f", {counts['rejected']} left out (their photos were rejected at ingest)" if counts["rejected"] else "")
-          + f"; model {counts['model']} ({counts['fingerprint']}), {counts['dim']}-d {counts['feature_kind']} features")
-
-
-def _export_embeddings(args: argparse.Namespace) -> None:
-    from snakeweb.embeddings_io import export_embeddings
-    from snakeweb.store import Store
-
-    counts = export_embeddings(Store(args.store), args.out)
-    print(f"export-embeddings: {counts['rows']} vector(s) ({counts['dim']}-d {counts['feature_kind']}, {counts['fingerprint']}) -> {args.out}")
 
 
 def _stage(args: argparse.Namespace) -> None:
@@ -379,6 +172,11 @@ def _run_command(args: argparse.Namespace) -> int:
             from snakeweb.threads import available_cpus
 
             available_cpus()  # a bad SNAKEWEB_THREADS is said before any work (a build used to ingest first)
+        model = getattr(args, "model", None)
+        if model and "auto" not in model.removeprefix("concat:").split("+"):
+            from snakeweb.models import resolve_model
+
+            resolve_model(model)  # an unknown name is said at once, before torch is imported (auto asks the hub: later)
         if args.command == "build":
             _build(args)
         elif args.command == "ingest":
@@ -390,7 +188,7 @@ def _run_command(args: argparse.Namespace) -> int:
         elif args.command == "identify":
             return _identify(args)
         elif args.command == "evaluate":
-            _evaluate(args)
+            results.evaluate_command(args)
         elif args.command == "check":
             from snakeweb.integrity import check_store
             from snakeweb.store import Store
@@ -400,15 +198,15 @@ def _run_command(args: argparse.Namespace) -> int:
                 print(verdict.line())
             return 0 if all(v.ok for v in verdicts) else 1
         elif args.command == "score":
-            _score(args)
+            results.score_command(args)
         elif args.command == "export":
-            _export(args)
+            results.export_command(args)
         elif args.command == "import-reviews":
-            _import_reviews(args)
+            results.import_reviews_command(args)
         elif args.command == "import-embeddings":
-            _import_embeddings(args)
+            results.import_embeddings_command(args)
         elif args.command == "export-embeddings":
-            _export_embeddings(args)
+            results.export_embeddings_command(args)
     except SnakewebError as exc:
         return _say(args, exc)
     except OSError as exc:  # a path the user gave that the system refuses (permissions, a full disk, a file for a folder)

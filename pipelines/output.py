@@ -1,0 +1,47 @@
+"""Where a command's results go: with `--json`, stdout carries only JSON (`emit`), and everything else printed
+(Python prints of libraries, and C code writing to file descriptor 1) goes to stderr (`json_only_on_stdout`)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
+
+_results = None  # where JSON results go while library output is sent to stderr (see json_only_on_stdout)
+
+
+def emit(text: str) -> None:
+    """Print a result (JSON) on the real stdout, even while stdout is redirected to stderr."""
+    stream = _results or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+@contextlib.contextmanager
+def json_only_on_stdout() -> Iterator[None]:
+    """Send everything printed to stdout (Python prints of libraries, and C code writing to file descriptor 1)
+    to stderr, keeping the real stdout for `emit`: `--json` output must parse as JSON."""
+    global _results
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        fd = None
+    if fd == 1:  # a real process: move file descriptor 1 too
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        _results = os.fdopen(saved, "w", buffering=1, encoding="utf-8")
+    else:  # in-process callers (tests) that replaced sys.stdout
+        _results = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        _results.flush()
+        if fd == 1:
+            os.dup2(_results.fileno(), 1)
+            _results.close()
+        _results = None
