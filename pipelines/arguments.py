@@ -45,6 +45,11 @@ def _number(low: float, high: float = float("inf"), low_open: bool = False):
     return parse
 
 
+AGGREGATION_HELP = ("how an observation's photos are combined: mean-log (product of the photos' probabilities, the default), "
+                    "mean-prob (their mean), mode (the paper's majority vote: vote shares, not probabilities, so only "
+                    "for a submission's argmax)")
+
+
 def _path(text: str) -> Path:
     """An argparse type: a path, never an empty one (Path('') is the current folder, so `--store ""` from an unset
     shell variable built a store in whatever folder the command ran in, and `--out ""` named that folder)."""
@@ -114,7 +119,7 @@ def parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", help="all stages: ingest, embed, index, train, predict, project")
     _store_arg(build), _ingest_args(build), _embed_args(build), _train_args(build)
-    build.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    build.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log", help=AGGREGATION_HELP)
     build.add_argument("--skip-project", action="store_true", help="leave out the UMAP map")
 
     ingest = sub.add_parser("ingest", help="list photos into the store")
@@ -128,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
     _store_arg(train), _train_args(train)
     predict = sub.add_parser("predict", help="store per-observation predictions")
     _store_arg(predict)
-    predict.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    predict.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log", help=AGGREGATION_HELP)
     project = sub.add_parser("project", help="UMAP map of the embeddings")
     _store_arg(project)
     project.add_argument("--force", action="store_true")
@@ -139,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
     identify.add_argument("--country", help="ISO country code or name where the photo was taken")
     identify.add_argument("--top-k", type=_whole(1), default=5, help="species to list (1 or more)")
     identify.add_argument("--neighbours", type=_whole(0), default=12, help="nearest reference images to list (0 for none)")
-    identify.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    identify.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log", help=AGGREGATION_HELP)
     identify.add_argument("--country-table", type=_path, help="species x country CSV (default: the one recorded by build)")
     identify.add_argument("--uncertain-below", type=_number(0.0, 1.0), default=0.0,
                           help="say 'uncertain' and list candidates when the top probability is below this (e.g. 0.5)")
@@ -164,21 +169,23 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--answers", action="store_true",
                         help="every observation's answer in the output schema (JSON lines, or CSV when --out ends .csv)")
     export.add_argument("--rank", choices=RANKS, help="--answers: answer at this rank (default: thresholds chosen on validation)")
-    export.add_argument("--range-mode", choices=RANGE_MODES, default="prior", help="--answers with --prior country: prior or filter")
+    export.add_argument("--range-mode", choices=RANGE_MODES, help="--answers with --prior country: prior (default) or filter")
     export.add_argument("--split", choices=SPLITS, help="only this split's observations (default: every observation)")
-    export.add_argument("--decision", choices=DECISIONS, default="argmax",
-                        help="argmax, or cost: minimise expected Track2 cost (venomous called harmless costs 5)")
+    export.add_argument("--decision", choices=DECISIONS,
+                        help="a submission's rule: argmax (default), or cost: minimise expected Track2 cost (venomous called "
+                             "harmless costs 5); --answers decide by the answer rules instead")
     export.add_argument("--prior", choices=("country", "none"),
-                        help="the country prior (default: none for a submission; for --answers the store's recorded table, as identify)")
+                        help="the country prior (default: country when --country-table is given; else none for a submission, "
+                             "and for --answers the store's recorded table, as identify)")
     export.add_argument("--country-table", type=_path, help="species x country CSV (Species_Relevance.csv) for --prior country")
-    export.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    export.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log", help=AGGREGATION_HELP)
 
     evaluate = sub.add_parser("evaluate", help="official metrics of the store's head on a held-out split")
     _store_arg(evaluate)
     evaluate.add_argument("--split", default="test", choices=("test", "val", "train"), help="test (default), val or train")
     evaluate.add_argument("--country-table", type=_path,
                           help="Species_Relevance.csv: also report with the country prior (default: the table recorded at ingest, if any)")
-    evaluate.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log")
+    evaluate.add_argument("--aggregation", choices=AGGREGATIONS, default="mean-log", help=AGGREGATION_HELP)
     evaluate.add_argument("--json", action="store_true")
 
     import_reviews = sub.add_parser("import-reviews", help="add reviews from a review export (the Review page's CSV)")

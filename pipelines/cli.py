@@ -172,6 +172,10 @@ def _run_command(args: argparse.Namespace) -> int:
             from snakeweb.threads import available_cpus
 
             available_cpus()  # a bad SNAKEWEB_THREADS is said before any work (a build used to ingest first)
+        if args.command in ("build", "predict", "identify", "evaluate"):  # before any work: a build would embed first
+            from snakeweb.options import require_probabilities
+
+            require_probabilities(args.aggregation, "the answers" if args.command != "evaluate" else "the venom-aware scores")
         model = getattr(args, "model", None)
         if model and "auto" not in model.removeprefix("concat:").split("+"):
             from snakeweb.models import resolve_model

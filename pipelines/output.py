@@ -19,6 +19,15 @@ def emit(text: str) -> None:
     stream.flush()
 
 
+def emit_file(path: str | os.PathLike) -> None:
+    """Copy a written result file (a submission, answers) to the real stdout, as it is: `export --out -`."""
+    stream = _results or sys.stdout
+    with open(path, encoding="utf-8") as handle:
+        for block in iter(lambda: handle.read(1 << 20), ""):
+            stream.write(block)
+    stream.flush()
+
+
 @contextlib.contextmanager
 def json_only_on_stdout() -> Iterator[None]:
     """Send everything printed to stdout (Python prints of libraries, and C code writing to file descriptor 1)

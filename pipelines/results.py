@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.output import emit
+from pipelines.output import emit, emit_file, json_only_on_stdout
 from pipelines.reports import print_evaluation
 from snakeweb.errors import SnakewebError
 
@@ -96,10 +98,23 @@ def score_command(args: argparse.Namespace) -> None:
 
 
 def export_command(args: argparse.Namespace) -> None:
+    """`export`: a submission or the answers file; `--out -` writes it to stdout, and what export says to stderr."""
+    if str(args.out) != "-":
+        return _export(args, str(args.out))
+    with tempfile.TemporaryDirectory(prefix="snakeweb-export-") as folder, json_only_on_stdout():
+        args.out = Path(folder) / ("answers.jsonl" if args.answers else "submission.csv")
+        _export(args, "stdout")
+        emit_file(args.out)
+
+
+def _export(args: argparse.Namespace, shown: str) -> None:
     from snakeweb.decisions import CountryPrior
     from snakeweb.store import Store
 
+    _refuse_unused_export_options(args)
     prior = None
+    if args.prior is None and args.country_table:  # a table given is a table to use (it was read by nothing)
+        args.prior = "country"
     if args.prior is None:  # answers follow identify (the recorded table, where observations have countries)
         store = Store(args.store).require()
         has_countries = args.answers and bool(store.query("SELECT count(country_code) AS n FROM observations")["n"][0])
@@ -125,22 +140,43 @@ def export_command(args: argparse.Namespace) -> None:
         records = export_answers(store.require(), args.out, prior=prior, range_mode=args.range_mode, rank=args.rank,
                                  aggregation=args.aggregation, split=args.split)
         ranks = counts_in_order([r["prediction_rank"] or "abstain" for r in records])
-        print(f"export: {len(records)} observations' answers -> {args.out} ({ranks}; country prior {args.prior}, range {args.range_mode})")
+        print(f"export: {len(records)} observations' answers -> {shown} ({ranks}; country prior {args.prior}, range {args.range_mode})")
         return
     from snakeweb.export import export_submission
 
     submission = export_submission(store, args.out, args.decision, prior, args.aggregation, split=args.split)
-    print(f"export: {len(submission)} {args.split + ' ' if args.split else ''}observations -> {args.out} (decision {args.decision}, "
+    print(f"export: {len(submission)} {args.split + ' ' if args.split else ''}observations -> {shown} (decision {args.decision}, "
           f"prior {args.prior})")
+    wanted = store.query("SELECT observation_id, split FROM observations")
+    wanted = wanted[wanted["split"] == args.split] if args.split else wanted
+    left_out = sorted(set(wanted["observation_id"]) - set(submission["observation_id"]))
+    if left_out:  # their photos could not be read: no probabilities, so no row (said, not dropped in silence)
+        print(f"note: {len(left_out)} observation(s) have no photo that could be read and are not in the submission (e.g. "
+              f"{', '.join(left_out[:3])}); a SnakeCLEF scorer needs a row for each. `export --answers` lists each photo's "
+              "reason, as does the Build page.", file=sys.stderr)
     numbered = set(store.get_meta("assigned_class_ids") or [])
     invented = submission[submission["class_id"].isin(numbered)]
     if len(invented):
         names = store.species().set_index("class_id")["binomial_name"]
-        shown = ", ".join(f"{names.get(c, '?')} -> {c}" for c in sorted(set(invented["class_id"]))[:5])
+        examples = ", ".join(f"{names.get(c, '?')} -> {c}" for c in sorted(set(invented["class_id"]))[:5])
         print(f"note: {len(invented)} observation(s) are predicted as classes snakeweb numbered itself because no species "
-              f"table gave them an id ({shown}); a SnakeCLEF scorer counts those as wrong. These species are not in the species "
+              f"table gave them an id ({examples}); a SnakeCLEF scorer counts those as wrong. These species are not in the species "
               "table given at ingest (or none was given): give one that has them (--species class_list.csv) to use "
               "SnakeCLEF's ids, or leave their photos out.", file=sys.stderr)
+
+
+def _refuse_unused_export_options(args: argparse.Namespace) -> None:
+    """An option the export would not read is said, not ignored (a submission came out byte-identical with --rank
+    genus, and --answers with --decision cost); the defaults of those given none are filled in."""
+    if not args.answers and (args.rank or args.range_mode):
+        raise SnakewebError("--rank and --range-mode shape answers: add --answers (a submission names one class id per observation, "
+                            "chosen by --decision).")
+    if args.answers and args.decision:
+        raise SnakewebError("--decision chooses a submission's class ids; --answers are decided by the answer rules (the venom rule, "
+                            "the rank roll-up; docs/decisions.md): leave --decision out, or leave --answers out.")
+    if args.prior == "none" and args.country_table:
+        raise SnakewebError("--country-table is read only with the country prior: leave out --prior none, or the table.")
+    args.range_mode, args.decision = args.range_mode or "prior", args.decision or "argmax"
 
 
 def counts_in_order(values: list[str]) -> str:
@@ -181,5 +217,7 @@ def export_embeddings_command(args: argparse.Namespace) -> None:
     from snakeweb.embeddings_io import export_embeddings
     from snakeweb.store import Store
 
+    if str(args.out) == "-":
+        raise SnakewebError("export-embeddings writes Parquet, a binary file, so not to stdout: give --out a file name.")
     counts = export_embeddings(Store(args.store), args.out)
     print(f"export-embeddings: {counts['rows']} vector(s) ({counts['dim']}-d {counts['feature_kind']}, {counts['fingerprint']}) -> {args.out}")

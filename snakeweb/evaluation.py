@@ -17,6 +17,7 @@ from snakeweb.copies import copies_of_training
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import Head
+from snakeweb.options import require_probabilities
 from snakeweb.provenance import file_id
 from snakeweb.ranges import effective_prior, overrides_version
 from snakeweb.scoring import official_scores, per_species_table, venom_confusion
@@ -44,6 +45,7 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     computed from (`basis`, see `_basis`; `country_table` is the file `prior` was read from), so `stored_report`
     can tell whether it still holds. A store that cannot be written here is still scored: the report then carries
     `not_saved`, the sentence saying why it was not kept."""
+    require_probabilities(aggregation, "the venom-aware and country-prior scores")
     basis = _basis(store, split, aggregation, country_table if prior is not None else None, countries)
     observation_ids, probabilities, head = observation_probabilities(store, aggregation, split=split)
     observations = store.query("SELECT observation_id, class_id, country_code, split FROM observations").set_index("observation_id")

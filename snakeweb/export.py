@@ -15,6 +15,7 @@ import pandas as pd
 from snakeweb.aggregate import top_k
 from snakeweb.answers import UNKNOWN_TAXON, Answers, Taxa, Thresholds, decide
 from snakeweb.errors import SnakewebError
+from snakeweb.options import require_probabilities
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
 from snakeweb.store import Store, refuse_a_store_file, write_atomically
 
@@ -36,6 +37,7 @@ def observation_answers(store: Store, prior=None, range_mode: str = "prior", ran
     country. Observations without any usable photo abstain and list their photos' reasons in `failures`.
     `predicted` is `heads.observation_probabilities(store, aggregation)` when the caller has it already.
     """
+    require_probabilities(aggregation, "each answer and its p(venomous)")
     from snakeweb.ranges import LivePrior
 
     if predicted is None:
@@ -233,6 +235,8 @@ def export_submission(
     """A SnakeCLEF submission (observation_id, class_id; one row per observation, integer ids), written
     atomically. `prior` is a CountryPrior applied with each observation's country code. Raises SnakewebError, before
     any work, for an `out` that is a store's own file."""
+    if decision != "argmax" or prior is not None:
+        require_probabilities(aggregation, "the venom-aware decision" if decision != "argmax" else "the country prior")
     if out is not None:  # (None: the rows only, as the Metrics page asks for them)
         refuse_a_store_file(Path(out), "submission.csv")
     from snakeweb.decisions import decide as decide_class  # the SnakeCLEF decision rules (argmax / cost), not answers.decide

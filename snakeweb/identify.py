@@ -26,6 +26,7 @@ from snakeweb.identification import (
     venom_level,
 )
 from snakeweb.index import load_index
+from snakeweb.options import require_probabilities
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
 from snakeweb.ranges import LivePrior
 from snakeweb.search import image_catalogue, search_images
@@ -129,6 +130,7 @@ class Identifier:
             raise SnakewebError("Ask for at least 1 species, 0 or more reference images, and an uncertainty threshold in 0..1.")
         if range_mode not in RANGE_MODES or (rank is not None and rank not in RANKS):
             raise SnakewebError(f"Use a range mode of {' or '.join(RANGE_MODES)} and a rank of {', '.join(RANKS)}.")
+        require_probabilities(aggregation, "the answer and p(venomous)")
         code, prior = None, None
         if country:
             if self.prior_error:

@@ -11,12 +11,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from snakeweb.errors import SnakewebError
+
 AGGREGATIONS = ("mean-log", "mean-prob", "mode")  # how one observation's photos are combined (snakeweb.aggregate)
+# the aggregations that give probabilities; mode gives vote shares (see require_probabilities)
+PROBABILITY_AGGREGATIONS = ("mean-log", "mean-prob")
 RANKS = ("species", "genus", "family")  # the ranks an answer can name (snakeweb.answers)
 RANGE_MODES = ("prior", "filter")  # what the range check does with a country (snakeweb.answers)
 DECISIONS = ("argmax", "cost")  # SnakeCLEF decision rules (snakeweb.decisions)
 HEAD_KINDS = ("linear", "mlp", "knn", "linear+knn")  # heads on frozen embeddings (snakeweb.heads)
 SPLITS = ("train", "val", "test", "unlabelled")  # an observation's split, as the store records it (snakeweb.ingest)
+
+
+def require_probabilities(aggregation: str, what: str) -> None:
+    """Raises SnakewebError when `aggregation` is `mode` and `what` (an answer, the venom-aware decision, a country
+    prior) reads the combined values as probabilities. The paper's majority vote gives vote shares: one photo's vote
+    is 100% for its top species, so a photo the head gives 30% copperhead became a certain harmless snake with
+    p(venomous) 0. The vote stays for what reads only its winner: a submission's argmax."""
+    if aggregation not in AGGREGATIONS:
+        raise SnakewebError(f"Unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}.")
+    if aggregation not in PROBABILITY_AGGREGATIONS:
+        raise SnakewebError(f"--aggregation {aggregation} gives each observation its photos' vote shares, not probabilities "
+                            f"(one photo's vote is 100%), so {what} would read a certainty that is not there: use mean-log "
+                            "(the default) or mean-prob; the vote serves only a submission's argmax (export --decision argmax "
+                            "without a country prior).")
 
 
 @dataclass

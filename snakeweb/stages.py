@@ -18,6 +18,7 @@ from snakeweb.embed_stage import StoreWriter, embed, package_versions, store_bac
 from snakeweb.errors import SnakewebError
 from snakeweb.head_training import train_head
 from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, load_head, observation_probabilities
+from snakeweb.options import require_probabilities
 from snakeweb.species import possibly_venomous_class_ids
 from snakeweb.store import Store, read_keyed_vectors, set_meta
 
@@ -210,6 +211,7 @@ def _say_thresholds(thresholds: dict | None) -> None:
 def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, aggregation: str = "mean-log") -> dict | None:
     """The rank roll-up thresholds (snakeweb.threshold_choice.choose_thresholds) chosen on the validation split's
     observations, as saved with the head; None when validation is too small to choose any."""
+    require_probabilities(aggregation, "the thresholds chosen on validation")
     from snakeweb.answers import Taxa
     from snakeweb.index import load_index
     from snakeweb.threshold_choice import MIN_ANSWERED, choose_answer_venom_weight, choose_thresholds
@@ -231,7 +233,9 @@ def rank_thresholds(store: Store, head: Head, include_reviews: bool = False, agg
 
 
 def predict(store: Store, aggregation: str = "mean-log") -> dict:
-    """Per-observation top-k predictions of the head for every embedded image, stored in `predictions`."""
+    """Per-observation top-k predictions of the head for every embedded image, stored in `predictions`, and the
+    answers decided from them. Raises SnakewebError for the `mode` aggregation (vote shares, not probabilities)."""
+    require_probabilities(aggregation, "the stored answers")
     observation_ids, probabilities, head = observation_probabilities(store, aggregation)
     indices, probs = top_k(probabilities, STORED_TOP_K)
     class_ids = head.label_map.to_class_ids(indices)
