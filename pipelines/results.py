@@ -70,7 +70,7 @@ def check_prior(prior, store: Store, advice: str | None = "leave it out") -> Non
 
 
 def score_command(args: argparse.Namespace) -> None:
-    from snakeweb.scoring import official_scores, read_submission, read_truth, read_venomous_list
+    from snakeweb.scoring import UNKNOWN_SPECIES, official_scores, read_submission, read_truth, read_venomous_list
 
     truth, flags = read_truth(args.metadata), read_venomous_list(args.venomous)
     unlabelled = truth.drop_duplicates("observation_id")["class_id"].isna()
@@ -78,13 +78,20 @@ def score_command(args: argparse.Namespace) -> None:
         print(f"note: {int(unlabelled.sum())} ground-truth observation(s) have no class_id and are not scored; "
               f"{int((~unlabelled).sum())} are.", file=sys.stderr)
     submission = read_submission(args.predictions)
-    for what, ids in (("ground-truth", truth["class_id"].dropna()), ("predicted", submission["class_id"])):
-        unlisted = sorted(set(ids.astype(int)) - set(flags.index))
-        if unlisted:
-            print(f"note: {len(unlisted)} {what} class id(s) are not in the venomous list (e.g. "
-                  f"{', '.join(map(str, unlisted[:5]))}); the official metric counts them as harmless, so a venomous one "
-                  "called harmless is not counted as a venom error: give a venomous list with every class "
-                  "(SnakeCLEF's venomous_status_list.csv has them all).", file=sys.stderr)
+    labelled = truth["class_id"].dropna().astype(int)
+    unknown_species = int((truth.drop_duplicates("observation_id")["class_id"] == UNKNOWN_SPECIES).sum())
+    if unknown_species:
+        print(f"note: {unknown_species} ground-truth observation(s) are of unknown species (class id -1): scored as the "
+              "organisers score them, outside the venomous and harmless totals.", file=sys.stderr)
+    consequence = {"ground-truth": "so if one is venomous, calling it harmless is not counted as a venom error",
+                   "predicted": "so a venomous snake predicted as one counts as venomous called harmless"}
+    for what, ids in (("ground-truth", labelled[labelled != UNKNOWN_SPECIES]), ("predicted", submission["class_id"].astype(int))):
+        unlisted = ids[~ids.isin(flags.index)]
+        if len(unlisted):
+            shown = sorted(set(unlisted))
+            print(f"note: {len(shown)} {what} class id(s), in {len(unlisted)} row(s), are not in the venomous list (e.g. "
+                  f"{', '.join(map(str, shown[:5]))}); the official metric counts them as harmless, {consequence[what]}: give "
+                  "a venomous list with every class (SnakeCLEF's venomous_status_list.csv has them all).", file=sys.stderr)
     scores = official_scores(truth, submission, set(flags.index[flags.to_numpy()].astype(int)))
     if args.json:
         emit(json.dumps(scores))

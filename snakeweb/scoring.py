@@ -2,7 +2,13 @@
 per-species view the dashboard shows.
 
 Scores are per observation. Venomous means MIVS = 1 in the venomous list; the organisers' code counts ids
-absent from it as harmless, and so does `score` (it says how many there are, on stderr).
+absent from it as harmless, and so does `score` (it says how many there are, on stderr). A ground-truth class
+id of -1 is the organisers' "unknown species" of an open-set test: scored like any class, but left out of the
+venomous and harmless totals the error percentages divide by. Every figure is rounded as their code rounds it
+(`np.round(x * 100, 2)`), so a tie at the third decimal goes the same way.
+
+Source: the organisers' `evaluate.py` (SnakeCLEF 2023/2024 on AIcrowd/HuggingFace: `psc`, `track1_metric`,
+`track2_metric`, `evaluate_csv`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import pandas as pd
 from snakeweb.errors import SnakewebError
 from snakeweb.tables import Column, read_table
 
+UNKNOWN_SPECIES = -1  # the organisers' ground-truth class of an animal of no known species
 OFFICIAL_KEYS = ("F1 Score", "Accuracy", "PSC", "PSC_total", "Track1 Metric", "Track2 Metric")
 
 
@@ -42,9 +49,15 @@ def _observation_ids(table) -> pd.Series:
 
 def read_truth(path: str | Path) -> pd.DataFrame:
     """Ground truth (SnakeCLEF metadata or any table with observation_id, class_id): observation_id (str),
-    class_id (nullable Int64: an empty cell is an observation without a label, which is not scored)."""
+    class_id (nullable Int64: an empty cell is an observation without a label, which is not scored; -1 is the
+    organisers' unknown species, which is). Raises SubmissionError for any other negative id."""
     table = read_table(path, "ground truth", ID_COLUMNS, SubmissionError)
-    truth = pd.DataFrame({"observation_id": _observation_ids(table), "class_id": table.ids("class_id", missing_ok=True)})
+    class_ids = table.ids("class_id", missing_ok=True, negative_ok=True)
+    negative = (class_ids < UNKNOWN_SPECIES).fillna(False).to_numpy(bool)
+    if negative.any():
+        raise table.fail(f"{int(negative.sum())} ground-truth class id(s) are below -1 ({table.where(negative, 'class_id')}); class "
+                         "ids are 0 or above, -1 is the organisers' unknown species, and an empty cell is no label.")
+    truth = pd.DataFrame({"observation_id": _observation_ids(table), "class_id": class_ids})
     labels = truth.dropna().groupby("observation_id")["class_id"].nunique()
     if (labels > 1).any():
         first = labels[labels > 1].index[0]
@@ -151,15 +164,16 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def scores_of_arrays(y_true: np.ndarray, y_pred: np.ndarray, venomous: set[int]) -> dict:
-    """The official numbers of aligned truth and prediction arrays (class ids)."""
-    f1 = round(100 * macro_f1(y_true, y_pred), 2)
-    accuracy = round(100 * float((y_true == y_pred).mean()), 2)
+    """The official numbers of aligned truth and prediction arrays (class ids), rounded as the organisers' code
+    rounds them: `np.round(share * 100, 2)`, not `round(100 * share, 2)` (23 of 160 is 14.37 there, 14.38 here)."""
+    f1 = float(np.round(macro_f1(y_true, y_pred) * 100, 2))
+    accuracy = float(np.round(float((y_true == y_pred).mean()) * 100, 2))
     c00, c01, c10, c11 = psc_counts(y_true, y_pred, venomous)
-    n_venomous = int(np.isin(y_true, list(venomous)).sum())
-    n_harmless = len(y_true) - n_venomous
-    p00, p01 = (round(100 * c / n_harmless, 2) if n_harmless else 0.0 for c in (c00, c01))
-    p10, p11 = (round(100 * c / n_venomous, 2) if n_venomous else 0.0 for c in (c10, c11))
-    track1 = round((f1 + (100 - p00) + 2 * (100 - p01) + 5 * (100 - p10) + 2 * (100 - p11)) / 11, 2)
+    is_venomous, known = np.isin(y_true, list(venomous)), y_true != UNKNOWN_SPECIES
+    n_venomous, n_harmless = int((is_venomous & known).sum()), int((~is_venomous & known).sum())
+    p00, p01 = (float(np.round(c / n_harmless * 100, 2)) if n_harmless else 0.0 for c in (c00, c01))
+    p10, p11 = (float(np.round(c / n_venomous * 100, 2)) if n_venomous else 0.0 for c in (c10, c11))
+    track1 = float(np.round((f1 + (100 - p00) + 2 * (100 - p01) + 5 * (100 - p10) + 2 * (100 - p11)) / 11, 2))
     track2 = c00 + 2 * c01 + 5 * c10 + 2 * c11
     return {"F1 Score": f1, "Accuracy": accuracy, "PSC": [p00, p01, p10, p11], "PSC_total": [c00, c01, c10, c11],
             "Track1 Metric": track1, "Track2 Metric": track2}

@@ -42,7 +42,7 @@ TRUE_WORDS = frozenset({"1", "1.0", "true", "t", "yes", "y", "venomous", "mivs"}
 FALSE_WORDS = frozenset({"0", "0.0", "false", "f", "no", "n", "harmless", "non venomous", "nonvenomous", "not venomous"})
 ACCEPTED_FLAGS = "1/0, true/false, yes/no, y/n, venomous/harmless or MIVS, and empty or unknown for not known"
 # whole numbers as people and spreadsheets write them: 405, 405.0, and 405,0 where the decimal mark is a comma
-_WHOLE_NUMBER = re.compile(r"[+-]?\d+(?:[.,]0*)?")
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,]0*)?")  # ASCII digits: Python's \d took "١٢" as 12
 MAX_EXAMPLES = 3
 
 

@@ -41,6 +41,45 @@ def test_each_error_kind_and_the_rounding():
     assert scores["Track1 Metric"] == expected
 
 
+@pytest.mark.parametrize("wrong, total, official", [(23, 160, 14.37), (49, 160, 30.63), (109, 800, 13.63), (1, 3, 33.33)])
+def test_percentages_round_at_ties_as_the_organisers_code(wrong, total, official):
+    """Their np.round(wrong / total * 100, 2): round(100 * 23 / 160, 2) gave 14.38, one hundredth off, exit 0."""
+    truth = frame([(f"o{i}", 10) for i in range(total)] + [("h", 1)])
+    submission = frame([(f"o{i}", 1 if i < wrong else 10) for i in range(total)] + [("h", 1)])
+    scores = official_scores(truth, submission, VENOMOUS)
+    assert scores["PSC"][2] == official and scores["PSC_total"][2] == wrong
+
+
+def test_an_unknown_species_in_the_truth_is_scored_as_the_organisers_score_it(tmp_path, capsys):
+    """-1 (their open-set "unknown species"): a class for F1 and accuracy, an error when missed, but outside the
+    venomous and harmless totals. The figures are those of their evaluate.py worked by hand."""
+    truth, predictions, venomous = tmp_path / "gt.csv", tmp_path / "sub.csv", tmp_path / "v.csv"
+    truth.write_text("observation_id,class_id\na,-1\nb,1\nc,10\n")
+    predictions.write_text("observation_id,class_id\na,1\nb,1\nc,1\n")
+    venomous.write_text("class_id,MIVS\n1,0\n10,1\n")
+    assert main(["score", "--metadata", str(truth), "--predictions", str(predictions), "--venomous", str(venomous), "--json"]) == 0
+    captured = capsys.readouterr()
+    scores = json.loads(captured.out)
+    # harmless total 1 (b), venomous 1 (c): a (-1 -> 1) is a harmless->harmless error over a total that leaves it out
+    assert scores["PSC_total"] == [1, 0, 1, 0] and scores["PSC"] == [100.0, 0.0, 100.0, 0.0]
+    assert scores["Accuracy"] == 33.33 and scores["F1 Score"] == 16.67 and scores["Track2 Metric"] == 6
+    assert scores["Track1 Metric"] == 37.88
+    assert "1 ground-truth observation(s) are of unknown species" in captured.err and "not in the venomous list" not in captured.err
+    truth.write_text("observation_id,class_id\na,-2\nb,1\nc,10\n")
+    assert main(["score", "--metadata", str(truth), "--predictions", str(predictions), "--venomous", str(venomous)]) == 2
+    assert "below -1" in capsys.readouterr().err
+
+
+def test_digits_other_than_ascii_are_not_class_ids(tmp_path, capsys):
+    """Python's int() reads '١٢' (Arabic-Indic) as 12; a table's class id is written in ASCII digits."""
+    truth, predictions, venomous = tmp_path / "gt.csv", tmp_path / "sub.csv", tmp_path / "v.csv"
+    truth.write_text("observation_id,class_id\na,12\n", encoding="utf-8")
+    predictions.write_text("observation_id,class_id\na,\u0661\u0662\n", encoding="utf-8")
+    venomous.write_text("class_id,MIVS\n12,0\n")
+    assert main(["score", "--metadata", str(truth), "--predictions", str(predictions), "--venomous", str(venomous)]) == 2
+    assert "not whole numbers" in capsys.readouterr().err
+
+
 def test_truth_is_reduced_to_its_first_row_per_observation():
     truth = frame([("a", 1), ("a", 2), ("b", 10)])
     scores = official_scores(truth, frame([("a", 1), ("b", 10)]), VENOMOUS)
