@@ -33,9 +33,10 @@ def _ingest(args: argparse.Namespace) -> None:
     from snakeweb.ingest import ingest
     from snakeweb.species import read_species_table
     from snakeweb.store import Store
+    from snakeweb.taxonomy import species_as_flagged
 
     store = Store(args.store)
-    known = store.require().species() if store.exists() else None  # names-only tables take the store's ids
+    known = species_as_flagged(store)  # the flags its tables gave; names-only tables take its ids
     table = read_species_table(args.species, known) if args.species else None
     counts = ingest(store, images=args.images, metadata=args.metadata, image_root=args.image_root,
                     species_table=table, country_table=args.country_table, taxonomy=args.taxonomy)

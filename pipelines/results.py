@@ -206,9 +206,10 @@ def import_embeddings_command(args: argparse.Namespace) -> None:
     from snakeweb.embeddings_io import import_embeddings
     from snakeweb.species import read_species_table
     from snakeweb.store import Store
+    from snakeweb.taxonomy import species_as_flagged
 
     store = Store(args.store)
-    known = store.require().species() if store.exists() else None
+    known = species_as_flagged(store)  # the flags the store's tables gave; names-only tables take its ids
     table = read_species_table(args.species, known) if args.species else None
     counts = import_embeddings(store, args.parquet, args.model, feature_kind=args.features, tta=args.tta, species_table=table,
                                taxonomy=args.taxonomy, country_table=args.country_table)

@@ -37,7 +37,7 @@ from snakeweb.species import combine_with_store
 from snakeweb.splits import read_subsets, split_of, update_splits
 from snakeweb.store import Store, refuse_a_store_file, set_meta, write_atomically
 from snakeweb.tables import Table, TableError
-from snakeweb.taxonomy import Taxonomy, taxonomy_path
+from snakeweb.taxonomy import Taxonomy, species_as_flagged, taxonomy_path
 
 IMPORTS_KEY = "embedding_imports"  # run metadata: one record per import (files, sha256, rows, when)
 FLOATS_PER_BATCH = 2**22  # rows per batch = this / D: 16 MB of float32 per batch whatever the dimension
@@ -88,7 +88,7 @@ def import_embeddings(store: Store, files: Sequence[Path], model: str, feature_k
                              + "; give each file once.")
     with contextlib.ExitStack() as opened:  # each file read through its one handle, closed however the import ends
         sources = [opened.enter_context(open_source(Path(f), dim, described, backbone.fingerprint, feature_kind)) for f in files]
-        combined = combine_with_store(store.species() if store.exists() else None, species_table)
+        combined = combine_with_store(species_as_flagged(store), species_table)
         if country_table is not None:
             if combined is None:
                 raise SnakewebError("--country-table needs the species: give --species (e.g. class_list.csv) with it.")

@@ -41,7 +41,15 @@ from snakeweb.species import (
 from snakeweb.splits import read_subsets, split_of, update_splits
 from snakeweb.store import Store, set_meta
 from snakeweb.tables import Column, Table, read_table
-from snakeweb.taxonomy import TAXONOMY_SUMMARY, UNKNOWN_FAMILY, Taxonomy, assign_taxonomy, taxonomy_path
+from snakeweb.taxonomy import (
+    TAXONOMY_SUMMARY,
+    UNKNOWN_FAMILY,
+    Taxonomy,
+    assign_taxonomy,
+    front_fanged_are_venomous,
+    species_as_flagged,
+    taxonomy_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +189,7 @@ def ingest(
         raise SnakewebError("Give either --images DIR or --metadata CSV... with --image-root DIR.")
     given_table = species_table is not None and not species_table.empty
     # a second ingest matches names against the store's own classes too, and may not contradict them
-    species_table = combine_with_store(store.species() if store.exists() else None, species_table)
+    species_table = combine_with_store(species_as_flagged(store), species_table)
     skipped: list[str] = []
     hidden: list[str] = []
     if images is not None:
@@ -293,7 +301,8 @@ def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:
     """Add a species table (SPECIES_COLUMNS) to the store inside the caller's transaction `con`: new classes are
     inserted, known ones only get what the store did not know (an unknown venom status, a placeholder name, a
     missing genus or family; conflicts were refused by `combine_with_store`), then every class gets its family
-    from `taxa`. Returns the line to print about families ("" when there is nothing to say)."""
+    from `taxa`, and a front-fanged one flagged harmless becomes venomous (taxonomy.front_fanged_are_venomous).
+    Returns the lines to print about families ("" when there is nothing to say)."""
     # typed, because an empty table (metadata without any label) has float columns, which DuckDB will not compare
     typed = species[SPECIES_COLUMNS].astype({"class_id": "int64", "binomial_name": object, "genus": object, "venom_status": object})
     con.register("new_species", typed)
@@ -305,7 +314,7 @@ def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:
         "genus = COALESCE(species.genus, excluded.genus), family = COALESCE(species.family, excluded.family)"
     )
     con.unregister("new_species")
-    return _assign_families(con, taxa)
+    return "\n".join(line for line in (_assign_families(con, taxa), front_fanged_are_venomous(con)) if line)
 
 
 def record_numbered_ids(con, species: pd.DataFrame, species_table: pd.DataFrame | None, assigned=()) -> None:
@@ -325,7 +334,8 @@ def _assign_families(con, taxa: Taxonomy | None) -> str:
                                      [UNKNOWN_FAMILY]).fetchall()[0]
         if not unknown:
             return ""
-        return (f"ingest: {unknown} of {total} class(es) have family unknown (no taxonomy table was given); "
+        return (f"ingest: {unknown} of {total} class(es) have family unknown (no taxonomy table was given), so a viper or elapid "
+                "that the species table flags harmless (SnakeCLEF's MIVS 0: not medically important) stays harmless; "
                 "give one with --taxonomy serpentes.csv or SNAKEWEB_TAXONOMY=serpentes.csv.")
     # families are derived data: recomputed for every class, so a new taxonomy table replaces the old answers
     classified = assign_taxonomy(con.execute(f"SELECT {', '.join(SPECIES_COLUMNS)} FROM species ORDER BY class_id").df(), taxa)

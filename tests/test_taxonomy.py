@@ -209,3 +209,28 @@ def test_build_command_passes_the_taxonomy():
     command = build_command("store", "photos", taxonomy="serpentes.csv")
     assert command[command.index("--taxonomy") + 1] == "serpentes.csv"
     assert "--taxonomy" not in build_command("store", "photos")
+
+
+def test_a_viper_or_elapid_a_species_table_flags_harmless_is_venomous(photo_folder, tmp_path, capsys, serpentes_csv):
+    """SnakeCLEF's MIVS column flags medically important species only: read as a venom flag it made 190 vipers and
+    elapids harmless, and a Florida cottonmouth was answered harmless under a green all-clear. A harmless colubrid,
+    and a class of unknown family, keep the table's flag; `score` reads its venomous list as given."""
+    species = tmp_path / "mivs.csv"  # the synthetic folders' species; Vipera berus flagged as SnakeCLEF flags A. conanti
+    species.write_text("class_id,binomial_name,MIVS\n1130,Natrix natrix,0\n1740,Vipera berus,0\n1741,Zamenis longissimus,0\n"
+                       "28,Agkistrodon conanti,0\n2000,Unknownia incerta,0\n")
+    store = tmp_path / "store"
+    assert main(["ingest", "--store", str(store), "--images", str(photo_folder), "--species", str(species),
+                 "--taxonomy", str(serpentes_csv)]) == 0
+    said = capsys.readouterr().out
+    assert "2 species of front-fanged families flagged harmless in the species table are treated as venomous" in said
+    assert "Agkistrodon conanti (Viperidae), Vipera berus (Viperidae)" in said
+    status = dict(zip(Store(store).species()["binomial_name"], Store(store).species()["venom_status"]))
+    assert status == {"Natrix natrix": "harmless", "Vipera berus": "venomous", "Zamenis longissimus": "harmless",
+                      "Agkistrodon conanti": "venomous", "Unknownia incerta": "harmless"}
+    assert Store(store).get_meta("venomous_by_family") == [28, 1740]
+    # the same table again: nothing left to change, and the record stays
+    assert main(["ingest", "--store", str(store), "--images", str(photo_folder), "--species", str(species)]) == 0
+    assert "front-fanged" not in capsys.readouterr().out and Store(store).get_meta("venomous_by_family") == [28, 1740]
+    # without a taxonomy the family is unknown, and ingest says what that leaves harmless
+    assert main(["ingest", "--store", str(tmp_path / "bare"), "--images", str(photo_folder), "--species", str(species)]) == 0
+    assert "a viper or elapid that the species table flags harmless" in capsys.readouterr().out
