@@ -22,9 +22,9 @@ VENOM_LEVELS = ("danger", "caution", "harmless", "unknown")
 def venom_level(result) -> str:
     """danger / caution / harmless / unknown, for the banner's colour and the CLI's first line. Harmless (the
     all-clear) needs all of: a low venomous probability, a named answer known to be harmless that the classifier
-    gave (not the range step) at a confidence its rank's threshold accepts, a photo like the store's snakes, a
-    top species not outside its range, and, with a country, one where the table records some of the store's
-    snakes."""
+    gave (not the range step) at a confidence its rank's threshold accepts (so not where validation was too small to
+    choose one), a photo the store knows to be like its snakes (not where it cannot tell), a top species not outside
+    its range, and, with a country, one where the table records some of the store's snakes."""
     possibly = result.p_venomous + result.p_unknown_venom
     if possibly >= DANGER_AT:
         return "danger"
@@ -32,12 +32,14 @@ def venom_level(result) -> str:
         return "caution"
     if result.country and not result.country_prior_applied:
         return "unknown"  # the store's species table knows nothing of the snakes of this country: no all-clear
-    if result.prediction_source not in ("classifier", "rollup") or result.out_of_range or result.out_of_store:
-        return "unknown"  # an answer the range step made, or a species outside its range: no all-clear
+    if result.prediction_source not in ("classifier", "rollup") or result.out_of_range or result.out_of_store is not False:
+        # an answer the range step made, a species outside its range, or a photo unlike the store's snakes or one the
+        # store cannot tell (None: too few validation snakes to calibrate; a cottonmouth got the all-clear as a grass snake)
+        return "unknown"
     decision = (result.provenance or {}).get("decision") or {}
     threshold = (decision.get("thresholds") or {}).get(result.prediction_rank or "")
-    if decision.get("rank", "auto") != "auto" and (threshold is None or (result.prediction_score or 0) < threshold):
-        return "unknown"  # a rank the user asked for, below the confidence validation needs there: no all-clear
+    if threshold is None or (result.prediction_score or 0) < threshold:
+        return "unknown"  # below the confidence validation needs at this rank, or no such confidence chosen: no all-clear
     if result.venom_status == "harmless" and result.prediction_rank is not None:
         return "harmless"
     return "unknown"
@@ -51,8 +53,9 @@ def venom_headline(p_venomous: float, p_unknown: float, unlike_the_store: bool =
     if p_unknown >= 0.005 or any(p_venomous < edge <= total for edge in (CAUTION_AT, DANGER_AT)):
         # the level is set by the two together: their sum is shown, rounded as a level allows (45% and 4.99% read as
         # 50% beside a caution banner; 9.8% and 0.3%, a caution, hid the 0.3%)
-        text += (f" (and {_percent(p_unknown)} on species of unknown venom status: {_percent(total)} possibly venomous in all, "
-                 "treat it so)")
+        # "treat it so" only where the sum sets a warning level: the all-clear read "... 3% possibly venomous in all, treat it so"
+        text += (f" (and {_percent(p_unknown)} on species of unknown venom status: {_percent(total)} possibly venomous in all"
+                 + (", treat it so)" if total >= CAUTION_AT else ")"))
     if unlike_the_store:
         # a flat green image read "Venomous: 69% likely": the head must share its probability among the store's
         # species, whatever the photo shows; the level stays (it may be a snake the store has never seen)

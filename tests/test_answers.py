@@ -274,3 +274,8 @@ def test_the_all_clear_needs_a_harmless_answer_the_classifier_gave_with_confiden
     assert venom_level(replace(clear, prediction_score=0.27, provenance={"decision": forced})) == "unknown"
     assert venom_level(replace(clear, provenance={"decision": forced})) == "harmless"  # 0.9 >= 0.8
     assert venom_level(replace(clear, venom_status="unknown")) == "unknown"
+    # a store that cannot tell whether the photo is like its snakes, or validation too small to choose thresholds:
+    # no all-clear (a cottonmouth, a species the store lacked, was answered grass snake under a green banner)
+    assert venom_level(replace(clear, out_of_store=None)) == "unknown"
+    assert venom_level(replace(clear, provenance={"decision": {"rank": "auto", "thresholds": None}})) == "unknown"
+    assert venom_level(replace(clear, provenance={})) == "unknown"

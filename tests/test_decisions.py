@@ -94,6 +94,8 @@ def test_the_venom_headline_never_rounds_across_a_venom_level():
     assert "(and 5% on species of unknown venom status: 49.9% possibly venomous in all" in venom_headline(0.45, 0.0499)
     assert venom_headline(0.098, 0.003).endswith("(and 0.3% on species of unknown venom status: 10% possibly venomous in all, treat it so)")
     assert venom_headline(0.004, 0.0) == "Venomous: 0.4% likely"
+    # below the caution level the sum is shown, without "treat it so" beside an all-clear
+    assert venom_headline(0.007, 0.02) == "Venomous: 0.7% likely (and 2% on species of unknown venom status: 3% possibly venomous in all)"
 
 
 def test_a_withheld_answer_says_the_venom_rule_before_the_uncertainty():
