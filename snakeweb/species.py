@@ -283,6 +283,20 @@ class TaxonMatch:
     assigned: list[int]  # the class ids given to them
 
 
+def _ambiguous_subspecies(cases: list[tuple]) -> str:
+    """The sentence for trinomials whose epithet the species table also has as a species of the genus
+    ('Macrovipera lebetinus schweizeri' vs Macrovipera schweizeri): which one is meant decides class and venom."""
+    def said(row) -> str:
+        return f"{row.binomial_name} (class {int(row.class_id)}, {row.venom_status})"
+
+    name, species_row, raised = cases[0]
+    as_species = f"as a subspecies of {said(species_row)}" if species_row is not None else "as a subspecies"
+    more = f" ({len(cases) - 1} more name(s) like it: {', '.join(repr(c[0]) for c in cases[1:4])})" if len(cases) > 1 else ""
+    return (f"The name {name!r} could be read {as_species} or as {said(raised)}, a species the species table also has: "
+            f"many subspecies have been raised to species, so snakeweb cannot tell which is meant{more}; rename it to the "
+            "binomial you mean.")
+
+
 def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: bool = True) -> TaxonMatch:
     """Match names to the species table, comparing `taxon_key`s: a binomial matches its class; a trinomial
     its own class if the table has one, else its species' class (the subspecies is kept); a whole number the
@@ -290,7 +304,9 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
     order, so the same names always get the same ids) and venom status "unknown".
 
     Raises SnakewebError when a table is given, `require_match`, and none of the names matches it (a table
-    that matches nothing is a mistake, not a set of new species).
+    that matches nothing is a mistake, not a set of new species); and for a trinomial whose last epithet the table
+    also has as a species of its genus ('Macrovipera lebetinus schweizeri': M. lebetinus harmless, M. schweizeri
+    venomous in SnakeCLEF's table), where the folder went silently to the harmless one.
     """
     given = sorted({n for n in names if isinstance(n, str) and taxon_key(n)})
     table = table if table is not None and not table.empty else None
@@ -302,7 +318,7 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
     }
     by_id = {} if table is None else {int(r.class_id): r for r in table.itertuples(index=False)}
     rows: dict[int, dict] = {}
-    classes, subspecies, new_names = {}, {}, {}
+    classes, subspecies, new_names, ambiguous = {}, {}, {}, []
     for name in given:
         key = taxon_key(name)
         words = key.split(" ")
@@ -312,11 +328,16 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
         if row is None and is_trinomial(key):  # a subspecies: its species' class
             row = by_key.get(" ".join(words[:2]))
             subspecies[name] = normalise_name(key)
+            raised = by_key.get(f"{words[0]} {words[2]}")  # the subspecies raised to a species, as taxonomists often have
+            if raised is not None and (row is None or int(raised.class_id) != int(row.class_id)):
+                ambiguous.append((name, row, raised))
         if row is None:
             new_names[name] = normalise_name(" ".join(words[:2]) if name in subspecies else key)
             continue
         rows[int(row.class_id)] = {c: getattr(row, c) for c in SPECIES_COLUMNS}
         classes[name] = int(row.class_id)
+    if ambiguous:
+        raise SnakewebError(_ambiguous_subspecies(ambiguous))
     if table is not None and require_match and given and not classes:
         shown = ", ".join(repr(n) for n in given[:3])
         examples = ", ".join(repr(n) for n in list(by_key)[:3])

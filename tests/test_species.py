@@ -61,6 +61,25 @@ def test_a_subspecies_maps_to_its_species_and_is_kept():
     assert alone.species["venom_status"].tolist() == ["unknown"]
 
 
+@pytest.mark.parametrize("folder, species_class, raised_class", [
+    ("Macrovipera lebetinus schweizeri", 998, 999),  # SnakeCLEF: M. lebetinus MIVS 0, M. schweizeri MIVS 1
+    ("Natrix natrix helvetica", 1137, 1135),
+    ("Agkistrodon contortrix laticinctus", 29, 31),
+])
+def test_a_subspecies_whose_epithet_the_table_has_as_a_species_is_refused(folder, species_class, raised_class):
+    """Such a folder went, with exit 0 and no note, to the binomial's class: a viper the table calls venomous under
+    its raised name was stored harmless. Which one is meant decides the class and the venom flag: a sentence."""
+    table = read_species_table([shared("snakeclef", "class_list.csv")])
+    with pytest.raises(SnakewebError) as error:
+        match_taxa([folder, "Crotalus atrox"], table)
+    said = str(error.value)
+    assert f"The name {folder!r} could be read as a subspecies of" in said and f"(class {species_class}," in said
+    assert f"(class {raised_class}," in said and "rename it to the binomial you mean" in said
+    # the trinomial of a species whose epithet is no species of its genus still goes to its species, kept
+    matched = match_taxa(["Crotalus atrox atrox"], table)
+    assert matched.classes == {"Crotalus atrox atrox": 405} and matched.subspecies == {"Crotalus atrox atrox": "Crotalus atrox atrox"}
+
+
 def test_a_whole_number_folder_name_is_a_class_id_of_the_table():
     assert match_taxa(["900", "Natrix natrix"], TABLE).classes == {"900": 900, "Natrix natrix": 5}
 
