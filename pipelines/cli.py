@@ -163,7 +163,12 @@ def _say(args: argparse.Namespace, exc: SnakewebError) -> int:
     """The error's sentence on stderr (and as JSON on stdout for --json); exit code 2."""
     print(f"error: {exc}", file=sys.stderr)
     if getattr(args, "json", False):  # a script reading stdout gets the reason as JSON too
-        _emit(json.dumps({"error": str(exc)}))
+        if args.command == "identify":  # the schema's identification_error, as for photos that could not be read
+            from snakeweb.identification import SCHEMA_VERSION
+
+            _emit(json.dumps({"schema": SCHEMA_VERSION, "inputs": [str(p) for p in args.images], "error": str(exc), "failures": []}))
+        else:
+            _emit(json.dumps({"error": str(exc)}))
     return 2
 
 

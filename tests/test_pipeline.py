@@ -271,6 +271,11 @@ def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path
     failed = json.loads(capsys.readouterr().out)
     schema_validator("identification_error").validate(failed)
     assert failed["failures"][0]["name"].endswith("empty.jpg") and "empty" in failed["failures"][0]["reason"]
+    # a refusal before any photo is read (a country that is no country) takes the same form: it printed {"error": ...}
+    assert main(["identify", "--store", str(built_store.root), photos[0], "--json", "--country", "ZZ"]) == 2
+    refused = json.loads(capsys.readouterr().out)
+    schema_validator("identification_error").validate(refused)
+    assert refused["inputs"] == [photos[0]] and "unknown country" in refused["error"] and refused["failures"] == []
     # a venom share just below a level's edge is shown at one decimal (49.9%), which the schema accepts
     validator.validate({**identification, "headline": "Venomous: 49.9% likely"})
     broken = {**identification, "prediction_source": "oracle"}
