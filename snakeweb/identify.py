@@ -46,6 +46,10 @@ class NoUsablePhotos(SnakewebError):
         self.failures = failures
 
 
+# two photos each naming another species at this probability or more are said to disagree (Identifier.disagreement)
+DISAGREE_AT = 0.5
+
+
 class Identifier:
     """Loads a store's backbone, head and index once; identifies any number of observations."""
 
@@ -145,7 +149,9 @@ class Identifier:
         result.notes.extend(frame_notes)
         if not positions:
             raise NoUsablePhotos("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures), failures)
-        raw = combine(self.head.predict_log_proba(vectors, self.index), aggregation)[None, :]
+        per_photo = self.head.predict_log_proba(vectors, self.index)
+        raw = combine(per_photo, aggregation)[None, :]
+        result.notes.extend(self.disagreement(per_photo, [sources[p][0] for p in positions]))
         weights = records = None
         applied_mode = range_mode
         if code:
@@ -195,6 +201,18 @@ class Identifier:
         result.provenance = self.provenance(rank, range_mode, aggregation, uncertain_below)
         result.venom_level = venom_level(result)
         return result
+
+    def disagreement(self, log_probs: np.ndarray, names: list[str]) -> list[str]:
+        """A note when two or more photos each name another species at DISAGREE_AT or more (log-probabilities
+        [n, K], one name per row): photos of two snakes given as one animal were combined in silence."""
+        probs = np.exp(log_probs)
+        tops, scores = probs.argmax(axis=1), probs.max(axis=1)
+        confident = [(i, int(t), float(s)) for i, (t, s) in enumerate(zip(tops, scores)) if s >= DISAGREE_AT]
+        if len({t for _, t, _ in confident}) < 2:
+            return []
+        said = ", ".join(f"photo {i + 1} ({names[i]}) looks most like {self.taxa.names[t]} ({s:.0%})" for i, t, s in confident[:3])
+        return [f"The photos disagree: {said}. They were combined as photos of one animal; if they are not, identify "
+                "them one at a time (--each, or one upload at a time)."]
 
     def _fill_answer(self, result: Identification, answer) -> None:
         rank = answer.rank[0] or None

@@ -353,3 +353,21 @@ def test_a_photo_of_a_few_pixels_says_the_answer_from_it_says_little(store, phot
     notes = [json.loads(line)["notes"] for line in capsys.readouterr().out.splitlines()]
     assert "Photo 1 (" in next(n for n in notes[0] if "is only 2 x 2 pixels, too small to show a snake's markings" in n)
     assert any("is only 40 x 15 pixels" in n for n in notes[1]) and not any("pixels" in n for n in notes[2])
+
+
+def test_photos_that_name_two_species_are_said_to_disagree(store, photo_folder):
+    """Photos of two snakes given as one animal were combined with no word (a rattlesnake and a grass snake made one
+    "Crotalus atrox 34%"); photos of one species, or a photo the head is unsure of, say nothing."""
+    identifier = Identifier(store)
+    two = [(f"{n}.jpg", photo_folder / n / "04.jpg") for n in ("Natrix_natrix", "Vipera_berus")]
+    result = identifier.identify(two, neighbours=0)
+    said = [n for n in result.notes if n.startswith("The photos disagree")]
+    assert len(said) == 1 and "photo 1 (Natrix_natrix.jpg) looks most like Natrix natrix" in said[0]
+    assert "photo 2 (Vipera_berus.jpg) looks most like Vipera berus" in said[0] and "--each" in said[0]
+    one = [(f"{i}.jpg", photo_folder / "Natrix_natrix" / f"0{i}.jpg") for i in (4, 5)]
+    assert not [n for n in identifier.identify(one, neighbours=0).notes if n.startswith("The photos disagree")]
+    import numpy as np
+
+    unsure = np.log(np.array([[0.45, 0.3, 0.25], [0.2, 0.45, 0.35]]))  # neither photo names a species at 50%
+    assert identifier.disagreement(unsure, ["a", "b"]) == []
+    assert identifier.disagreement(np.log(np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])), ["a", "b"]) != []
