@@ -11,9 +11,9 @@ from snakeweb.models import FEATURE_KINDS, TTA_MODES
 from snakeweb.options import AGGREGATIONS, DECISIONS, HEAD_KINDS, RANGE_MODES, RANKS, SPLITS, TrainConfig
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, TRAIN_VIEWS
 
-DESCRIPTION = """Exit codes: 0 done; 1 a check failed (`check`) or nothing could be identified for a reason other than the
-input; 2 bad input (an argument, a table or a photo snakeweb cannot use: the message says which and why);
-130 interrupted. With `--json`, stdout carries only JSON: every library print and log goes to stderr."""
+DESCRIPTION = """Exit codes: 0 done; 1 a check failed (`check`; a damaged store file is one); 2 bad input (an argument, a
+table or a photo snakeweb cannot use: the message says which and why; `identify` also when none of its photos could be
+identified); 130 interrupted. With `--json`, stdout carries only JSON: every library print and log goes to stderr."""
 
 
 def _whole(minimum: int):

@@ -31,11 +31,12 @@ import pandas as pd
 from snakeweb.embeddings_file import MAX_SHOWN, META_KEY, WHAT, Source, at, batches, checked_vectors, open_source
 from snakeweb.errors import SnakewebError
 from snakeweb.ingest import checked_country_table, country_codes, record_numbered_ids, record_species
+from snakeweb.outputs import refuse_a_store_file, write_atomically
 from snakeweb.paths import Spellings, same_file_groups
 from snakeweb.progress import tqdm
 from snakeweb.species import combine_with_store
 from snakeweb.splits import read_subsets, split_of, update_splits
-from snakeweb.store import Store, refuse_a_store_file, set_meta, write_atomically
+from snakeweb.store import Store, set_meta
 from snakeweb.tables import Table, TableError
 from snakeweb.taxonomy import Taxonomy, species_as_flagged, taxonomy_path
 

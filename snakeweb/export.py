@@ -16,8 +16,9 @@ from snakeweb.aggregate import top_k
 from snakeweb.answers import UNKNOWN_TAXON, Answers, Taxa, Thresholds, decide
 from snakeweb.errors import SnakewebError
 from snakeweb.options import require_probabilities
+from snakeweb.outputs import refuse_a_store_file, write_atomically
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
-from snakeweb.store import Store, refuse_a_store_file, write_atomically
+from snakeweb.store import Store
 
 # `export` imports no torch, transformers, FAISS or umap: the head runs in NumPy (snakeweb.heads), and an exact
 # index is read and searched in NumPy (snakeweb.vectors); only a large store's approximate index opens FAISS

@@ -23,8 +23,8 @@ import numpy as np
 
 from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.options import SPLITS, TrainConfig  # defined there so the command line offers them without torch
+from snakeweb.outputs import write_atomically
 from snakeweb.species import LabelMap
-from snakeweb.store import write_atomically
 from snakeweb.vectors import l2_normalise
 
 if TYPE_CHECKING:  # torch is imported by the functions that train

@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 
 from snakeweb.errors import SnakewebError, shell_word
-from snakeweb.store import write_atomically
+from snakeweb.outputs import write_atomically
 from snakeweb.vectors import ids_digest, l2_normalise  # noqa: F401 (ids_digest: defined there, without FAISS)
 
 log = logging.getLogger(__name__)

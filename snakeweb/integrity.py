@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snakeweb.errors import SnakewebError
-from snakeweb.store import Store
+from snakeweb.store import Store, StoreUnreadableError
 
 
 @dataclass
@@ -293,15 +293,22 @@ CHECKS = (_counts, _copies, _venom, _taxonomy, _country_table, _views, _index, _
 
 
 def check_store(store: Store) -> list[Verdict]:
-    """Run every check; a check that cannot run is a failed verdict, never an exception."""
-    store.require()
-    if store.get_meta("model") is None:
-        return [_counts(store), _venom(store), _taxonomy(store), _country_table(store),
-                Verdict("model", False, "nothing embedded yet; run the embed stage")]
-    verdicts = []
-    for check in CHECKS:
-        try:
-            verdicts.append(check(store))
-        except SnakewebError as exc:
-            verdicts.append(Verdict(check.__name__.strip("_"), False, str(exc)))
+    """Run every check; a check that cannot run is a failed verdict, never an exception. A store file that cannot be
+    read (damaged, cut short, not DuckDB's) is one failed "store file" verdict, wherever it is met: every later check
+    would fail on it again. Raises SnakewebError only where there is no store to check."""
+    verdicts: list[Verdict] = []
+    try:
+        store.require()
+        if store.get_meta("model") is None:
+            return [_counts(store), _venom(store), _taxonomy(store), _country_table(store),
+                    Verdict("model", False, "nothing embedded yet; run the embed stage")]
+        for check in CHECKS:
+            try:
+                verdicts.append(check(store))
+            except StoreUnreadableError:
+                raise
+            except SnakewebError as exc:
+                verdicts.append(Verdict(check.__name__.strip("_"), False, str(exc)))
+    except StoreUnreadableError as exc:
+        verdicts.append(Verdict("store file", False, str(exc)))
     return verdicts

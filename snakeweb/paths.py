@@ -118,7 +118,7 @@ def unwritable_folder(folder: Path) -> OSError | None:
     """Why files cannot be made in `folder` (or in the folders that would be made down to it): a file stands where
     a folder is needed, or a real try at a temporary file fails (root passes every permission check, yet cannot
     write in /proc, /sys or on a read-only mount), as the OSError making one would raise; None when they can.
-    The one check for the store's outputs (`store.refuse_an_unwritable_path`) and the OpenVINO cache."""
+    The one check for the store's outputs (`outputs.refuse_an_unwritable_path`) and the OpenVINO cache."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is None:
         return None

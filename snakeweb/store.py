@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError, shell_word
-from snakeweb.paths import unwritable_folder
 
 DB_NAME = "snakeweb.duckdb"
 INDEX_NAME = "index.faiss"
@@ -82,6 +79,17 @@ class StoreBusyError(SnakewebError):
 
 class StoreReadOnlyError(SnakewebError):
     """The store's DuckDB file can be read but not written here (a read-only mount, or no write permission)."""
+
+
+class StoreUnreadableError(SnakewebError):
+    """The store's DuckDB file cannot be read: not a DuckDB file, cut short, or damaged (a checksum that fails).
+    `check` says it as a failed verdict; every other command as its one sentence."""
+
+
+# how DuckDB words a damaged file, met on connect or only on a later query that reads the damaged block; after
+# one, DuckDB invalidates the whole database ("has been invalidated because of a previous fatal error")
+DAMAGED = ("corrupt database file", "could not read enough bytes", "checksum", "has been invalidated",
+           "not a valid duckdb database file")
 
 
 # how the OS words a file this process may not write (EROFS, EACCES, EPERM), as DuckDB passes it on
@@ -157,15 +165,16 @@ class Store:
             try:
                 con = duckdb.connect(str(self.db_path), read_only=read_only)
                 break
-            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            except duckdb.Error as exc:  # a damaged file is a bare duckdb.Error, a locked one an IOException
                 message = str(exc).lower()
                 if not read_only and any(reason in message for reason in UNWRITABLE) and self.db_path.is_file():
                     raise StoreReadOnlyError(
                         f"The store {self.root} can be read but not written here ({_os_reason(exc)}); make {self.db_path} "
                         "and its folder writable for this user, or copy the store to a folder you may write to.") from exc
-                if "lock" not in message and "different configuration" not in message:
-                    raise SnakewebError(f"The store file {self.db_path} cannot be opened ({exc}). If it was copied or "
-                                        "moved while a build was writing it, build the store again.") from exc
+                if ("lock" not in message and "different configuration" not in message) or _damaged(exc):
+                    raise StoreUnreadableError(
+                        f"The store file {self.db_path} cannot be opened ({_first_line(exc)}); if it was copied or "
+                        "moved while a build was writing it, or the disk damaged it, build the store again.") from exc
                 if time.monotonic() > deadline:
                     raise StoreBusyError(
                         f"The store {self.root} is being rebuilt or written (by another process or dashboard session); "
@@ -183,6 +192,14 @@ class Store:
                                 "use a size such as 2GB or 512MB.") from exc
         try:
             yield con
+        except duckdb.Error as exc:
+            # damage in a block the connect did not read surfaces only here, on the query that reads it (a file cut
+            # short opens; its first SELECT fails): said once, here, for every command and dashboard page
+            if not _damaged(exc):
+                raise
+            raise StoreUnreadableError(
+                f"The store file {self.db_path} is damaged ({_first_line(exc)}); restore it from a copy or build the "
+                "store again.") from exc
         finally:
             con.close()
 
@@ -341,72 +358,16 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
     )
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask sets it, racing other threads); 022 if unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
+def _damaged(exc: BaseException) -> bool:
+    """Whether a DuckDB error says the file itself is damaged (DAMAGED), not busy, locked or a query's fault."""
+    message = str(exc).lower()
+    return any(words in message for words in DAMAGED)
 
 
-# a store's own files: an export written over one of them would destroy the store
-STORE_FILES = (DB_NAME, DB_NAME + ".wal", DB_NAME + ".tmp", INDEX_NAME, HEAD_NAME, LOCK_NAME, HOLDER_NAME)
-
-
-def refuse_a_store_file(out: Path, instead: str) -> None:
-    """Raises SnakewebError, before any work, when the output path `out` is one of any store's own files
-    (STORE_FILES in a folder holding a store); `instead` is a file name to suggest (e.g. submission.csv)."""
-    out = Path(out)
-    if out.name in STORE_FILES and (out.parent / DB_NAME).is_file():
-        raise SnakewebError(f"Cannot write {out}: it is a store's own {out.name}, and writing there would destroy the store; "
-                            f"give another file, e.g. {shell_word(out.parent / instead)}.")
-    refuse_an_unwritable_path(out)
-
-
-def refuse_an_unwritable_path(path: Path) -> None:
-    """Raises SnakewebError when `path` (through a symbolic link: the file it names) is a folder, a device, pipe or
-    socket, or a read-only file, or when files cannot be made in its folder (`paths.unwritable_folder`: a file on
-    the way, or a real try that fails): said before any work (an export ran its whole predict pass first, and, run as root, replaced the
-    device /dev/full with a file). Sentences name the path as given."""
-    real = Path(os.path.realpath(path))
-    if real.exists() and not real.is_dir():
-        mode = real.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise SnakewebError(f"Cannot write {path}: it is not a regular file (a device, pipe or socket); give a file name.")
-        if not mode & 0o222:
-            raise SnakewebError(f"Cannot write {path}: the file is read-only; remove it or give another name.")
-    if real.is_dir():
-        raise SnakewebError(f"Cannot write {path}: it is a folder; give a file name in it.")
-    problem = unwritable_folder(real.parent)
-    if isinstance(problem, NotADirectoryError):
-        raise SnakewebError(f"Cannot write {path}: {problem.filename} is a file, not a folder; give another path.")
-    if problem is not None:  # tried for real: /proc or a read-only mount is said here, before any work
-        raise SnakewebError(f"Cannot write {path}: files cannot be made in {problem.filename} ({problem.strerror}); "
-                            "give a path in a folder you may write to.")
-
-
-def write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Call `write(tmp_path)` then rename over `path`: readers see the old file or the whole new one. Raises
-    SnakewebError for what `refuse_an_unwritable_path` refuses, and for a write the system refuses."""
-    refuse_an_unwritable_path(path)
-    real = Path(os.path.realpath(path))  # through a symbolic link: the file it names is replaced, the link stays
-    tmp = None
-    try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{real.name}.", dir=real.parent)
-        os.close(handle)
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should get the mode any new file gets
-        os.replace(tmp, real)
-    except OSError as exc:  # named by the path the user gave, not by the temporary file beside it
-        raise SnakewebError(f"Cannot write {path}: {exc.strerror or exc}; give a path in a folder you may write to, "
-                            "on a disk with room.") from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+def _first_line(exc: BaseException) -> str:
+    """DuckDB's message without the hints and stack it appends on further lines."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _os_reason(exc: BaseException) -> str:
