@@ -37,9 +37,20 @@ ALTER TABLE reviews ADD COLUMN IF NOT EXISTS answer VARCHAR;
 ANSWER_AT_REVIEW = "(SELECT record FROM answers WHERE observation_id = $1)"
 QUEUES = ("low-confidence", "venomous-runner-up")
 REVIEW_SCHEMA_VERSION = "snakeweb.review/1"
+# which review decides a label: the latest in reviewed_at, not in import order (review_id), so a file of older
+# reviews imported after newer ones does not undo them; at one time, the later import
+LATEST_FIRST = "ORDER BY reviewed_at DESC, review_id DESC"
 # an observation's current label ($1 its id): the latest review's, else the ingested one
-CURRENT_LABEL = ("COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 ORDER BY review_id DESC LIMIT 1), "
+CURRENT_LABEL = (f"COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 {LATEST_FIRST} LIMIT 1), "
                  "(SELECT class_id FROM observations WHERE observation_id = $1))")
+# the label observation $1 had at time $3 (import_reviews' INSERT parameters): the latest review made by then (an
+# imported review's old label), else the ingested one; reviews at that very time were imported before, so come before it
+LABEL_AT = (f"COALESCE((SELECT new_class_id FROM reviews WHERE observation_id = $1 AND reviewed_at <= $3 {LATEST_FIRST} "
+            "LIMIT 1), (SELECT class_id FROM observations WHERE observation_id = $1))")
+# each reviewed observation's current label (observation_id, class_id)
+REVIEWED_LABELS = (f"SELECT observation_id, new_class_id AS class_id FROM reviews "
+                   f"QUALIFY row_number() OVER (PARTITION BY observation_id {LATEST_FIRST}) = 1")
+FUTURE_SKEW = pd.Timedelta(days=1)  # a reviewer's clock ahead of this machine's by less is not refused
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 _tables_ready: set[str] = set()  # stores whose reviews table this process has already made sure of
@@ -188,11 +199,10 @@ def review_export(store: Store) -> pd.DataFrame:
 
 
 def reviewed_labels(store: Store) -> pd.DataFrame:
-    """The latest reviewed label per observation: what `train --include-reviews` learns from."""
+    """The latest reviewed label per observation (latest in reviewed_at; at one time, the later import): what
+    `train --include-reviews` learns from."""
     ensure_reviews_table(store)
-    return store.query(
-        "SELECT observation_id, arg_max(new_class_id, review_id) AS class_id FROM reviews GROUP BY observation_id"
-    )
+    return store.query(REVIEWED_LABELS)
 
 
 REVIEW_EXPORT_COLUMNS = (
@@ -231,6 +241,10 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             raise table.fail(f"{int(bad.sum())} reviewed_at value(s) are not an ISO date and time ({table.where(bad, 'reviewed_at')}); "
                              "write them as 2026-11-30 17:05:00 (as the Review page exports them).")
         rows["reviewed_at"] = times.dt.tz_convert(None).fillna(now)
+        future = (rows["reviewed_at"] > now + FUTURE_SKEW).to_numpy()
+        if future.any():  # it would be the current label until that date, whatever reviews came after it
+            raise table.fail(f"{int(future.sum())} reviewed_at value(s) are in the future ({table.where(future, 'reviewed_at')}); "
+                             "correct those dates (or the reviewer's clock) to when the reviews were made.")
     else:
         rows["reviewed_at"] = now
     clash = rows.groupby(["observation_id", "reviewed_at"])["new_class_id"].transform("nunique") > 1
@@ -260,31 +274,22 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             if differs.any():
                 raise table.fail(f"{int(differs.sum())} row(s) name a new_species that is not the species of their new_class_id "
                                  f"({table.where(differs.to_numpy(), 'new_species')}); change new_class_id to the species meant.")
-        if table.has("old_class_id"):
-            # the label a review was made on must be this store's label: stores that number species differently
-            # (or a file edited by hand) would otherwise relabel photos as other species
-            current = dict(con.execute(
-                "SELECT o.observation_id, COALESCE((SELECT r.new_class_id FROM reviews r WHERE r.observation_id = o.observation_id "
-                "ORDER BY r.review_id DESC LIMIT 1), o.class_id) FROM observations o").fetchall())
-            stated = table.ids("old_class_id", missing_ok=True).to_numpy(dtype=object, na_value=None)
-            order = np.argsort(rows["reviewed_at"].to_numpy(), kind="stable")
-            mismatch = np.zeros(len(rows), dtype=bool)
-            for i in order:  # oldest first: each new review's old label is the label the one before it left
-                if already[i]:
-                    continue
-                observation = rows["observation_id"].iloc[i]
-                if stated[i] is not None and current.get(observation) is not None and int(stated[i]) != int(current[observation]):
-                    mismatch[i] = True
-                current[observation] = int(rows["new_class_id"].iloc[i])
-            if mismatch.any():
-                raise table.fail(f"{int(mismatch.sum())} review(s) were made on another label than this store's "
-                                 f"({table.where(mismatch, 'old_class_id')}); the stores may number species differently: "
-                                 "import reviews into the store they were made on.")
         fresh = rows[~already].sort_values("reviewed_at", kind="stable")
-        # one at a time, oldest first: each review's old label is this store's label just before it
-        for row in fresh.itertuples():
-            con.execute(
+        stated = table.ids("old_class_id", missing_ok=True).to_numpy(dtype=object, na_value=None) if table.has("old_class_id") \
+            else np.full(len(rows), None, dtype=object)
+        mismatch = np.zeros(len(rows), dtype=bool)
+        # one at a time, oldest first: each review's old label is this store's label at its time (LABEL_AT), the
+        # reviews of the file before it included
+        for i, row in zip(fresh.index, fresh.itertuples()):  # rows' index is 0..n-1: positions
+            old = con.execute(
                 "INSERT INTO reviews (observation_id, reviewer, reviewed_at, old_class_id, new_class_id, note) "
-                f"SELECT $1, $2, $3, {CURRENT_LABEL}, $4, $5",
-                [row.observation_id, row.reviewer, row.reviewed_at.to_pydatetime(), int(row.new_class_id), row.note])
+                f"SELECT $1, $2, $3, {LABEL_AT}, $4, $5 RETURNING old_class_id",
+                [row.observation_id, row.reviewer, row.reviewed_at.to_pydatetime(), int(row.new_class_id), row.note]).fetchone()[0]
+            # the label a review was made on must be this store's label then: stores that number species differently
+            # (or a file edited by hand) would otherwise relabel photos as other species (rolled back below)
+            mismatch[i] = stated[i] is not None and old is not None and int(stated[i]) != int(old)
+        if mismatch.any():
+            raise table.fail(f"{int(mismatch.sum())} review(s) were made on another label than this store's "
+                             f"({table.where(mismatch, 'old_class_id')}); the stores may number species differently: "
+                             "import reviews into the store they were made on.")
     return {"added": len(fresh), "already_present": len(rows) - len(fresh)}

@@ -98,10 +98,10 @@ def labelled_embeddings(store: Store, split: str, include_reviews: bool = False)
     a reviewer's latest label replaces the ingested one, and reviewed unlabelled photos join training."""
     reviewed = "SELECT NULL::VARCHAR AS observation_id, NULL::BIGINT AS class_id WHERE FALSE"
     if include_reviews:
-        from snakeweb.review import ensure_reviews_table
+        from snakeweb.review import REVIEWED_LABELS, ensure_reviews_table
 
         ensure_reviews_table(store)
-        reviewed = "SELECT observation_id, arg_max(new_class_id, review_id) AS class_id FROM reviews GROUP BY observation_id"
+        reviewed = REVIEWED_LABELS
     with store.connect(read_only=True) as con:
         rows = con.execute(
             f"WITH r AS ({reviewed}), labelled AS ("
