@@ -81,11 +81,12 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
                     **copies_of_training(store, ids, split),
                     "aggregation": aggregation, "head": head.kind, "variants": {},
                     "classes_with_unknown_venom_status": int((species["venom_status"] == UNKNOWN).sum())}
-    trained = store.get_meta("head") or {}
-    # what validation chose (the test split is only read here, after every choice was made)
-    report["chosen_on_validation"] = {k: trained.get(k) for k in (
-        "learning_rate", "weight_decay", "logit_adjustment", "temperature", "blend_weight", "venom_weight", "val_ece_before",
-        "val_ece_after")}
+    # what validation chose (the test split is only read here, after every choice was made), read from the head scored,
+    # not the store's run metadata: a head.pt trained elsewhere, or again, has its own
+    report["chosen_on_validation"] = {
+        **{k: head.history.get(k) for k in ("learning_rate", "weight_decay", "logit_adjustment")},
+        "temperature": head.temperature, "blend_weight": head.blend_weight, "venom_weight": head.venom_weight,
+        **{k: head.history.get(k) for k in ("val_ece_before", "val_ece_after")}}
     report["model"] = (store.get_meta("model") or {}).get("fingerprint")
     tables = []
     for prior_name, probs in variants.items():

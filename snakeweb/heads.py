@@ -67,6 +67,9 @@ class Head:
     # rank roll-up thresholds chosen on validation observations (snakeweb.answers.Thresholds.to_json); None = not chosen
     thresholds: dict | None = None
     saved_format: int = HEAD_FORMAT  # the format of the file it was loaded from (older ones need torch to read)
+    # the store_id (run metadata) of the store whose vectors trained it: `check` fails a head.pt copied from another
+    # store; None for a head saved before heads recorded it
+    store_id: str | None = None
 
     @property
     def needs_index(self) -> bool:
@@ -134,7 +137,7 @@ class Head:
             "feature_dim": self.feature_dim, "config": asdict(self.config), "history": self.history,
             "layers": len(self.layers) if self.layers is not None else None,
             "temperature": self.temperature, "blend_weight": self.blend_weight,
-            "venom_weight": self.venom_weight, "thresholds": self.thresholds,
+            "venom_weight": self.venom_weight, "thresholds": self.thresholds, "store_id": self.store_id,
         }
         arrays = {}
         for i, (weight, bias) in enumerate(self.layers or []):
@@ -170,7 +173,7 @@ class Head:
             history=payload["history"], temperature=float(payload.get("temperature", 1.0)),
             logit_offset=payload.get("logit_offset"), blend_weight=float(payload.get("blend_weight", 1.0)),
             venom_weight=float(payload.get("venom_weight", 1.0)), thresholds=payload.get("thresholds"),
-            saved_format=int(payload.get("format", 1)),
+            saved_format=int(payload.get("format", 1)), store_id=payload.get("store_id"),
         )
 
 

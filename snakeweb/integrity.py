@@ -152,12 +152,18 @@ def _head(store: Store) -> Verdict:
         head = Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
     except SnakewebError as exc:
         return Verdict("head", False, str(exc))
+    store_id = store.get_meta("store_id")
+    if head.store_id is not None and head.store_id != store_id:
+        return Verdict("head", False, f"head.pt was trained on another store (store_id {head.store_id}, this store's is "
+                       f"{store_id}); run train again")
     species = set(store.species()["class_id"].tolist())
     unknown = sorted(set(head.label_map.class_ids) - species)
     return Verdict("head", not unknown, f"{head.kind}, {len(head.label_map)} classes, trained for this model and feature kind"
                    + (f"; class ids missing from the species table: {unknown[:5]}" if unknown else "; every class id is in the species table")
                    + ("; saved in the earlier torch format (still read, with torch; the next `train --force` writes the "
-                      "torch-free one)" if head.saved_format < HEAD_FORMAT else ""))
+                      "torch-free one)" if head.saved_format < HEAD_FORMAT else "")
+                   + ("; saved before heads recorded their store, so which store trained it is not known (the next "
+                      "`train --force` records it)" if head.store_id is None else ""))
 
 
 def _model(store: Store) -> Verdict:

@@ -160,6 +160,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
             bar.total = bar.n
             bar.refresh()
         head.thresholds = rank_thresholds(store, head, include_reviews)
+    head.store_id = store.get_meta("store_id")  # which store's vectors trained it (checked by `check`)
     head.save(store.head_path)
     info = {
         "kind": config.kind, "classes": len(head.label_map), "train_images": int(len(train_ids)),

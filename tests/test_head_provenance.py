@@ -1,0 +1,59 @@
+"""The head scored and checked is the one in head.pt: `evaluate` reports the choices saved with it (not the store's run
+metadata of its last train), and `check` fails a head.pt trained on another store's vectors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pipelines.cli import main
+from snakeweb.heads import Head
+from snakeweb.store import Store
+from tests.conftest import build_photo_store
+
+
+@pytest.fixture(scope="module")
+def two_stores(tmp_path_factory, tiny_model_dir, photo_folder, species_csv):
+    root = tmp_path_factory.mktemp("heads")
+    return [build_photo_store(root / name, tiny_model_dir, photo_folder, species_csv) for name in ("a", "b")]
+
+
+def _head_verdict(store, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["check", "--store", str(store)])
+    return code, next(line for line in capsys.readouterr().out.splitlines() if " head: " in line)
+
+
+def test_evaluate_reports_the_choices_of_the_head_it_scored(two_stores, tmp_path, capsys):
+    store = tmp_path / "a"
+    shutil.copytree(two_stores[0], store)
+    head = Head.load(store / "head.pt")
+    head.temperature, head.venom_weight = 0.861, 1.5  # another train's head: the run metadata still says its own
+    head.save(store / "head.pt")
+    assert Store(store).get_meta("head")["temperature"] != 0.861
+    capsys.readouterr()
+    assert main(["evaluate", "--store", str(store)]) == 0
+    chosen = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("chosen on validation"))
+    assert "temperature 0.861" in chosen and "venom_weight 1.5" in chosen, chosen
+    assert main(["evaluate", "--store", str(store), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["chosen_on_validation"]["temperature"], report["chosen_on_validation"]["venom_weight"]) == (0.861, 1.5)
+
+
+def test_check_fails_a_head_trained_on_another_store(two_stores, tmp_path, capsys):
+    a, b = two_stores
+    assert Head.load(a / "head.pt").store_id == Store(a).get_meta("store_id")
+    assert _head_verdict(a, capsys)[1].startswith("ok")
+    store = tmp_path / "a"
+    shutil.copytree(a, store)
+    shutil.copy(b / "head.pt", store / "head.pt")
+    code, line = _head_verdict(store, capsys)
+    assert code == 1 and line.startswith("FAIL") and "head.pt was trained on another store" in line and "run train again" in line
+    # a head saved before heads recorded their store: not known, so a note, not a failure
+    head = Head.load(store / "head.pt")
+    head.store_id = None
+    head.save(store / "head.pt")
+    code, line = _head_verdict(store, capsys)
+    assert line.startswith("ok") and "not known" in line, line
