@@ -26,7 +26,7 @@ from snakeweb.consistency import (
 )
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
-from snakeweb.paths import as_stored, file_keys, second_names
+from snakeweb.paths import as_stored, file_keys, second_names, under_root
 from snakeweb.species import (
     ASSIGNED_IDS,
     SPECIES_COLUMNS,
@@ -149,7 +149,7 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
     frame["class_id"] = frame["class_id"].astype("Int64")
     one_animal_across_files(frame)
     frame = one_value_per_observation(frame)
-    frame["path"] = [str((image_root / p).absolute()) for p in frame["image_path"]]
+    frame["path"] = [under_root(image_root, p) for p in frame["image_path"]]
     outside = "its image_path leads outside the image root, which snakeweb does not read"
     frame["error"] = [link_problem(Path(p), image_root, outside) for p in frame["path"]]
     missing = sum(not os.path.lexists(p) for p in frame["path"])

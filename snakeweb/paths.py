@@ -50,11 +50,27 @@ def _written(path: str) -> str:
         if parsed.netloc in ("", "localhost"):
             return urllib.request.url2pathname(parsed.path)
         return path
-    if re.match(r"^[A-Za-z]:[\\/]", path) or "\\" in path:
-        return ntpath.normpath(path)
-    if "://" in path or os.path.isabs(path):
+    if "://" in path or (os.path.isabs(path) and not _windows(path)):
+        # a local absolute path: on POSIX a backslash is an ordinary character of a file name (a Windows zip unpacked
+        # here gives `Crotalus atrox\IMG_1.jpg`), so only the path as written names the file on disk
         return path
+    if _windows(path) or "\\" in path:  # a relative path with backslashes was written on Windows
+        return ntpath.normpath(path)
     return posixpath.normpath(path)
+
+
+def _windows(path: str) -> bool:
+    """Whether `path` is written as Windows writes an absolute path: a drive letter (`C:\\p`, `C:/p`) or a UNC share."""
+    return bool(re.match(r"^[A-Za-z]:[\\/]", path)) or path.startswith("\\\\")
+
+
+def under_root(root: Path, written: str) -> str:
+    """The absolute path of a metadata image_path under `root`: as written, or, where it has backslashes and names no
+    file as written, with them read as folder separators (metadata written on Windows: `Natrix natrix\\1.jpg`)."""
+    path = str((root / written).absolute())
+    if "\\" in written and not os.path.lexists(path):
+        path = str((root / written.replace("\\", "/")).absolute())
+    return path
 
 
 def as_stored(paths: Iterable[str], stored: Iterable[str]) -> list[str]:

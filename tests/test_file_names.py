@@ -1,0 +1,35 @@
+"""Photo folders as users unpack them: file names that are not UTF-8, backslashes from Windows zips, the same photo
+under two species, and species folders named by class ids."""
+
+from pipelines.cli import main
+from snakeweb.store import Store
+from tests.conftest import make_photo
+
+
+def test_a_backslash_is_part_of_a_file_name_on_posix(tmp_path, tiny_model_dir):
+    """A Windows zip unpacked on Linux names a file `Crotalus atrox\\IMG_1.jpg`: every `/` of its path was turned
+    into `\\`, and embed recorded the photo as missing although it is on disk."""
+    photos = tmp_path / "photos"
+    make_photo(photos / "Natrix natrix" / "ok.jpg", (40, 160, 60), seed=1)
+    make_photo(photos / "Natrix natrix" / "back\\slash.jpg", (40, 160, 60), seed=2)
+    make_photo(photos / "Crotalus atrox\\IMG_1.jpg", (170, 50, 40), seed=3)  # at the top: a file, not a folder
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    assert main(["embed", "--store", str(store.root), "--model", str(tiny_model_dir)]) == 0
+    images = store.query("SELECT path, observation_id, status, error FROM images ORDER BY path")
+    assert sorted(images["path"]) == sorted(str(p) for p in photos.rglob("*.jpg"))
+    assert set(images["status"]) == {"ok"}, images["error"].tolist()
+    assert "Natrix natrix/back\\slash.jpg" in set(images["observation_id"])
+
+
+def test_metadata_written_on_windows_names_its_photos_with_backslashes(tmp_path):
+    """An image_path with backslashes names the file with that name where there is one, else the file in those folders."""
+    root = tmp_path / "images"
+    make_photo(root / "Natrix natrix" / "a.jpg", (40, 160, 60), seed=1)
+    make_photo(root / "Natrix natrix" / "b\\c.jpg", (40, 160, 60), seed=2)
+    metadata = tmp_path / "metadata.csv"
+    metadata.write_text("observation_id,image_path,class_id\n1,Natrix natrix\\a.jpg,3\n2,Natrix natrix/b\\c.jpg,3\n")
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root)]) == 0
+    assert sorted(store.query("SELECT path FROM images")["path"]) == [str(root / "Natrix natrix" / "a.jpg"),
+                                                                       str(root / "Natrix natrix" / "b\\c.jpg")]
