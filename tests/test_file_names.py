@@ -1,6 +1,9 @@
 """Photo folders as users unpack them: file names that are not UTF-8, backslashes from Windows zips, the same photo
 under two species, and species folders named by class ids."""
 
+import os
+from pathlib import Path
+
 from pipelines.cli import main
 from snakeweb.store import Store
 from tests.conftest import make_photo
@@ -33,3 +36,22 @@ def test_metadata_written_on_windows_names_its_photos_with_backslashes(tmp_path)
     assert main(["ingest", "--store", str(store.root), "--metadata", str(metadata), "--image-root", str(root)]) == 0
     assert sorted(store.query("SELECT path FROM images")["path"]) == [str(root / "Natrix natrix" / "a.jpg"),
                                                                        str(root / "Natrix natrix" / "b\\c.jpg")]
+
+
+def test_a_name_that_is_not_utf8_is_recorded_with_its_reason(tmp_path):
+    """A file or species folder whose name is not UTF-8 (Latin-1 bytes from an old camera or zip) stopped ingest with
+    a traceback from pyarrow; now each of its photos is an error row, stored as valid UTF-8, and the rest go in."""
+    photos = tmp_path / "photos"
+    make_photo(photos / "Natrix natrix" / "ok.jpg", (40, 160, 60), seed=1)
+    make_photo(Path(os.fsdecode(bytes(photos / "Natrix natrix") + b"/latin1_\xe9\xfc.jpg")), (40, 160, 60), seed=2)
+    make_photo(Path(os.fsdecode(bytes(photos) + b"/Vipera \xe9/1.jpg")), (170, 50, 40), seed=3)
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    images = store.query("SELECT observation_id, status, error FROM images ORDER BY observation_id").set_index("observation_id")
+    assert images["status"].to_dict() == {"Natrix natrix/latin1_\\xe9\\xfc.jpg": "error", "Natrix natrix/ok.jpg": "pending",
+                                          "Vipera \\xe9/1.jpg": "error"}
+    assert "its name is not valid UTF-8" in images.loc["Natrix natrix/latin1_\\xe9\\xfc.jpg", "error"]
+    assert "folder Vipera \\xe9 is not valid UTF-8" in images.loc["Vipera \\xe9/1.jpg", "error"]
+    assert list(store.species()["binomial_name"]) == ["Natrix natrix"]  # the unreadable folder names no species
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0  # again: nothing new
+    assert len(store.query("SELECT * FROM images")) == 3
