@@ -8,11 +8,14 @@ good, and a kNN head finds the photo itself) and copies labelled as two species 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from snakeweb.store import Store
+
+log = logging.getLogger(__name__)
 
 MAX_SHOWN = 3
 
@@ -21,7 +24,7 @@ MAX_SHOWN = 3
 class Copies:
     """Groups of byte-identical photos (status ok) in a store. `groups`: groups of two or more; `extra`: photos
     beyond the first of each group; `across_splits` / `two_labels`: groups whose photos lie in more than one
-    split / carry more than one class id; `shown_*`: up to MAX_SHOWN groups of each kind, as
+    split / carry more than one class id (`two_label_photos`: the photos of those); `shown_*`: up to MAX_SHOWN groups of each kind, as
     'a.jpg (split train) = b.jpg (split test) and 3 more';
     `compared`: photos with a recorded sha256; `unhashed`: those with none (vectors brought in by import-embeddings), which were not compared."""
 
@@ -29,6 +32,7 @@ class Copies:
     extra: int = 0
     across_splits: int = 0
     two_labels: int = 0
+    two_label_photos: int = 0  # photos in the groups that carry more than one class id
     shown_across_splits: list[str] = field(default_factory=list)
     shown_two_labels: list[str] = field(default_factory=list)
     compared: int = 0  # photos with a recorded sha256
@@ -56,12 +60,22 @@ def find_copies(store: Store) -> Copies:
         return f"{first['path']} ({what} {first[what]}) = {other['path']} ({what} {other[what]})" + (f" and {rest} more" if rest else "")
 
     found = Copies(groups=len(splits), extra=len(rows) - len(splits), across_splits=int((splits > 1).sum()),
-                   two_labels=int((labels > 1).sum()), compared=compared,
+                   two_labels=int((labels > 1).sum()), two_label_photos=int(by_group.size()[labels > 1].sum()), compared=compared,
                    unhashed=unhashed)
     groups = dict(iter(by_group))
     found.shown_across_splits = [shown(groups[key], "split") for key in splits[splits > 1].index[:MAX_SHOWN]]
     found.shown_two_labels = [shown(groups[key], "class_id") for key in labels[labels > 1].index[:MAX_SHOWN]]
     return found
+
+
+def warn_of_two_labels(store: Store) -> None:
+    """Say on stderr (a warning) when byte-identical photos carry two species: the head would be trained on both
+    labels of one picture. `check` fails the store for the same copies (snakeweb.integrity)."""
+    found = find_copies(store)
+    if found.two_labels:
+        log.warning("%d photo(s) have the same bytes as a photo under another species (%d group(s), e.g. %s), so one label "
+                    "is wrong and the head learns both; delete the wrong copy and build a new store.",
+                    found.two_label_photos, found.two_labels, "; ".join(found.shown_two_labels))
 
 
 def copies_of_training(store: Store, observation_ids: list[str], split: str) -> dict[str, int]:

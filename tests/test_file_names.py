@@ -55,3 +55,18 @@ def test_a_name_that_is_not_utf8_is_recorded_with_its_reason(tmp_path):
     assert list(store.species()["binomial_name"]) == ["Natrix natrix"]  # the unreadable folder names no species
     assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0  # again: nothing new
     assert len(store.query("SELECT * FROM images")) == 3
+
+
+def test_the_same_photo_under_two_species_is_said_before_training(tmp_path, tiny_model_dir, caplog):
+    """The build trained on both labels of one picture and said nothing; only `check` found it."""
+    photos = tmp_path / "photos"
+    make_photo(photos / "Natrix natrix" / "1.jpg", (40, 160, 60), seed=1)
+    make_photo(photos / "Natrix natrix" / "2.jpg", (40, 160, 60), seed=2)
+    make_photo(photos / "Vipera berus" / "3.jpg", (170, 50, 40), seed=3)
+    (photos / "Vipera berus" / "copy.jpg").write_bytes((photos / "Natrix natrix" / "1.jpg").read_bytes())
+    store = tmp_path / "store"
+    assert main(["ingest", "--store", str(store), "--images", str(photos)]) == 0
+    assert main(["embed", "--store", str(store), "--model", str(tiny_model_dir)]) == 0
+    warned = [r.getMessage() for r in caplog.records if "same bytes" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("2 photo(s) have the same bytes as a photo under another species")
+    assert "copy.jpg" in warned[0] and "delete the wrong copy" in warned[0]
