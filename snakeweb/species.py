@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
-from snakeweb.tables import Column, read_table
+from snakeweb.tables import Column, folder_class_id, read_table
 
 log = logging.getLogger(__name__)
 
@@ -319,12 +319,23 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
     by_id = {} if table is None else {int(r.class_id): r for r in table.itertuples(index=False)}
     rows: dict[int, dict] = {}
     classes, subspecies, new_names, ambiguous = {}, {}, {}, []
+    numbered: list[str] = []
     for name in given:
         key = taxon_key(name)
         words = key.split(" ")
         row = by_key.get(key)
-        if row is None and key.isdigit():
-            row = by_id.get(int(key))
+        number = folder_class_id(name, key)
+        if row is None and number is not None:
+            row = by_id.get(number)
+            if row is None and table is not None and require_match:
+                raise SnakewebError(f"Folder {name} names class id {number}, which the species table does not have; "
+                                    "rename the folder to a class id or species name of the table, or give a table with that class.")
+            if row is None:  # no table names it: the class id is the user's, its name and venom status unknown
+                rows[number] = {"class_id": number, "binomial_name": f"{PLACEHOLDER_PREFIX}{number}", "genus": None,
+                                "venom_status": UNKNOWN}
+                classes[name] = number
+                numbered.append(name)
+                continue
         if row is None and is_trinomial(key):  # a subspecies: its species' class
             row = by_key.get(" ".join(words[:2]))
             subspecies[name] = normalise_name(key)
@@ -349,6 +360,8 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
     next_id = 0 if table is None else int(table["class_id"].max()) + 1
     new_ids: dict[str, int] = {}
     for display in sorted(set(new_names.values())):
+        while next_id in rows:  # a folder named by a class id holds that id
+            next_id += 1
         new_ids[display] = next_id
         rows[next_id] = {"class_id": next_id, "binomial_name": display, "genus": display.split(" ")[0], "venom_status": UNKNOWN}
         next_id += 1
@@ -359,6 +372,10 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
             "%d species name(s) are not in the species table and got new class ids above it, with venom status unknown "
             "(treated as possibly venomous): %s", len(unmatched), ", ".join(unmatched[:10]),
         )
+    if numbered:
+        log.warning("%d folder(s) named by a number are taken as those class ids, which no species table names, so each is "
+                    "'class N' with venom status unknown (treated as possibly venomous): %s; give --species with those "
+                    "classes to name them", len(numbered), ", ".join(numbered[:10]))
     species = pd.DataFrame(list(rows.values()), columns=SPECIES_COLUMNS).sort_values("class_id").reset_index(drop=True)
     return TaxonMatch(species=species, classes=classes, subspecies=subspecies, unmatched=unmatched,
                       assigned=sorted(new_ids.values()))

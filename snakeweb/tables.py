@@ -285,3 +285,16 @@ def _canonical_columns(table: Table, raw_headers: list[str], columns: Sequence[C
         twice = sorted({h for h in frame.columns if list(frame.columns).count(h) > 1})
         raise table.fail(f"the header names {', '.join(twice)} more than once; give each column one name.")
     return frame.rename(columns=renames)
+
+
+def folder_class_id(name: str, key: str) -> int | None:
+    """The class id a folder named by a number gives (`405`, `0405`, `405.0` as spreadsheets write it), else None
+    (`key`: its name as compared, snakeweb.species.taxon_key). A number that cannot be a class id (`405.5`, more than
+    18 digits) raises SnakewebError."""
+    if not re.fullmatch(r"[0-9]+(?:[.,][0-9]*)?", key):  # ASCII digits only: Python's isdigit took "١٢" as 12
+        return None
+    whole, _, fraction = key.replace(",", ".").partition(".")
+    if fraction.strip("0") or len(whole.lstrip("0")) > 18:  # 18 digits always fit int64 (BIGINT in the store)
+        raise SnakewebError(f"Folder {name} is named by a number that is not a class id (a whole number of up to 18 "
+                            "digits); rename it to a class id or a species name.")
+    return int(whole)

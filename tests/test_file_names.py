@@ -70,3 +70,37 @@ def test_the_same_photo_under_two_species_is_said_before_training(tmp_path, tiny
     warned = [r.getMessage() for r in caplog.records if "same bytes" in r.getMessage()]
     assert len(warned) == 1 and warned[0].startswith("2 photo(s) have the same bytes as a photo under another species")
     assert "copy.jpg" in warned[0] and "delete the wrong copy" in warned[0]
+
+
+def test_a_folder_named_by_a_number_is_that_class_id(tmp_path, species_csv, caplog, capsys):
+    """Without a table `1137/` became class 1 named "1137" and `405.0/` a species "405.0", silently; with one, a
+    number the table lacks became a new class above it."""
+    photos = tmp_path / "photos"
+    for i, folder in enumerate(["1137", "0405", "405.0", "0", "Natrix natrix"]):
+        make_photo(photos / folder / f"{i}.jpg", (40, 160, 60), seed=i)
+    store = Store(tmp_path / "store")
+    assert main(["ingest", "--store", str(store.root), "--images", str(photos)]) == 0
+    species = store.species().set_index("class_id")
+    assert species["binomial_name"].to_dict() == {0: "class 0", 1: "Natrix natrix", 405: "class 405", 1137: "class 1137"}
+    assert set(species["venom_status"]) == {"unknown"}
+    assert any("named by a number are taken as those class ids" in r.getMessage() for r in caplog.records)
+    classes = store.query("SELECT observation_id, class_id FROM images").set_index("observation_id")["class_id"]
+    assert classes.to_dict() == {"1137/0.jpg": 1137, "0405/1.jpg": 405, "405.0/2.jpg": 405, "0/3.jpg": 0,
+                                 "Natrix natrix/4.jpg": 1}
+
+    table = tmp_path / "table"
+    make_photo(table / "1740.0" / "a.jpg", (170, 50, 40), seed=1)
+    assert main(["ingest", "--store", str(tmp_path / "t"), "--images", str(table), "--species", str(species_csv)]) == 0
+    assert Store(tmp_path / "t").query("SELECT class_id FROM images")["class_id"].tolist() == [1740]
+    capsys.readouterr()
+    errors = {}
+    for folder in ("99999", "405.5"):
+        make_photo(table / folder / "b.jpg", (170, 50, 40), seed=2)
+        assert main(["ingest", "--store", str(tmp_path / folder), "--images", str(table), "--species", str(species_csv)]) == 2
+        errors[folder] = capsys.readouterr().err
+        assert errors[folder].startswith(f"error: Folder {folder} ") and errors[folder].count("\n") == 1
+        assert not (tmp_path / folder).exists()  # refused before any work
+        (table / folder / "b.jpg").unlink()
+        (table / folder).rmdir()
+    assert "names class id 99999, which the species table does not have" in errors["99999"]
+    assert "is named by a number that is not a class id" in errors["405.5"]
