@@ -20,8 +20,9 @@ import pandas as pd
 
 from snakeweb.calibration import expected_calibration_error, fit_temperature, softmax
 from snakeweb.decisions import decide
+from snakeweb.label_map import LabelMap
 from snakeweb.scoring import official_scores, read_venomous
-from snakeweb.species import LabelMap, read_species_table
+from snakeweb.species import read_species_table
 
 
 def main() -> None:

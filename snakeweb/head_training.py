@@ -18,8 +18,8 @@ import numpy as np
 
 from snakeweb.errors import SnakewebError
 from snakeweb.heads import INDEX_HEADS, Head
+from snakeweb.label_map import LabelMap
 from snakeweb.options import HEAD_KINDS, TrainConfig
-from snakeweb.species import LabelMap
 from snakeweb.vectors import l2_normalise
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from snakeweb.errors import SnakewebError, shell_word
+from snakeweb.label_map import LabelMap
 from snakeweb.options import SPLITS, TrainConfig  # defined there so the command line offers them without torch
 from snakeweb.outputs import write_atomically
-from snakeweb.species import LabelMap
 from snakeweb.vectors import l2_normalise
 
 if TYPE_CHECKING:  # torch is imported by the functions that train

@@ -6,7 +6,7 @@ from snakeweb.errors import SnakewebError
 from snakeweb.head_training import MIN_IMPROVEMENT, train_head
 from snakeweb.heads import Head, TrainConfig
 from snakeweb.index import build_index
-from snakeweb.species import LabelMap
+from snakeweb.label_map import LabelMap
 
 CLASS_IDS = np.array([1740, 7, 1130])  # non-contiguous, unsorted: the seed paper's bug would show here
 

@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 
 from snakeweb.errors import SnakewebError
-from snakeweb.species import LabelMap, match_taxa, normalise_name, read_species_table, taxon_key
+from snakeweb.label_map import LabelMap
+from snakeweb.species import match_taxa, normalise_name, read_species_table, taxon_key
 from tests.conftest import shared
 
 
