@@ -68,10 +68,15 @@ def find_copies(store: Store) -> Copies:
     return found
 
 
-def warn_of_two_labels(store: Store) -> None:
-    """Say on stderr (a warning) when byte-identical photos carry two species: the head would be trained on both
-    labels of one picture. `check` fails the store for the same copies (snakeweb.integrity)."""
+def warn_of_copies(store: Store) -> None:
+    """Say on stderr (warnings) when byte-identical photos carry two species (the head would be trained on both labels
+    of one picture; `check` fails the store for them, snakeweb.integrity), and when they lie in two splits (a renamed
+    species folder is ingested again and split anew: test photos the head was trained on, with nothing said)."""
     found = find_copies(store)
+    if found.across_splits:
+        log.warning("%d group(s) of byte-identical photos lie in more than one split (e.g. %s; a renamed or copied folder?), "
+                    "so validation and test count photos the head has seen; delete the extra copies and build a new store.",
+                    found.across_splits, "; ".join(found.shown_across_splits))
     if found.two_labels:
         log.warning("%d photo(s) have the same bytes as a photo under another species (%d group(s), e.g. %s), so one label "
                     "is wrong and the head learns both; delete the wrong copy and build a new store.",

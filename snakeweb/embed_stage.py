@@ -17,7 +17,7 @@ from importlib import metadata as importlib_metadata
 import numpy as np
 import pandas as pd
 
-from snakeweb.copies import warn_of_two_labels
+from snakeweb.copies import warn_of_copies
 from snakeweb.embed import embed_images, resolve_device
 from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
@@ -180,7 +180,7 @@ def embed(
     if counts["errors"]:
         print(f"embed: {counts['errors']} image(s) could not be read; see `images` rows with status 'error'.")
     counts["view_vectors"] = _embed_views(store, backbone, feature_kind, views, batch_size)
-    warn_of_two_labels(store)  # ingest lists files unread: their bytes are first compared here, before any training
+    warn_of_copies(store)  # ingest lists files unread: their bytes are first compared here, before any training
     return counts
 
 

@@ -179,6 +179,7 @@ def ingest(
         named = dict(zip(stored["path"], stored["path"]))
         named.update(zip(listing["path"], listing["observation_id"] if images is not None else listing["image_path"]))
         others = stored[~stored["path"].isin(set(listing["path"]))]
+        gone = _gone_from(images, others["path"]) if images is not None else []
         paths = [*listing["path"], *others["path"]]
         classes = [None if pd.isna(c) else int(c) for c in [*listing["class_id"], *others["class_id"]]]
         reasons = second_names(paths, classes, named.__getitem__, set(stored["path"]))[:len(listing)]
@@ -220,6 +221,11 @@ def ingest(
         if prior is not None:
             set_meta(con, "country_table", str(Path(country_table).resolve()))
     rejected = int(fresh["error"].notna().sum())
+    if gone:  # a moved, renamed or deleted photo kept its row, vector and label with no word (a relabel by a move, a leak by a rename)
+        log.warning("ingest: %d photo(s) that an earlier ingest took from this folder are no longer there (e.g. %s): moved, "
+                    "renamed or deleted. The store keeps them, with their vectors and labels, so the head still trains on them, "
+                    "search still shows them, and a photo moved to another species folder has both labels; to leave them out, "
+                    "build a new store from the folder as it is now.", len(gone), ", ".join(gone[:3]))
     if families:
         print(families)
     if skipped:
@@ -229,6 +235,12 @@ def ingest(
                     "to include them", len(hidden), ", ".join(hidden[:5]), ", ..." if len(hidden) > 5 else "")
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped,
             "hidden": hidden}
+
+
+def _gone_from(folder: Path, stored_paths: pd.Series) -> list[str]:
+    """Stored photo paths under `folder` that are no longer on disk (moved, renamed or deleted since they were ingested)."""
+    root = os.path.join(os.path.realpath(folder), "")
+    return [p for p in stored_paths if isinstance(p, str) and p.startswith(root) and not os.path.lexists(p)]
 
 
 def _own_observations(fresh: pd.DataFrame, stored: set[str]) -> list[str]:

@@ -104,3 +104,27 @@ def test_a_folder_named_by_a_number_is_that_class_id(tmp_path, species_csv, capl
         (table / folder).rmdir()
     assert "names class id 99999, which the species table does not have" in errors["99999"]
     assert "is named by a number that is not a class id" in errors["405.5"]
+
+
+def test_photos_gone_from_the_folder_and_a_renamed_folder_are_said(tmp_path, tiny_model_dir, caplog):
+    """Deleted or moved photos kept their rows, vectors and labels with exit 0 and no word; a renamed species folder
+    (`Natrix natrix` -> `Natrix_natrix`, the same species) was ingested again and split anew, so a test photo had a
+    copy in training and check called the store ok."""
+    photos = tmp_path / "photos"
+    for i in range(6):
+        make_photo(photos / "Natrix natrix" / f"{i}.jpg", (40, 160, 60), seed=i)
+        make_photo(photos / "Vipera berus" / f"{i}.jpg", (170, 50, 40), seed=10 + i)
+    store = tmp_path / "store"
+    assert main(["ingest", "--store", str(store), "--images", str(photos)]) == 0
+    assert main(["embed", "--store", str(store), "--model", str(tiny_model_dir)]) == 0
+    assert not [r for r in caplog.records if "more than one split" in r.getMessage()]
+    (photos / "Vipera berus" / "0.jpg").unlink()
+    (photos / "Natrix natrix").rename(photos / "Natrix_natrix")
+    caplog.clear()
+    assert main(["ingest", "--store", str(store), "--images", str(photos)]) == 0
+    gone = [r.getMessage() for r in caplog.records if "no longer there" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].startswith("ingest: 7 photo(s) that an earlier ingest took from this folder are no longer")
+    assert "Vipera berus/0.jpg" in gone[0] or "Natrix natrix/" in gone[0]
+    assert main(["embed", "--store", str(store), "--model", str(tiny_model_dir)]) == 0
+    split = [r.getMessage() for r in caplog.records if "more than one split" in r.getMessage()]
+    assert len(split) == 1 and "validation and test count photos the head has seen" in split[0]
