@@ -9,6 +9,8 @@ The exit codes and the --json contract are in `pipelines.arguments.DESCRIPTION` 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import sys
@@ -119,7 +121,27 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if "--json" not in words:
+        args = parser().parse_args(argv)
+    else:  # an argument error is said as JSON on stdout too (it printed nothing there), and as usual on stderr
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(said):
+                args = parser().parse_args(argv)
+        except SystemExit as exc:
+            sys.stderr.write(said.getvalue())
+            if exc.code:
+                last = (said.getvalue().strip().splitlines() or ["error: the arguments could not be read"])[-1]
+                error = last.split("error: ", 1)[-1].strip()
+                if words and words[0] == "identify":  # the schema's identification_error
+                    from snakeweb.identification import SCHEMA_VERSION
+
+                    print(json.dumps({"schema": SCHEMA_VERSION, "inputs": [], "error": error, "failures": []}))
+                else:
+                    print(json.dumps({"error": error}))
+            raise
+        sys.stderr.write(said.getvalue())
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if getattr(args, "json", False):
         with json_only_on_stdout():

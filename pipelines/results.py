@@ -146,7 +146,8 @@ def _export(args: argparse.Namespace, shown: str) -> None:
 
         records = export_answers(store.require(), args.out, prior=prior, range_mode=args.range_mode, rank=args.rank,
                                  aggregation=args.aggregation, split=args.split)
-        ranks = counts_in_order([r["prediction_rank"] or "abstain" for r in records])
+        # an answer without a rank is withheld by the venom rule or an abstention: named by its source, as the file does
+        ranks = counts_in_order([r["prediction_rank"] or r["prediction_source"] for r in records])
         print(f"export: {len(records)} observations' answers -> {shown} ({ranks}; country prior {args.prior}, range {args.range_mode})")
         return
     from snakeweb.export import export_submission

@@ -15,6 +15,7 @@ from snakeweb.decisions import CountryPrior
 from snakeweb.embed import embed_images
 from snakeweb.errors import SnakewebError
 from snakeweb.identification import (
+    DANGER_AT,
     NAME_POSSIBLY_VENOMOUS_FROM,
     Identification,
     InputFailure,
@@ -151,7 +152,7 @@ class Identifier:
             raise NoUsablePhotos("None of the photos could be read: " + "; ".join(f"{f.name}: {f.reason}" for f in failures), failures)
         per_photo = self.head.predict_log_proba(vectors, self.index)
         raw = combine(per_photo, aggregation)[None, :]
-        result.notes.extend(self.disagreement(per_photo, [sources[p][0] for p in positions]))
+        result.notes.extend(self.disagreement(per_photo, [sources[p][0] for p in positions], raw[0]))
         weights = records = None
         applied_mode = range_mode
         if code:
@@ -202,17 +203,27 @@ class Identifier:
         result.venom_level = venom_level(result)
         return result
 
-    def disagreement(self, log_probs: np.ndarray, names: list[str]) -> list[str]:
-        """A note when two or more photos each name another species at DISAGREE_AT or more (log-probabilities
-        [n, K], one name per row): photos of two snakes given as one animal were combined in silence."""
+    def disagreement(self, log_probs: np.ndarray, names: list[str], combined: np.ndarray | None = None) -> list[str]:
+        """Notes when photos given as one animal disagree (log-probabilities [n, K], one name per row; `combined`
+        the observation's probabilities [K]): two or more photos each naming another species at DISAGREE_AT or more,
+        or a photo possibly venomous at DANGER_AT or more on its own whose share the others brought below it (a
+        cottonmouth photo, 64% alone, read 38% beside a green snake's photo, with no word)."""
         probs = np.exp(log_probs)
+        again = " They were combined as photos of one animal; if they are not, identify them one at a time (--each, or one upload at a time)."
+        notes = []
         tops, scores = probs.argmax(axis=1), probs.max(axis=1)
         confident = [(i, int(t), float(s)) for i, (t, s) in enumerate(zip(tops, scores)) if s >= DISAGREE_AT]
-        if len({t for _, t, _ in confident}) < 2:
-            return []
-        said = ", ".join(f"photo {i + 1} ({names[i]}) looks most like {self.taxa.names[t]} ({s:.0%})" for i, t, s in confident[:3])
-        return [f"The photos disagree: {said}. They were combined as photos of one animal; if they are not, identify "
-                "them one at a time (--each, or one upload at a time)."]
+        if len({t for _, t, _ in confident}) >= 2:
+            said = ", ".join(f"photo {i + 1} ({names[i]}) looks most like {self.taxa.names[t]} ({s:.0%})" for i, t, s in confident[:3])
+            notes.append(f"The photos disagree: {said}.{again}")
+        if combined is not None and len(probs) > 1:
+            possibly = self.taxa.possibly_venomous()
+            alone, together = probs[:, possibly].sum(axis=1), float(np.asarray(combined)[possibly].sum())
+            diluted = [(i, float(p)) for i, p in enumerate(alone) if p >= DANGER_AT > together]
+            if diluted:
+                said = ", ".join(f"photo {i + 1} ({names[i]}) is {p:.0%}" for i, p in diluted[:3])
+                notes.append(f"On its own {said} possibly venomous, but {together:.0%} with the other photos.{again}")
+        return notes
 
     def _fill_answer(self, result: Identification, answer) -> None:
         rank = answer.rank[0] or None

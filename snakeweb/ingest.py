@@ -292,8 +292,7 @@ def _assign_families(con, taxa: Taxonomy | None) -> str:
                                      [UNKNOWN_FAMILY]).fetchall()[0]
         if not unknown:
             return ""
-        return (f"ingest: {unknown} of {total} class(es) have family unknown (no taxonomy table was given), so a viper or elapid "
-                "that the species table flags harmless (SnakeCLEF's MIVS 0: not medically important) stays harmless; "
+        return (f"ingest: {unknown} of {total} class(es) have family unknown (no taxonomy table was given); "
                 "give one with --taxonomy serpentes.csv or SNAKEWEB_TAXONOMY=serpentes.csv.")
     # families are derived data: recomputed for every class, so a new taxonomy table replaces the old answers
     classified = assign_taxonomy(con.execute(f"SELECT {', '.join(SPECIES_COLUMNS)} FROM species ORDER BY class_id").df(), taxa)

@@ -287,7 +287,8 @@ def _ambiguous_subspecies(cases: list[tuple]) -> str:
     """The sentence for trinomials whose epithet the species table also has as a species of the genus
     ('Macrovipera lebetinus schweizeri' vs Macrovipera schweizeri): which one is meant decides class and venom."""
     def said(row) -> str:
-        return f"{row.binomial_name} (class {int(row.class_id)}, {row.venom_status})"
+        # no venom status: the table's flag may not be the store's (a viper flagged harmless becomes venomous at ingest)
+        return f"{row.binomial_name} (class {int(row.class_id)})"
 
     name, species_row, raised = cases[0]
     as_species = f"as a subspecies of {said(species_row)}" if species_row is not None else "as a subspecies"

@@ -185,6 +185,9 @@ def _most_frequent(families: Counter, what: str, path: Path) -> str:
 # snakebite medicine (e.g. WHO, Guidelines for the management of snakebites, 2nd ed., 2016, ch. 2). Not
 # Atractaspididae: its Aparallactinae include harmless genera.
 FRONT_FANGED_FAMILIES = ("Viperidae", "Elapidae")
+# the front-fanged genera of Atractaspididae (stiletto snakes, harlequin snakes); the family's other genera
+# (Aparallactinae) are rear-fanged and mostly of no medical importance, so the family as a whole is not listed
+FRONT_FANGED_GENERA = ("Atractaspis", "Homoroselaps")
 
 
 def front_fanged_are_venomous(con) -> str:
@@ -193,18 +196,35 @@ def front_fanged_are_venomous(con) -> str:
     MIVS column flags only *medically important* venomous species, so read as a venom flag it called 71 vipers and
     115 elapids harmless (Agkistrodon conanti, the Florida cottonmouth, under a green all-clear). Unknown stays
     unknown (it is never answered harmless). Returns the line ingest prints ("" when none changed)."""
-    marks = ", ".join("?" for _ in FRONT_FANGED_FAMILIES)
-    changed = con.execute(f"UPDATE species SET venom_status = 'venomous' WHERE venom_status = 'harmless' AND family IN ({marks}) "
-                          "RETURNING class_id, binomial_name, family", list(FRONT_FANGED_FAMILIES)).fetchall()
+    families, genera = ", ".join("?" for _ in FRONT_FANGED_FAMILIES), ", ".join("?" for _ in FRONT_FANGED_GENERA)
+    changed = con.execute(f"UPDATE species SET venom_status = 'venomous' WHERE venom_status = 'harmless' AND (family IN ({families}) "
+                          f"OR lower(genus) IN ({genera})) RETURNING class_id, binomial_name, family",
+                          [*FRONT_FANGED_FAMILIES, *(g.lower() for g in FRONT_FANGED_GENERA)]).fetchall()
+    unplaced = _harmless_of_unknown_family(con)
     if not changed:
-        return ""
+        return unplaced
     previous = con.execute("SELECT value FROM run_metadata WHERE key = 'venomous_by_family'").fetchall()
     recorded = sorted({int(c) for c, _, _ in changed} | set(json.loads(previous[0][0]) if previous else []))
     con.execute("INSERT OR REPLACE INTO run_metadata (key, value) VALUES ('venomous_by_family', ?)", [json.dumps(recorded)])
     shown = ", ".join(f"{name} ({family})" for _, name, family in sorted(changed, key=lambda r: r[1])[:4])
     return (f"ingest: {len(changed)} species of front-fanged families flagged harmless in the species table are treated as "
             f"venomous, as every viper and elapid is (e.g. {shown}): SnakeCLEF's MIVS flags only medically important "
-            "species. `score` still reads the venomous list as given.")
+            "species. `score` still reads the venomous list as given." + (f"\n{unplaced}" if unplaced else ""))
+
+
+def _harmless_of_unknown_family(con) -> str:
+    """The line saying which classes flagged harmless have no family, so that the rule above cannot reach them (a
+    sea snake under an older name, `Pelamis platura`, stayed harmless in silence); "" when there are none."""
+    rows = con.execute("SELECT binomial_name FROM species WHERE venom_status = 'harmless' AND (family IS NULL OR family = ?) "
+                       "ORDER BY binomial_name", [UNKNOWN_FAMILY]).fetchall()
+    if not rows:
+        return ""
+    has_taxonomy = con.execute("SELECT count(*) FROM run_metadata WHERE key = 'taxonomy'").fetchone()[0]
+    advice = ("name them as the taxonomy table does" if has_taxonomy else
+              "give a taxonomy with --taxonomy serpentes.csv (or SNAKEWEB_TAXONOMY)")
+    return (f"ingest: {len(rows)} class(es) flagged harmless have family unknown (e.g. {', '.join(r[0] for r in rows[:4])}), so "
+            "if one is a viper or elapid under a name the taxonomy lacks (SnakeCLEF's MIVS 0 flags those not medically "
+            f"important), it stays harmless: {advice}.")
 
 
 def species_as_flagged(store) -> pd.DataFrame | None:

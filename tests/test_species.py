@@ -74,8 +74,8 @@ def test_a_subspecies_whose_epithet_the_table_has_as_a_species_is_refused(folder
     with pytest.raises(SnakewebError) as error:
         match_taxa([folder, "Crotalus atrox"], table)
     said = str(error.value)
-    assert f"The name {folder!r} could be read as a subspecies of" in said and f"(class {species_class}," in said
-    assert f"(class {raised_class}," in said and "rename it to the binomial you mean" in said
+    assert f"The name {folder!r} could be read as a subspecies of" in said and f"(class {species_class})" in said
+    assert f"(class {raised_class})" in said and "rename it to the binomial you mean" in said
     # the trinomial of a species whose epithet is no species of its genus still goes to its species, kept
     matched = match_taxa(["Crotalus atrox atrox"], table)
     assert matched.classes == {"Crotalus atrox atrox": 405} and matched.subspecies == {"Crotalus atrox atrox": "Crotalus atrox atrox"}

@@ -371,3 +371,30 @@ def test_photos_that_name_two_species_are_said_to_disagree(store, photo_folder):
     unsure = np.log(np.array([[0.45, 0.3, 0.25], [0.2, 0.45, 0.35]]))  # neither photo names a species at 50%
     assert identifier.disagreement(unsure, ["a", "b"]) == []
     assert identifier.disagreement(np.log(np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])), ["a", "b"]) != []
+    # a photo possibly venomous on its own, brought below the danger level by the others: said, even though no photo
+    # names a species at 50% (Vipera berus is venomous, Zamenis longissimus of unknown status here: both possibly)
+    k = len(identifier.taxa.names)
+    viper = identifier.taxa.names.index("Vipera berus")
+    natrix = identifier.taxa.names.index("Natrix natrix")
+    alone = np.full((2, k), 1e-3)
+    alone[0, viper], alone[0, natrix] = 0.45, 0.3
+    alone[1, natrix] = 0.95
+    alone /= alone.sum(axis=1, keepdims=True)
+    combined = alone.mean(axis=0)
+    notes = identifier.disagreement(np.log(alone), ["viper.jpg", "grass.jpg"], combined)
+    assert any(n.startswith("On its own photo 1 (viper.jpg) is") and "possibly venomous, but" in n for n in notes)
+    assert not any(n.startswith("On its own") for n in identifier.disagreement(np.log(alone[:1]), ["viper.jpg"], alone[0]))
+
+
+def test_an_argument_error_with_json_is_json_on_stdout_too(store, photo_folder, capsys):
+    """`identify --json --rank subspecies` printed nothing on stdout: a script read no line at all."""
+    photo = str(photo_folder / "Natrix_natrix" / "01.jpg")
+    with pytest.raises(SystemExit) as exit_:
+        main(["identify", "--store", str(store.root), photo, "--json", "--rank", "subspecies"])
+    captured = capsys.readouterr()
+    refused = json.loads(captured.out)
+    assert exit_.value.code == 2 and refused["inputs"] == [] and refused["failures"] == []
+    assert refused["error"].startswith("argument --rank: invalid choice: 'subspecies'") and "invalid choice" in captured.err
+    with pytest.raises(SystemExit):
+        main(["score", "--json", "--metadata", "t.csv"])
+    assert "the following arguments are required" in json.loads(capsys.readouterr().out)["error"]

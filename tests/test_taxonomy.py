@@ -217,20 +217,25 @@ def test_a_viper_or_elapid_a_species_table_flags_harmless_is_venomous(photo_fold
     and a class of unknown family, keep the table's flag; `score` reads its venomous list as given."""
     species = tmp_path / "mivs.csv"  # the synthetic folders' species; Vipera berus flagged as SnakeCLEF flags A. conanti
     species.write_text("class_id,binomial_name,MIVS\n1130,Natrix natrix,0\n1740,Vipera berus,0\n1741,Zamenis longissimus,0\n"
-                       "28,Agkistrodon conanti,0\n2000,Unknownia incerta,0\n")
+                       "28,Agkistrodon conanti,0\n2000,Unknownia incerta,0\n2001,Homoroselaps lacteus,0\n2002,Pelamis platura,0\n")
     store = tmp_path / "store"
     assert main(["ingest", "--store", str(store), "--images", str(photo_folder), "--species", str(species),
                  "--taxonomy", str(serpentes_csv)]) == 0
     said = capsys.readouterr().out
-    assert "2 species of front-fanged families flagged harmless in the species table are treated as venomous" in said
-    assert "Agkistrodon conanti (Viperidae), Vipera berus (Viperidae)" in said
+    assert "3 species of front-fanged families flagged harmless in the species table are treated as venomous" in said
+    assert "Agkistrodon conanti (Viperidae), Homoroselaps lacteus (Atractaspididae), Vipera berus (Viperidae)" in said
+    # a sea snake under an older name the taxonomy lacks has no family: said, since the rule cannot reach it
+    assert "class(es) flagged harmless have family unknown (e.g. Pelamis platura, Unknownia incerta)" in said
+    assert "name them as the taxonomy table does" in said
     status = dict(zip(Store(store).species()["binomial_name"], Store(store).species()["venom_status"]))
     assert status == {"Natrix natrix": "harmless", "Vipera berus": "venomous", "Zamenis longissimus": "harmless",
-                      "Agkistrodon conanti": "venomous", "Unknownia incerta": "harmless"}
-    assert Store(store).get_meta("venomous_by_family") == [28, 1740]
+                      "Agkistrodon conanti": "venomous", "Unknownia incerta": "harmless", "Homoroselaps lacteus": "venomous",
+                      "Pelamis platura": "harmless"}
+    assert Store(store).get_meta("venomous_by_family") == [28, 1740, 2001]
     # the same table again: nothing left to change, and the record stays
     assert main(["ingest", "--store", str(store), "--images", str(photo_folder), "--species", str(species)]) == 0
-    assert "front-fanged" not in capsys.readouterr().out and Store(store).get_meta("venomous_by_family") == [28, 1740]
+    assert "front-fanged" not in capsys.readouterr().out and Store(store).get_meta("venomous_by_family") == [28, 1740, 2001]
     # without a taxonomy the family is unknown, and ingest says what that leaves harmless
     assert main(["ingest", "--store", str(tmp_path / "bare"), "--images", str(photo_folder), "--species", str(species)]) == 0
-    assert "a viper or elapid that the species table flags harmless" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "flagged harmless have family unknown" in said and "give a taxonomy with --taxonomy" in said
