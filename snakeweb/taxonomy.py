@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from snakeweb.species import PLACEHOLDER_PREFIX, normalise_name, taxon_key
+from snakeweb.store import set_meta
 from snakeweb.tables import Column, read_table
 
 log = logging.getLogger(__name__)
@@ -191,11 +192,13 @@ FRONT_FANGED_GENERA = ("Atractaspis", "Homoroselaps")
 
 
 def front_fanged_are_venomous(con) -> str:
-    """Inside the caller's transaction `con`: every class of a front-fanged family (FRONT_FANGED_FAMILIES) that a
-    species table flagged harmless becomes venomous, recorded in run metadata `venomous_by_family`. SnakeCLEF's
+    """Inside the caller's transaction `con`: every class of a front-fanged family or genus (FRONT_FANGED_FAMILIES,
+    FRONT_FANGED_GENERA) that a species table flagged harmless becomes venomous, recorded in run metadata
+    `venomous_by_family`. SnakeCLEF's
     MIVS column flags only *medically important* venomous species, so read as a venom flag it called 71 vipers and
     115 elapids harmless (Agkistrodon conanti, the Florida cottonmouth, under a green all-clear). Unknown stays
-    unknown (it is never answered harmless). Returns the line ingest prints ("" when none changed)."""
+    unknown (it is never answered harmless). Returns the lines ingest prints: the classes changed, and those flagged
+    harmless whose family is unknown ("" when there are neither)."""
     families, genera = ", ".join("?" for _ in FRONT_FANGED_FAMILIES), ", ".join("?" for _ in FRONT_FANGED_GENERA)
     changed = con.execute(f"UPDATE species SET venom_status = 'venomous' WHERE venom_status = 'harmless' AND (family IN ({families}) "
                           f"OR lower(genus) IN ({genera})) RETURNING class_id, binomial_name, family",
@@ -204,8 +207,7 @@ def front_fanged_are_venomous(con) -> str:
     if not changed:
         return unplaced
     previous = con.execute("SELECT value FROM run_metadata WHERE key = 'venomous_by_family'").fetchall()
-    recorded = sorted({int(c) for c, _, _ in changed} | set(json.loads(previous[0][0]) if previous else []))
-    con.execute("INSERT OR REPLACE INTO run_metadata (key, value) VALUES ('venomous_by_family', ?)", [json.dumps(recorded)])
+    set_meta(con, "venomous_by_family", sorted({int(c) for c, _, _ in changed} | set(json.loads(previous[0][0]) if previous else [])))
     shown = ", ".join(f"{name} ({family})" for _, name, family in sorted(changed, key=lambda r: r[1])[:4])
     return (f"ingest: {len(changed)} species of front-fanged families flagged harmless in the species table are treated as "
             f"venomous, as every viper and elapid is (e.g. {shown}): SnakeCLEF's MIVS flags only medically important "
