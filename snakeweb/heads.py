@@ -231,11 +231,27 @@ def _read_torch(path: Path, unreadable: str) -> dict:
     return payload | {"layers": layers, "format": payload.get("format", 1)}
 
 
-def load_head(store: Store) -> Head:
-    """The store's head, checked against the store's model and feature kind."""
+def load_head(store: Store, note: bool = True) -> Head:
+    """The store's head, checked against the store's model, feature kind and identity.
+
+    Raises SnakewebError when there is no head, or when head.pt was trained on another store's vectors (copied in
+    from another store): its class ids, thresholds and kNN references belong to that store, so its answers here
+    would be wrong without any sign. A head saved before heads recorded their store is used, with a printed note
+    (`note=False` leaves it out, for `check`, which says it in its verdict)."""
+    train = f"python -m pipelines train --store {shell_word(store.root)} --force"
     if not store.head_path.is_file():
-        raise SnakewebError(f"No trained head in {store.root}; run `python -m pipelines train --store {shell_word(store.root)}`.")
-    return Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
+        raise SnakewebError(f"No trained head in {store.root}; run `{train.removesuffix(' --force')}`.")
+    head = Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
+    store_id = store.get_meta("store_id")
+    if head.store_id is not None and store_id is not None and head.store_id != store_id:
+        raise SnakewebError(
+            f"The head {store.head_path} was trained on another store's vectors (store_id {head.store_id}; this "
+            f"store's is {store_id}), so its class ids and thresholds may not fit these photos. Train a head on this "
+            f"store with `{train}`.")
+    if head.store_id is None and note:
+        print(f"note: the head {store.head_path} was saved before heads recorded which store trained them, so it "
+              f"cannot be checked against this store; `{train}` records it.")
+    return head
 
 
 def split_condition(split: str | None) -> str:

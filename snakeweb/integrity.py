@@ -144,18 +144,14 @@ def _index(store: Store) -> Verdict:
 
 
 def _head(store: Store) -> Verdict:
-    from snakeweb.heads import HEAD_FORMAT, Head
+    from snakeweb.heads import HEAD_FORMAT, load_head
 
     if not store.head_path.is_file():
         return Verdict("head", False, "head.pt is missing; run the train stage")
     try:
-        head = Head.load(store.head_path, store.get_meta("model")["fingerprint"], store.get_meta("feature_kind"))
+        head = load_head(store, note=False)  # the same checks as every stage that uses the head
     except SnakewebError as exc:
         return Verdict("head", False, str(exc))
-    store_id = store.get_meta("store_id")
-    if head.store_id is not None and head.store_id != store_id:
-        return Verdict("head", False, f"head.pt was trained on another store (store_id {head.store_id}, this store's is "
-                       f"{store_id}); run train again")
     species = set(store.species()["class_id"].tolist())
     unknown = sorted(set(head.label_map.class_ids) - species)
     return Verdict("head", not unknown, f"{head.kind}, {len(head.label_map)} classes, trained for this model and feature kind"

@@ -120,6 +120,16 @@ def labelled_embeddings(store: Store, split: str, include_reviews: bool = False)
     return ids, vectors, labels
 
 
+def _head_is_this_stores(store: Store) -> bool:
+    """Whether head.pt is there and was trained on this store (not copied in from another one, which `train`
+    replaces even when the store's training data are unchanged)."""
+    try:
+        load_head(store, note=False)
+    except SnakewebError:
+        return False
+    return True
+
+
 def train(store: Store, config: TrainConfig | None = None, force: bool = False, include_reviews: bool = False) -> dict:
     """Train the head on the train split, early-stopping on the val split; skipped when nothing changed."""
     store.require().require_embeddings()
@@ -131,7 +141,7 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     view_x, view_y = training_views(store, train_ids, train_y, views)
     digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, views, len(view_y))
     recorded = store.get_meta("head")
-    if not force and recorded and recorded.get("training_digest") == digest and store.head_path.is_file():
+    if not force and recorded and recorded.get("training_digest") == digest and _head_is_this_stores(store):
         chosen = ((recorded.get("thresholds") or {}).get("chosen_on") or {}).get("method")
         if "thresholds" not in recorded or (recorded["thresholds"] and chosen != THRESHOLD_METHOD):
             # a head from before rank roll-up, or thresholds chosen another way: choose them again, keep the head

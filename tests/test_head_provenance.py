@@ -1,5 +1,6 @@
 """The head scored and checked is the one in head.pt: `evaluate` reports the choices saved with it (not the store's run
-metadata of its last train), and `check` fails a head.pt trained on another store's vectors."""
+metadata of its last train), `check` fails a head.pt trained on another store's vectors, and every stage that uses
+the head refuses one (exit 2 and a sentence, never answers from another store's class ids)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,30 @@ def test_check_fails_a_head_trained_on_another_store(two_stores, tmp_path, capsy
     shutil.copytree(a, store)
     shutil.copy(b / "head.pt", store / "head.pt")
     code, line = _head_verdict(store, capsys)
-    assert code == 1 and line.startswith("FAIL") and "head.pt was trained on another store" in line and "run train again" in line
+    assert code == 1 and line.startswith("FAIL") and "trained on another store's vectors" in line and "--force" in line, line
     # a head saved before heads recorded their store: not known, so a note, not a failure
     head = Head.load(store / "head.pt")
     head.store_id = None
     head.save(store / "head.pt")
     code, line = _head_verdict(store, capsys)
     assert line.startswith("ok") and "not known" in line, line
+
+
+def test_every_stage_refuses_a_head_copied_from_another_store(two_stores, tmp_path, capsys, photo_folder):
+    a, b = two_stores
+    store = tmp_path / "a"
+    shutil.copytree(a, store)
+    shutil.copy(b / "head.pt", store / "head.pt")
+    photo = str(next(p for p in sorted(photo_folder.rglob("*")) if p.suffix.lower() in {".jpg", ".jpeg", ".png"}))
+    commands = [["evaluate"], ["export", "--out", str(tmp_path / "sub.csv")], ["predict"],
+                ["identify", photo]]
+    for command in commands:
+        capsys.readouterr()
+        assert main([command[0], "--store", str(store), *command[1:]]) == 2, command
+        err = capsys.readouterr().err
+        assert "trained on another store's vectors" in err and "Traceback" not in err, (command, err)
+    assert not (tmp_path / "sub.csv").exists()
+    # train does not call the copied head "up to date": it trains this store's own, and the stages work again
+    assert main(["train", "--store", str(store)]) == 0
+    assert Head.load(store / "head.pt").store_id == Store(store).get_meta("store_id")
+    assert main(["evaluate", "--store", str(store)]) == 0
