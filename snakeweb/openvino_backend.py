@@ -1,15 +1,6 @@
-"""Backbone forwards on the CPU through OpenVINO: converted once, cached on disk, compiled per purpose.
-
-Each backbone's forward (EfficientNet-Lite: global-average-pooled features; DINOv2: the [CLS] token and the
-mean patch token of `last_hidden_state`) is converted from the loaded torch module once, into
-
-    ~/.cache/snakeweb/openvino/<model name>-<key>-ov<OpenVINO version>/   (SNAKEWEB_CACHE moves ~/.cache/snakeweb)
-
-beside the converted offline weights. The key is a digest of the model fingerprint (which changes with the
-weights), the outputs, the input size, this module's CONVERSION_VERSION and OpenVINO's full version, so new
-weights or another OpenVINO make a new folder. The conversion is written to a temporary folder and renamed,
-so a killed conversion never leaves a half model. Compiled blobs go to the folder's `compiled/` (OpenVINO's
-CACHE_DIR): a fresh process imports them instead of compiling.
+"""Backbone forwards on the CPU through OpenVINO: converted once (snakeweb.openvino_convert), cached on disk,
+compiled here per purpose. Compiled blobs go to the converted folder's `compiled/` (OpenVINO's CACHE_DIR): a fresh
+process imports them instead of compiling.
 
 Neither cache is trusted on its size alone: a file overwritten in place keeps its size, and OpenVINO imports a
 garbled model or blob without a word (a tester's same-size overwrite moved a prediction 0.953 -> 0.893, exit 0).
@@ -27,33 +18,32 @@ cores each keep their share), identify for latency (one request on every core).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import shutil
-import sys
-import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from snakeweb.errors import SnakewebError
-from snakeweb.openvino_cache import (  # noqa: F401 (is_converted and compiled_cache_state: this module's API too)
-    MODEL_FILE,
-    compiled_cache_state,
-    file_digest,
-    is_converted,
-    record_blobs,
+from snakeweb.openvino_cache import MODEL_FILE, compiled_cache_state, is_converted, record_blobs  # noqa: F401 (is_converted: API)
+from snakeweb.openvino_convert import (  # noqa: F401 (the probes and cache lookups: this module's API too)
+    COMPILED,
+    cache_root,
+    convert,
+    converted_before,
+    import_openvino,
+    openvino_problem,
+    openvino_version,
+    outputs_for,
+    safe_name,
+    short_version,
 )
-from snakeweb.paths import unwritable_folder
 
 log = logging.getLogger(__name__)
 
-CONVERSION_VERSION = 1  # bump when the converted graph changes, so cached folders are rebuilt
 ENV_ENGINE = "SNAKEWEB_ENGINE"  # auto (default: OpenVINO on the CPU when installed), openvino, or torch
 ENGINES = ("auto", "openvino", "torch")
 PURPOSES = ("embed", "identify")
@@ -61,7 +51,6 @@ PERFORMANCE_HINTS = {"embed": "THROUGHPUT", "identify": "LATENCY"}
 # images per inference request in throughput mode: small requests keep both streams busy to the end of a batch
 # (EfficientNet-Lite0 on 2 cores: 200-210 img/s at 1, 2 or 4 a request, 85-99 for Lite2 at 4 vs 84-86 at 8-32)
 THROUGHPUT_CHUNK = 4
-COMPILED = "compiled"  # OpenVINO's CACHE_DIR inside a model folder: compiled blobs, and BLOB_DIGESTS beside them
 # one network converted on 2 cores: 1.4-1.6 s measured with OpenVINO 2026.4 (EfficientNet-Lite0/1/2), 3.2 s for a
 # ViT-S/14; 16-28 s with the versions of early 2026 on a busy machine. An estimate for the page, rounded up.
 SECONDS_PER_CONVERSION = 4
@@ -78,171 +67,6 @@ def requested_engine() -> str:
     return engine
 
 
-def import_openvino():
-    """`import openvino`, without its usage telemetry: `import openvino` loads its converter, which otherwise
-    sends Google Analytics events (import, conversion) unless the user ran `opt_in_out --opt_out`; snakeweb
-    runs offline on people's photos and sends nothing. The converter falls back to its own no-op stub when
-    `openvino_telemetry` cannot be imported, so that import is blocked in this process (no file of the user's
-    is touched). Raises ImportError when OpenVINO is not installed."""
-    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # `import openvino_telemetry` -> ImportError
-    import openvino
-
-    return openvino
-
-
-def openvino_problem() -> str | None:
-    """Why OpenVINO cannot be used in this process, as words after "OpenVINO ": "is not installed", or "is installed
-    but does not import (the reason)" (a broken install: a missing shared library raises OSError, a missing
-    dependency ImportError); None when it imports."""
-    try:
-        import_openvino()
-    except ModuleNotFoundError as exc:
-        if exc.name == "openvino":
-            return "is not installed"
-        return f"is installed but does not import ({_said(exc)})"
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # noqa: BLE001 (a broken install: OSError for a library, its own errors, even SystemExit)
-        return f"is installed but does not import ({_said(exc)})"
-    return None
-
-
-def _said(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def openvino_version() -> str | None:
-    """The installed OpenVINO's full version ("2026.4.1-22982-..."), or None when it cannot be used (not
-    installed, or an install that does not import: `openvino_problem` says which)."""
-    if openvino_problem() is not None:
-        return None
-    return str(import_openvino().get_version())
-
-
-def cache_root() -> Path:
-    from snakeweb.offline_weights import default_cache_dir
-
-    return default_cache_dir() / "openvino"
-
-
-def _short_version(full: str) -> str:
-    return full.split("-")[0]
-
-
-def model_folder(name: str, fingerprint: str, outputs: tuple[str, ...], image_size: int, version: str | None = None) -> Path:
-    """The cache folder of one converted forward (it need not exist yet)."""
-    version = version or openvino_version() or "none"
-    key = hashlib.sha256(json.dumps([fingerprint, list(outputs), image_size, CONVERSION_VERSION, version]).encode()).hexdigest()[:16]
-    return cache_root() / f"{_safe(name)}-{key}-ov{_short_version(version)}"
-
-
-def converted_before(name: str, version: str) -> bool:
-    """Whether the cache holds a converted forward of the model `name` for this OpenVINO version (any weights or
-    input size) that will be used as it is: the folder naming of model_folder, read without importing OpenVINO. A
-    folder whose files or compiled blobs differ from their recorded digests does not count (it is converted or
-    compiled again at its first use)."""
-    return any(is_converted(f) and compiled_cache_state(f / COMPILED) in ("empty", "ok")
-               for f in cache_root().glob(f"{_safe(name)}-*-ov{_short_version(version)}"))
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
-
-
-def _pool_wrapper(network):
-    import torch
-
-    class PoolFeatures(torch.nn.Module):
-        """EfficientNet-Lite's `extract_features` and global average pool."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner.extract_features(x).mean(dim=(2, 3))
-
-    return PoolFeatures(network).eval()
-
-
-def _vit_wrapper(model):
-    import torch
-
-    class VitFeatures(torch.nn.Module):
-        """[CLS] token and mean patch token of the last hidden state: `cls` and `cls+mean` come from them."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            hidden = self.inner(pixel_values=x).last_hidden_state
-            return hidden[:, 0], hidden[:, 1:].mean(dim=1)
-
-    return VitFeatures(model).eval()
-
-
-def outputs_for(source: str) -> tuple[str, ...]:
-    """The converted graph's outputs for a backbone source: CNNs give `pool`, ViTs `cls` and `mean`."""
-    return ("pool",) if source == "efficientnet" else ("cls", "mean")
-
-
-def convert(model, source: str, name: str, fingerprint: str, image_size: int) -> Path:
-    """Convert a loaded torch backbone's forward into the cache once; returns its folder (the cached one when
-    it exists). Writes beside the target and renames, so a killed conversion leaves no half model and two
-    processes converting at once both end with one whole folder. Raises whatever the conversion raises."""
-    import torch
-
-    ov = import_openvino()
-    outputs = outputs_for(source)
-    folder = model_folder(name, fingerprint, outputs, image_size)
-    if is_converted(folder):
-        return folder
-    problem = unwritable_folder(folder.parent)
-    if problem is not None:  # before saying "converting": nothing could be cached
-        raise problem
-    started = time.perf_counter()
-    if folder.exists():  # say why a conversion the cache had is made again
-        log.warning("OpenVINO: the converted %s in %s is incomplete or damaged (a file is missing or differs from what "
-                    "its conversion recorded); converting it again", name, folder)
-    else:
-        log.warning("OpenVINO: converting %s once (cached in %s)", name, folder)
-    wrapper = _pool_wrapper(model) if source == "efficientnet" else _vit_wrapper(model)
-    example = torch.zeros(2, 3, image_size, image_size)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on shapes that are constant here (one input size)
-        converted = ov.convert_model(wrapper, example_input=example, input=[ov.PartialShape([-1, 3, image_size, image_size])])
-    for port, output_name in zip(converted.outputs, outputs):
-        port.get_tensor().set_names({output_name})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache folders beside it are not
-    try:
-        ov.save_model(converted, str(staging / MODEL_FILE), compress_to_fp16=False)  # f32 weights: the vectors must not move
-        written = {f.name: file_digest(f) for f in sorted(staging.iterdir()) if f.is_file()}
-        (staging / "conversion.json").write_text(json.dumps({
-            "model": name, "fingerprint": fingerprint, "outputs": list(outputs), "image_size": image_size,
-            "conversion_version": CONVERSION_VERSION, "openvino": openvino_version(), "torch": torch.__version__,
-            "seconds": round(time.perf_counter() - started, 1),
-            "sizes": {name: size for name, (size, _) in written.items()},
-            "sha256": {name: digest for name, (_, digest) in written.items()},
-        }, indent=1) + "\n")
-        for attempt in range(3):
-            try:
-                os.replace(staging, folder)
-                break
-            except OSError:  # the folder exists: another process finished first (keep theirs), or it is damaged
-                if is_converted(folder):
-                    break
-                if attempt == 2:  # a damaged folder keeps coming back: no OpenVINO (auto mode runs torch)
-                    raise
-                shutil.rmtree(folder, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.warning("OpenVINO: %s converted in %.1f s", name, time.perf_counter() - started)
-    return folder
 
 
 @dataclass
@@ -406,9 +230,9 @@ def load_message(config) -> str:
     if version is None or requested_engine() == "torch":
         return "Loading the model with torch (OpenVINO is not in use; EfficientNets are traced at load, 5-20 s)…"
     names = config.location.split("+") if config.source == "concat" else [config.name]
-    suffix = f"-ov{_short_version(version)}"
+    suffix = f"-ov{short_version(version)}"
     root = cache_root()
-    missing = [n for n in names if not any(is_converted(f) for f in root.glob(f"{_safe(n)}-*{suffix}"))] if root.is_dir() else names
+    missing = [n for n in names if not any(is_converted(f) for f in root.glob(f"{safe_name(n)}-*{suffix}"))] if root.is_dir() else names
     if missing:
         return (f"Loading the model (first time on this machine: converting {len(missing)} network(s) for OpenVINO, "
                 f"~{SECONDS_PER_CONVERSION * len(missing)} s; later starts take a few seconds)…")

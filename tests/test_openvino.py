@@ -77,7 +77,7 @@ def own_cache(tmp_path, monkeypatch):
 def test_conversion_is_cached_reused_and_remade_for_another_openvino(tiny_model_dir, own_cache, monkeypatch):
     import torch
 
-    from snakeweb import openvino_backend
+    from snakeweb import openvino_backend, openvino_convert
     from snakeweb.models import load_backbone, resolve_model
 
     config = resolve_model(str(tiny_model_dir))
@@ -106,7 +106,8 @@ def test_conversion_is_cached_reused_and_remade_for_another_openvino(tiny_model_
 
     # another OpenVINO version: another folder, converted anew
     real_version = openvino_backend.openvino_version()
-    monkeypatch.setattr(openvino_backend, "openvino_version", lambda: real_version.replace(real_version.split("-")[0], "2099.1.0"))
+    # the converter names its folders by version (snakeweb.openvino_convert)
+    monkeypatch.setattr(openvino_convert, "openvino_version", lambda: real_version.replace(real_version.split("-")[0], "2099.1.0"))
     third = load_backbone(config)
     assert third.openvino.folder != folders[0] and third.openvino.folder.name.endswith("-ov2099.1.0")
     assert openvino_backend.is_converted(third.openvino.folder)
