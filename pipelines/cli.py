@@ -70,8 +70,10 @@ def _build(args: argparse.Namespace) -> None:
 
         resolve_device(args.device)
     store = Store(args.store)
+    created = not store.exists()
     _ingest(args)
-    _embed(args)
+    with store.refused_before_embedding(created):  # a model that will not load is found only here, after ingest
+        _embed(args)
     from snakeweb import stages
 
     stages.index(store)

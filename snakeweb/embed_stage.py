@@ -20,7 +20,7 @@ import pandas as pd
 from snakeweb.copies import warn_of_copies
 from snakeweb.embed import embed_images, resolve_device
 from snakeweb.errors import SnakewebError, shell_word
-from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, load_backbone, resolve_model
+from snakeweb.models import FEATURE_KINDS, BackboneConfig, LoadedBackbone, ModelFolderError, load_backbone, resolve_model
 from snakeweb.progress import tqdm  # the stages' progress bars (snakeweb.stages takes it from here)
 from snakeweb.store import RETRY_DELAY_MAX_S, SCHEMA, Store, set_meta
 from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, parse_views
@@ -46,7 +46,14 @@ def store_backbone(store: Store, device: str | None = None) -> LoadedBackbone:
     recorded = store.get_meta("model")
     if recorded is None:
         raise SnakewebError(f"The store {store.root} has no embeddings yet; run `python -m pipelines embed --store {shell_word(store.root)}`.")
-    backbone = load_backbone(BackboneConfig(**recorded["config"]), device=resolve_device(device))
+    try:
+        backbone = load_backbone(BackboneConfig(**recorded["config"]), device=resolve_device(device))
+    except ModelFolderError as exc:  # the folder changed since the store was embedded: another --model is no help here
+        raise SnakewebError(
+            f"The store {store.root} was embedded with the model folder {exc.folder}, which cannot be loaded now: "
+            f"{exc.reason}; restore that folder, or re-embed the store with `python -m pipelines embed --store "
+            f"{shell_word(store.root)} --model MODEL --reembed`."
+        ) from exc
     if backbone.fingerprint != recorded["fingerprint"]:
         raise SnakewebError(
             f"The store was embedded with {recorded['fingerprint']} but {backbone.config.location} now loads "

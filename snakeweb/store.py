@@ -125,6 +125,27 @@ class Store:
             migrate(con)
         return self
 
+    @contextlib.contextmanager
+    def refused_before_embedding(self, created: bool) -> Iterator[None]:
+        """Around a build's embed stage, after its ingest: a refusal (SnakewebError) before the stage's first write
+        (a model folder that will not load, a feature kind the model lacks) leaves no half-made store. A store this
+        build `created` is removed again (its DuckDB file and write-ahead log; the writer lock removes a folder it
+        made and left empty); an older store keeps the photos ingested into it, and the sentence says so and that
+        the same build goes on from there. A refusal after embedding began, and an interruption (Ctrl-C), keep the
+        work: the stages resume."""
+        began = self.get_meta("embedded_at")
+        try:
+            yield
+        except SnakewebError as exc:
+            if self.get_meta("embedded_at") != began:
+                raise
+            if created:
+                for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal")):
+                    path.unlink(missing_ok=True)
+                raise
+            raise SnakewebError(f"{str(exc).rstrip('.')}; the photos ingested into {self.root} are kept, and the same "
+                                "build run again with that put right goes on from there.") from exc
+
     def refuse_a_file(self) -> None:
         """A store is a folder: a file given as --store (the store's own DuckDB file, or anything else) is named."""
         if self.root.name == DB_NAME and not self.root.is_dir():  # the database file's path, there or not
