@@ -126,6 +126,7 @@ class CountryPrior:
         if table.frame.shape[1] < 2 or not len(table):
             raise table.fail("it needs species names in the first column and one column per country.")
         names, countries = table.frame.columns[0], list(table.frame.columns[1:])
+        table.taxon_names(names, ids_column=None)  # species names, not class ids: a number would match no species, unsaid
         codes: dict[str, str] = {}
         unmatched: list[str] = []
         refused: list[str] = []

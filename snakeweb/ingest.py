@@ -85,7 +85,7 @@ def read_metadata(csv_paths: Sequence[Path], image_root: Path) -> pd.DataFrame:
             "observation_id": table.identifiers("observation_id"),
             "image_path": table.text("image_path"),
             "class_id": table.ids("class_id", missing_ok=True) if table.has("class_id") else pd.NA,
-            "binomial_name": table.text("binomial_name") if table.has("binomial_name") else None,
+            "binomial_name": table.taxon_names("binomial_name") if table.has("binomial_name") else None,
             "country_code": country_codes(table),
             "subset": read_subsets(table) if table.has("subset") else None,
         })

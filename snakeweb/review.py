@@ -268,7 +268,7 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
                              indicator=True)["_merge"].eq("both").to_numpy()
         if table.has("new_species"):
             names = dict(con.execute("SELECT class_id, binomial_name FROM species").fetchall())
-            given = table.text("new_species")
+            given = table.taxon_names("new_species", ids_column="new_class_id")
             differs = given.notna() & (given.map(lambda n: taxon_key(n) if n else "")
                                        != rows["new_class_id"].map(lambda c: taxon_key(names.get(int(c), ""))))
             if differs.any():

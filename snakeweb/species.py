@@ -168,9 +168,9 @@ def _read_one(path: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame({"class_id": table.ids("class_id") if table.has("class_id") else pd.array([None] * len(table), "Int64")})
     # a subspecies row is a row of its species (classes are species; a trinomial with its own class and flag
     # would let a harmless 'Crotalus atrox atrox' stand beside the venomous species)
-    frame["binomial_name"] = table.text("binomial_name").map(lambda n: species_name(n) if n else None) \
+    frame["binomial_name"] = table.taxon_names("binomial_name").map(lambda n: species_name(n) if n else None) \
         if table.has("binomial_name") else None
-    frame["genus"] = table.text("genus") if table.has("genus") else None
+    frame["genus"] = table.taxon_names("genus") if table.has("genus") else None
     frame["venom_status"] = table.flags("venomous").map(status_of_flag) if table.has("venomous") else None
     frame["source"] = str(path)
     if not table.has("class_id"):

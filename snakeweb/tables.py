@@ -41,6 +41,8 @@ MISSING_WORDS = frozenset({"", "na", "n/a", "#n/a", "nan", "null", "none", "unkn
 TRUE_WORDS = frozenset({"1", "1.0", "true", "t", "yes", "y", "venomous", "mivs"})
 FALSE_WORDS = frozenset({"0", "0.0", "false", "f", "no", "n", "harmless", "non venomous", "nonvenomous", "not venomous"})
 ACCEPTED_FLAGS = "1/0, true/false, yes/no, y/n, venomous/harmless or MIVS, and empty or unknown for not known"
+# any number as people and spreadsheets write one (12, 3.0, 3,5, -1, 1e3): never a taxon name
+_NUMBER = r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)(?:[eE][+-]?[0-9]+)?"
 # whole numbers as people and spreadsheets write them: 405, 405.0, and 405,0 where the decimal mark is a comma
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,]0*)?")  # ASCII digits: Python's \d took "١٢" as 12
 MAX_EXAMPLES = 3
@@ -149,6 +151,20 @@ class Table:
             raise self.fail(f"{int(missing.sum())} row(s) have no value in column {column} ({self.where(missing, column)}); "
                             "use 1 or 0 in every row.")
         return pd.Series(np.where(yes, True, np.where(no, False, None)), index=self.frame.index, dtype=object)
+
+    def taxon_names(self, column: str, ids_column: str | None = "class_id") -> pd.Series:
+        """Trimmed names as `text`, refusing cells that are numbers (`12`, `3.0`): a number is no taxon name, and
+        read as one it became a species called '12', or was taken for a class id as a photo folder named by number
+        is. The sentence names the rows and, with `ids_column`, the column where class ids belong."""
+        values = self.text(column)
+        numbers = values.notna() & values.fillna("").str.fullmatch(_NUMBER)
+        if numbers.any():
+            instead = (f"; if they are class ids, give them in the {ids_column} column instead" if ids_column
+                       else "; give each row the taxon's name")
+            raise self.fail(f"its {self.headers.get(column, column)!r} column holds {int(numbers.sum())} number(s) where a "
+                            f"taxon name belongs ({self.where(numbers.to_numpy(), column)}): a binomial is 'Genus species', "
+                            f"e.g. 'Vipera berus'{instead}.")
+        return values
 
     def text(self, column: str) -> pd.Series:
         """Trimmed strings, None where empty. Nothing else counts as missing: 'NA' is Namibia."""

@@ -88,6 +88,8 @@ class Taxonomy:
             if empty.any():
                 raise table.fail(f"{int(empty.sum())} row(s) have no {column} ({table.where(empty, column)}); "
                                  "fill them in or remove those rows.")
+        for column in ("family", "genus", "species"):  # a number is no taxon: it would be a genus or family of its own
+            table.taxon_names(column, ids_column=None)
         species_families: dict[str, Counter] = defaultdict(Counter)
         species_genus: dict[str, str] = {}
         for family, genus, binomial in zip(table.frame["family"], table.frame["genus"], table.frame["species"]):

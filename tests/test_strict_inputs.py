@@ -782,3 +782,61 @@ def test_a_country_table_header_that_names_no_one_country_is_refused_with_candid
     assert repr(header) in str(error.value) and all(c in str(error.value) for c in candidates)
     table.write_text("binomial_name;france;n cyprus;\nNaja nigricollis;0;1;\n")
     assert CountryPrior.from_csv(table).unmatched_countries == ["n cyprus", "(empty header of column 4)"]
+
+
+# a number where a taxon name belongs: never a species called '12', never read as a folder named by class id -------
+
+@pytest.mark.parametrize("cell", ["12", "3.0", "0405", "-1", "1e3"])
+def test_a_numeric_binomial_name_in_metadata_names_the_table_column_and_line(tmp_path, capsys, cell):
+    root = tmp_path / "images"
+    for name in ["a.jpg", "b.jpg"]:
+        make_photo(root / name, (90, 90, 40), seed=len(name))
+    metadata = write(tmp_path / "meta.csv", f"observation_id,image_path,binomial_name\n1,a.jpg,Crotalus atrox\n2,b.jpg,{cell}\n")
+    species = write(tmp_path / "species.csv", "class_id,binomial_name,MIVS\n12,Crotalus atrox,1\n")
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--metadata", str(metadata), "--image-root", str(root),
+                 "--species", str(species)]) == 2
+    err = capsys.readouterr().err
+    assert f"The metadata {metadata}: its 'binomial_name' column holds 1 number(s)" in err
+    assert f"line 3: '{cell}'" in err and "'Genus species'" in err and "class_id column" in err
+    assert "Folder" not in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_numeric_name_beside_a_class_id_is_refused_not_stored_as_a_species_called_12(tmp_path, capsys):
+    root = tmp_path / "images"
+    make_photo(root / "a.jpg", (90, 90, 40), seed=1)
+    metadata = write(tmp_path / "meta.csv", "observation_id;image_path;class_id;Species\n1;a.jpg;405;12\n")
+    assert main(["ingest", "--store", str(tmp_path / "s"), "--metadata", str(metadata), "--image-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "its 'Species' column holds 1 number(s)" in err and "line 2: '12'" in err  # the header as the file wrote it
+    assert not (tmp_path / "s").exists()
+
+
+def test_numbers_for_names_in_species_taxonomy_country_and_review_tables_are_refused(tmp_path):
+    from snakeweb.taxonomy import Taxonomy
+
+    with pytest.raises(SnakewebError, match=r"'binomial_name' column holds 1 number.*line 3: '3\.0'.*class_id column"):
+        read_species_table([write(tmp_path / "s.csv", "class_id,binomial_name,MIVS\n405,Crotalus atrox,1\n406,3.0,0\n")])
+    with pytest.raises(SnakewebError, match=r"'name' column holds 2 number.*class_id column"):  # names only: ids unnamed
+        read_species_table([write(tmp_path / "n.csv", "name,venomous\n12,1\n13,0\n")])
+    with pytest.raises(SnakewebError, match=r"'genus' column holds 1 number.*line 2: '7'"):
+        read_species_table([write(tmp_path / "g.csv", "class_id,binomial_name,genus\n405,Crotalus atrox,7\n")])
+    with pytest.raises(SnakewebError, match=r"taxonomy table .*'species' column holds 1 number.*line 2: '42'.*taxon's name"):
+        Taxonomy.from_csv(write(tmp_path / "t.csv", "family,genus,species\nViperidae,Crotalus,42\n"))
+    with pytest.raises(SnakewebError, match=r"species x country table .*holds 1 number.*line 3: '405'"):
+        CountryPrior.from_csv(write(tmp_path / "c.csv", "binomial_name,US,MX\nCrotalus atrox,1,1\n405,1,0\n"))
+    # the real tables hold no number where a name belongs
+    assert len(read_species_table([shared("snakeclef", "class_list.csv")])) == 1784
+
+
+def test_a_review_export_with_a_number_for_new_species_points_at_new_class_id(tmp_path):
+    from snakeweb.review import add_review, import_reviews, reviews
+
+    source, target = reviewable_stores(tmp_path)
+    add_review(source, "Natrix natrix/0.jpg", "ana", 405, "")
+    exported = tmp_path / "reviews.csv"
+    reviews(source).to_csv(exported, index=False)
+    numbered = write(tmp_path / "numbered.csv", exported.read_text().replace("Crotalus atrox", "405"))
+    with pytest.raises(SnakewebError, match=r"'new_species' column holds 1 number.*'405'.*new_class_id column"):
+        import_reviews(target, numbered)
+    assert reviews(target).empty
