@@ -78,6 +78,14 @@ def print_evaluation(report: dict) -> None:
     print(f"{'variant':<22}{'F1':>8}{'Acc':>8}{'Track1':>8}{'Track2':>8}   PSC % [h>h, h>v, v>h, v>v]")
     for name, s in report["variants"].items():
         print(f"{name:<22}{s['F1 Score']:>8.2f}{s['Accuracy']:>8.2f}{s['Track1 Metric']:>8.2f}{s['Track2 Metric']:>8}   {s['PSC']}")
+    flags = report.get("venom_flags") or {}
+    if flags.get("promoted_to_venomous"):  # the official figures above and the store's safety flags differ: both said
+        print(f"venom flags: the figures above use the species table's own flags, as `score` does; {flags['promoted_to_venomous']} "
+              f"class(es) it flags harmless are venomous in this store (front-fanged, from --taxonomy; e.g. "
+              f"{', '.join(flags['promoted_examples'])}; {flags['observations_of_promoted_classes']} of these observations). "
+              "Under the store's flags:")
+        for name, s in flags["variants_under_store_flags"].items():
+            print(f"{name:<22}{s['F1 Score']:>8.2f}{s['Accuracy']:>8.2f}{s['Track1 Metric']:>8.2f}{s['Track2 Metric']:>8}   {s['PSC']}")
     # the answers people get (snakeweb.answers.decide with the thresholds chosen on validation), per rank, and the
     # venom-critical figures (snakeweb.rank_metrics)
     def pct(value: float | None) -> str:

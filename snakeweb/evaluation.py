@@ -24,10 +24,12 @@ from snakeweb.scoring import official_scores, per_species_table, venom_confusion
 from snakeweb.species import UNKNOWN, possibly_venomous_class_ids, possibly_venomous_mask
 from snakeweb.stages import observation_probabilities
 from snakeweb.store import Store, StoreReadOnlyError, set_meta
+from snakeweb.taxonomy import species_as_flagged
 
 # raised when a report gains something the Metrics page shows: reports saved before are then scored again
-# (2: observations_copied_from_training and observations_not_compared_for_copies)
-REPORT_VERSION = 2
+# (2: observations_copied_from_training and observations_not_compared_for_copies; 3: venom_flags, the Track figures
+# under the species table's own flags)
+REPORT_VERSION = 3
 SPECIES_METRICS_TABLE = """
 CREATE OR REPLACE TABLE species_metrics (
     variant VARCHAR, class_id BIGINT, binomial_name VARCHAR, venomous BOOLEAN, support INTEGER, precision DOUBLE,
@@ -44,7 +46,16 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     (`species_metrics`, one set per variant). The report carries the tables too, as records, and what it was
     computed from (`basis`, see `_basis`; `country_table` is the file `prior` was read from), so `stored_report`
     can tell whether it still holds. A store that cannot be written here is still scored: the report then carries
-    `not_saved`, the sentence saying why it was not kept."""
+    `not_saved`, the sentence saying why it was not kept.
+
+    Two sets of venom flags: the decisions (argmax / venom-aware) use the store's, in which `--taxonomy` made the
+    vipers and elapids a species table flagged harmless venomous (`taxonomy.front_fanged_are_venomous`), as export
+    and identify do; each variant's official figures (F1 ... Track2, PSC, `venom_confusion`) are scored with the
+    species table's own flags (`taxonomy.species_as_flagged`), as the organisers' code and `score` score them, so a
+    submission `export` writes scores the same with `score`. `venom_flags` says how many classes differ
+    (`promoted_to_venomous`) and, when any do, gives every variant's figures under the store's flags too
+    (`variants_under_store_flags`). The per-species tables (`species_metrics`, the Metrics page's venom safety) keep
+    the store's flags, so a promoted viper called harmless is still counted there."""
     require_probabilities(aggregation, "the venom-aware and country-prior scores")
     basis = _basis(store, split, aggregation, country_table if prior is not None else None, countries)
     observation_ids, probabilities, head = observation_probabilities(store, aggregation, split=split)
@@ -63,8 +74,11 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     class_ids = head.label_map.class_ids
     names = species["binomial_name"].to_dict()
     # species of unknown venom status count as venomous here, as in the venom-aware rule (the report says how many)
-    venomous_set = possibly_venomous_class_ids(species)
+    venomous_set = possibly_venomous_class_ids(species)  # the store's (safety) flags: decisions and per-species tables
     venomous = possibly_venomous_mask(species, class_ids)
+    # the species table's own flags: what the official metric weighs venomous<->harmless confusions by
+    official_set = possibly_venomous_class_ids(species_as_flagged(store).set_index("class_id"))
+    promoted = sorted(venomous_set - official_set)
     truth = pd.DataFrame({"observation_id": ids, "class_id": observations.loc[ids, "class_id"].astype(np.int64).to_numpy()})
 
     variants = {"none": probabilities}
@@ -88,15 +102,24 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
         "temperature": head.temperature, "blend_weight": head.blend_weight, "venom_weight": head.venom_weight,
         **{k: head.history.get(k) for k in ("val_ece_before", "val_ece_after")}}
     report["model"] = (store.get_meta("model") or {}).get("fingerprint")
+    report["venom_flags"] = {
+        "scored_with": "species table", "promoted_to_venomous": len(promoted),
+        "promoted_examples": [names.get(c, f"class {c}") for c in promoted[:5]],
+        "observations_of_promoted_classes": int(truth["class_id"].isin(promoted).sum()),
+        "variants_under_store_flags": {} if promoted else None}
     tables = []
     for prior_name, probs in variants.items():
         for rule in ("argmax", "cost"):
             variant = f"{rule}/prior={prior_name}"
             predicted = head.label_map.to_class_ids(decide(probs, venomous, rule, head.venom_weight))
             submission = pd.DataFrame({"observation_id": ids, "class_id": predicted})
-            scores = official_scores(truth, submission, venomous_set)
-            confusion = venom_confusion(truth["class_id"].to_numpy(), predicted, venomous_set)
+            scores = official_scores(truth, submission, official_set)
+            confusion = venom_confusion(truth["class_id"].to_numpy(), predicted, official_set)
             report["variants"][variant] = {**scores, "venom_confusion": confusion.to_dict()}
+            if promoted:
+                safety = official_scores(truth, submission, venomous_set)
+                safety_confusion = venom_confusion(truth["class_id"].to_numpy(), predicted, venomous_set)
+                report["venom_flags"]["variants_under_store_flags"][variant] = {**safety, "venom_confusion": safety_confusion.to_dict()}
             table = per_species_table(truth["class_id"].to_numpy(), predicted, venomous_set, names)
             table.insert(0, "variant", variant)
             tables.append(table)

@@ -3,6 +3,7 @@ in small tables written here."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
@@ -15,7 +16,7 @@ from snakeweb.integrity import check_store
 from snakeweb.species import SPECIES_COLUMNS
 from snakeweb.store import Store
 from snakeweb.taxonomy import TAXONOMY_ENV, TAXONOMY_SUMMARY, UNKNOWN_FAMILY, Taxonomy, TaxonRecord, assign_taxonomy, taxonomy_path
-from tests.conftest import SYNTHETIC_SPECIES, shared
+from tests.conftest import SYNTHETIC_SPECIES, build_photo_store, make_photo, shared
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +240,45 @@ def test_a_viper_or_elapid_a_species_table_flags_harmless_is_venomous(photo_fold
     assert main(["ingest", "--store", str(tmp_path / "bare"), "--images", str(photo_folder), "--species", str(species)]) == 0
     said = capsys.readouterr().out
     assert "flagged harmless have family unknown" in said and "give a taxonomy with --taxonomy" in said
+
+
+def test_evaluate_scores_track_figures_with_the_tables_own_flags_as_score_does(tiny_model_dir, serpentes_csv, tmp_path, capsys):
+    """A viper the species table flags harmless is venomous in the store (for the answers), but the official metric
+    weighs venomous<->harmless confusions by the organisers' flags: evaluate's Track figures must be what `score` gives
+    the submission `export` writes, with the table as the venomous list; the store's figures are reported beside them.
+    Natrix and Vipera photos share one colour, so the head confuses them and the two sets of flags give other figures."""
+    photos = tmp_path / "photos"
+    colours = {"Natrix natrix": (120, 110, 60), "Vipera berus": (120, 110, 60), "Zamenis longissimus": (50, 60, 170)}
+    for k, (name, colour) in enumerate(colours.items()):
+        for i in range(10):
+            make_photo(photos / name.replace(" ", "_") / f"{i:02d}.jpg", colour, seed=100 * k + i)
+    table = tmp_path / "mivs.csv"  # Vipera berus flagged 0, as SnakeCLEF's MIVS flags vipers not medically important
+    table.write_text("class_id,binomial_name,MIVS\n1130,Natrix natrix,0\n1740,Vipera berus,0\n7,Zamenis longissimus,0\n")
+    store = build_photo_store(tmp_path / "store", tiny_model_dir, photos, table, "--taxonomy", str(serpentes_csv), "--epochs", "30")
+    assert Store(store).get_meta("venomous_by_family") == [1740]
+    capsys.readouterr()
+    assert main(["evaluate", "--store", str(store), "--split", "test", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    flags = report["venom_flags"]
+    assert flags["promoted_to_venomous"] == 1 and flags["promoted_examples"] == ["Vipera berus"]
+    assert flags["observations_of_promoted_classes"] >= 1
+    truth = tmp_path / "truth.csv"
+    Store(store).query("SELECT observation_id, class_id FROM observations WHERE split = 'test'").to_csv(truth, index=False)
+    as_stored = tmp_path / "store_flags.csv"  # the store's flags as a venomous list: Vipera berus venomous
+    as_stored.write_text("class_id,MIVS\n1130,0\n1740,1\n7,0\n")
+    for decision in ("argmax", "cost"):
+        submission = tmp_path / f"{decision}.csv"
+        assert main(["export", "--store", str(store), "--out", str(submission), "--split", "test", "--decision", decision]) == 0
+        capsys.readouterr()
+        assert main(["score", "--metadata", str(truth), "--predictions", str(submission), "--venomous", str(table), "--json"]) == 0
+        official = json.loads(capsys.readouterr().out)
+        evaluated = report["variants"][f"{decision}/prior=none"]
+        assert {k: evaluated[k] for k in official} == official  # Track1, Track2, PSC, F1, accuracy: all as `score` gives them
+        assert main(["score", "--metadata", str(truth), "--predictions", str(submission), "--venomous", str(as_stored), "--json"]) == 0
+        safety = json.loads(capsys.readouterr().out)
+        assert {k: flags["variants_under_store_flags"][f"{decision}/prior=none"][k] for k in safety} == safety
+    # the constructed confusion makes the two sets of flags disagree: evaluate once gave the store-flag figure
+    assert report["variants"]["argmax/prior=none"]["Track1 Metric"] != flags["variants_under_store_flags"]["argmax/prior=none"]["Track1 Metric"]
+    assert main(["evaluate", "--store", str(store), "--split", "test"]) == 0
+    said = capsys.readouterr().out
+    assert "the figures above use the species table's own flags, as `score` does; 1 class(es) it flags harmless are venomous" in said
