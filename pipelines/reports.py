@@ -72,6 +72,8 @@ def print_evaluation(report: dict) -> None:
         if report.get("head") == "linear+knn":
             chosen["knn_blend_weight"] = round(1.0 - share, 6)
     print("chosen on validation: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()))
+    if report.get("calibration_note"):
+        print(f"note: calibration: {report['calibration_note']}")
     if report.get("classes_with_unknown_venom_status"):
         print(f"note: {report['classes_with_unknown_venom_status']} species have venom status unknown; "
               "the metric counts them as venomous, as the venom-aware rule does.")

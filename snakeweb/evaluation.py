@@ -101,6 +101,8 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
         **{k: head.history.get(k) for k in ("learning_rate", "weight_decay", "logit_adjustment")},
         "temperature": head.temperature, "blend_weight": head.blend_weight, "venom_weight": head.venom_weight,
         **{k: head.history.get(k) for k in ("val_ece_before", "val_ece_after")}}
+    # when validation ECE rose under the temperature kept, or the fitted one was not kept (calibration.choose_temperature)
+    report["calibration_note"] = head.history.get("temperature_note")
     report["model"] = (store.get_meta("model") or {}).get("fingerprint")
     report["venom_flags"] = {
         "scored_with": "species table", "promoted_to_venomous": len(promoted),

@@ -273,11 +273,12 @@ def _choose(modules: nn.ModuleList, best: list[dict], grid: list[tuple[float, fl
 def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_val: np.ndarray, counts: np.ndarray,
                           val_vectors: np.ndarray, train_vectors: np.ndarray, train_image_ids: np.ndarray | None,
                           venomous_class_ids: set[int] | None, overwrite_references: bool = False) -> None:
-    """Logit adjustment (by mean of accuracy and macro-F1), then temperature, then the kNN blend weight, then
-    the venom-aware rule's weight (by the official Track1)."""
+    """Logit adjustment (by mean of accuracy and macro-F1), then temperature (by NLL, kept only if it lowers NLL held
+    out across folds: `calibration.choose_temperature`), then the kNN blend weight, then the venom-aware rule's weight
+    (by the official Track1)."""
     from sklearn.metrics import f1_score
 
-    from snakeweb.calibration import expected_calibration_error, fit_temperature, nll, softmax
+    from snakeweb.calibration import choose_temperature, softmax
 
     def quality(predicted: np.ndarray) -> float:
         return ((predicted == y_val).mean() + f1_score(y_val, predicted, average="macro")) / 2
@@ -288,13 +289,19 @@ def _choose_on_validation(head: Head, config: TrainConfig, x_val: np.ndarray, y_
     tau = max(taus, key=lambda t: (taus[t], -t))
     head.logit_offset = (tau * log_prior).astype(np.float32) if tau else None
     logits = raw - head.logit_offset if tau else raw  # = head.logits(x_val), without a second pass
-    head.temperature = fit_temperature(logits, y_val)
+    # fitted by NLL, kept only if it lowers NLL held out across folds; ECE before and after is recorded, and a
+    # temperature that raised it is said (`temperature_note`), not kept in silence (calibration.choose_temperature)
+    choice = choose_temperature(logits, y_val, seed=config.seed)
+    head.temperature = choice.temperature
     head.history.update(
         logit_adjustment=tau, logit_adjustment_val_quality={str(k): round(v, 4) for k, v in taus.items()},
-        temperature=head.temperature, val_ece_before=expected_calibration_error(softmax(logits), y_val),
-        val_ece_after=expected_calibration_error(softmax(logits, head.temperature), y_val),
-        val_nll_before=nll(logits, y_val, 1.0), val_nll_after=nll(logits, y_val, head.temperature),
+        temperature=head.temperature, temperature_fitted=choice.fitted, val_ece_before=choice.ece_before,
+        val_ece_after=choice.ece_after, val_ece_worsened=choice.ece_worsened, val_nll_before=choice.nll_before,
+        val_nll_after=choice.nll_after, val_nll_held_out_fitted=choice.held_out_nll_fitted, temperature_folds=choice.folds,
+        temperature_note=choice.note,
     )
+    if choice.note:
+        log.warning("train: %s", choice.note)
     probabilities = softmax(logits, head.temperature)
     if head.kind == "linear+knn":
         knn = _knn_probabilities(head, x_val, train_vectors, train_image_ids, overwrite_references)

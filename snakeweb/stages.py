@@ -179,7 +179,8 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
         "seconds": round(time.perf_counter() - started, 2),
         "best_epoch": head.history.get("best_epoch"), "epochs_run": head.history.get("epochs_run"),
         "temperature": head.temperature, "val_ece_before": head.history.get("val_ece_before"),
-        "val_ece_after": head.history.get("val_ece_after"), "learning_rate": head.history.get("learning_rate"),
+        "val_ece_after": head.history.get("val_ece_after"), "temperature_note": head.history.get("temperature_note"),
+        "learning_rate": head.history.get("learning_rate"),
         "weight_decay": head.history.get("weight_decay"), "sweep": head.history.get("sweep"),
         "logit_adjustment": head.history.get("logit_adjustment"), "blend_weight": head.blend_weight,
         "venom_weight": head.venom_weight, "thresholds": head.thresholds,
@@ -194,6 +195,8 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
           + (f" (+{info['train_view_vectors']} augmented training views)" if info["train_view_vectors"] else "")
           + (f"; chosen on validation: lr {info['learning_rate']}, weight decay {info['weight_decay']}, logit adjustment "
              f"{info['logit_adjustment']}, temperature {info['temperature']:.2f}" if info["logit_adjustment"] is not None else "")
+          # ECE before and after the temperature, always (a temperature that raised it is also said by a warning)
+          + (f" (validation ECE {info['val_ece_before']:.1%} -> {info['val_ece_after']:.1%})" if info["val_ece_before"] is not None else "")
           + (f", kNN blend weight {1 - head.blend_weight:.2f}" if config.kind == "linear+knn" else "")
           + (f", venom weight {head.venom_weight:g}" if "venom_weight_val_track1" in head.history else ""))
     _say_thresholds(head.thresholds)

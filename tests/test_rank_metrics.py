@@ -227,6 +227,29 @@ def test_evaluate_command_prints_ranks_and_venom_figures(built_store, capsys):  
     assert report["answers"]["prior=none"]["summary"]["observations"] == report["observations"]
 
 
+def test_evaluate_says_when_the_heads_temperature_raised_validation_ece(built_store, tmp_path, capsys):  # noqa: F811
+    """The head records ECE before and after its temperature, and the sentence train said when the temperature raised
+    it (calibration.choose_temperature); evaluate repeats that sentence, not only the two figures."""
+    import shutil
+
+    from pipelines.cli import main
+    from snakeweb.heads import Head
+
+    store = tmp_path / "store"
+    shutil.copytree(built_store.root, store)
+    head = Head.load(store / "head.pt")
+    head.history.update(val_ece_before=0.213, val_ece_after=0.227, temperature_note="temperature 1.13 made validation ECE worse")
+    head.save(store / "head.pt")
+    capsys.readouterr()
+    assert main(["evaluate", "--store", str(store), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "note: calibration: temperature 1.13 made validation ECE worse" in out
+    chosen = next(line for line in out.splitlines() if line.startswith("chosen on validation"))
+    assert "val_ece_before 0.213" in chosen and "val_ece_after 0.227" in chosen
+    assert main(["evaluate", "--store", str(store), "--split", "train", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibration_note"] == "temperature 1.13 made validation ECE worse"
+
+
 def test_metrics_page_shows_the_answer_sections(built_store, monkeypatch):  # noqa: F811
     from streamlit.testing.v1 import AppTest
 
