@@ -43,7 +43,12 @@ def _nll_at(z: torch.Tensor, picked: torch.Tensor, beta: float) -> tuple[float, 
     return float((lse - beta * picked).double().mean()), lse
 
 
-def fit_temperature(logits: np.ndarray, true_index: np.ndarray, low: float = 0.05, high: float = 20.0) -> float:
+# the sharpest temperature fit_temperature tries: validation with no wrong top-1 answer drives the NLL fit there (NLL
+# then falls the whole way as T -> 0), which would make every probability near 0 or 1
+LOWEST_TEMPERATURE = 0.05
+
+
+def fit_temperature(logits: np.ndarray, true_index: np.ndarray, low: float = LOWEST_TEMPERATURE, high: float = 20.0) -> float:
     """The temperature in [low, high] minimising validation NLL.
 
     NLL is convex in beta = 1/T (a log-sum-exp of functions linear in beta, minus one), with derivative
@@ -135,12 +140,18 @@ def choose_temperature(logits: np.ndarray, true_index: np.ndarray, folds: int = 
             t = fit_temperature(logits[~inside], true_index[~inside])
             total += nll(logits[inside], true_index[inside], t) * int(inside.sum())
         held_out = total / n
-    keep = held_out < nll_before and nll_fitted < nll_before
+    # no wrong top-1 answer on validation: NLL keeps falling as T -> 0, so the fit says nothing about how confident to be
+    no_errors = n > 0 and bool((logits.argmax(axis=1) == true_index).all())
+    keep = held_out < nll_before and nll_fitted < nll_before and not no_errors
     temperature = fitted if keep else 1.0
     ece_before = expected_calibration_error(softmax(logits), true_index)
     ece_after = expected_calibration_error(softmax(logits, temperature), true_index) if keep else ece_before
     note = None
-    if not keep and fitted != 1.0:
+    if no_errors and fitted < 1.0:
+        note = (f"temperature kept at 1: every validation observation ({n}) is right at top-1, so the NLL fit only sharpens "
+                f"(T = {fitted:.3g}) and would make every probability near 0 or 1; a validation split with some wrong "
+                "answers is needed to calibrate.")
+    elif not keep and fitted != 1.0:
         note = (f"temperature kept at 1: the temperature fitted on validation ({fitted:.3g}) did not lower validation NLL held out "
                 f"across {folds} folds ({held_out:.4f} against {nll_before:.4f} at T = 1), so it would only follow this split's "
                 f"noise; validation ECE stays {ece_before:.1%}.")

@@ -106,3 +106,21 @@ def test_a_temperature_that_lowers_nll_but_raises_ece_is_kept_and_said():
     assert choice.ece_after == pytest.approx(expected_calibration_error(softmax(logits, choice.temperature), truth))
     assert choice.ece_worsened and choice.ece_after - choice.ece_before > 0.01
     assert f"made validation ECE worse ({choice.ece_before:.1%} -> {choice.ece_after:.1%})" in choice.note
+
+
+def test_validation_without_a_wrong_answer_does_not_sharpen_every_probability():
+    """Every validation observation right at top-1: NLL falls all the way as T -> 0 (the fit runs to its lowest
+    temperature, in every fold too, so the held-out check agrees), which would make every probability near 0 or 1.
+    T = 1 is kept, and the note says why."""
+    from snakeweb.calibration import LOWEST_TEMPERATURE, choose_temperature
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 1, size=(40, 5))
+    labels = logits.argmax(axis=1)  # all right, by small margins
+    assert fit_temperature(logits, labels) == pytest.approx(LOWEST_TEMPERATURE)
+    choice = choose_temperature(logits, labels)
+    assert choice.temperature == 1.0 and choice.fitted < 1.0
+    assert "every validation observation (40) is right at top-1" in choice.note
+    # one wrong answer among them: the fit is informative again (not run to the bound)
+    labels[0] = (labels[0] + 1) % 5
+    assert fit_temperature(logits, labels) > LOWEST_TEMPERATURE * 2
