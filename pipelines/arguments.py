@@ -83,6 +83,9 @@ def _ingest_args(parser: argparse.ArgumentParser) -> None:
                         help="species table CSV(s): class_id, binomial_name, venomous/MIVS (e.g. class_list.csv)")
     parser.add_argument("--taxonomy", type=_path, help="taxonomy CSV (family, genus, species; e.g. serpentes.csv) giving every "
                         "class its family (default: $SNAKEWEB_TAXONOMY)")
+    parser.add_argument("--remove-gone", action="store_true",
+                        help="remove the store's photos from this --images folder that are no longer there (moved, renamed, "
+                             "deleted): rows, vectors, predictions; reviews are kept; later stages rebuild index, head and map")
 
 
 def _embed_args(parser: argparse.ArgumentParser) -> None:

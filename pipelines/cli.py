@@ -41,11 +41,14 @@ def _ingest(args: argparse.Namespace) -> None:
     known = species_as_flagged(store)  # the flags its tables gave; names-only tables take its ids
     table = read_species_table(args.species, known) if args.species else None
     counts = ingest(store, images=args.images, metadata=args.metadata, image_root=args.image_root,
-                    species_table=table, country_table=args.country_table, taxonomy=args.taxonomy)
+                    species_table=table, country_table=args.country_table, taxonomy=args.taxonomy,
+                    remove_gone=args.remove_gone)
     print(f"ingest: {counts['added']} new image(s), {counts['already_present']} already in the store"
           + (f", {counts['rejected']} rejected (see the Build page or `images` rows with status 'error')" if counts["rejected"] else "")
           + (f", {len(counts['skipped'])} non-photo file(s) skipped" if counts["skipped"] else "")
-          + (f", {len(counts['hidden'])} hidden file(s) left out" if counts.get("hidden") else ""))
+          + (f", {len(counts['hidden'])} hidden file(s) left out" if counts.get("hidden") else "")
+          + (f", {counts['removed']} gone from the folder removed" if counts.get("removed") else "")
+          + (f", {counts['gone']} gone from the folder kept (--remove-gone removes them)" if counts.get("gone") else ""))
 
 
 def _embed(args: argparse.Namespace) -> None:

@@ -329,8 +329,9 @@ def _write(con, names: list[str]) -> dict[str, int]:
     _refuse(con, names, "s.class_id IS NOT NULL AND s.class_id NOT IN (SELECT class_id FROM species)",
             "{n} row(s) have a class_id the store's species table does not have ({rows}); add those classes with --species "
             "TABLE, or correct the class ids.")
-    base = con.execute("SELECT GREATEST((SELECT COALESCE(max(image_id), -1) FROM images), "
-                       "(SELECT COALESCE(max(given_id), -1) FROM _import_staging)) + 1").fetchone()[0]
+    from snakeweb.removal import first_free_image_id  # above removed photos' ids too: theirs never name another photo
+
+    base = max(first_free_image_id(con), con.execute("SELECT COALESCE(max(given_id), -1) + 1 FROM _import_staging").fetchall()[0][0])
     con.execute(
         "CREATE TABLE _import_plan AS SELECT s.file, s.row, COALESCE(i.image_id, s.given_id, ? - 1 + row_number() OVER "
         "(PARTITION BY i.image_id IS NULL AND s.given_id IS NULL ORDER BY s.file, s.row)) AS image_id, "

@@ -28,6 +28,7 @@ from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
 from snakeweb.folders import link_problem, scan_folder
 from snakeweb.paths import as_stored, file_keys, second_names, under_root
+from snakeweb.removal import first_free_image_id, remove_images
 from snakeweb.species import (
     ASSIGNED_IDS,
     SPECIES_COLUMNS,
@@ -122,6 +123,7 @@ def ingest(
     species_table: pd.DataFrame | None = None,
     country_table: Path | None = None,
     taxonomy: Path | None = None,
+    remove_gone: bool = False,
 ) -> dict[str, int]:
     """Add photos to the store; returns counts of what was added and what was already there. A species x
     country table, when given, is checked and recorded for country priors at identify time.
@@ -130,9 +132,18 @@ def ingest(
     taxonomy table such as serpentes.csv: every class in the store, old and new, then gets its family and
     genus from it, and run metadata "taxonomy" records the file and what matched. Without one, new classes
     get family "unknown" and one printed line says how to give one. Families never change class ids, names
-    or venom status. An unreadable taxonomy table raises a SnakewebError before the store is touched."""
+    or venom status. An unreadable taxonomy table raises a SnakewebError before the store is touched.
+
+    `remove_gone` (folders only) removes, in the same transaction, the stored photos from this folder that are no
+    longer on disk (snakeweb.removal.remove_images; reviews are kept); without it they are only named."""
     if (images is None) == (not metadata):
         raise SnakewebError("Give either --images DIR or --metadata CSV... with --image-root DIR.")
+    if remove_gone and images is None:
+        # a store is often built from several metadata files ingested apart (train, then validation): a row absent
+        # from this file is not a row deleted from it, and photos listed but missing are recorded by embed, not gone
+        raise SnakewebError("--remove-gone removes photos gone from an --images folder; with --metadata it cannot tell a "
+                            "row deleted from the file from one another metadata file listed, so it is refused: build a "
+                            "new store from the metadata as it is now.")
     given_table = species_table is not None and not species_table.empty
     # a second ingest matches names against the store's own classes too, and may not contradict them
     species_table = combine_with_store(species_as_flagged(store), species_table)
@@ -194,7 +205,7 @@ def ingest(
         if images is not None:
             fresh["observation_id"] = _own_observations(fresh, set(stored["observation_id"]))
         same_animal_as_stored(con, fresh)
-        next_id = con.execute("SELECT COALESCE(MAX(image_id), -1) + 1 FROM images").fetchall()[0][0]
+        next_id = first_free_image_id(con)
         fresh["image_id"] = range(next_id, next_id + len(fresh))
         fresh["class_id"] = fresh["class_id"].astype("Int64")
         fresh["observation_id"] = fresh["observation_id"].astype(str)
@@ -220,12 +231,16 @@ def ingest(
         record_numbered_ids(con, species, species_table, assigned)
         if prior is not None:
             set_meta(con, "country_table", str(Path(country_table).resolve()))
+        # last, after the new rows took their ids above the removed ones: a removed id never names a new photo
+        removal = remove_images(con, gone if remove_gone else [], source["root"])
     rejected = int(fresh["error"].notna().sum())
-    if gone:  # a moved, renamed or deleted photo kept its row, vector and label with no word (a relabel by a move, a leak by a rename)
+    if removal.images:
+        print(removal.summary())
+    elif gone:  # a moved, renamed or deleted photo kept its row, vector and label with no word (a relabel by a move, a leak by a rename)
         log.warning("ingest: %d photo(s) that an earlier ingest took from this folder are no longer there (e.g. %s): moved, "
                     "renamed or deleted. The store keeps them, with their vectors and labels, so the head still trains on them, "
-                    "search still shows them, and a photo moved to another species folder has both labels; to leave them out, "
-                    "build a new store from the folder as it is now.", len(gone), ", ".join(gone[:3]))
+                    "search still shows them, and a photo moved to another species folder has both labels; to remove them "
+                    "(reviews are kept), ingest or build again with --remove-gone.", len(gone), ", ".join(gone[:3]))
     if families:
         print(families)
     if skipped:
@@ -234,7 +249,7 @@ def ingest(
         log.warning("ingest: %d hidden file(s) (a name or folder starting with '.') were left out: %s%s; rename them "
                     "to include them", len(hidden), ", ".join(hidden[:5]), ", ..." if len(hidden) > 5 else "")
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped,
-            "hidden": hidden}
+            "hidden": hidden, "removed": removal.images, "gone": len(gone) - removal.images}
 
 
 def _gone_from(folder: Path, stored_paths: pd.Series) -> list[str]:
