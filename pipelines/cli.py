@@ -214,6 +214,11 @@ def _run_command(args: argparse.Namespace) -> int:
             from snakeweb.models import resolve_model
 
             resolve_model(model)  # an unknown name is said at once, before torch is imported (auto asks the hub: later)
+        elif model and model.startswith("concat:"):
+            from snakeweb.models import refuse_repeated_parts
+
+            # with auto among the parts the hub is asked later, but a part named twice is said now, before any work
+            refuse_repeated_parts(model.removeprefix("concat:").split("+"))
         if args.command == "build":
             _build(args)
         elif args.command == "ingest":

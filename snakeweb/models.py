@@ -105,11 +105,13 @@ def _hub_available(hub_id: str, timeout: float = 3.0) -> bool:
 def composite(names: list[str]) -> BackboneConfig:
     """`concat:a+b`: each part embeds the photo with its own input size and normalisation; the feature is
     the parts' L2-normalised features joined (each scaled by 1/sqrt(parts), so the whole has unit norm)."""
+    refuse_repeated_parts(names)  # `auto` twice is said before the hub is asked what auto is
     parts = [resolve_model(n) for n in names]
     if len(parts) < 2 or any(p.source == "concat" for p in parts):
         raise SnakewebError(
             "concat: needs two or more registry models joined by '+', e.g. concat:efficientnet-lite0-offline+efficientnet-lite2-offline"
         )
+    _refuse_same_model(names, parts)  # auto resolved: concat:auto+dinov2-base is dinov2-base twice when the hub answers
     largest = max(parts, key=lambda p: p.image_size)
     return BackboneConfig(
         name="concat:" + "+".join(p.name for p in parts), source="concat", location="+".join(p.name for p in parts),
@@ -117,6 +119,47 @@ def composite(names: list[str]) -> BackboneConfig:
         image_size=largest.image_size, resize_size=largest.resize_size, mean=largest.mean, std=largest.std,
         feature_kinds=("concat",),
     )
+
+
+def refuse_repeated_parts(names: list[str]) -> None:
+    """Raises SnakewebError when the parts of `concat:` name one model twice, under one spelling or two (a folder
+    given as `m` and `./m/`, or through a link to it). That model's features would repeat themselves: the vector
+    doubles, and its embedding time with it, with nothing new to learn from. `auto` parts are compared by name only,
+    so this asks no hub and imports no torch: the command line's early `--model` check runs it before any work."""
+    if names.count("auto") > 1:
+        _refuse(names, "auto", "auto")
+    named = [n for n in names if n != "auto"]
+    _refuse_same_model(named, [_resolve_part(n) for n in named])
+
+
+def _resolve_part(name: str) -> BackboneConfig | None:
+    """A concat part's config, or None for a name `composite` refuses anyway (an unknown model, a nested concat)."""
+    if name.startswith("concat:") or name == "auto":
+        return None
+    try:
+        return resolve_model(name)
+    except SnakewebError:
+        return None
+
+
+def _refuse_same_model(names: list[str], parts: list[BackboneConfig | None]) -> None:
+    """Raises SnakewebError naming the first model that two of `names` (resolved to `parts`) share."""
+    seen: dict[tuple[str, str], str] = {}
+    for name, part in zip(names, parts):
+        if part is None:
+            continue
+        key = (part.source, part.location)  # a registry entry's own location, or a folder's resolved path
+        if key in seen:
+            _refuse(names, seen[key], name)
+        seen[key] = name
+
+
+def _refuse(names: list[str], first: str, second: str) -> None:
+    spelled = f"'{first}' twice" if first == second else f"one model twice, as '{first}' and '{second}'"
+    raise SnakewebError(
+        f"concat:{'+'.join(names)} names {spelled}: joining a model with itself doubles the vector and the embedding "
+        "time with no new information; give each model once, joining two or more different ones (e.g. "
+        "concat:efficientnet-lite0-offline+efficientnet-lite2-offline).")
 
 
 def resolve_model(name: str) -> BackboneConfig:

@@ -266,3 +266,40 @@ print(json.dumps({"ok": verdict.ok, "detail": verdict.detail, "modules": sorted(
     report = json.loads(done.stdout.splitlines()[-1])
     assert not report["ok"] and "have CHANGED" in report["detail"]  # the weights were found and hashed
     assert imported(report, NEVER) == []
+
+
+def test_concat_of_one_model_twice_is_refused_before_torch(tmp_path):
+    """concat: of a model with itself doubles the vector with nothing new: refused (exit 2, one sentence) before torch
+    is imported and before the store is made, under one spelling, two spellings of one folder, or auto twice."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (tmp_path / "link").symlink_to(folder)
+    store = str(tmp_path / "new-store")
+    twice = ["concat:efficientnet-lite0-offline+efficientnet-lite1-offline+efficientnet-lite0-offline",
+             f"concat:{folder}+{tmp_path / 'link'}/", "concat:auto+auto", f"concat:auto+{folder}+{folder}/."]
+    runs = [["embed", "--store", store, "--model", model] for model in twice]
+    runs.append(["import-embeddings", "--store", store, "--parquet", str(tmp_path / "v.parquet"), "--model", twice[0]])
+    report = probe(runs, tmp_path)
+    assert report["codes"] == [2] * len(runs)
+    assert not (tmp_path / "new-store").exists()
+    assert imported(report, NEVER) == []
+
+
+def test_concat_twice_names_the_model_and_different_models_still_join(tmp_path, capsys):
+    from pipelines.cli import main
+    from snakeweb.errors import SnakewebError
+    from snakeweb.models import resolve_model
+
+    with pytest.raises(SnakewebError, match="names 'efficientnet-lite2-offline' twice: joining a model with itself"):
+        resolve_model("concat:efficientnet-lite2-offline+efficientnet-lite2-offline")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(SnakewebError, match=r"one model twice, as '\S+model' and '\S+model/\.'"):
+        resolve_model(f"concat:{folder}+{folder}/.")
+    joined = resolve_model("concat:efficientnet-lite0-offline+efficientnet-lite2-offline")
+    assert joined.location == "efficientnet-lite0-offline+efficientnet-lite2-offline"
+    assert main(["embed", "--store", str(tmp_path / "s"), "--model", "concat:auto+auto"]) == 2
+    err = capsys.readouterr().err
+    assert "names 'auto' twice" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
