@@ -50,15 +50,39 @@ AGGREGATION_HELP = ("how an observation's photos are combined: mean-log (product
                     "for a submission's argmax)")
 
 
-def _path(text: str) -> Path:
-    """An argparse type: a path, never an empty one (Path('') is the current folder, so `--store ""` from an unset
-    shell variable built a store in whatever folder the command ran in, and `--out ""` named that folder)."""
+STDIN_READERS = "score's --metadata, --predictions and --venomous, and import-reviews"
+
+
+def _out_path(text: str) -> Path:
+    """An argparse type: a path to write, never an empty one (Path('') is the current folder, so `--out ""` from an
+    unset shell variable named whatever folder the command ran in); `-` is kept, for the command to say what it does
+    with standard output."""
     if not text.strip():
         raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?): give a file or folder name")
     return Path(text)
 
 
+_out_path.__name__ = "path"
+
+
+def _path(text: str) -> Path:
+    """An argparse type: a file or folder to read, never an empty one (`--store ""` from an unset shell variable
+    built a store in whatever folder the command ran in), nor `-`: these options read their file more than once or
+    record its path (a country table is read again by identify), so standard input cannot stand in for it."""
+    if text.strip() == "-":
+        raise argparse.ArgumentTypeError(f"'-' (standard input) is read only by {STDIN_READERS}: give a file or folder name")
+    return _out_path(text)
+
+
 _path.__name__ = "path"
+
+
+def _table(text: str) -> Path:
+    """An argparse type: a table's path, or `-` for standard input (read once by snakeweb.tables.read_table)."""
+    return _out_path(text)
+
+
+_table.__name__ = "path"
 
 
 def _path_text(text: str) -> str:
@@ -161,14 +185,16 @@ def parser() -> argparse.ArgumentParser:
     _store_arg(check)
 
     score = sub.add_parser("score", help="official SnakeCLEF metrics of a submission")
-    score.add_argument("--metadata", required=True, type=_path, help="ground truth: metadata CSV with observation_id, class_id")
-    score.add_argument("--predictions", required=True, type=_path, help="submission CSV: observation_id, class_id")
-    score.add_argument("--venomous", required=True, type=_path, help="venomous list CSV: class_id, MIVS")
+    score.add_argument("--metadata", required=True, type=_table,
+                       help="ground truth: metadata CSV with observation_id, class_id (- reads it from standard input)")
+    score.add_argument("--predictions", required=True, type=_table,
+                       help="submission CSV: observation_id, class_id (- reads it from standard input, e.g. piped from export --out -)")
+    score.add_argument("--venomous", required=True, type=_table, help="venomous list CSV: class_id, MIVS (- reads it from standard input)")
     score.add_argument("--json", action="store_true", help="one JSON object with the official key names")
 
     export = sub.add_parser("export", help="write a SnakeCLEF submission CSV, or every observation's answer (--answers)")
     _store_arg(export)
-    export.add_argument("--out", required=True, type=_path)
+    export.add_argument("--out", required=True, type=_out_path, help="file to write (- writes it to standard output)")
     export.add_argument("--answers", action="store_true",
                         help="every observation's answer in the output schema (JSON lines, or CSV when --out ends .csv)")
     export.add_argument("--rank", choices=RANKS, help="--answers: answer at this rank (default: thresholds chosen on validation)")
@@ -193,7 +219,8 @@ def parser() -> argparse.ArgumentParser:
 
     import_reviews = sub.add_parser("import-reviews", help="add reviews from a review export (the Review page's CSV)")
     _store_arg(import_reviews)
-    import_reviews.add_argument("csv", type=_path, help="reviews CSV: observation_id, reviewer, new_class_id[, reviewed_at, note]")
+    import_reviews.add_argument("csv", type=_table, help="reviews CSV: observation_id, reviewer, new_class_id[, reviewed_at, note] "
+                                "(- reads it from standard input)")
 
     import_embeddings = sub.add_parser("import-embeddings", help="add vectors computed elsewhere (Parquet) to a store, as ingest + embed would")
     import_embeddings.add_argument("--store", required=True, type=_path, help="store directory (created when absent)")
@@ -209,5 +236,5 @@ def parser() -> argparse.ArgumentParser:
     import_embeddings.add_argument("--country-table", type=_path, help="Species_Relevance.csv, recorded for the country prior (as ingest)")
     export_embeddings = sub.add_parser("export-embeddings", help="write the store's vectors as Parquet (the import-embeddings layout)")
     _store_arg(export_embeddings)
-    export_embeddings.add_argument("--out", required=True, type=_path, help="Parquet file to write")
+    export_embeddings.add_argument("--out", required=True, type=_out_path, help="Parquet file to write")
     return parser

@@ -72,6 +72,10 @@ def check_prior(prior, store: Store, advice: str | None = "leave it out") -> Non
 def score_command(args: argparse.Namespace) -> None:
     from snakeweb.scoring import UNKNOWN_SPECIES, official_scores, read_submission, read_truth, read_venomous_list
 
+    piped = [f"--{name}" for name in ("metadata", "predictions", "venomous") if str(getattr(args, name)) == "-"]
+    if len(piped) > 1:  # one stream holds one table: the second reader would find it empty
+        raise SnakewebError(f"{' and '.join(piped)} both read standard input (-), which holds one table: pipe one of them "
+                            "and give the other's file path.")
     truth, flags = read_truth(args.metadata), read_venomous_list(args.venomous)
     unlabelled = truth.drop_duplicates("observation_id")["class_id"].isna()
     if unlabelled.any() and not unlabelled.all():

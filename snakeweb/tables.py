@@ -12,7 +12,8 @@ None of that may change an answer, so this module reads every cell as text and n
 - cells are trimmed text: nothing is read as a missing value except where a column is typed, so Namibia's
   ISO code `NA` stays `NA`;
 - typed columns (`Table.ids`, `Table.flags`) accept every common spelling and refuse anything else with a
-  sentence naming the file, the column, the lines and the accepted values.
+  sentence naming the file, the column, the lines and the accepted values;
+- `-` as the path is standard input (`score --predictions -`), read by the same rules and named "standard input".
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import csv
 import io
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,10 @@ _NUMBER = r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)(?:[eE][+-]?[0-9]+)?"
 # whole numbers as people and spreadsheets write them: 405, 405.0, and 405,0 where the decimal mark is a comma
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,]0*)?")  # ASCII digits: Python's \d took "١٢" as 12
 MAX_EXAMPLES = 3
+
+
+STDIN = "-"  # the path that means standard input, as `export --out -` means standard output
+STDIN_NAME = Path("(standard input)")  # how messages name it (a Path, as Table.path and every message take one)
 
 
 class TableError(SnakewebError):
@@ -179,11 +185,14 @@ def read_table(path: str | Path, what: str, columns: Sequence[Column] = (),
     `what` names the table in messages ("species table"). Raises `error` (a SnakewebError) with one sentence
     when the file is missing, empty, binary, not decodable, ragged, or lacks a required column.
     """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise error(f"Cannot read the {what} {path}: {exc.strerror or exc}.") from exc
+    if str(path) == STDIN:
+        path, raw = STDIN_NAME, _read_stdin(what, error)
+    else:
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise error(f"Cannot read the {what} {path}: {exc.strerror or exc}.") from exc
     text, note = _decode(raw, path, what, error)
     rows, lines = _rows(text, path, what, error)
     headers = [header_key(h) for h in rows[0]]
@@ -207,6 +216,19 @@ def read_table(path: str | Path, what: str, columns: Sequence[Column] = (),
     table.frame = _canonical_columns(table, rows[0], columns)
     table.headers = {name: raw.strip() for name, raw in zip(table.frame.columns, rows[0])}
     return table
+
+
+def _read_stdin(what: str, error: type[SnakewebError]) -> bytes:
+    """Standard input's bytes, refused when nothing is piped in: a terminal would wait, silently, for a table typed
+    by hand."""
+    stream = sys.stdin
+    if stream is None or stream.isatty():
+        raise error(f"The {what} is to be read from standard input (-), but nothing is piped in: pipe it "
+                    "(`... | python -m pipelines ...` or `< file.csv`), or give the file's path.")
+    try:
+        return stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
+    except OSError as exc:
+        raise error(f"Cannot read the {what} from standard input: {exc.strerror or exc}.") from exc
 
 
 def header_names(path: str | Path, what: str, headers: Sequence[str], columns: Sequence[Column],

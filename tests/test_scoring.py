@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -6,7 +8,7 @@ import pytest
 
 from pipelines.cli import main
 from snakeweb.scoring import OFFICIAL_KEYS, SubmissionError, official_scores, per_species_table, venom_confusion
-from tests.conftest import shared
+from tests.conftest import REPO, shared
 
 VENOMOUS = {10, 11}  # 1, 2, 3 harmless
 
@@ -153,3 +155,57 @@ def test_every_real_submission_scores_as_recorded(capsys):
         scores = json.loads(capsys.readouterr().out)
         expected = json.loads(csv.with_suffix(".json").read_text())
         assert {k: scores[k] for k in OFFICIAL_KEYS} == {k: expected[k] for k in OFFICIAL_KEYS}, csv.name
+
+
+def _score_process(args: list[str], stdin: bytes | None) -> subprocess.CompletedProcess:
+    """`python -m pipelines score ARGS` in a fresh process, with `stdin` piped in (bytes) or the terminal's (None)."""
+    return subprocess.run([sys.executable, "-m", "pipelines", "score", *args], cwd=REPO, input=stdin,
+                          capture_output=True, timeout=300)
+
+
+def test_a_real_submission_piped_to_predictions_dash_scores_as_its_file():
+    """`--predictions -` reads the submission from standard input through the one table reader: the same scores as
+    the file, to the last digit, and the official reference scores."""
+    truth, venomous = shared("snakeclef", "SnakeCLEF2023-ValMetadata.csv"), shared("snakeclef", "venomous_status_list.csv")
+    submission = shared("reference", "val_submission_example.csv")
+    args = ["--metadata", str(truth), "--venomous", str(venomous), "--json"]
+    piped = _score_process([*args, "--predictions", "-"], submission.read_bytes())
+    assert piped.returncode == 0, piped.stderr.decode()
+    from_file = _score_process([*args, "--predictions", str(submission)], None)
+    assert json.loads(piped.stdout) == json.loads(from_file.stdout)
+    expected = json.loads(shared("reference", "val_submission_example_scores.json").read_text())
+    assert {k: json.loads(piped.stdout)[k] for k in OFFICIAL_KEYS} == {k: expected[k] for k in OFFICIAL_KEYS}
+
+
+def test_a_piped_submission_keeps_every_check_of_the_reader(tmp_path):
+    """Standard input is read by the same rules as a file (Excel's `;` and BOM accepted, a bad class id refused
+    naming "standard input" and the line), and the refusals are one sentence with exit 2."""
+    truth, venomous = tmp_path / "truth.csv", tmp_path / "venomous.csv"
+    truth.write_text("observation_id,class_id\n1,10\n2,2\n3,3\n")
+    venomous.write_text("class_id,MIVS\n10,1\n2,0\n3,0\n")
+    args = ["--metadata", str(truth), "--venomous", str(venomous), "--json"]
+    excel = _score_process([*args, "--predictions", "-"], "\ufeffobservation_id;class_id\r\n1;10\r\n2;3\r\n3;3\r\n".encode())
+    assert excel.returncode == 0 and json.loads(excel.stdout)["Accuracy"] == 66.67
+    bad = _score_process([*args, "--predictions", "-"], b"observation_id,class_id\n1,10\n2,two\n3,3\n")
+    err = bad.stderr.decode()
+    assert bad.returncode == 2 and "(standard input)" in err and "line 3" in err and "Traceback" not in err
+    assert bad.stdout.strip().startswith(b"{")  # --json: the refusal is JSON on stdout too
+    empty = _score_process([*args, "--predictions", "-"], b"")
+    assert empty.returncode == 2 and "The submission (standard input) is empty." in empty.stderr.decode()
+    both = _score_process(["--metadata", "-", "--predictions", "-", "--venomous", str(venomous)], b"observation_id,class_id\n1,10\n")
+    assert both.returncode == 2 and "--metadata and --predictions both read standard input" in both.stderr.decode()
+    truth_piped = _score_process(["--metadata", "-", "--predictions", str(truth), "--venomous", str(venomous), "--json"],
+                                 truth.read_bytes())
+    assert truth_piped.returncode == 0 and json.loads(truth_piped.stdout)["Accuracy"] == 100.0
+
+
+@pytest.mark.parametrize("argv", [["ingest", "--store", "s", "--species", "-"], ["ingest", "--store", "-", "--images", "p"],
+                                  ["evaluate", "--store", "s", "--country-table", "-"], ["identify", "--store", "s", "-"],
+                                  ["import-embeddings", "--store", "s", "--parquet", "-", "--model", "dinov2-small"]])
+def test_inputs_that_cannot_read_standard_input_refuse_dash_with_a_sentence(argv, capsys):
+    """Options whose file is read again later or recorded (a country table), folders, photos and Parquet do not take
+    `-`: refused by argparse naming the ones that do, never read as a file called '-'."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "'-' (standard input) is read only by score's --metadata, --predictions and --venomous" in capsys.readouterr().err
