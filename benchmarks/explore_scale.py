@@ -85,8 +85,11 @@ def make_explore_store(root: str | Path, scale: float = 1.0, seed: int = 0, n_ph
     generated JPEGs (paths are unique in the store). Returns the Store."""
     from PIL import Image
 
+    from snakeweb.heads import Head, TrainConfig
     from snakeweb.index import ids_digest
+    from snakeweb.label_map import LabelMap
     from snakeweb.store import Store, set_meta
+    from snakeweb.stored_predictions import predictions_record
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -132,7 +135,8 @@ def make_explore_store(root: str | Path, scale: float = 1.0, seed: int = 0, n_ph
         "observation_id": np.tile(observations["observation_id"].to_numpy(), 3),
         "rank": np.repeat([1, 2, 3], len(obs_class)).astype(np.int32),
         "class_id": np.concatenate([top1, runner_up[:, 0], runner_up[:, 1]]),
-        "probability": np.concatenate([p1, (1 - p1) * 0.6, (1 - p1) * 0.2]),
+        # falling with the rank, as predict writes them (a rank 2 above its rank 1 is refused as damage)
+        "probability": np.concatenate([p1, np.minimum((1 - p1) * 0.6, p1), np.minimum((1 - p1) * 0.2, np.minimum((1 - p1) * 0.6, p1))]),
     }).drop_duplicates(["observation_id", "class_id"])  # a runner-up equal to the top 1 is dropped
     predictions["rank"] = predictions.groupby("observation_id").cumcount().astype(np.int32) + 1
 
@@ -169,7 +173,12 @@ def make_explore_store(root: str | Path, scale: float = 1.0, seed: int = 0, n_ph
             con.unregister("frame")
         set_meta(con, "projection", {"method": "umap (synthetic clusters)", "pca_components": 50, "n": n,
                                      "ids_digest": ids_digest(image_ids), "seconds": 0.0})
-        set_meta(con, "predictions", {"aggregation": "synthetic", "observations": len(observations), "head": "synthetic"})
+        # a head.pt of the 1,784 classes (zero weights) that the rows name as theirs, so the map reads them as current
+        head = Head(kind="linear", label_map=LabelMap.from_labels(species["class_id"]), feature_kind="synthetic",
+                    model_fingerprint="synthetic", feature_dim=2, config=TrainConfig(),
+                    layers=[(np.zeros((len(species), 2), np.float32), np.zeros(len(species), np.float32))])
+        head.save(store.head_path)
+        set_meta(con, "predictions", predictions_record(store, head, "synthetic", len(observations)))
     return store
 
 

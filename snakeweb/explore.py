@@ -47,13 +47,20 @@ class MapPoints:
     colours: dict[str, list[str]] = field(default_factory=dict)  # colouring -> "#rrggbb", by code
     species_venom: list[str] = field(default_factory=list)  # venom status of each species category
     total: int = 0  # points in the store's projection; more than len(x) only beyond MAX_POINTS
+    # why correct / incorrect is unknown for every point: the stored predictions are not the current head's
+    prediction_note: str | None = None
 
     def __len__(self) -> int:
         return len(self.x)
 
 
 def map_points(store: Store, max_points: int = MAX_POINTS, seed: int = 0) -> MapPoints:
-    """All projected points (a uniform sample of `max_points` when there are more), with the category codes."""
+    """All projected points (a uniform sample of `max_points` when there are more), with the category codes. When the
+    stored predictions are not the current head's (snakeweb.stored_predictions), every point's correct / incorrect is
+    unknown and `prediction_note` says why and what to run: the rest of the map does not depend on them."""
+    from snakeweb.stored_predictions import prediction_problems, predictions_sentence
+
+    problems = prediction_problems(store)
     with store.connect(read_only=True) as con:
         rows = con.execute(
             "SELECT p.image_id, p.x::FLOAT AS x, p.y::FLOAT AS y, i.class_id, pr.class_id AS predicted "
@@ -68,6 +75,8 @@ def map_points(store: Store, max_points: int = MAX_POINTS, seed: int = 0) -> Map
     keep = np.sort(np.random.default_rng(seed).choice(total, max_points, replace=False)) if total > max_points else slice(None)
     class_id, labelled = _ints(rows["class_id"][keep])
     predicted, has_prediction = _ints(rows["predicted"][keep])
+    if problems:  # another head's or damaged rows: no point is called correct or incorrect on their word
+        has_prediction = np.zeros(len(predicted), dtype=bool)
     points = MapPoints(image_id=np.asarray(rows["image_id"][keep], dtype=np.int64), x=np.asarray(rows["x"][keep], dtype=np.float32),
                        y=np.asarray(rows["y"][keep], dtype=np.float32), total=total)
 
@@ -89,6 +98,7 @@ def map_points(store: Store, max_points: int = MAX_POINTS, seed: int = 0) -> Map
     _add(points, "venom_status", np.array([statuses.index(v) for v in venom], dtype=np.int8)[species_code], statuses)
     outcome = np.where(~(labelled & has_prediction), 2, np.where(predicted == class_id, 0, 1)).astype(np.int8)
     _add(points, "prediction", outcome, list(FIXED_COLOURS["prediction"]))
+    points.prediction_note = predictions_sentence(store, problems) if problems else None
     return points
 
 

@@ -234,6 +234,18 @@ def _predictions(store: Store) -> Verdict:
                    f"{row['projected']} of {row['embedded']} embeddings on the map")
 
 
+def _prediction_rows(store: Store) -> Verdict:
+    """The stored predictions are the current head's answers for the store's observations (as the Review page and the
+    map read them): snakeweb.stored_predictions, the same checks those readers make."""
+    from snakeweb.stored_predictions import prediction_problems, predictions_sentence
+
+    problems = prediction_problems(store)
+    if problems:
+        return Verdict("prediction rows", False, predictions_sentence(store, problems))
+    return Verdict("prediction rows", True, "made by the current head.pt, for the store's observations; class ids in the "
+                   "species table and the head's label map; probabilities from 0 to 1, falling with the rank")
+
+
 def _answers(store: Store) -> Verdict:
     """The head's rank thresholds (chosen on validation) and the stored answers of the predict stage."""
     from snakeweb.answers import THRESHOLD_METHOD, Thresholds
@@ -291,7 +303,7 @@ def _engine(store: Store) -> Verdict:
 
 
 CHECKS = (_counts, _copies, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _engine, _files, _predictions,
-          _answers)
+          _prediction_rows, _answers)
 
 
 def check_store(store: Store) -> list[Verdict]:

@@ -103,7 +103,12 @@ def write_with_retries(store: Store, work, what: str, wait_s: float = 60.0) -> N
 def review_queue(store: Store, kind: str = "low-confidence", limit: int = 50) -> pd.DataFrame:
     """Observations to check: lowest top-1 probability first, or those whose runner-up is a venomous (or
     unknown-status) species while the top-1 is harmless (closest calls first). Already reviewed observations
-    are left out."""
+    are left out. Raises StalePredictionsError (snakeweb.stored_predictions: run predict) when the stored predictions
+    are not the current head's: a queue ordered by another head's or damaged rows would send reviewers to the wrong
+    observations with the wrong species named, and running the head here, at every page view, is predict's work."""
+    from snakeweb.stored_predictions import require_predictions
+
+    require_predictions(store)
     ensure_reviews_table(store)
     # the answer the store gives each observation (predict stage), where it has one
     with store.connect(read_only=True) as con:

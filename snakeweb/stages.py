@@ -21,6 +21,7 @@ from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, load_head, observatio
 from snakeweb.options import require_probabilities
 from snakeweb.species import possibly_venomous_class_ids
 from snakeweb.store import Store, read_keyed_vectors, set_meta
+from snakeweb.stored_predictions import predictions_record
 
 log = logging.getLogger(__name__)
 STORED_TOP_K = 10
@@ -264,7 +265,8 @@ def predict(store: Store, aggregation: str = "mean-log") -> dict:
         con.execute("DELETE FROM predictions")
         con.register("new_predictions", rows)
         con.execute("INSERT INTO predictions SELECT * FROM new_predictions")
-        set_meta(con, "predictions", {"aggregation": aggregation, "observations": len(observation_ids), "head": head.kind})
+        # which head.pt made these rows: their readers (snakeweb.stored_predictions) refuse them once it changes
+        set_meta(con, "predictions", predictions_record(store, head, aggregation, len(observation_ids)))
     from snakeweb.export import store_answers  # export builds on this module
 
     store_answers(store, (observation_ids, probabilities, head), aggregation)
@@ -278,7 +280,8 @@ def predict(store: Store, aggregation: str = "mean-log") -> dict:
 
 
 def held_out_summary(store: Store) -> dict:
-    """Observation-level top-1 accuracy and macro-F1 of the stored predictions per labelled split."""
+    """Observation-level top-1 accuracy and macro-F1 of the stored predictions per labelled split. Read right after
+    `predict` wrote them in this process, so trusted without snakeweb.stored_predictions' checks."""
     from sklearn.metrics import f1_score
 
     frame = store.query(

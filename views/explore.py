@@ -45,6 +45,8 @@ st.caption(
        if points.total > len(points) else "All points shown.")
 )
 colouring = st.selectbox("Colour by", list(COLOURINGS), format_func=COLOURINGS.get)
+if colouring == "prediction" and points.prediction_note:  # every point is grey: say why, and what to run
+    st.warning(points.prediction_note + " Until then no point is called correct or incorrect.")
 categories = len(points.categories[colouring])
 st.caption(("" if categories <= LEGEND_MAX else f"{categories:,} {COLOURINGS[colouring]}: " + (
     "each its own colour. " if categories <= len(PALETTE) else f"{len(PALETTE)} colours, each repeated only between clusters far apart. "))

@@ -11,6 +11,7 @@ from snakeweb.decisions import CountryPrior
 from snakeweb.errors import SnakewebError
 from snakeweb.ranges import add_range_override, range_override_log
 from snakeweb.review import QUEUES, add_review, review_export, review_queue
+from snakeweb.stored_predictions import StalePredictionsError
 from views.common import catalogue, current_store, image_grid
 
 RECORD_WORDS = {1: "recorded present", 0: "recorded absent", -1: "no record"}
@@ -33,8 +34,14 @@ if "review_saved" in st.session_state:  # the sentence of the save that triggere
 kind = st.radio("Queue", QUEUES, horizontal=True,
                 format_func={"low-confidence": "lowest confidence first",
                              "venomous-runner-up": "venomous or unknown-status species a close second"}.get)
-queue = review_queue(store, kind, limit=100)
-if queue.empty:
+try:
+    queue = review_queue(store, kind, limit=100)
+except StalePredictionsError as exc:  # another head's or damaged rows: no queue, the sentence names predict
+    st.error(str(exc))
+    queue = None
+if queue is None:
+    pass
+elif queue.empty:
     st.success("Nothing left in this queue.")
 else:
     shown = [c for c in ("observation_id", "answer", "answer_rank", "p_venomous", "top_species", "top_probability", "second_species",
