@@ -2,8 +2,9 @@
 
 A store only grows unless the user asks: a photo moved, renamed or deleted may come back (a drive not mounted, a
 folder being reorganised), so ingest only names gone photos by default. With the option, their rows go, and the
-stages after ingest notice on their own (index and map: the embedded ids change; predictions: recomputed at every
-predict), except the head, whose training digest does not cover validation photos: it is marked stale here.
+stages after ingest notice on their own (index and map: the embedded ids change; the head: its training digest covers
+its training and validation photos; predictions: recomputed at every predict). The head is also marked stale here, so
+the store says so until the next train.
 Reviews are never removed: they are a team's work, keyed by observation, and apply again if the photo comes back.
 """
 
@@ -100,7 +101,7 @@ def remove_images(con: duckdb.DuckDBPyConnection, paths: list[str], folder: str)
     removal.observations_touched, removal.observations_emptied = len(touched), len(emptied)
     removal.examples = rows["path"].map(lambda p: p.removeprefix(folder).lstrip("/")).head(RECORDED).tolist()
     removal.max_image_id = int(rows["image_id"].max())
-    # train's digest covers training photos only; validation ones chose its epochs, temperature and thresholds
+    # the next train would notice by its digest; the mark says it before then (a lone `ingest --remove-gone`)
     removal.head_stale = bool((rows["embedded"] & rows["split"].isin(["train", "val", "unlabelled"])).any())
     if removal.head_stale:
         head = con.execute("SELECT value FROM run_metadata WHERE key = 'head'").fetchall()

@@ -88,8 +88,11 @@ def index(store: Store, force: bool = False) -> dict:
 
 
 def _training_digest(ids: np.ndarray, labels: np.ndarray, config: TrainConfig, fingerprint: str, feature_kind: str,
-                     views: list[str], view_rows: int) -> str:
+                     views: list[str], view_rows: int, val_ids: np.ndarray, val_labels: np.ndarray) -> str:
+    """What a head depends on: its training photos and labels, and the validation photos and labels that chose its
+    early stopping, temperature, venom weight and rank thresholds (validation photos added later retrain it too)."""
     digest = hashlib.sha256(np.asarray(ids, np.int64).tobytes() + np.asarray(labels, np.int64).tobytes())
+    digest.update(b"val" + np.asarray(val_ids, np.int64).tobytes() + np.asarray(val_labels, np.int64).tobytes())
     digest.update(json.dumps([asdict(config), fingerprint, feature_kind, views, view_rows], sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -137,10 +140,10 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     config = config or TrainConfig()
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
     train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
-    _, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
+    val_ids, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
     views = views_to_train_on(store, config)
     view_x, view_y = training_views(store, train_ids, train_y, views)
-    digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, views, len(view_y))
+    digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, views, len(view_y), val_ids, val_y)
     recorded = store.get_meta("head")
     if not force and recorded and recorded.get("training_digest") == digest and _head_is_this_stores(store):
         chosen = ((recorded.get("thresholds") or {}).get("chosen_on") or {}).get("method")

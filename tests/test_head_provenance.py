@@ -78,3 +78,23 @@ def test_every_stage_refuses_a_head_copied_from_another_store(two_stores, tmp_pa
     assert main(["train", "--store", str(store)]) == 0
     assert Head.load(store / "head.pt").store_id == Store(store).get_meta("store_id")
     assert main(["evaluate", "--store", str(store)]) == 0
+
+
+def test_a_change_to_the_validation_photos_retrains_the_head(two_stores, tmp_path, capsys):
+    """Validation photos chose the head's early stopping, temperature, venom weight and rank thresholds: one relabelled
+    (or added, or removed) makes train run again, as a change to the training photos does."""
+    from snakeweb import stages
+
+    store_dir = tmp_path / "a"
+    shutil.copytree(two_stores[0], store_dir)
+    store = Store(store_dir)
+    capsys.readouterr()
+    stages.train(store)
+    assert "head up to date" in capsys.readouterr().out
+    val = store.query("SELECT image_id, class_id FROM images WHERE split = 'val' AND status = 'ok' ORDER BY image_id")
+    other = store.query(f"SELECT min(class_id) AS c FROM species WHERE class_id <> {int(val['class_id'][0])}")["c"][0]
+    with store.transaction() as con:
+        con.execute("UPDATE images SET class_id = ? WHERE image_id = ?", [int(other), int(val["image_id"][0])])
+    before = store.get_meta("head")["training_digest"]
+    stages.train(store)
+    assert "head up to date" not in capsys.readouterr().out and store.get_meta("head")["training_digest"] != before
