@@ -242,7 +242,8 @@ def test_a_viper_or_elapid_a_species_table_flags_harmless_is_venomous(photo_fold
     assert "flagged harmless have family unknown" in said and "give a taxonomy with --taxonomy" in said
 
 
-def test_evaluate_scores_track_figures_with_the_tables_own_flags_as_score_does(tiny_model_dir, serpentes_csv, tmp_path, capsys):
+def test_evaluate_scores_track_figures_with_the_tables_own_flags_as_score_does(tiny_model_dir, serpentes_csv, tmp_path, capsys,
+                                                                           monkeypatch):
     """A viper the species table flags harmless is venomous in the store (for the answers), but the official metric
     weighs venomous<->harmless confusions by the organisers' flags: evaluate's Track figures must be what `score` gives
     the submission `export` writes, with the table as the venomous list; the store's figures are reported beside them.
@@ -282,3 +283,10 @@ def test_evaluate_scores_track_figures_with_the_tables_own_flags_as_score_does(t
     assert main(["evaluate", "--store", str(store), "--split", "test"]) == 0
     said = capsys.readouterr().out
     assert "the figures above use the species table's own flags, as `score` does; 1 class(es) it flags harmless are venomous" in said
+    # the Metrics page says which flags its official table uses, and names the promoted species
+    from tests.test_app import app_test
+
+    app = app_test(monkeypatch, store).run()
+    app.switch_page("views/metrics.py").run()
+    assert not app.exception
+    assert any("species table's own venom flags" in c.value and "Vipera berus" in c.value for c in app.caption)

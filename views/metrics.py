@@ -71,6 +71,14 @@ if report.get("observations_not_compared_for_copies"):
 if report.get("classes_with_unknown_venom_status"):
     st.warning(f"❓ {report['classes_with_unknown_venom_status']} species have venom status unknown: these numbers count them "
                "as venomous, as the venom-aware rule does. Build with a species table that has a venom flag for them.")
+flags = report.get("venom_flags") or {}
+if flags.get("promoted_to_venomous"):
+    st.caption(f"Track1, Track2 and the confusion shares below use the species table's own venom flags, as the official "
+               f"scorer does; {flags['promoted_to_venomous']} species it flags harmless are venomous in this store (vipers and "
+               f"elapids, from --taxonomy; e.g. {', '.join(flags.get('promoted_examples') or [])}), and the venom safety "
+               "figures further down count them as venomous. `python -m pipelines evaluate` prints both.")
+if report.get("calibration_note"):
+    st.caption(f"Calibration: {report['calibration_note']}")
 rows = []
 for name, s in report["variants"].items():
     rule, prior = name.split("/prior=")
