@@ -21,9 +21,10 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 def build_command(store: str | Path, images: str | Path | None = None, species: str | Path | list | None = None, model: str = "auto",
                   features: str | None = None, head: str = "linear+knn", country_table: str | Path | None = None,
                   metadata: list[str] | None = None, image_root: str | Path | None = None,
-                  taxonomy: str | Path | None = None) -> list[str]:
+                  taxonomy: str | Path | None = None, remove_gone: bool = False) -> list[str]:
     """The `python -m pipelines build` command for an image folder, or for SnakeCLEF metadata + image root;
-    `taxonomy` (a taxonomy CSV such as serpentes.csv) gives every class its family."""
+    `taxonomy` (a taxonomy CSV such as serpentes.csv) gives every class its family; `remove_gone` (an image folder
+    only: build refuses it with metadata) takes photos gone from the folder out of the store."""
     command = [sys.executable, "-m", "pipelines", "build", "--store", str(store), "--model", model, "--head", head]
     if features:  # else the model's own default feature kind
         command += ["--features", features]
@@ -31,6 +32,8 @@ def build_command(store: str | Path, images: str | Path | None = None, species: 
         command += ["--metadata", *map(str, metadata), "--image-root", str(image_root)]
     else:
         command += ["--images", str(images)]
+        if remove_gone:
+            command += ["--remove-gone"]
     if species:  # one table, or several (e.g. class_list.csv and venomous_status_list.csv)
         command += ["--species", *map(str, species if isinstance(species, list | tuple) else [species])]
     if country_table:

@@ -190,6 +190,9 @@ def test_build_page_builds_a_store_with_live_progress(tmp_path, monkeypatch, pho
     assert not app.exception
     job = app.session_state["build_job"]
     assert any(s.label.startswith("Building") for s in app.status) or job.done  # the live progress box
+    # photos gone from the folder are removed only when asked (the checkbox, off by default: --remove-gone)
+    assert app.checkbox[0].label.startswith("Remove photos gone") and not app.checkbox[0].value
+    assert "--images" in job.command and "--remove-gone" not in job.command
     # poll as a browser's 1 s fragment refresh would, however long the build takes on this machine
     deadline = time.monotonic() + bound_s
     while not job.done and time.monotonic() < deadline:

@@ -87,3 +87,6 @@ def test_build_command_is_the_pipelines_build_of_this_interpreter():
     assert command[:4] == [sys.executable, "-m", "pipelines", "build"]
     assert command[4:] == ["--store", "store", "--model", "dinov2-small-offline", "--head", "linear", "--images", "photos",
                            "--species", "species.csv"]
+    # the Build page's "remove photos gone from the folder": the command line's --remove-gone, for a folder only
+    assert build_command("store", "photos", remove_gone=True)[-1] == "--remove-gone"
+    assert "--remove-gone" not in build_command("store", None, remove_gone=False, metadata=["m.csv"], image_root="root")

@@ -72,8 +72,11 @@ else:
         if source == "an image folder":
             images = st.text_input("Image folder (one subfolder of photos per species)")
             metadata, image_root = [], ""
+            remove_gone = st.checkbox("Remove photos gone from the folder since the last build (reviews are kept)",
+                                      help="Without it, photos moved, renamed or deleted stay in the store and are named in "
+                                           "the build's output; --remove-gone on the command line.")
         else:
-            images = ""
+            images, remove_gone = "", False
             metadata = [p.strip() for p in st.text_area("Metadata CSV paths, one per line").splitlines() if p.strip()]
             image_root = st.text_input("Image root (the folder image_path is relative to)")
         species = st.text_input("Species table CSV(s) (optional: class_id, binomial_name, MIVS, e.g. class_list.csv; "
@@ -106,7 +109,7 @@ else:
                 Path(p.strip()).is_file() for p in species.split(";") if p.strip()) else ([species] if species else [])
             command = build_command(target, images or None, tables or None, model, None if features == "model default" else features,
                                     head, country_table or None,
-                                    metadata, image_root or None, taxonomy.strip() or None)
+                                    metadata, image_root or None, taxonomy.strip() or None, remove_gone)
             # started in the background: this script run returns at once and the progress box below follows the job
             # the child would read SNAKEWEB_TAXONOMY itself: a field the user emptied means no taxonomy
             st.session_state["build_job"] = BuildJob(command, env={k: v for k, v in os.environ.items() if k != TAXONOMY_ENV})
