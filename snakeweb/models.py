@@ -247,10 +247,19 @@ def _load_torch_backbone(config: BackboneConfig, device: str, purpose: str) -> L
     elif config.source == "hub":
         try:
             model = AutoModel.from_pretrained(config.location, attn_implementation="sdpa")
-        except OSError as exc:
+        except OSError as exc:  # not reachable and not cached
             raise SnakewebError(
                 f"Could not load {config.location} from the HuggingFace hub or its local cache ({exc}). "
-                "Connect to the internet once, or use --model dinov2-small-offline."
+                "Connect to the internet once, or use an offline model (e.g. --model efficientnet-lite0-offline)."
+            ) from exc
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 (a damaged cached download: safetensors', torch's or transformers' own errors)
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise SnakewebError(
+                f"The cached download of {config.location} cannot be loaded ({type(exc).__name__}: {first_line}); it is "
+                f"damaged or cut short. Delete its folder models--{config.location.replace('/', '--')} in the HuggingFace "
+                "cache (HF_HOME, by default ~/.cache/huggingface/hub) and run again with internet to download it anew."
             ) from exc
         revision = getattr(model.config, "_commit_hash", None) or "unknown"
         fingerprint, details = f"{config.location}@{revision}", {"revision": revision}

@@ -5,7 +5,10 @@ made the store leaves none behind. The folders are real: the tiny DINOv2 of conf
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from pipelines.cli import main
 from snakeweb.models import ModelFolderError, check_model_folder, load_backbone, resolve_model
 from snakeweb.store import Store
-from tests.conftest import build_photo_store
+from tests.conftest import REPO, build_photo_store
 from tests.test_cli_imports import imported, probe
 
 ADVICE = "give a folder written by transformers' save_pretrained of a DINOv2 model"
@@ -138,3 +141,25 @@ def test_identify_on_a_store_whose_model_folder_broke_says_restore_or_reembed(tm
     shutil.rmtree(model)
     assert main(["identify", "--store", str(store), str(photo)]) == 2
     assert "it is not there (moved or deleted)" in capsys.readouterr().err
+
+
+def test_a_damaged_cached_hub_download_is_a_sentence(tiny_model_dir, tmp_path):
+    """A hub model's cached download cut short (a full disk, a killed download): what transformers raises for it is
+    not an OSError, and it was a traceback. Now a sentence naming the cache folder to delete."""
+
+
+    snapshot = tmp_path / "hf" / "hub" / "models--facebook--dinov2-small" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    shutil.copy(tiny_model_dir / "config.json", snapshot / "config.json")
+    weights = (tiny_model_dir / "model.safetensors").read_bytes()
+    (snapshot / "model.safetensors").write_bytes(weights[: len(weights) // 3])  # cut short
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    # in a fresh process: huggingface_hub reads HF_HUB_OFFLINE when it is imported
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "SNAKEWEB_ENGINE": "torch"}
+    script = ("from snakeweb.errors import SnakewebError\nfrom snakeweb.models import load_backbone, resolve_model\n"
+              "try:\n    load_backbone(resolve_model('dinov2-small'))\nexcept SnakewebError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "cached download of facebook/dinov2-small cannot be loaded" in done.stdout, done.stdout
+    assert "models--facebook--dinov2-small" in done.stdout
