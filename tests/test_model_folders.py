@@ -146,8 +146,6 @@ def test_identify_on_a_store_whose_model_folder_broke_says_restore_or_reembed(tm
 def test_a_damaged_cached_hub_download_is_a_sentence(tiny_model_dir, tmp_path):
     """A hub model's cached download cut short (a full disk, a killed download): what transformers raises for it is
     not an OSError, and it was a traceback. Now a sentence naming the cache folder to delete."""
-
-
     snapshot = tmp_path / "hf" / "hub" / "models--facebook--dinov2-small" / "snapshots" / ("0" * 40)
     snapshot.mkdir(parents=True)
     shutil.copy(tiny_model_dir / "config.json", snapshot / "config.json")
