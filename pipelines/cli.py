@@ -211,9 +211,10 @@ def _run_command(args: argparse.Namespace) -> int:
             require_probabilities(args.aggregation, "the answers" if args.command != "evaluate" else "the venom-aware scores")
         model = getattr(args, "model", None)
         if model and "auto" not in model.removeprefix("concat:").split("+"):
-            from snakeweb.models import resolve_model
+            from snakeweb.models import require_feature_kind, resolve_model
 
-            resolve_model(model)  # an unknown name is said at once, before torch is imported (auto asks the hub: later)
+            # an unknown name, or features it does not give, said at once, before torch is imported (auto asks the hub: later)
+            require_feature_kind(resolve_model(model), getattr(args, "features", None))
         elif model and model.startswith("concat:"):
             from snakeweb.models import refuse_repeated_parts
 

@@ -181,3 +181,13 @@ def resolve_model(name: str) -> BackboneConfig:
         f"Unknown model {name!r}. Use auto, one of {', '.join(REGISTRY)}, or a folder with a transformers "
         "DINOv2 model (config.json + weights)."
     )
+
+
+def require_feature_kind(config: BackboneConfig, feature_kind: str | None) -> None:
+    """Raise SnakewebError when `config`'s model does not give `feature_kind` features (None: its default); needs no
+    torch, so the command line says it before a build ingests anything."""
+    if feature_kind is not None and feature_kind not in config.feature_kinds:
+        raise SnakewebError(
+            f"{config.name} gives {' or '.join(config.feature_kinds)} features, not {feature_kind!r}; "
+            "choose one of those with --features, or leave --features out for the model's default."
+        )

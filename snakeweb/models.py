@@ -28,6 +28,7 @@ from snakeweb.model_registry import (  # noqa: F401 (the registry: this module's
     _hub_available,
     composite,
     refuse_repeated_parts,
+    require_feature_kind,
     resolve_model,
 )
 
@@ -84,11 +85,8 @@ class LoadedBackbone:
                 part.openvino.set_purpose(purpose, warm=True)
 
     def check_feature_kind(self, feature_kind: str) -> None:
-        if feature_kind not in self.config.feature_kinds:
-            raise SnakewebError(
-                f"{self.config.name} gives {' or '.join(self.config.feature_kinds)} features, not {feature_kind!r}; "
-                "choose one of those with --features."
-            )
+        """Raise SnakewebError when this model does not give `feature_kind` features."""
+        require_feature_kind(self.config, feature_kind)
 
     def features(self, pixels, feature_kind: str):
         """Feature vectors [B, D] of normalised pixels [B, 3, S, S]."""

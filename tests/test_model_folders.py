@@ -76,6 +76,10 @@ def test_bad_folders_are_refused_by_every_model_command_before_torch_and_before_
                  ["embed", "--store", str(existing), "--model", f"concat:efficientnet-lite0-offline+{folder}"],
                  ["import-embeddings", "--store", str(tmp_path / "new"), "--parquet", str(tmp_path / "none.parquet"),
                   "--model", str(folder)]]
+    # features the model does not give (pooled CNN features of a ViT): said before the build ingests anything
+    runs += [["build", "--store", str(tmp_path / "new"), "--images", str(photo_folder), "--model", str(tiny_model_dir),
+              "--features", "pool"],
+             ["embed", "--store", str(existing), "--model", "efficientnet-lite0-offline", "--features", "cls"]]
     report = probe(runs, tmp_path)
     assert report["codes"] == [2] * len(runs)
     assert imported(report, ("torch",)) == []  # said from config.json and a listing alone
