@@ -74,8 +74,12 @@ def _build(args: argparse.Namespace) -> None:
         resolve_device(args.device)
     store = Store(args.store)
     created = not store.exists()
+    if args.model and "auto" not in args.model.removeprefix("concat:").split("+"):
+        from snakeweb.models import check_loadable
+
+        check_loadable(args.model)  # a local folder whose weights do not fit, before ingest adds or removes a photo
     _ingest(args)
-    with store.refused_before_embedding(created):  # a model that will not load is found only here, after ingest
+    with store.refused_before_embedding(created):  # a hub model that will not load is found only here, after ingest
         _embed(args)
     from snakeweb import stages
 

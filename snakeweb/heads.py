@@ -248,6 +248,9 @@ def load_head(store: Store, note: bool = True) -> Head:
             f"The head {store.head_path} was trained on another store's vectors (store_id {head.store_id}; this "
             f"store's is {store_id}), so its class ids and thresholds may not fit these photos. Train a head on this "
             f"store with `{train}`.")
+    stale = (store.get_meta("head") or {}).get("stale")
+    if stale and note:  # a removal (--remove-gone) since it was trained: its answers still stand, but say so
+        print(f"note: the head is out of date: {stale}; `{train.removesuffix(' --force')}` trains it on the photos there now.")
     if head.store_id is None and note:
         print(f"note: the head {store.head_path} was saved before heads recorded which store trained them, so it "
               f"cannot be checked against this store; `{train}` records it.")

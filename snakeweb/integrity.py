@@ -152,6 +152,9 @@ def _head(store: Store) -> Verdict:
         head = load_head(store, note=False)  # the same checks as every stage that uses the head
     except SnakewebError as exc:
         return Verdict("head", False, str(exc))
+    stale = (store.get_meta("head") or {}).get("stale")
+    if stale:
+        return Verdict("head", False, f"head.pt is out of date: {stale}; run the train stage (or build)")
     species = set(store.species()["class_id"].tolist())
     unknown = sorted(set(head.label_map.class_ids) - species)
     return Verdict("head", not unknown, f"{head.kind}, {len(head.label_map)} classes, trained for this model and feature kind"
@@ -271,6 +274,7 @@ def _engine(store: Store) -> Verdict:
     Fails only when SNAKEWEB_ENGINE asks for OpenVINO and it cannot be imported. OpenVINO is imported (~0.3 s),
     not looked up in the package metadata: an install that is listed but fails to import falls back to torch
     at identify, and check must say the same."""
+    from snakeweb.model_registry import part_names
     from snakeweb.openvino_backend import (
         ENV_ENGINE,
         INSTALL,
@@ -292,8 +296,7 @@ def _engine(store: Store) -> Verdict:
                        + (f", but {ENV_ENGINE}=openvino asks for it" if engine == "openvino" else
                           f"; `{INSTALL}` makes it ~2x faster"))
     version = openvino_version().split("-")[0]
-    parts = config["location"].split("+") if config["source"] == "concat" else [config["name"]]
-    cached = all(converted_before(part, version) for part in parts)
+    cached = all(converted_before(part, version) for part in part_names(config))
     problem = None if cached else unwritable_folder(cache_root())
     if problem is not None:  # identify falls back to torch: say so, not "made on first use"
         return Verdict("engine", True, f"torch on the CPU: OpenVINO's cache cannot be written at {problem.filename} "

@@ -24,21 +24,14 @@ class ModelFolderError(SnakewebError):
         super().__init__(f"The model folder {folder} cannot be used: {reason}; {MODEL_FOLDER_ADVICE}.")
 
 
-def known_model_types() -> set[str]:
-    """The model_type values this transformers knows. Its generated table imports without torch (~0.8 s); an older
-    transformers without that module has the same table where importing it brings torch in."""
-    try:
-        from transformers.models.auto.auto_mappings import CONFIG_MAPPING_NAMES
-    except ImportError:
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    return set(CONFIG_MAPPING_NAMES)
-
-
 def check_model_folder(folder: Path) -> None:
-    """Raise ModelFolderError when `folder` cannot hold a transformers model: config.json missing, unreadable, not a
-    JSON object, without a string model_type or with one transformers does not know, or no weights file. Cheap (reads
-    config.json and lists the folder; torch is not imported), so the command line runs it before any store is made;
-    what only loading shows (weights that do not fit the config) is said by load_backbone."""
+    """Raise ModelFolderError when `folder` cannot hold a DINOv2 model snakeweb can read: config.json missing,
+    unreadable, not a JSON object, or with a model_type other than dinov2 (snakeweb's features are DINOv2's [CLS] and
+    patch tokens at 224 px: another ViT loads, then fails or misreads them), no weights file, or a safetensors file
+    whose header is damaged or whose size is not what its header says (cut short, or not safetensors at all). Cheap
+    (reads config.json and the safetensors headers; imports neither torch nor transformers), so the command line runs it
+    before any store is made; what only loading shows (weights that do not fit the config) is said by
+    load_model_folder."""
     import json
 
     config = Path(folder) / "config.json"
@@ -57,10 +50,60 @@ def check_model_folder(folder: Path) -> None:
     model_type = settings.get("model_type")
     if not isinstance(model_type, str) or not model_type.strip():
         raise ModelFolderError(folder, "its config.json has no model_type")
-    if model_type not in known_model_types():
-        raise ModelFolderError(folder, f"its config.json names model_type {model_type!r}, which transformers does not know")
+    if model_type != "dinov2":
+        raise ModelFolderError(folder, f"its config.json names model_type {model_type!r}, and snakeweb reads DINOv2 models "
+                                       "only (model_type dinov2)")
     if not any((Path(folder) / name).is_file() for name in WEIGHT_FILES):
         raise ModelFolderError(folder, f"it holds no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    for weights in _safetensors_files(Path(folder)):
+        problem = _safetensors_problem(weights)
+        if problem:
+            raise ModelFolderError(folder, f"its weights file {weights.name} {problem}")
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    """The safetensors files a folder's weights are in: model.safetensors, or the shards its index names."""
+    import json
+
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return []
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelFolderError(folder, f"its model.safetensors.index.json cannot be read ({exc})") from exc
+    missing = [name for name in shards if not (folder / name).is_file()]
+    if missing:
+        raise ModelFolderError(folder, f"the weight shards {', '.join(missing[:3])} its index names are missing")
+    return [folder / name for name in shards]
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be whole, from its header alone (the format: an 8-byte little-endian header length,
+    a JSON header giving each tensor's byte range, then the data: https://github.com/huggingface/safetensors), or None."""
+    import json
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            start = handle.read(8)
+            length = int.from_bytes(start, "little") if len(start) == 8 else -1
+            if length <= 0 or 8 + length > size or length > 100_000_000:
+                return "is not a safetensors file (no header), or is cut short"
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except (UnicodeDecodeError, ValueError):
+        return "has a damaged header (not safetensors JSON)"
+    try:
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+        return "has a damaged header (tensors without byte ranges)"
+    if 8 + length + end != size:
+        return f"is {size:,} bytes where its header says {8 + length + end:,}: cut short or damaged"
+    return None
 
 
 def load_model_folder(folder: Path):

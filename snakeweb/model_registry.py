@@ -112,7 +112,9 @@ def composite(names: list[str]) -> BackboneConfig:
     _refuse_same_model(names, parts)  # auto resolved: concat:auto+dinov2-base is dinov2-base twice when the hub answers
     largest = max(parts, key=lambda p: p.image_size)
     return BackboneConfig(
-        name="concat:" + "+".join(p.name for p in parts), source="concat", location="+".join(p.name for p in parts),
+        # location: what resolve_model reads each part from again (a local folder by its full path, not its bare name)
+        name="concat:" + "+".join(p.name for p in parts), source="concat",
+        location="+".join(p.location if p.source == "local" else p.name for p in parts),
         description="Joined features of " + "; ".join(p.description for p in parts),
         image_size=largest.image_size, resize_size=largest.resize_size, mean=largest.mean, std=largest.std,
         feature_kinds=("concat",),
@@ -191,3 +193,12 @@ def require_feature_kind(config: BackboneConfig, feature_kind: str | None) -> No
             f"{config.name} gives {' or '.join(config.feature_kinds)} features, not {feature_kind!r}; "
             "choose one of those with --features, or leave --features out for the model's default."
         )
+
+
+def part_names(config: BackboneConfig | dict) -> list[str]:
+    """The names of a model's parts (itself alone unless it is a concat:), as the OpenVINO cache names its converted
+    folders: a registry name, or a local folder's own name."""
+    config = config if isinstance(config, dict) else config.to_json()
+    if config["source"] != "concat":
+        return [config["name"]]
+    return [piece if piece in REGISTRY else Path(piece).name for piece in config["location"].split("+")]

@@ -167,6 +167,18 @@ def torch_cat_cls_mean(hidden):
     return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1)
 
 
+def check_loadable(model: str) -> None:
+    """Load the local model folders `model` names (itself, or the parts of a concat:) and let them go: a build calls it
+    before its ingest, so a folder whose weights do not fit its config.json (found only by loading) is refused before
+    any photo is added to or removed from the store. Registry and hub models are loaded by the embed stage only (the
+    offline weights are checked by digest; a hub model is the network's to refuse). Raises ModelFolderError."""
+    config = resolve_model(model)
+    parts = [resolve_model(name) for name in config.location.split("+")] if config.source == "concat" else [config]
+    for part in parts:
+        if part.source == "local":
+            load_model_folder(Path(part.location))
+
+
 def load_backbone(config: BackboneConfig, device: str = "cpu", purpose: str = "embed") -> LoadedBackbone:
     """Load weights for a registry entry; the hub path is real `from_pretrained` code (it needs network
     or a local HF cache).

@@ -229,7 +229,9 @@ def load_message(config) -> str:
     version = openvino_version()
     if version is None or requested_engine() == "torch":
         return "Loading the model with torch (OpenVINO is not in use; EfficientNets are traced at load, 5-20 s)…"
-    names = config.location.split("+") if config.source == "concat" else [config.name]
+    from snakeweb.model_registry import part_names
+
+    names = part_names(config)
     suffix = f"-ov{short_version(version)}"
     root = cache_root()
     missing = [n for n in names if not any(is_converted(f) for f in root.glob(f"{safe_name(n)}-*{suffix}"))] if root.is_dir() else names

@@ -102,12 +102,13 @@ def remove_images(con: duckdb.DuckDBPyConnection, paths: list[str], folder: str)
     removal.examples = rows["path"].map(lambda p: p.removeprefix(folder).lstrip("/")).head(RECORDED).tolist()
     removal.max_image_id = int(rows["image_id"].max())
     # the next train would notice by its digest; the mark says it before then (a lone `ingest --remove-gone`)
-    removal.head_stale = bool((rows["embedded"] & rows["split"].isin(["train", "val", "unlabelled"])).any())
+    trained_on = int((rows["embedded"] & rows["split"].isin(["train", "val", "unlabelled"])).sum())
+    removal.head_stale = trained_on > 0
     if removal.head_stale:
         head = con.execute("SELECT value FROM run_metadata WHERE key = 'head'").fetchall()
         if head:
             recorded = json.loads(head[0][0])
-            recorded.update(training_digest=None, stale=f"{removal.images} photo(s) it was trained or validated on were removed")
+            recorded.update(training_digest=None, stale=f"{trained_on} photo(s) it was trained or validated on were removed")
             set_meta(con, "head", recorded)
     previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [REMOVED_META]).fetchall()
     runs = json.loads(previous[0][0]) if previous else []

@@ -134,6 +134,22 @@ def _head_is_this_stores(store: Store) -> bool:
     return True
 
 
+def _nothing_to_train_on(store: Store) -> str:
+    """Why the train split has no labelled, embedded photo, with the store's counts by split: after a removal, or with
+    every labelled photo in test, "run embed" alone would be the wrong advice."""
+    counts = store.query("SELECT i.split, count(*) AS photos, count(e.image_id) AS embedded FROM images i "
+                         "LEFT JOIN embeddings e USING (image_id) WHERE i.status = 'ok' AND i.class_id IS NOT NULL "
+                         "GROUP BY i.split ORDER BY i.split")
+    if counts.empty:
+        return "The store has no labelled photo to train on; ingest photos in species folders (or with a species table)."
+    held = ", ".join(f"{r.photos} in {r.split} ({r.embedded} embedded)" for r in counts.itertuples())
+    train = counts[counts["split"] == "train"]
+    if len(train) and int(train["photos"].iloc[0]) > 0:
+        return f"No training photo is embedded yet (labelled photos: {held}); run the embed stage, then train."
+    return (f"The train split has no labelled photo (labelled photos: {held}); a head needs training photos: add photos "
+            "(a few per species) to the folder and build again.")
+
+
 def train(store: Store, config: TrainConfig | None = None, force: bool = False, include_reviews: bool = False) -> dict:
     """Train the head on the train split, early-stopping on the val split; skipped when nothing changed."""
     store.require().require_embeddings()
@@ -141,6 +157,8 @@ def train(store: Store, config: TrainConfig | None = None, force: bool = False, 
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
     train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
     val_ids, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
+    if len(train_ids) == 0:
+        raise SnakewebError(_nothing_to_train_on(store))
     views = views_to_train_on(store, config)
     view_x, view_y = training_views(store, train_ids, train_y, views)
     digest = _training_digest(train_ids, train_y, config, fingerprint, feature_kind, views, len(view_y), val_ids, val_y)

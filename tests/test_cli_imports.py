@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from snakeweb import stages
 from tests.conftest import REPO, SHARED, build_photo_store
 
 NEVER = ("torch", "transformers", "faiss", "umap")  # never for --help, argument errors and score
@@ -152,6 +154,7 @@ def test_export_searches_the_index_with_numpy_as_faiss_would(store, tmp_path, mo
     middle = len(nearest) // 4 + int(np.argmax(np.diff(nearest[len(nearest) // 4:3 * len(nearest) // 4])))
     with blended.transaction() as con:  # a threshold in the widest gap mid-way: about half the photos out of store, no near-ties
         set_meta(con, "novelty", {"similarity_threshold": float(nearest[middle:middle + 2].mean())})
+    stages.predict(blended)  # the stored predictions follow the changed head (check fails rows another head made)
     report = probe(store_commands(root, tmp_path), tmp_path)
     assert report["codes"] == [0, 0, 0] and imported(report, NEVER + NOT_FOR_SCORE) == []
     answers = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
@@ -242,6 +245,7 @@ def test_a_head_saved_with_torch_by_an_earlier_version_still_checks_and_exports(
                 "reference_ids": head.reference_ids, "reference_labels": head.reference_labels, "temperature": head.temperature,
                 "logit_offset": head.logit_offset, "blend_weight": head.blend_weight, "venom_weight": head.venom_weight,
                 "thresholds": head.thresholds}, Store(root).head_path)
+    stages.predict(Store(root))  # predictions made by this head.pt file (check fails rows another head file made)
     report = probe(store_commands(root, tmp_path), tmp_path)
     assert report["codes"] == [0, 0, 0] and "earlier torch format" in report["stdout"]
     assert imported(report, ("transformers", "faiss", "umap")) == []
@@ -268,12 +272,11 @@ print(json.dumps({"ok": verdict.ok, "detail": verdict.detail, "modules": sorted(
     assert imported(report, NEVER) == []
 
 
-def test_concat_of_one_model_twice_is_refused_before_torch(tmp_path):
+def test_concat_of_one_model_twice_is_refused_before_torch(tmp_path, tiny_model_dir):
     """concat: of a model with itself doubles the vector with nothing new: refused (exit 2, one sentence) before torch
     is imported and before the store is made, under one spelling, two spellings of one folder, or auto twice."""
     folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    shutil.copytree(tiny_model_dir, folder)  # a usable model folder: the refusal is for naming it twice
     (tmp_path / "link").symlink_to(folder)
     store = str(tmp_path / "new-store")
     twice = ["concat:efficientnet-lite0-offline+efficientnet-lite1-offline+efficientnet-lite0-offline",
@@ -286,7 +289,7 @@ def test_concat_of_one_model_twice_is_refused_before_torch(tmp_path):
     assert imported(report, NEVER) == []
 
 
-def test_concat_twice_names_the_model_and_different_models_still_join(tmp_path, capsys):
+def test_concat_twice_names_the_model_and_different_models_still_join(tmp_path, capsys, tiny_model_dir):
     from pipelines.cli import main
     from snakeweb.errors import SnakewebError
     from snakeweb.models import resolve_model
@@ -294,8 +297,7 @@ def test_concat_twice_names_the_model_and_different_models_still_join(tmp_path, 
     with pytest.raises(SnakewebError, match="names 'efficientnet-lite2-offline' twice: joining a model with itself"):
         resolve_model("concat:efficientnet-lite2-offline+efficientnet-lite2-offline")
     folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    shutil.copytree(tiny_model_dir, folder)
     with pytest.raises(SnakewebError, match=r"one model twice, as '\S+model' and '\S+model/\.'"):
         resolve_model(f"concat:{folder}+{folder}/.")
     joined = resolve_model("concat:efficientnet-lite0-offline+efficientnet-lite2-offline")

@@ -16,7 +16,7 @@ import pytest
 from pipelines.cli import main
 from snakeweb.models import ModelFolderError, check_model_folder, load_backbone, resolve_model
 from snakeweb.store import Store
-from tests.conftest import REPO, build_photo_store
+from tests.conftest import REPO, build_photo_store, make_photo
 from tests.test_cli_imports import imported, probe
 
 ADVICE = "give a folder written by transformers' save_pretrained of a DINOv2 model"
@@ -44,14 +44,30 @@ def cheap_cases(tmp_path_factory, tiny_model_dir) -> dict[str, tuple[Path, str]]
     config = tiny_config(tiny_model_dir)
     return {
         "unknown model_type": (broken(root, tiny_model_dir, "unknown-type", {**config, "model_type": "dinov9"}),
-                               "names model_type 'dinov9', which transformers does not know"),
+                               "names model_type 'dinov9', and snakeweb reads DINOv2 models only"),
         "not JSON": (broken(root, tiny_model_dir, "not-json", "model_type = dinov2\n"), "its config.json is not JSON"),
         "a JSON list": (broken(root, tiny_model_dir, "json-list", [config]), "holds a JSON list, not an object"),
         "no model_type": (broken(root, tiny_model_dir, "no-type", {k: v for k, v in config.items() if k != "model_type"}),
                           "its config.json has no model_type"),
         "no config.json": (broken(root, tiny_model_dir, "no-config", drop="config.json"), "it has no config.json"),
         "no weights": (broken(root, tiny_model_dir, "no-weights", drop="model.safetensors"), "it holds no weights"),
+        # a ViT (or any other model) loads, then fails on the input size or reads the tokens otherwise
+        "another architecture": (broken(root, tiny_model_dir, "vit", {**config, "model_type": "vit"}),
+                                 "names model_type 'vit', and snakeweb reads DINOv2 models only"),
+        "weights cut short": (cut_short(broken(root, tiny_model_dir, "cut")), "cut short or damaged"),
+        "not safetensors": (garbage(broken(root, tiny_model_dir, "garbage")), "is not a safetensors file"),
     }
+
+
+def cut_short(folder: Path) -> Path:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return folder
+
+
+def garbage(folder: Path) -> Path:
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file" * 8)
+    return folder
 
 
 def test_each_kind_of_bad_folder_is_one_sentence_naming_the_folder_and_what_to_give(cheap_cases):
@@ -93,19 +109,15 @@ def test_a_good_model_folder_passes_the_cheap_check(tiny_model_dir):
     assert resolve_model(str(tiny_model_dir)).source == "local"
 
 
-@pytest.mark.parametrize("kind", ["weights of another size", "another architecture", "a field of the wrong type",
-                                  "damaged weights"])
+@pytest.mark.parametrize("kind", ["weights of another size", "a field of the wrong type", "tensors missing"])
 def test_what_only_loading_shows_is_a_sentence_too(tmp_path, tiny_model_dir, kind):
     config = tiny_config(tiny_model_dir)
     folder = {
         "weights of another size": lambda: broken(tmp_path, tiny_model_dir, "bigger", {**config, "hidden_size": 96}),
-        # a ViT reading DINOv2 weights loads without an error, with most of its tensors at random values
-        "another architecture": lambda: broken(tmp_path, tiny_model_dir, "vit", {**config, "model_type": "vit"}),
         "a field of the wrong type": lambda: broken(tmp_path, tiny_model_dir, "typed", {**config, "num_hidden_layers": "two"}),
-        "damaged weights": lambda: broken(tmp_path, tiny_model_dir, "damaged"),
+        # more layers than the weights hold: loads without an error, the extra layers at random values
+        "tensors missing": lambda: broken(tmp_path, tiny_model_dir, "deeper", {**config, "num_hidden_layers": 3}),
     }[kind]()
-    if kind == "damaged weights":
-        (folder / "model.safetensors").write_bytes(b"not a safetensors file" * 8)
     config_of_folder = resolve_model(str(folder))  # the cheap check cannot tell
     with pytest.raises(ModelFolderError) as caught:
         load_backbone(config_of_folder)
@@ -119,13 +131,19 @@ def test_a_build_whose_model_fails_to_load_leaves_no_store_or_says_how_to_go_on(
     assert main(["build", "--store", str(new), "--images", str(photo_folder), "--model", str(bigger)]) == 2
     err = capsys.readouterr().err
     assert f"error: The model folder {bigger} cannot be used: transformers could not load it" in err and "Traceback" not in err
-    assert not new.exists()  # ingested, then removed again: a store this build made is not left half-made
+    assert not new.exists()  # refused before ingest: no store made
 
-    older = tmp_path / "older"
-    assert main(["ingest", "--store", str(older), "--images", str(photo_folder), "--species", str(species_csv)]) == 0
-    assert main(["build", "--store", str(older), "--images", str(photo_folder), "--model", str(bigger)]) == 2
+    # an older store: the folder is loaded before ingest, so no photo is added (nor removed with --remove-gone)
+    older, photos = tmp_path / "older", tmp_path / "photos"
+    shutil.copytree(photo_folder, photos)
+    assert main(["ingest", "--store", str(older), "--images", str(photos), "--species", str(species_csv)]) == 0
+    count = Store(older).query("SELECT count(*) AS n FROM images")["n"][0]
+    make_photo(photos / "Natrix_natrix" / "added.jpg", (10, 200, 10), seed=7)
+    next(p for p in sorted(photos.rglob("*.jpg")) if p.name != "added.jpg").unlink()
+    assert main(["build", "--store", str(older), "--images", str(photos), "--model", str(bigger), "--remove-gone"]) == 2
     err = capsys.readouterr().err
-    assert f"the photos ingested into {older} are kept, and the same build run again with that put right goes on" in err
+    assert f"error: The model folder {bigger} cannot be used" in err and "ingest:" not in err
+    assert Store(older).query("SELECT count(*) AS n FROM images")["n"][0] == count
     assert Store(older).get_meta("model") is None
     assert main(["embed", "--store", str(older), "--model", str(bigger)]) == 2  # embed alone: nothing written
     assert Store(older).get_meta("model") is None and "cannot be used" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 map) when the user asks, in one transaction, and never otherwise; reviews stay."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,13 +85,18 @@ def test_build_with_remove_gone_takes_deleted_photos_out_and_leaves_a_consistent
         assert len(named) == len(after["embedded"]) and not named & set(removed["path"])
 
     # a build killed after its ingest removed a validation photo: the next plain build retrains the head (its digest
-    # covers training photos only) and rebuilds the rest; a new photo never takes a removed photo's id
+    # covers its validation photos too) and rebuilds the rest; a new photo never takes a removed photo's id
     val = store.query("SELECT path FROM images WHERE split = 'val' AND status = 'ok' ORDER BY image_id")["path"][0]
     (photos / val.removeprefix(str(photos.resolve()) + "/")).unlink()
     make_photo(photos / "Natrix_natrix" / "new.jpg", (40, 160, 60), seed=99)
     assert main(["ingest", "--store", str(store.root), "--images", str(photos), "--remove-gone"]) == 0
     assert "ingest: removed 1 photo(s)" in capsys.readouterr().out
     assert store.get_meta("head")["training_digest"] is None and "were removed" in store.get_meta("head")["stale"]
+    # until the next train, check fails the head and the commands that answer with it say it is out of date
+    head_line = next(v for v in check_store(store) if v.name == "head")
+    assert not head_line.ok and "out of date: 1 photo(s) it was trained or validated on were removed" in head_line.line()
+    assert main(["evaluate", "--store", str(store.root)]) == 0
+    assert "note: the head is out of date: 1 photo(s) it was trained or validated on were removed" in capsys.readouterr().out
     new_id = store.query("SELECT image_id FROM images WHERE path LIKE '%new.jpg'")["image_id"][0]
     assert new_id > max(removed["image_id"].max(), before["embedded"].max())
     assert main(["build", "--store", str(store.root), "--images", str(photos), "--model", str(tiny_model_dir)]) == 0
@@ -110,3 +116,20 @@ def test_remove_gone_is_refused_for_metadata(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --remove-gone removes photos gone from an --images folder") and err.count("\n") == 1
     assert not store.exists()  # refused before the store was made
+
+
+def test_a_store_whose_training_photos_are_all_gone_says_so(tmp_path, photo_folder, species_csv, tiny_model_dir, capsys):
+    """Every training photo removed: train says the train split is empty (with the counts by split), not "run embed",
+    and check keeps failing the head trained on them, which the commands still answering with it name."""
+    photos = tmp_path / "photos"
+    shutil.copytree(photo_folder, photos)
+    store = Store(build_photo_store(tmp_path / "store", tiny_model_dir, photos, species_csv))
+    train = store.query("SELECT path FROM images WHERE split = 'train' AND status = 'ok'")["path"]
+    for path in train:
+        Path(path).unlink()
+    capsys.readouterr()
+    assert main(["build", "--store", str(store.root), "--images", str(photos), "--remove-gone"]) == 2
+    err = capsys.readouterr().err
+    assert "The train split has no labelled photo (labelled photos: " in err and "run embed" not in err, err
+    assert main(["check", "--store", str(store.root)]) == 1
+    assert "FAIL  head: head.pt is out of date" in capsys.readouterr().out
