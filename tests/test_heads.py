@@ -113,14 +113,21 @@ def test_head_refuses_wrong_feature_width():
         head.predict_log_proba(np.zeros((1, 8), np.float32))
 
 
+def cluster_sampler(seed: int, spread: float):
+    """n -> (vectors [n, 16], class ids [n]) drawn around three random centres with Gaussian spread `spread`."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 16))
+
+    def sample(n):
+        labels = rng.integers(0, 3, n)
+        return (centres[labels] + rng.normal(0, spread, (n, 16))).astype(np.float32), CLASS_IDS[labels]
+    return sample
+
+
 def test_head_is_temperature_calibrated_on_validation(tmp_path):
     # heavily overlapping clusters: an uncalibrated head is overconfident on them (T = 1.26 lowers NLL, held out too;
     # at a spread of 1.2 the head was calibrated already, and the fitted T = 0.92 is no longer kept)
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(3, 16))
-    def sample(n):
-        labels = rng.integers(0, 3, n)
-        return (centres[labels] + rng.normal(0, 3.0, (n, 16))).astype(np.float32), CLASS_IDS[labels]
+    sample = cluster_sampler(seed=0, spread=3.0)
     x, y = sample(300)
     vx, vy = sample(300)
     config = TrainConfig(kind="linear", max_epochs=300, patience=300, learning_rates=(1e-2,), weight_decays=(0.0,))
@@ -142,12 +149,7 @@ def test_a_temperature_fitted_to_twelve_validation_photos_is_kept_only_if_it_hel
     fifths of them, raises NLL on the fifth left out; the head keeps T = 1 and train says why."""
     import logging
 
-    rng = np.random.default_rng(2)
-    centres = rng.normal(size=(3, 16))
-
-    def sample(n):
-        labels = rng.integers(0, 3, n)
-        return (centres[labels] + rng.normal(0, 1.2, (n, 16))).astype(np.float32), CLASS_IDS[labels]
+    sample = cluster_sampler(seed=2, spread=1.2)
     x, y = sample(150)
     vx, vy = sample(12)
     config = TrainConfig(kind="linear", max_epochs=100, patience=100, learning_rates=(1e-2,), weight_decays=(0.0,))
