@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from snakeweb.errors import shell_word
+
 if TYPE_CHECKING:
     from snakeweb.identification import Identification
 
@@ -53,7 +55,7 @@ def print_identification(result: Identification) -> None:
         print(f"    image {n.image_id}  similarity {n.similarity:.4f}  {n.binomial_name or 'unlabelled'}  {n.path}")
 
 
-def print_evaluation(report: dict) -> None:
+def print_evaluation(report: dict, store: str = "STORE") -> None:
     """The evaluate stage's report (snakeweb.evaluation.evaluate) as text: every decision variant's official
     scores, then the answers people get per rank and the venom-critical figures."""
     print(f"evaluate: {report['observations']} {report['split']} observations, {report['head']} head on {report['model']}")
@@ -63,6 +65,10 @@ def print_evaluation(report: dict) -> None:
     if report.get("observations_not_compared_for_copies"):
         print(f"note: {report['observations_not_compared_for_copies']} of these {report['split']} observations have photos whose vectors "
               "were imported without the photo's sha256, so they were not checked for copies of training photos.")
+    if report.get("observations_not_embedded"):
+        print(f"note: {report['observations_not_embedded']} labelled {report['split']} observation(s) are not scored: their photos are "
+              f"not embedded yet (ingested after the last embed); run `python -m pipelines build --store {shell_word(store)}` (or embed, "
+              "then predict) and evaluate again.")
     if report.get("observations_without_usable_photos"):
         print(f"note: {report['observations_without_usable_photos']} labelled {report['split']} observation(s) are not scored: none "
               "of their photos could be read (see `images` rows with status 'error').")

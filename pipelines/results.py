@@ -51,7 +51,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     if args.json:
         emit(json.dumps(report))
         return
-    print_evaluation(report)
+    print_evaluation(report, args.store)
 
 
 def check_prior(prior, store: Store, advice: str | None = "leave it out") -> None:
@@ -153,6 +153,12 @@ def _export(args: argparse.Namespace, shown: str) -> None:
         # an answer without a rank is withheld by the venom rule or an abstention: named by its source, as the file does
         ranks = counts_in_order([r["prediction_rank"] or r["prediction_source"] for r in records])
         print(f"export: {len(records)} observations' answers -> {shown} ({ranks}; country prior {args.prior}, range {args.range_mode})")
+        abstained = [r["observation_id"] for r in records if r["prediction_source"] == "abstain" and r["p_venomous"] is None]
+        if abstained:  # their records list each photo's reason; the command says what to do about them
+            from snakeweb.export import left_out_notes
+
+            for note in left_out_notes(store, abstained, "abstain"):
+                print(f"note: {note}", file=sys.stderr)
         return
     from snakeweb.export import export_submission
 
@@ -162,10 +168,11 @@ def _export(args: argparse.Namespace, shown: str) -> None:
     wanted = store.query("SELECT observation_id, split FROM observations")
     wanted = wanted[wanted["split"] == args.split] if args.split else wanted
     left_out = sorted(set(wanted["observation_id"]) - set(submission["observation_id"]))
-    if left_out:  # their photos could not be read: no probabilities, so no row (said, not dropped in silence)
-        print(f"note: {len(left_out)} observation(s) have no photo that could be read and are not in the submission (e.g. "
-              f"{', '.join(left_out[:3])}); a SnakeCLEF scorer needs a row for each. `export --answers` lists each photo's "
-              "reason, as does the Build page.", file=sys.stderr)
+    if left_out:  # no probabilities, so no row (said, not dropped in silence; why: not embedded yet, or unreadable)
+        from snakeweb.export import left_out_notes
+
+        for note in left_out_notes(store, left_out, "are not in the submission (a SnakeCLEF scorer needs a row for each)"):
+            print(f"note: {note}", file=sys.stderr)
     numbered = set(store.get_meta("assigned_class_ids") or [])
     invented = submission[submission["class_id"].isin(numbered)]
     if len(invented):

@@ -16,6 +16,7 @@ from snakeweb.calibration import ece, reliability
 from snakeweb.copies import copies_of_training
 from snakeweb.decisions import CountryPrior, decide
 from snakeweb.errors import SnakewebError
+from snakeweb.export import observations_without_vectors
 from snakeweb.heads import Head
 from snakeweb.options import require_probabilities
 from snakeweb.provenance import file_id
@@ -90,8 +91,11 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
     predicted = set(observation_ids)
     unscored = ((observations["split"] == split) & observations["class_id"].notna() & ~observations.index.isin(list(predicted))
                 & (observations["country_code"].isin(countries) if countries else True))
-    unscored = observations.index[unscored]
-    report: dict = {"split": split, "observations": len(ids), "observations_without_usable_photos": len(unscored),
+    unscored = observations_without_vectors(store, list(observations.index[unscored]))
+    report: dict = {"split": split, "observations": len(ids),
+                    # not embedded yet (fine photos ingested after the last embed: a build scores them) apart from unreadable ones
+                    "observations_not_embedded": len(unscored["not_embedded"]),
+                    "observations_without_usable_photos": len(unscored["unreadable"]) + len(unscored["no_photos"]),
                     **copies_of_training(store, ids, split),
                     "aggregation": aggregation, "head": head.kind, "variants": {},
                     "classes_with_unknown_venom_status": int((species["venom_status"] == UNKNOWN).sum())}

@@ -14,7 +14,7 @@ import pandas as pd
 
 from snakeweb.aggregate import top_k
 from snakeweb.answers import UNKNOWN_TAXON, Answers, Taxa, Thresholds, decide
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.options import require_probabilities
 from snakeweb.outputs import refuse_a_store_file, write_atomically
 from snakeweb.provenance import decision_settings, file_id, provenance, store_facts
@@ -138,12 +138,38 @@ def _known(family: object) -> str | None:
     return family if isinstance(family, str) and family != UNKNOWN_TAXON else None
 
 
+NOT_EMBEDDED = "not embedded yet (ingested after the last embed): run `python -m pipelines build --store {store}` (or embed, then predict)"
+
+
 def _failures(store: Store) -> dict[str, list[dict]]:
-    """Per observation, its photos that could not be used (status error), with their one-sentence reasons."""
-    rows = store.query("SELECT observation_id, image_id, path, error FROM images WHERE status = 'error' ORDER BY image_id")
+    """Per observation, its photos that could not be used, with their one-sentence reasons: those that could not be
+    read (status error), and those ingested but not embedded yet (no vector: they are fine, the embed stage has
+    not run on them; a photo read since is not an unreadable one)."""
+    rows = store.query(
+        "SELECT i.observation_id, i.image_id, i.path, i.error, i.status = 'error' AS failed FROM images i "
+        "WHERE i.status = 'error' OR NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.image_id = i.image_id) ORDER BY i.image_id")
     out: dict[str, list[dict]] = {}
     for r in rows.itertuples():
-        out.setdefault(r.observation_id, []).append({"image_id": int(r.image_id), "name": r.path, "reason": r.error or "unreadable"})
+        reason = (r.error or "unreadable") if r.failed else NOT_EMBEDDED.format(store=shell_word(store.root))
+        out.setdefault(r.observation_id, []).append({"image_id": int(r.image_id), "name": r.path, "reason": reason})
+    return out
+
+
+def observations_without_vectors(store: Store, observation_ids: list[str]) -> dict[str, list[str]]:
+    """Why each of `observation_ids` (observations left out of predictions: none of their photos has a vector) has no
+    prediction: `not_embedded` (at least one photo is fine but not embedded yet: a build gives it a prediction),
+    `unreadable` (every photo could not be read, status error) and `no_photos` (the store holds none of its photos).
+    Each list keeps the order of `observation_ids`."""
+    out: dict[str, list[str]] = {"not_embedded": [], "unreadable": [], "no_photos": []}
+    if not observation_ids:
+        return out
+    counts = store.query(
+        "SELECT o.observation_id, count(i.image_id) FILTER (i.status = 'error') AS errors, "
+        "count(i.image_id) FILTER (i.status <> 'error') AS waiting FROM observations o "
+        "LEFT JOIN images i USING (observation_id) GROUP BY o.observation_id").set_index("observation_id")
+    errors, waiting = counts["errors"].to_dict(), counts["waiting"].to_dict()
+    for o in observation_ids:
+        out["not_embedded" if waiting.get(o) else "unreadable" if errors.get(o) else "no_photos"].append(o)
     return out
 
 
@@ -263,3 +289,31 @@ def export_submission(
     if out is not None:
         write_atomically(Path(out), lambda tmp: submission.to_csv(tmp, index=False))
     return submission
+
+
+def left_out_notes(store: Store, observation_ids: list[str], what: str = "are not in the submission") -> list[str]:
+    """One sentence per kind of observation in `observation_ids` (those with no prediction), saying why and what to do:
+    photos not embedded yet (fine photos: a build embeds them) are told apart from photos that could not be read."""
+    kinds = observations_without_vectors(store, observation_ids)
+    notes = []
+    if kinds["not_embedded"]:
+        notes.append(f"{len(kinds['not_embedded'])} observation(s) {what} because their photos are not embedded yet (ingested after "
+                     f"the last embed; e.g. {_examples(store, kinds['not_embedded'])}): run `python -m pipelines build --store "
+                     f"{shell_word(store.root)}` (or embed, then predict) and export again.")
+    if kinds["unreadable"]:
+        notes.append(f"{len(kinds['unreadable'])} observation(s) {what} because none of their photos could be read (e.g. "
+                     f"{', '.join(kinds['unreadable'][:3])}); each photo's reason is in `export --answers` (failures) and on the Build page.")
+    if kinds["no_photos"]:
+        notes.append(f"{len(kinds['no_photos'])} observation(s) {what} because the store holds none of their photos (e.g. "
+                     f"{', '.join(kinds['no_photos'][:3])}).")
+    return notes
+
+
+def _examples(store: Store, observation_ids: list[str]) -> str:
+    """The paths of the first three observations' first not-embedded photos (an observation id of a photo folder is
+    a path too; a SnakeCLEF one is not, so the photo says more)."""
+    wanted = observation_ids[:3]
+    rows = store.query("SELECT observation_id, min(path) AS path FROM images i WHERE status <> 'error' AND NOT EXISTS "
+                       "(SELECT 1 FROM embeddings e WHERE e.image_id = i.image_id) GROUP BY observation_id")
+    path_of = dict(zip(rows["observation_id"], rows["path"]))
+    return ", ".join(str(path_of.get(o, o)) for o in wanted)
