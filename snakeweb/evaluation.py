@@ -29,8 +29,9 @@ from snakeweb.taxonomy import species_as_flagged
 
 # raised when a report gains something the Metrics page shows: reports saved before are then scored again
 # (2: observations_copied_from_training and observations_not_compared_for_copies; 3: venom_flags, the Track figures
-# under the species table's own flags)
-REPORT_VERSION = 3
+# under the species table's own flags; 4: venom_confusion keyed true status first, {"true_venomous": {"predicted_harmless": n}},
+# where 3 had DataFrame.to_dict()'s predicted-first keys, and observations_not_embedded)
+REPORT_VERSION = 4
 SPECIES_METRICS_TABLE = """
 CREATE OR REPLACE TABLE species_metrics (
     variant VARCHAR, class_id BIGINT, binomial_name VARCHAR, venomous BOOLEAN, support INTEGER, precision DOUBLE,
@@ -121,11 +122,11 @@ def evaluate(store: Store, split: str = "test", prior: CountryPrior | None = Non
             submission = pd.DataFrame({"observation_id": ids, "class_id": predicted})
             scores = official_scores(truth, submission, official_set)
             confusion = venom_confusion(truth["class_id"].to_numpy(), predicted, official_set)
-            report["variants"][variant] = {**scores, "venom_confusion": confusion.to_dict()}
+            report["variants"][variant] = {**scores, "venom_confusion": confusion}
             if promoted:
                 safety = official_scores(truth, submission, venomous_set)
                 safety_confusion = venom_confusion(truth["class_id"].to_numpy(), predicted, venomous_set)
-                report["venom_flags"]["variants_under_store_flags"][variant] = {**safety, "venom_confusion": safety_confusion.to_dict()}
+                report["venom_flags"]["variants_under_store_flags"][variant] = {**safety, "venom_confusion": safety_confusion}
             table = per_species_table(truth["class_id"].to_numpy(), predicted, venomous_set, names)
             table.insert(0, "variant", variant)
             tables.append(table)

@@ -206,11 +206,22 @@ def per_species_table(truth: np.ndarray, predicted: np.ndarray, venomous: set[in
     return pd.DataFrame(rows)
 
 
-def venom_confusion(truth: np.ndarray, predicted: np.ndarray, venomous: set[int]) -> pd.DataFrame:
-    """2 x 2 counts of truth (rows) vs prediction (columns), harmless/venomous, over all observations."""
+STATUSES = ("harmless", "venomous")
+
+
+def venom_confusion(truth: np.ndarray, predicted: np.ndarray, venomous: set[int]) -> dict[str, dict[str, int]]:
+    """Harmless/venomous counts over all observations, keyed by the true status first and with keys that say which
+    is which, so the record cannot be read the wrong way round: `{"true_harmless": {"predicted_harmless": n,
+    "predicted_venomous": n}, "true_venomous": {"predicted_harmless": n, "predicted_venomous": n}}`.
+    `["true_venomous"]["predicted_harmless"]` is the venomous snakes called harmless (PSC_total's c10)."""
     truth_v = np.isin(truth, list(venomous))
     pred_v = np.isin(predicted, list(venomous))
-    labels = ["harmless", "venomous"]
-    counts = [[int(((truth_v == a) & (pred_v == b)).sum())
-               for b in (False, True)] for a in (False, True)]
-    return pd.DataFrame(counts, index=pd.Index(labels, name="truth"), columns=pd.Index(labels, name="predicted"))
+    return {f"true_{t}": {f"predicted_{p}": int(((truth_v == (t == "venomous")) & (pred_v == (p == "venomous"))).sum())
+                          for p in STATUSES} for t in STATUSES}
+
+
+def confusion_table(record: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """`venom_confusion`'s record as a 2 x 2 table: rows the true status (index "truth"), columns the predicted one
+    ("predicted"), labelled harmless / venomous."""
+    counts = [[int(record[f"true_{t}"][f"predicted_{p}"]) for p in STATUSES] for t in STATUSES]
+    return pd.DataFrame(counts, index=pd.Index(list(STATUSES), name="truth"), columns=pd.Index(list(STATUSES), name="predicted"))

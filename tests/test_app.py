@@ -89,6 +89,18 @@ def test_metrics_page_shows_official_numbers(store, monkeypatch):
     official = app.dataframe[0].value
     assert set(official["decision"]) == {"argmax", "venom-aware"}
     assert {"macro F1", "Track1 ↑", "Track2 ↓", "venomous→harmless %"} <= set(official.columns)
+    # the venomous / harmless table: rows the true status, columns the predicted one, agreeing with PSC_total
+    from snakeweb.evaluation import evaluate
+
+    shown = next(d.value for d in app.dataframe if d.value.index.name == "truth")
+    assert list(shown.index) == ["harmless", "venomous"] and list(shown.columns) == ["harmless", "venomous"]
+    report = evaluate(Store(store), "test", save=False)["variants"]["argmax/prior=none"]
+    c00, c01, c10, c11 = report["PSC_total"]
+    assert shown.loc["harmless", "venomous"] == c01 and shown.loc["venomous", "harmless"] == c10
+    truth = Store(store).query("SELECT s.venom_status, count(*) AS n FROM observations o JOIN species s USING (class_id) "
+                               "WHERE o.split = 'test' GROUP BY s.venom_status").set_index("venom_status")["n"]
+    assert shown.loc["venomous"].sum() == truth.get("venomous", 0) and shown.loc["harmless"].sum() == truth.get("harmless", 0)
+    assert truth.get("venomous", 0) != truth.get("harmless", 0)  # so a table the wrong way round would fail the line above
     app.button[0].click().run()  # prepare the submission CSV
     assert not app.exception
 

@@ -69,7 +69,8 @@ def test_out_dash_is_stdout(store, tmp_path, monkeypatch, capsys):
     assert list(submission.columns) == ["observation_id", "class_id"] and len(submission) > 0
     assert "-> stdout" in captured.err and "export:" not in captured.out
     # the two observations whose photos could not be read are said, not left out in silence
-    assert "2 observation(s) are not in the submission (a SnakeCLEF scorer needs a row for each) because none of their photos could be read" in captured.err
+    assert ("2 observation(s) are not in the submission (a SnakeCLEF scorer needs a row for each) because none of their photos "
+            "could be read") in captured.err
     assert main(["export", "--store", str(store.root), "--out", "-", "--answers"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(submission) + 2 and all(line.startswith('{"schema"') for line in lines)

@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from snakeweb.scoring import OFFICIAL_KEYS, SubmissionError, official_scores, per_species_table, venom_confusion
+from snakeweb.scoring import (
+    OFFICIAL_KEYS,
+    SubmissionError,
+    confusion_table,
+    official_scores,
+    per_species_table,
+    scores_of_arrays,
+    venom_confusion,
+)
 from tests.conftest import REPO, shared
 
 VENOMOUS = {10, 11}  # 1, 2, 3 harmless
@@ -120,8 +128,30 @@ def test_per_species_table_and_venom_confusion():
     assert table.loc[1, "share_c01"] == 1.0 and table.loc[10, "share_c10"] == 1.0
     assert table.loc[2, "f1"] == 0.0 and bool(table.loc[10, "venomous"])
     confusion = venom_confusion(truth, predicted, VENOMOUS)
-    assert confusion.loc["venomous", "harmless"] == 1 and confusion.loc["harmless", "venomous"] == 1
-    assert int(confusion.values.sum()) == 5
+    assert confusion == {"true_harmless": {"predicted_harmless": 2, "predicted_venomous": 1},
+                         "true_venomous": {"predicted_harmless": 1, "predicted_venomous": 1}}
+
+
+def test_venom_confusion_is_keyed_true_status_first_and_agrees_with_psc():
+    """Lopsided on purpose (5 harmless called venomous, 1 venomous called harmless), so reading the record the wrong
+    way round gives numbers PSC contradicts."""
+    truth = np.array([1] * 10 + [10] * 4)
+    predicted = np.array([11] * 5 + [2] * 2 + [1] * 3 + [1] + [11] * 2 + [10])
+    confusion = venom_confusion(truth, predicted, VENOMOUS)
+    scores = scores_of_arrays(truth, predicted, VENOMOUS)
+    c00, c01, c10, c11 = scores["PSC_total"]
+    assert (c01, c10) == (5, 1)
+    assert confusion["true_harmless"]["predicted_venomous"] == c01 == 5  # harmless snakes called venomous
+    assert confusion["true_venomous"]["predicted_harmless"] == c10 == 1  # venomous snakes called harmless
+    harmless, venomous = sum(confusion["true_harmless"].values()), sum(confusion["true_venomous"].values())
+    assert (harmless, venomous) == (10, 4)
+    p00, p01, p10, p11 = scores["PSC"]  # shares of the true harmless / true venomous observations
+    assert p01 == round(100 * confusion["true_harmless"]["predicted_venomous"] / harmless, 2) == 50.0
+    assert p10 == round(100 * confusion["true_venomous"]["predicted_harmless"] / venomous, 2) == 25.0
+    table = confusion_table(confusion)  # the Metrics page's table: rows truth, columns predicted
+    assert (table.index.name, table.columns.name) == ("truth", "predicted")
+    assert table.loc["harmless", "venomous"] == 5 and table.loc["venomous", "harmless"] == 1
+    assert json.loads(json.dumps(confusion)) == confusion  # what evaluate --json prints
 
 
 def test_macro_f1_is_scikit_learns_to_the_last_bit():

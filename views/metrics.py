@@ -13,6 +13,7 @@ from snakeweb.evaluation import evaluate, stored_report
 from snakeweb.export import export_submission
 from snakeweb.provenance import file_id
 from snakeweb.ranges import overrides_version
+from snakeweb.scoring import confusion_table
 from views.common import current_store
 
 BAR_CHART_MAX = 60  # species drawn in the per-species F1 chart (the lowest F1 first)
@@ -212,8 +213,7 @@ def show_answers(report: dict) -> None:
 show_answers(report)
 
 variant = st.selectbox("Variant for the tables below", list(report["variants"]))
-confusion = pd.DataFrame(report["variants"][variant]["venom_confusion"])
-confusion.index.name, confusion.columns.name = "truth", "predicted"
+confusion = confusion_table(report["variants"][variant]["venom_confusion"])  # rows: true status; columns: predicted
 st.subheader("Venomous / harmless confusion")
 st.dataframe(confusion)
 
