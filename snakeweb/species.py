@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError
-from snakeweb.tables import Column, folder_class_id, read_table
+from snakeweb.tables import Column, folder_class_id, is_taxon_name, read_table
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +344,9 @@ def match_taxa(names: Iterable[str], table: pd.DataFrame | None, require_match: 
             if raised is not None and (row is None or int(raised.class_id) != int(row.class_id)):
                 ambiguous.append((name, row, raised))
         if row is None:
+            if not is_taxon_name(name):  # 'NaN' became species 'Nan', '١٢' (no class id) a species of its own
+                raise SnakewebError(f"Folder {name} is named neither by a class id nor by a taxon name (a genus in Latin letters "
+                                    "first, as in 'Vipera berus'); rename it to a class id or species name.")
             new_names[name] = normalise_name(" ".join(words[:2]) if name in subspecies else key)
             continue
         rows[int(row.class_id)] = {c: getattr(row, c) for c in SPECIES_COLUMNS}

@@ -46,6 +46,29 @@ ACCEPTED_FLAGS = "1/0, true/false, yes/no, y/n, venomous/harmless or MIVS, and e
 # any number as people and spreadsheets write one (12, 3.0, 3,5, -1, 1e3): never a taxon name
 _NUMBER = r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)(?:[eE][+-]?[0-9]+)?"
 # whole numbers as people and spreadsheets write them: 405, 405.0, and 405,0 where the decimal mark is a comma
+# a taxon name's first word is a genus or family: Latin letters (a hybrid's '×' may stand before it). Later words are
+# left free: epithets with hyphens or quotes, a '(Subgenus)', 'sp.' / 'cf.', an author and year ('Crotalus atrox Baird &
+# Girard, 1853') all occur; every name of the real tables (SnakeCLEF, taxonomy, HackerEarth folders) is plain letters.
+_TAXON_NAME = re.compile(r"×?\s?[A-Za-z]+(?:[\s_-].*)?", re.S)
+
+
+def _is_number(text: str) -> bool:
+    """A number as a table writes one ('3,0' too) or as Python's float() reads one ('nan', 'inf', '1_000', '١٢')."""
+    if re.fullmatch(_NUMBER, text):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_taxon_name(text: str) -> bool:
+    """True for a cell that can be a taxon name: its first word Latin letters, and no number Python's float() reads
+    ('NaN' and 'Infinity' are letters, and no genus)."""
+    return bool(_TAXON_NAME.fullmatch(text.strip())) and not _is_number(text.strip())
+
+
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,]0*)?")  # ASCII digits: Python's \d took "١٢" as 12
 MAX_EXAMPLES = 3
 
@@ -159,17 +182,24 @@ class Table:
         return pd.Series(np.where(yes, True, np.where(no, False, None)), index=self.frame.index, dtype=object)
 
     def taxon_names(self, column: str, ids_column: str | None = "class_id") -> pd.Series:
-        """Trimmed names as `text`, refusing cells that are numbers (`12`, `3.0`): a number is no taxon name, and
-        read as one it became a species called '12', or was taken for a class id as a photo folder named by number
-        is. The sentence names the rows and, with `ids_column`, the column where class ids belong."""
+        """Trimmed names as `text`, refusing cells that are no taxon name (`is_taxon_name`): numbers (`12`, `3.0`,
+        and what Python's float() reads: `NaN`, `inf`, `1_000`, `١٢`), which became species called 'Nan' or '12' or
+        were taken for class ids, and names whose first word is not Latin letters (`12 13`, `0x1F`, `1/2`). The
+        sentence names the rows and, with `ids_column`, the column where class ids belong."""
         values = self.text(column)
-        numbers = values.notna() & values.fillna("").str.fullmatch(_NUMBER)
+        named = values.notna()
+        numbers = named & values.fillna("").map(_is_number)
+        instead = (f"; if they are class ids, give them in the {ids_column} column instead" if ids_column
+                   else "; give each row the taxon's name")
         if numbers.any():
-            instead = (f"; if they are class ids, give them in the {ids_column} column instead" if ids_column
-                       else "; give each row the taxon's name")
             raise self.fail(f"its {self.headers.get(column, column)!r} column holds {int(numbers.sum())} number(s) where a "
                             f"taxon name belongs ({self.where(numbers.to_numpy(), column)}): a binomial is 'Genus species', "
                             f"e.g. 'Vipera berus'{instead}.")
+        odd = named & ~values.fillna("").map(is_taxon_name)
+        if odd.any():
+            raise self.fail(f"its {self.headers.get(column, column)!r} column holds {int(odd.sum())} value(s) that are not taxon "
+                            f"names ({self.where(odd.to_numpy(), column)}): a taxon name starts with a genus (or family) in "
+                            f"Latin letters, as in 'Vipera berus'{instead}.")
         return values
 
     def text(self, column: str) -> pd.Series:
