@@ -52,6 +52,10 @@ def _name_problem(relative: Path) -> str | None:
     return f"the name of its folder {readable(bad[0])} {NOT_UTF8}"
 
 
+class NoPhotosError(SnakewebError):
+    """A folder with no photo in it (an ingest into a store that holds photos adds what that leaves unchanged)."""
+
+
 def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
     """(one row per candidate photo, companion files skipped, hidden files skipped). Species folders give labelled
     photos, files at the top are unlabelled. Every other file is kept: one that is not a usable image is recorded
@@ -85,6 +89,6 @@ def scan_folder(root: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
         rows.append({"path": readable(str(path.absolute())), "observation_id": readable(relative.as_posix()),
                      "species": species, "error": problem or link_problem(path, root)})
     if not rows:
-        raise SnakewebError(f"No photos under {root}" + (f" except {len(hidden)} hidden file(s) (names starting with '.'), "
+        raise NoPhotosError(f"No photos under {root}" + (f" except {len(hidden)} hidden file(s) (names starting with '.'), "
                                                           "which snakeweb leaves out." if hidden else "."))
     return pd.DataFrame(rows), skipped, hidden

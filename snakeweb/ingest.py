@@ -26,7 +26,7 @@ from snakeweb.consistency import (
 )
 from snakeweb.countries import country_column
 from snakeweb.errors import SnakewebError
-from snakeweb.folders import link_problem, scan_folder
+from snakeweb.folders import NoPhotosError, link_problem, scan_folder
 from snakeweb.paths import as_stored, file_keys, second_names, under_root
 from snakeweb.removal import first_free_image_id, remove_images
 from snakeweb.species import (
@@ -150,7 +150,10 @@ def ingest(
     skipped: list[str] = []
     hidden: list[str] = []
     if images is not None:
-        listing, skipped, hidden = scan_folder(Path(images))
+        try:
+            listing, skipped, hidden = scan_folder(Path(images))
+        except NoPhotosError as exc:
+            raise NoPhotosError(_left_unchanged(store, exc, remove_gone)) from exc
         matched = match_taxa(listing["species"].dropna(), species_table, require_match=given_table)
         # the store keeps the whole species table it was given (as metadata ingest does), so a later ingest
         # without it still knows every class id and venom flag
@@ -250,6 +253,17 @@ def ingest(
                     "to include them", len(hidden), ", ".join(hidden[:5]), ", ..." if len(hidden) > 5 else "")
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped,
             "hidden": hidden, "removed": removal.images, "gone": len(gone) - removal.images}
+
+
+def _left_unchanged(store: Store, exc: NoPhotosError, remove_gone: bool) -> str:
+    """The sentence for a folder with no photos ingested into a store that holds some: the store is left as it was
+    (a folder emptied by mistake, or a wrong path, must not empty a store), and what to do instead."""
+    held = int(store.query("SELECT count(*) AS n FROM images")["n"][0]) if store.db_path.is_file() else 0
+    if not held:
+        return str(exc)
+    removed = " and removed none of its photos (--remove-gone)" if remove_gone else ""
+    return (f"{str(exc).rstrip('.')}; the store {store.root} was left unchanged{removed}: it still holds {held} photo(s). "
+            "Check the --images path; to empty the store, build a new one (--store a new folder).")
 
 
 def _gone_from(folder: Path, stored_paths: pd.Series) -> list[str]:

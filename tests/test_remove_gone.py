@@ -133,3 +133,30 @@ def test_a_store_whose_training_photos_are_all_gone_says_so(tmp_path, photo_fold
     assert "The train split has no labelled photo (labelled photos: " in err and "run embed" not in err, err
     assert main(["check", "--store", str(store.root)]) == 1
     assert "FAIL  head: head.pt is out of date" in capsys.readouterr().out
+
+
+def test_a_folder_emptied_of_photos_leaves_the_store_unchanged_and_says_so(tmp_path, photo_folder, species_csv, tiny_model_dir,
+                                                                           capsys):
+    """Every photo deleted from the folder: ingest and build (with --remove-gone or without) refuse, say the store was
+    left as it was with its photos, and what to do: check the path, or build a new store to have an empty one."""
+    photos = tmp_path / "photos"
+    shutil.copytree(photo_folder, photos)
+    store = Store(build_photo_store(tmp_path / "store", tiny_model_dir, photos, species_csv))
+    before = _state(store)
+    held = len(before["paths"])
+    for path in [p for p in photos.rglob("*") if p.is_file()]:
+        path.unlink()
+    for command in (["ingest", "--remove-gone"], ["build", "--remove-gone"], ["ingest"]):
+        capsys.readouterr()
+        assert main([command[0], "--store", str(store.root), "--images", str(photos), *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: No photos under {photos}; the store {store.root} was left unchanged") and err.count("\n") == 1
+        assert f"it still holds {held} photo(s)" in err and "Check the --images path" in err and "build a new one" in err
+        assert ("removed none of its photos (--remove-gone)" in err) == ("--remove-gone" in command)
+        after = _state(store)
+        assert after["paths"] == before["paths"] and np.array_equal(after["embedded"], before["embedded"])
+        assert after["head"] == before["head"]
+    # a store that holds nothing yet gets the plain sentence
+    assert main(["ingest", "--store", str(tmp_path / "new"), "--images", str(photos)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: No photos under {photos}") and "left unchanged" not in err
