@@ -44,10 +44,9 @@ from snakeweb.splits import read_subsets, split_of, update_splits
 from snakeweb.store import Store, set_meta
 from snakeweb.tables import Column, Table, read_table
 from snakeweb.taxonomy import (
-    TAXONOMY_SUMMARY,
     UNKNOWN_FAMILY,
     Taxonomy,
-    assign_taxonomy,
+    assign_families,
     front_fanged_are_venomous,
     species_as_flagged,
     taxonomy_path,
@@ -292,6 +291,7 @@ def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:
     Returns the lines to print about families ("" when there is nothing to say)."""
     # typed, because an empty table (metadata without any label) has float columns, which DuckDB will not compare
     typed = species[SPECIES_COLUMNS].astype({"class_id": "int64", "binomial_name": object, "genus": object, "venom_status": object})
+    known_before = {int(c) for (c,) in con.execute("SELECT class_id FROM species").fetchall()}
     con.register("new_species", typed)
     con.execute(
         "INSERT INTO species (class_id, binomial_name, genus, venom_status, family) "
@@ -301,7 +301,7 @@ def record_species(con, species: pd.DataFrame, taxa: Taxonomy | None) -> str:
         "genus = COALESCE(species.genus, excluded.genus), family = COALESCE(species.family, excluded.family)"
     )
     con.unregister("new_species")
-    return "\n".join(line for line in (_assign_families(con, taxa), front_fanged_are_venomous(con)) if line)
+    return "\n".join(line for line in (assign_families(con, taxa, known_before), front_fanged_are_venomous(con)) if line)
 
 
 def record_numbered_ids(con, species: pd.DataFrame, species_table: pd.DataFrame | None, assigned=()) -> None:
@@ -311,30 +311,6 @@ def record_numbered_ids(con, species: pd.DataFrame, species_table: pd.DataFrame 
     previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [ASSIGNED_IDS]).fetchall()
     numbered = (set(assigned) | from_table) & set(species["class_id"].astype(int))
     set_meta(con, ASSIGNED_IDS, sorted(numbered | set(json.loads(previous[0][0]) if previous else [])))
-
-
-def _assign_families(con, taxa: Taxonomy | None) -> str:
-    """Family (and genus) of every class in the store from the taxonomy, recorded in run metadata; the line
-    ingest prints about families. Only genus and family are written: ids, names and venom status stay."""
-    if taxa is None:
-        unknown, total = con.execute("SELECT count(*) FILTER (family IS NULL OR family = ?), count(*) FROM species",
-                                     [UNKNOWN_FAMILY]).fetchall()[0]
-        if not unknown:
-            return ""
-        return (f"ingest: {unknown} of {total} class(es) have family unknown (no taxonomy table was given); "
-                "give one with --taxonomy serpentes.csv or SNAKEWEB_TAXONOMY=serpentes.csv.")
-    # families are derived data: recomputed for every class, so a new taxonomy table replaces the old answers
-    classified = assign_taxonomy(con.execute(f"SELECT {', '.join(SPECIES_COLUMNS)} FROM species ORDER BY class_id").df(), taxa)
-    con.register("classified", classified[["class_id", "genus", "family"]])
-    con.execute("UPDATE species SET genus = c.genus, family = c.family FROM classified c WHERE species.class_id = c.class_id")
-    summary = classified.attrs[TAXONOMY_SUMMARY]
-    set_meta(con, "taxonomy", {"path": str(taxa.path.resolve()), "sha256": taxa.sha256, **summary})
-    named = len(classified) - summary["unnamed"]
-    missing = summary["unmatched"][:5]
-    return (f"ingest: taxonomy {taxa.path.name}: {summary['species_matched']} of {named} species found, "
-            f"{summary['genus_only']} more by genus only, {summary['family_unknown']} with family unknown"
-            + (f" (not found by name: {', '.join(missing)}{', ...' if summary['unmatched_total'] > len(missing) else ''})"
-               if missing else ""))
 
 
 def country_codes(table: Table) -> list[str | None] | None:

@@ -219,16 +219,22 @@ def front_fanged_are_venomous(con) -> str:
 def _harmless_of_unknown_family(con) -> str:
     """The line saying which classes flagged harmless have no family, so that the rule above cannot reach them (a
     sea snake under an older name, `Pelamis platura`, stayed harmless in silence); "" when there are none."""
-    rows = con.execute("SELECT binomial_name FROM species WHERE venom_status = 'harmless' AND (family IS NULL OR family = ?) "
-                       "ORDER BY binomial_name", [UNKNOWN_FAMILY]).fetchall()
+    found = con.execute("SELECT binomial_name FROM species WHERE venom_status = 'harmless' AND (family IS NULL OR family = ?) "
+                        "ORDER BY binomial_name", [UNKNOWN_FAMILY]).fetchall()
+    # a placeholder 'class N' has no name a taxonomy could know: counted apart, not as names to fix (26 said, 7 named)
+    rows = [r for r in found if not r[0].startswith(PLACEHOLDER_PREFIX)]
+    unnamed = len(found) - len(rows)
+    apart = (f" ({unnamed} more flagged harmless have no name in the species table, 'class N', so no family can be found "
+             "for them)" if unnamed else "")
     if not rows:
-        return ""
+        return (f"ingest: {unnamed} class(es) flagged harmless have no name in the species table ('class N'), so no family can be "
+                "found for them: give a species table that names them.") if unnamed else ""
     has_taxonomy = con.execute("SELECT count(*) FROM run_metadata WHERE key = 'taxonomy'").fetchone()[0]
     advice = ("name them as the taxonomy table does" if has_taxonomy else
               "give a taxonomy with --taxonomy serpentes.csv (or SNAKEWEB_TAXONOMY)")
     return (f"ingest: {len(rows)} class(es) flagged harmless have family unknown (e.g. {', '.join(r[0] for r in rows[:4])}), so "
             "if one is a viper or elapid under a name the taxonomy lacks (SnakeCLEF's MIVS 0 flags those not medically "
-            f"important), it stays harmless: {advice}.")
+            f"important), it stays harmless: {advice}{apart}.")
 
 
 def species_as_flagged(store) -> pd.DataFrame | None:
@@ -243,3 +249,43 @@ def species_as_flagged(store) -> pd.DataFrame | None:
         species = species.copy()
         species.loc[species["class_id"].isin(promoted) & species["venom_status"].eq("venomous"), "venom_status"] = "harmless"
     return species
+
+
+def assign_families(con, taxa: Taxonomy | None, known_before: set[int] = frozenset()) -> str:
+    """Family (and genus) of every class in the store from the taxonomy, recorded in run metadata, inside the caller's
+    transaction `con`; returns the line ingest prints about families. Only genus and family are written: ids, names
+    and venom status stay. Without `taxa` the store's families are kept, and the line counts what the store holds
+    after the ingest, as `check` does (named classes: a placeholder 'class N' has no name to look up), never only the
+    table just given; `known_before` (the class ids the store held before this ingest) tells which unknown ones are new."""
+    from snakeweb.species import SPECIES_COLUMNS
+
+    if taxa is None:
+        rows = con.execute("SELECT class_id, family IS NULL OR family = ? AS unknown FROM species "
+                           "WHERE NOT starts_with(binomial_name, ?)", [UNKNOWN_FAMILY, PLACEHOLDER_PREFIX]).fetchall()
+        unknown = [int(c) for c, u in rows if u]
+        if not unknown:
+            return ""
+        found = con.execute("SELECT value FROM run_metadata WHERE key = 'taxonomy'").fetchone()
+        recorded = json.loads(found[0]) if found else None
+        counted = f"ingest: {len(unknown)} of {len(rows)} named class(es) have family unknown"
+        if recorded is None:
+            return (f"{counted} (no taxonomy table was given); give one with --taxonomy serpentes.csv or "
+                    "SNAKEWEB_TAXONOMY=serpentes.csv.")
+        new = [c for c in unknown if c not in known_before]
+        kept = f"the families from {Path(recorded['path']).name}, given at an earlier ingest, are kept"
+        if not new:
+            return f"{counted} ({kept}; these are names it does not know)."
+        return (f"{counted} ({kept}); {len(new)} of them are new in this ingest: give --taxonomy {recorded['path']} again "
+                "to look them up.")
+    # families are derived data: recomputed for every class, so a new taxonomy table replaces the old answers
+    classified = assign_taxonomy(con.execute(f"SELECT {', '.join(SPECIES_COLUMNS)} FROM species ORDER BY class_id").df(), taxa)
+    con.register("classified", classified[["class_id", "genus", "family"]])
+    con.execute("UPDATE species SET genus = c.genus, family = c.family FROM classified c WHERE species.class_id = c.class_id")
+    summary = classified.attrs[TAXONOMY_SUMMARY]
+    set_meta(con, "taxonomy", {"path": str(taxa.path.resolve()), "sha256": taxa.sha256, **summary})
+    named = len(classified) - summary["unnamed"]
+    missing = summary["unmatched"][:5]
+    return (f"ingest: taxonomy {taxa.path.name}: {summary['species_matched']} of {named} species found, "
+            f"{summary['genus_only']} more by genus only, {summary['family_unknown']} with family unknown"
+            + (f" (not found by name: {', '.join(missing)}{', ...' if summary['unmatched_total'] > len(missing) else ''})"
+               if missing else ""))

@@ -146,7 +146,7 @@ def test_ingest_with_taxonomy_stores_families_and_a_later_one_fills_an_old_store
     monkeypatch.delenv(TAXONOMY_ENV, raising=False)
     store = Store(tmp_path / "store")
     assert main(["ingest", "--store", str(store.root), "--images", str(photo_folder), "--species", str(species_csv)]) == 0
-    assert "3 of 3 class(es) have family unknown" in capsys.readouterr().out  # says how to give families
+    assert "3 of 3 named class(es) have family unknown (no taxonomy table was given)" in capsys.readouterr().out  # how to give them
     before = store.species()[SPECIES_COLUMNS]
     assert set(_families(store).values()) == {UNKNOWN_FAMILY} and store.get_meta("taxonomy") is None
 
@@ -164,6 +164,45 @@ def test_ingest_with_taxonomy_stores_families_and_a_later_one_fills_an_old_store
     assert (recorded["species_matched"], recorded["genus_only"], recorded["unmatched"]) == (3, 0, [])
     verdict = {v.name: v for v in check_store(store)}["taxonomy"]
     assert verdict.ok and verdict.detail.startswith("3 of 3 named classes have a family (2 families")
+
+
+def test_a_re_ingest_without_taxonomy_counts_the_stores_families(serpentes_csv, tmp_path, capsys, monkeypatch):
+    """A store built with --taxonomy and ingested again without it keeps its families, and the line says so with the
+    store's counts (named classes, as check counts them), not '26 of 1784 ... no taxonomy table was given'."""
+    import re
+
+    monkeypatch.delenv(TAXONOMY_ENV, raising=False)
+    photos = tmp_path / "photos"
+    for name in ("Crotalus_atrox", "Haldea_striatula"):
+        make_photo(photos / name / "0.jpg", (90, 90, 90), seed=1)
+    classes = shared("snakeclef", "class_list.csv")
+    store = Store(tmp_path / "store")
+    ingest = ["ingest", "--store", str(store.root), "--images", str(photos)]
+    assert main([*ingest, "--species", str(classes), "--taxonomy", str(serpentes_csv)]) == 0
+    families = dict(zip(store.species()["class_id"], store.species()["family"]))
+    capsys.readouterr()
+    assert main(ingest) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "named class(es) have family unknown" in line]
+    # the harmless ones of unknown family are the named ones too; the 'class N' placeholders are counted apart
+    harmless = next(line for line in out.splitlines() if "flagged harmless have family unknown" in line)
+    unnamed = int((store.species()["binomial_name"].str.startswith("class ")).sum())
+    assert harmless.startswith("ingest: 7 class(es) flagged harmless") and f"({unnamed} more flagged harmless have no name" in harmless
+    assert dict(zip(store.species()["class_id"], store.species()["family"])) == families  # kept
+    verdict = {v.name: v for v in check_store(store)}["taxonomy"].detail
+    known, named = map(int, re.match(r"(\d+) of (\d+) named classes have a family", verdict).groups())
+    unknown = named - known
+    assert 0 < unknown < named < len(store.species())  # class_list.csv has unnamed classes too: they are not counted
+    assert said == [f"ingest: {unknown} of {named} named class(es) have family unknown (the families from serpentes.csv, given at "
+                    "an earlier ingest, are kept; these are names it does not know)."]
+    assert "no taxonomy table was given" not in said[0]
+
+    make_photo(photos / "Unknownia incerta" / "0.jpg", (90, 90, 90), seed=2)  # a class new in this ingest: look it up
+    assert main(ingest) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "named class(es) have family unknown" in line]
+    assert said == [f"ingest: {unknown + 1} of {named + 1} named class(es) have family unknown (the families from serpentes.csv, "
+                    f"given at an earlier ingest, are kept); 1 of them are new in this ingest: give --taxonomy "
+                    f"{serpentes_csv.resolve()} again to look them up."]
 
 
 def test_ingest_reads_the_taxonomy_from_the_environment_and_keeps_unknown_names(serpentes_csv, tmp_path, capsys, monkeypatch):
