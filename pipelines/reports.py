@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from snakeweb.errors import shell_word
+from snakeweb.identification import no_all_clear_reason
 
 if TYPE_CHECKING:
     from snakeweb.identification import Identification
@@ -27,8 +28,11 @@ def print_identification(result: Identification) -> None:
     for note in result.notes:
         print(f"  note: {note}")
     flags = {"venomous": "VENOMOUS", "harmless": "harmless", "unknown": "venom status UNKNOWN (treat as possibly venomous)"}
-    lead = {"danger": "DANGER", "caution": "CAUTION", "harmless": "LOW RISK", "unknown": "VENOM STATUS UNKNOWN"}[result.venom_level]
-    print(f"  {lead}: {result.headline}")
+    # level "unknown" is a missing all-clear, not the answer's venom status (it read "VENOM STATUS UNKNOWN" beside a
+    # harmless species whose status was known): the reason is said
+    lead = {"danger": "DANGER", "caution": "CAUTION", "harmless": "LOW RISK", "unknown": "NO ALL-CLEAR"}[result.venom_level]
+    reason = no_all_clear_reason(result) if result.venom_level == "unknown" else ""
+    print(f"  {lead}: {result.headline}" + (f"; {reason}, so treat it as possibly venomous" if reason else ""))
     source = SOURCE_WORDS[result.prediction_source]
     if result.prediction_source == "classifier" and result.prediction_rank in ("genus", "family"):  # a fixed rank
         source = f"the classifier's top {result.prediction_rank}"

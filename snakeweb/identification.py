@@ -24,25 +24,46 @@ def venom_level(result) -> str:
     all-clear) needs all of: a low venomous probability, a named answer known to be harmless that the classifier
     gave (not the range step) at a confidence its rank's threshold accepts (so not where validation was too small to
     choose one), a photo the store knows to be like its snakes (not where it cannot tell), a top species not outside
-    its range, and, with a country, one where the table records some of the store's snakes."""
+    its range, and, with a country, one where the table records some of the store's snakes. "unknown" means no
+    all-clear, not that the answer's venom status is unknown: `no_all_clear_reason` says which of these failed."""
     possibly = result.p_venomous + result.p_unknown_venom
     if possibly >= DANGER_AT:
         return "danger"
     if possibly >= CAUTION_AT:
         return "caution"
+    return "unknown" if no_all_clear_reason(result) else "harmless"
+
+
+def no_all_clear_reason(result) -> str:
+    """Why a low-risk answer gets no all-clear (venom level "unknown"), in words that fit after "no all-clear: ";
+    "" when it gets one. A harmless species named with a known status (Pantherophis guttatus) on a store too small
+    to tell whether the photo is like its snakes read "VENOM STATUS UNKNOWN" beside "harmless": the status was
+    known, the all-clear was what was missing."""
     if result.country and not result.country_prior_applied:
-        return "unknown"  # the store's species table knows nothing of the snakes of this country: no all-clear
-    if result.prediction_source not in ("classifier", "rollup") or result.out_of_range or result.out_of_store is not False:
-        # an answer the range step made, a species outside its range, or a photo unlike the store's snakes or one the
-        # store cannot tell (None: too few validation snakes to calibrate; a cottonmouth got the all-clear as a grass snake)
-        return "unknown"
+        # the store's species table knows nothing of the snakes of this country
+        return f"the species x country table records none of this store's snakes in {result.country}"
+    if result.prediction_source not in ("classifier", "rollup"):
+        return {"range_filter": "the answer was made by the country check, not the classifier",
+                "venom_rule": "a harmless answer was withheld by the venom rule"}.get(result.prediction_source,
+                                                                                        "no taxon was likely enough to name")
+    if result.out_of_range:
+        return "the top species is not recorded in this country"
+    if result.out_of_store:
+        return "the photo is unlike every snake in this store"
+    if result.out_of_store is None:
+        # too few validation snakes to calibrate the check (a cottonmouth got the all-clear as a grass snake)
+        return "the store cannot tell whether the photo is like its snakes (too few validation photos to calibrate that check)"
     decision = (result.provenance or {}).get("decision") or {}
     threshold = (decision.get("thresholds") or {}).get(result.prediction_rank or "")
-    if threshold is None or (result.prediction_score or 0) < threshold:
-        return "unknown"  # below the confidence validation needs at this rank, or no such confidence chosen: no all-clear
+    if threshold is None:
+        return f"validation was too small to choose the confidence a {result.prediction_rank or 'named'} answer needs"
+    if (result.prediction_score or 0) < threshold:
+        return (f"the answer's confidence ({_percent(result.prediction_score or 0)}) is below the {_percent(threshold)} "
+                f"validation needs at {result.prediction_rank} rank")
     if result.venom_status == "harmless" and result.prediction_rank is not None:
-        return "harmless"
-    return "unknown"
+        return ""
+    return ("the answer's venom status is unknown" if result.venom_status == "unknown" or result.prediction_rank is None
+            else "the answer is not a harmless taxon")
 
 
 def venom_headline(p_venomous: float, p_unknown: float, unlike_the_store: bool = False) -> str:

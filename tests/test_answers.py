@@ -279,3 +279,40 @@ def test_the_all_clear_needs_a_harmless_answer_the_classifier_gave_with_confiden
     assert venom_level(replace(clear, out_of_store=None)) == "unknown"
     assert venom_level(replace(clear, provenance={"decision": {"rank": "auto", "thresholds": None}})) == "unknown"
     assert venom_level(replace(clear, provenance={})) == "unknown"
+
+
+def test_no_all_clear_says_why_and_never_calls_a_known_status_unknown(capsys):
+    """The tester's case: Pantherophis guttatus (harmless, status known) at 2% venomous on a store too small to tell
+    whether the photo is like its snakes: no all-clear (right), but the words were "VENOM STATUS UNKNOWN"."""
+    from dataclasses import replace
+
+    from pipelines.reports import print_identification
+    from snakeweb.identification import Identification, no_all_clear_reason, venom_headline, venom_level
+
+    decision = {"rank": "auto", "thresholds": {"species": 0.8, "genus": 0.6, "family": 0.7}}
+    clear = Identification(prediction="Pantherophis guttatus", prediction_rank="species", prediction_score=0.9,
+                           prediction_source="classifier", venom_status="harmless", p_venomous=0.02, out_of_range=False,
+                           out_of_store=False, provenance={"decision": decision}, inputs=["corn.jpg"])
+    assert no_all_clear_reason(clear) == "" and venom_level(clear) == "harmless"
+    cases = {
+        "the store cannot tell whether the photo is like its snakes": replace(clear, out_of_store=None),
+        "the photo is unlike every snake in this store": replace(clear, out_of_store=True),
+        "the top species is not recorded in this country": replace(clear, out_of_range=True),
+        "the answer was made by the country check": replace(clear, prediction_source="range_filter"),
+        "records none of this store's snakes in AU": replace(clear, country="AU", country_prior_applied=False),
+        "is below the 80% validation needs at species rank": replace(clear, prediction_score=0.5),
+        "validation was too small to choose the confidence": replace(clear, provenance={}),
+        "the answer's venom status is unknown": replace(clear, venom_status="unknown"),
+    }
+    for words, result in cases.items():
+        assert venom_level(result) == "unknown" and words in no_all_clear_reason(result), (words, no_all_clear_reason(result))
+        if result.venom_status == "harmless":
+            assert "venom status" not in no_all_clear_reason(result)
+    shown = replace(clear, out_of_store=None, headline=venom_headline(0.02, 0.0))
+    shown.venom_level = venom_level(shown)
+    print_identification(shown)
+    out = capsys.readouterr().out
+    assert "VENOM STATUS UNKNOWN" not in out
+    assert ("  NO ALL-CLEAR: Venomous: 2% likely; the store cannot tell whether the photo is like its snakes (too few validation "
+            "photos to calibrate that check), so treat it as possibly venomous") in out
+    assert "harmless]" in out  # the answer's own status, known, beside it

@@ -105,6 +105,9 @@ def test_a_harmless_answer_from_a_store_too_small_to_vouch_for_it_is_no_all_clea
     assert want.out_of_store is None and want.venom_level == "unknown"
     assert not app.exception and not app.error and not app.success
     assert app.warning[0].value.startswith(f"**❓ {want.headline} — not enough to call it harmless: treat as possibly venomous.**")
+    # why, and not in words that call the known (harmless) status unknown
+    assert "No all-clear: the store cannot tell whether the photo is like its snakes" in app.warning[0].value
+    assert "venom status" not in app.warning[0].value.split("No all-clear:")[1].split("  \n")[0]
     app.selectbox[1].set_value("genus").run()
     genus = expected(identifier, photo_folder, "Zamenis longissimus", rank="genus")
     assert genus.prediction_rank == "genus" and genus.prediction == "Zamenis"

@@ -4,7 +4,7 @@ the answer's title and the candidate tables. Apart from the page so that they ca
 import pandas as pd
 import streamlit as st
 
-from snakeweb.identification import DANGER_AT
+from snakeweb.identification import DANGER_AT, no_all_clear_reason
 from views.common import VENOM_LABELS
 
 
@@ -29,7 +29,9 @@ def venom_banner(result) -> None:
     elif result.venom_level == "harmless":
         st.success(f"**✅ {result.headline} — the answer is a harmless snake. Still, do not handle it.**" + candidates)
     else:  # low venomous mass, but not enough for an all-clear (see snakeweb.identification.venom_level): never green
-        st.warning(f"**❓ {result.headline} — not enough to call it harmless: treat as possibly venomous.**" + candidates)
+        reason = no_all_clear_reason(result)  # why, so a known-harmless answer does not read as of unknown status
+        st.warning(f"**❓ {result.headline} — not enough to call it harmless: treat as possibly venomous.**"
+                   + (f"  \nNo all-clear: {reason}." if reason else "") + candidates)
 
 
 def answer_title(result) -> str:
