@@ -13,7 +13,8 @@ from snakeweb.train_views import DEFAULT_TRAIN_VIEWS, TRAIN_VIEWS
 
 DESCRIPTION = """Exit codes: 0 done; 1 a check failed (`check`; a damaged store file is one); 2 bad input (an argument, a
 table or a photo snakeweb cannot use: the message says which and why; `identify` also when none of its photos could be
-identified); 130 interrupted. With `--json`, stdout carries only JSON: every library print and log goes to stderr."""
+identified); 130 interrupted; 141 stdout's reader closed the pipe (`... | head -1`), said by no message. With
+`--json`, stdout carries only JSON: every library print and log goes to stderr."""
 
 
 def _whole(minimum: int):

@@ -20,8 +20,8 @@ import sys
 # imports the library modules it uses (tests/test_cli_imports.py checks this in a fresh process).
 from pipelines import results
 from pipelines.arguments import parser
+from pipelines.output import discard_stdout, json_only_on_stdout
 from pipelines.output import emit as _emit
-from pipelines.output import json_only_on_stdout
 from pipelines.reports import print_identification
 from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.options import TrainConfig
@@ -129,7 +129,11 @@ def _identify(args: argparse.Namespace) -> int:
     return 2 if failures == len(groups) else 0
 
 
+SIGPIPE_EXIT = 128 + 13  # the exit code of a Unix tool killed by SIGPIPE: stdout's reader closed the pipe
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code (see pipelines.arguments.DESCRIPTION)."""
     words = sys.argv[1:] if argv is None else list(argv)
     if "--json" not in words:
         args = parser().parse_args(argv)
@@ -152,10 +156,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(said.getvalue())
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    if getattr(args, "json", False):
-        with json_only_on_stdout():
-            return _run(args)
-    return _run(args)
+    try:
+        if getattr(args, "json", False):
+            with json_only_on_stdout():
+                code = _run(args)
+        else:
+            code = _run(args)
+        sys.stdout.flush()  # a pipe closed after the last write is found here, not by Python's flush at exit
+        return code
+    except BrokenPipeError:  # stdout's reader went away (`... | head -1`): as Unix tools, no message
+        discard_stdout()  # what is still buffered is dropped at exit instead of raising again
+        return SIGPIPE_EXIT
 
 
 def _stage(args: argparse.Namespace) -> None:
@@ -256,6 +267,8 @@ def _run_command(args: argparse.Namespace) -> int:
             results.export_embeddings_command(args)
     except SnakewebError as exc:
         return _say(args, exc)
+    except BrokenPipeError:  # stdout's reader went away: not a path of the user's (main exits 141)
+        raise
     except OSError as exc:  # a path the user gave that the system refuses (permissions, a full disk, a file for a folder)
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}; check the paths you gave and that the disk has room.",
               file=sys.stderr)
