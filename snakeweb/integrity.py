@@ -7,6 +7,7 @@ from pathlib import Path
 
 from snakeweb.errors import SnakewebError
 from snakeweb.store import Store, StoreUnreadableError
+from snakeweb.store_tables import StoreTablesMissingError
 
 
 @dataclass
@@ -322,10 +323,10 @@ def check_store(store: Store) -> list[Verdict]:
         for check in CHECKS:
             try:
                 verdicts.append(check(store))
-            except StoreUnreadableError:
+            except (StoreUnreadableError, StoreTablesMissingError):
                 raise
             except SnakewebError as exc:
                 verdicts.append(Verdict(check.__name__.strip("_"), False, str(exc)))
-    except StoreUnreadableError as exc:
+    except (StoreUnreadableError, StoreTablesMissingError) as exc:
         verdicts.append(Verdict("store file", False, str(exc)))
     return verdicts

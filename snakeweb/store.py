@@ -159,8 +159,12 @@ class Store:
         """Open the DuckDB file for writing once and close it: raises StoreReadOnlyError (one sentence) where it
         cannot be written here, so a writing command stops before its work (a train refused only at its last
         write had already replaced head.pt), and StoreBusyError while another process writes it."""
-        with self.connect():
-            pass
+        from snakeweb.store_tables import missing_tables, restore_tables
+
+        with self.connect() as con:
+            missing = missing_tables(con)
+            if missing:  # a table dropped from the file: made again, empty, and its stage runs again
+                restore_tables(con, missing)
         return self
 
     def require(self) -> Store:
@@ -169,6 +173,9 @@ class Store:
             raise SnakewebError(
                 f"No store at {self.root}. Build one with `python -m pipelines build --store {shell_word(self.root)} --images DIR`."
             )
+        from snakeweb.store_tables import refuse_missing_tables
+
+        refuse_missing_tables(self)  # a table dropped from the file: a sentence naming the command that makes it again
         if _needs_migration(self):
             with self.connect() as con:
                 migrate(con)
@@ -251,7 +258,10 @@ class Store:
         path, split), `embeddings` (which images have vectors), `species` (names, venom status, taxonomy),
         `observations` (labels, countries, splits), `predictions` and `run_metadata`. Reviews and range records
         are left out: they are watched apart (content_version; snakeweb.ranges.overrides_version)."""
+        from snakeweb.store_tables import refuse_missing_tables
+
         names = ("images", "embeddings", "species", "observations", "predictions", "run_metadata")
+        refuse_missing_tables(self, names)  # the dashboard's key: a sentence, not a CatalogException
         with self.connect(read_only=True) as con:
             digests = con.execute(
                 "SELECT (SELECT count(*) || ':' || sum(hash(image_id, observation_id, class_id, status, path, split)) FROM images), "
