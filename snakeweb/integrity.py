@@ -156,10 +156,12 @@ def _head(store: Store) -> Verdict:
     stale = (store.get_meta("head") or {}).get("stale")
     if stale:
         return Verdict("head", False, f"head.pt is out of date: {stale}; run the train stage (or build)")
+    from snakeweb.stored_predictions import species_gap_advice
+
     species = set(store.species()["class_id"].tolist())
-    unknown = sorted(set(head.label_map.class_ids) - species)
+    unknown = sorted(int(c) for c in set(head.label_map.class_ids) - species)
     return Verdict("head", not unknown, f"{head.kind}, {len(head.label_map)} classes, trained for this model and feature kind"
-                   + (f"; class ids missing from the species table: {unknown[:5]}" if unknown else "; every class id is in the species table")
+                   + (f"; {species_gap_advice(store, unknown)}" if unknown else "; every class id is in the species table")
                    + ("; saved in the earlier torch format (still read, with torch; the next `train --force` writes the "
                       "torch-free one)" if head.saved_format < HEAD_FORMAT else "")
                    + ("; saved before heads recorded their store, so which store trained it is not known (the next "

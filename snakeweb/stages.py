@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict
 
@@ -21,7 +22,7 @@ from snakeweb.heads import INDEX_HEADS, Head, TrainConfig, load_head, observatio
 from snakeweb.options import require_probabilities
 from snakeweb.species import possibly_venomous_class_ids
 from snakeweb.store import Store, read_keyed_vectors, set_meta
-from snakeweb.stored_predictions import predictions_record
+from snakeweb.stored_predictions import head_classes_missing, predictions_record, species_gap_advice
 
 log = logging.getLogger(__name__)
 STORED_TOP_K = 10
@@ -294,6 +295,9 @@ def predict(store: Store, aggregation: str = "mean-log") -> dict:
     summary = held_out_summary(store)
     with store.transaction() as con:
         set_meta(con, "held_out", summary)
+    missing = head_classes_missing(store)
+    if missing:  # the rows are written, but no reader will use them until the species table is whole again
+        print(f"predict: warning: {species_gap_advice(store, missing)}.", file=sys.stderr)
     print(f"predict: {len(observation_ids)} observations; " + ", ".join(
         f"{split}: top-1 {s['accuracy']:.1%}, macro-F1 {s['macro_f1']:.1%} ({s['observations']} obs)"
         for split, s in summary.items()))

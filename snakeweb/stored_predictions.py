@@ -95,8 +95,29 @@ def prediction_problems(store: Store) -> list[str]:
     return problems
 
 
+def head_classes_missing(store: Store) -> list[int]:
+    """The class ids of the predict stage's head (its recorded label map) that the species table lacks: rows of them
+    come back at every predict, so the fix is the species table, not predict."""
+    recorded = (store.get_meta(META_KEY) or {}).get("class_ids") or []
+    species = set(store.query("SELECT class_id FROM species")["class_id"].tolist())
+    return sorted(int(c) for c in recorded if int(c) not in species)
+
+
+def species_gap_advice(store: Store, missing: list[int]) -> str:
+    """What puts back class ids the head was trained on that the species table lacks (rows deleted from it)."""
+    word = shell_word(store.root)
+    return (f"the species table lacks class id(s) the head was trained on ({', '.join(map(str, missing[:EXAMPLES]))}"
+            f"{', ...' if len(missing) > EXAMPLES else ''}; its rows were deleted): ingest the species table again with "
+            f"`python -m pipelines ingest --store {word} --images DIR --species TABLE` (the photo folder, or --metadata "
+            "and --image-root, and the species table the store was built with); predict and train cannot put them back")
+
+
 def predictions_sentence(store: Store, problems: list[str]) -> str:
-    """One sentence: the stored predictions cannot be used, why, and the command that makes them again."""
+    """One sentence: the stored predictions cannot be used, why, and the command that makes them again (the species
+    table's, when its missing rows are the cause: predict would write the same class ids again)."""
+    missing = head_classes_missing(store)
+    if missing:
+        return f"The stored predictions of {store.root} cannot be used: {'; '.join(problems)}; {species_gap_advice(store, missing)}."
     return (f"The stored predictions of {store.root} cannot be used: {'; '.join(problems)}. Make them again with "
             f"`python -m pipelines predict --store {shell_word(store.root)}`.")
 

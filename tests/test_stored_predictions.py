@@ -136,3 +136,22 @@ def test_rows_from_before_heads_were_recorded_are_refused(built, tmp_path):
     store = _damaged_copy(built, tmp_path, "UPDATE run_metadata SET value = json_object('head', 'linear+knn') "
                                            "WHERE key = 'predictions'")
     assert prediction_problems(store) == ["they were made before snakeweb recorded which head made them"]
+
+
+def test_a_deleted_species_row_the_head_uses_sends_people_to_ingest_the_species_table(tmp_path, tiny_model_dir, photo_folder,
+                                                                                      species_csv, capsys):
+    """`DELETE FROM species WHERE class_id = ...`: head and prediction rows say to ingest the species table again (predict
+    and train cannot put the row back), predict warns, and the advised ingest passes check."""
+    from tests.conftest import build_photo_store
+
+    root = build_photo_store(tmp_path / "store", tiny_model_dir, photo_folder, species_csv, "--skip-project")
+    with duckdb.connect(str(root / "snakeweb.duckdb")) as con:
+        con.execute("DELETE FROM species WHERE class_id = 1740")
+    assert main(["predict", "--store", str(root)]) == 0
+    assert "lacks class id(s) the head was trained on (1740" in capsys.readouterr().err
+    failed = {v.name: v.detail for v in check_store(Store(root)) if not v.ok}
+    assert set(failed) == {"head", "prediction rows"}
+    for detail in failed.values():
+        assert "--images DIR --species TABLE" in detail and "Make them again with" not in detail
+    assert main(["ingest", "--store", str(root), "--images", str(photo_folder), "--species", str(species_csv)]) == 0
+    assert all(v.ok for v in check_store(Store(root))), [v.line() for v in check_store(Store(root)) if not v.ok]
