@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.store import Store, StoreUnreadableError
 from snakeweb.store_tables import StoreTablesMissingError
 
@@ -230,14 +230,24 @@ def _files(store: Store) -> Verdict:
 
 
 def _predictions(store: Store) -> Verdict:
+    """Every embedded observation has stored predictions (the predict stage's rows)."""
     row = store.query(
         "SELECT (SELECT count(DISTINCT observation_id) FROM images WHERE status = 'ok') AS observations, "
-        "(SELECT count(DISTINCT observation_id) FROM predictions) AS predicted, "
-        "(SELECT count(*) FROM projection) AS projected, (SELECT count(*) FROM embeddings) AS embedded"
-    ).iloc[0]
-    ok = row["predicted"] == row["observations"] and row["projected"] in (0, row["embedded"])
-    return Verdict("predictions", bool(ok), f"{row['predicted']} of {row['observations']} observations predicted; "
-                   f"{row['projected']} of {row['embedded']} embeddings on the map")
+        "(SELECT count(DISTINCT observation_id) FROM predictions) AS predicted").iloc[0]
+    ok = row["predicted"] == row["observations"]
+    return Verdict("predictions", bool(ok), f"{row['predicted']} of {row['observations']} observations predicted"
+                   + ("" if ok else f"; run `python -m pipelines predict --store {shell_word(store.root)}`"))
+
+
+def _map(store: Store) -> Verdict:
+    """The map (the project stage's UMAP points) holds every embedding, or none (`build --skip-project`, never projected)."""
+    row = store.query("SELECT (SELECT count(*) FROM projection) AS projected, (SELECT count(*) FROM embeddings) AS embedded").iloc[0]
+    if row["projected"] == 0:
+        return Verdict("map", True, "not made (the Explore page's map needs `python -m pipelines project`)")
+    ok = row["projected"] == row["embedded"]
+    word = shell_word(store.root)
+    return Verdict("map", bool(ok), f"{row['projected']} of {row['embedded']} embeddings on the map"
+                   + ("" if ok else f"; run `python -m pipelines project --store {word}` (or build without --skip-project)"))
 
 
 def _prediction_rows(store: Store) -> Verdict:
@@ -309,7 +319,7 @@ def _engine(store: Store) -> Verdict:
 
 
 CHECKS = (_counts, _copies, _venom, _taxonomy, _country_table, _views, _index, _head, _model, _engine, _files, _predictions,
-          _prediction_rows, _answers)
+          _map, _prediction_rows, _answers)
 
 
 def check_store(store: Store) -> list[Verdict]:
