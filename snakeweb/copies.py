@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -37,6 +38,7 @@ class Copies:
     shown_two_labels: list[str] = field(default_factory=list)
     compared: int = 0  # photos with a recorded sha256
     unhashed: int = 0  # photos without one (imported vectors): not compared
+    gone_two_labels: list[str] = field(default_factory=list)  # photos of the two-label groups no longer on disk
 
 
 def find_copies(store: Store) -> Copies:
@@ -65,7 +67,22 @@ def find_copies(store: Store) -> Copies:
     groups = dict(iter(by_group))
     found.shown_across_splits = [shown(groups[key], "split") for key in splits[splits > 1].index[:MAX_SHOWN]]
     found.shown_two_labels = [shown(groups[key], "class_id") for key in labels[labels > 1].index[:MAX_SHOWN]]
+    found.gone_two_labels = [path for key in labels[labels > 1].index for path in groups[key]["path"]
+                             if not Path(path).is_file()]
     return found
+
+
+def two_labels_advice(store: Store, found: Copies) -> str:
+    """What fixes copies labelled as two species: where one copy's file is gone (a photo moved to another species'
+    folder leaves its old row behind), `build --remove-gone` removes it; else deleting the wrong copy."""
+    from snakeweb.errors import shell_word
+
+    if found.gone_two_labels:
+        shown = ", ".join(found.gone_two_labels[:MAX_SHOWN])
+        return (f"{len(found.gone_two_labels)} of their photos are no longer on disk (e.g. {shown}: moved to another "
+                f"species' folder?), so run `python -m pipelines build --store {shell_word(store.root)} --images DIR "
+                "--remove-gone`, which removes the photos gone from the folder")
+    return "delete the wrong copy and build a new store"
 
 
 def warn_of_copies(store: Store) -> None:
@@ -79,8 +96,8 @@ def warn_of_copies(store: Store) -> None:
                     found.across_splits, "; ".join(found.shown_across_splits))
     if found.two_labels:
         log.warning("%d photo(s) have the same bytes as a photo under another species (%d group(s), e.g. %s), so one label "
-                    "is wrong and the head learns both; delete the wrong copy and build a new store.",
-                    found.two_label_photos, found.two_labels, "; ".join(found.shown_two_labels))
+                    "is wrong and the head learns both; %s.",
+                    found.two_label_photos, found.two_labels, "; ".join(found.shown_two_labels), two_labels_advice(store, found))
 
 
 def copies_of_training(store: Store, observation_ids: list[str], split: str) -> dict[str, int]:

@@ -62,7 +62,7 @@ def _venom(store: Store) -> Verdict:
 def _copies(store: Store) -> Verdict:
     """Byte-identical photos (snakeweb.copies): a failure when copies carry two species; copies across splits are
     said (they make held-out scores optimistic) but the store is still whole."""
-    from snakeweb.copies import find_copies
+    from snakeweb.copies import find_copies, two_labels_advice
 
     found = find_copies(store)
     # vectors brought in by import-embeddings come without their photos' bytes: those photos cannot be compared
@@ -75,7 +75,7 @@ def _copies(store: Store) -> Verdict:
     detail = f"{found.extra} photo(s) are byte-identical copies of others ({found.groups} group(s))"
     if found.two_labels:
         detail += (f"; {found.two_labels} group(s) are labelled as two species, so one label is wrong (e.g. "
-                   f"{'; '.join(found.shown_two_labels)}): delete the wrong copy and build a new store")
+                   f"{'; '.join(found.shown_two_labels)}): {two_labels_advice(store, found)}")
     if found.across_splits:
         detail += (f"; {found.across_splits} group(s) lie in two splits, so the head has seen those held-out photos and "
                    f"their scores are optimistic (e.g. {'; '.join(found.shown_across_splits)})")

@@ -51,3 +51,23 @@ def test_copies_across_splits_and_species_are_found_and_counted(tiny_model_dir, 
         assert main(["evaluate", "--store", str(store.root), "--split", split]) == 0
         note = f"note: {copied} of these {split} observations have a photo that is a byte-identical copy"
         assert (note in capsys.readouterr().out) == bool(copied)
+
+
+def test_a_photo_moved_to_another_species_folder_is_fixed_by_remove_gone(tiny_model_dir, photo_folder, species_csv, tmp_path,
+                                                                         caplog, capsys):
+    """The old row of a moved photo stays (a store only grows): the copies are labelled as two species, and the advice
+    is `build --remove-gone`, which removes the photo gone from the folder; check passes after it."""
+    photos = tmp_path / "photos"
+    shutil.copytree(photo_folder, photos)
+    root = build_photo_store(tmp_path / "store", tiny_model_dir, photos, species_csv, "--skip-project")
+    (photos / "Natrix_natrix" / "03.jpg").rename(photos / "Vipera_berus" / "moved-03.jpg")
+    with caplog.at_level("WARNING"):
+        build_photo_store(root, tiny_model_dir, photos, species_csv, "--skip-project")
+    assert "--remove-gone" in caplog.text and "delete the wrong copy" not in caplog.text
+    verdict = {v.name: v for v in check_store(Store(root))}["copies"]
+    assert not verdict.ok and "Natrix_natrix/03.jpg" in verdict.detail
+    assert f"python -m pipelines build --store {root} --images DIR --remove-gone" in verdict.detail
+    assert main(["build", "--store", str(root), "--images", str(photos), "--species", str(species_csv), "--model",
+                 str(tiny_model_dir), "--skip-project", "--remove-gone"]) == 0
+    capsys.readouterr()
+    assert all(v.ok for v in check_store(Store(root))), [v.line() for v in check_store(Store(root)) if not v.ok]
