@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -220,10 +221,14 @@ def read_table(path: str | Path, what: str, columns: Sequence[Column] = (),
     else:
         path = Path(path)
         try:
-            raw = path.read_bytes()
+            with path.open("rb") as handle:
+                raw = _read_text_bytes(handle, path, what, error, limit=None)
         except OSError as exc:
             raise error(f"Cannot read the {what} {path}: {exc.strerror or exc}.") from exc
     text, note = _decode(raw, path, what, error)
+    if text.lstrip("\ufeff \t\r\n").startswith(("{", "[")):
+        raise error(f"The {what} {path} is JSON lines (what `export --answers` writes), not a CSV table; give the CSV "
+                    "submission (`export` without --answers) or the CSV file the command asks for.")
     rows, lines = _rows(text, path, what, error)
     headers = [header_key(h) for h in rows[0]]
     width = len(headers)
@@ -248,6 +253,11 @@ def read_table(path: str | Path, what: str, columns: Sequence[Column] = (),
     return table
 
 
+SNIFF_BYTES = 64 * 1024  # what is read before a table is refused as binary or compressed
+GZIP_MAGIC = b"\x1f\x8b"
+STDIN_LIMIT = 2 << 30  # 2 GiB: a SnakeCLEF submission is ~10 MB
+
+
 def _read_stdin(what: str, error: type[SnakewebError]) -> bytes:
     """Standard input's bytes, refused when nothing is piped in: a terminal would wait, silently, for a table typed
     by hand."""
@@ -256,9 +266,28 @@ def _read_stdin(what: str, error: type[SnakewebError]) -> bytes:
         raise error(f"The {what} is to be read from standard input (-), but nothing is piped in: pipe it "
                     "(`... | python -m pipelines ...` or `< file.csv`), or give the file's path.")
     try:
-        return stream.buffer.read() if hasattr(stream, "buffer") else stream.read().encode("utf-8")
+        if not hasattr(stream, "buffer"):  # an in-process caller's text stream
+            return stream.read(STDIN_LIMIT + 1).encode("utf-8")[:STDIN_LIMIT + 1]
+        return _read_text_bytes(stream.buffer, Path(STDIN_NAME), what, error, limit=STDIN_LIMIT)
     except OSError as exc:
         raise error(f"Cannot read the {what} from standard input: {exc.strerror or exc}.") from exc
+
+
+def _read_text_bytes(handle: BinaryIO, path: Path, what: str, error: type[SnakewebError], limit: int | None) -> bytes:
+    """A table's bytes, refused from its first block when they are gzip-compressed or binary (a 300 MB photo is not
+    read whole first), and past `limit` bytes (standard input: `< /dev/zero` would never end)."""
+    first = handle.read(SNIFF_BYTES)
+    if first.startswith(GZIP_MAGIC):
+        raise error(f"The {what} {path} is gzip-compressed; decompress it first (`gunzip FILE.gz`, or pipe "
+                    "`gzip -dc FILE.gz |`) and give the CSV.")
+    if b"\x00" in first and not first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise error(f"The {what} {path} is not a text table (it holds binary data); save it as CSV.")
+    rest = handle.read() if limit is None else handle.read(limit + 1 - len(first))
+    raw = first + rest
+    if limit is not None and len(raw) > limit:
+        raise error(f"The {what} on {path} is larger than {limit >> 20} MiB, more than any table snakeweb reads from a "
+                    "pipe; save it to a file and give its path.")
+    return raw
 
 
 def header_names(path: str | Path, what: str, headers: Sequence[str], columns: Sequence[Column],

@@ -239,3 +239,28 @@ def test_inputs_that_cannot_read_standard_input_refuse_dash_with_a_sentence(argv
         main(argv)
     assert exited.value.code == 2
     assert "'-' (standard input) is read only by score's --metadata, --predictions and --venomous" in capsys.readouterr().err
+
+
+def test_json_lines_gzip_and_binary_on_standard_input_are_said_early(tmp_path):
+    """`export --answers --out - | score --predictions -` is JSON lines: said so, not its keys as column names; a gzip
+    stream is said to be compressed; `< /dev/zero` is refused from its first bytes instead of never ending."""
+    import gzip
+
+    truth, venomous = tmp_path / "truth.csv", tmp_path / "venomous.csv"
+    truth.write_text("observation_id,class_id\n1,10\n")
+    venomous.write_text("class_id,MIVS\n10,1\n")
+    args = ["--metadata", str(truth), "--venomous", str(venomous), "--predictions", "-"]
+    answers = b'{"schema": "snakeweb.answer/3", "observation_id": "1", "species": [{"class_id": 10}]}\n' * 3
+    said = _score_process(args, answers)
+    err = said.stderr.decode()
+    assert said.returncode == 2 and "is JSON lines" in err and "without --answers" in err and "schema" not in err
+    packed = _score_process(args, gzip.compress(b"observation_id,class_id\n1,10\n"))
+    assert packed.returncode == 2 and "is gzip-compressed; decompress it" in packed.stderr.decode()
+    with open("/dev/zero", "rb") as zeros:
+        endless = subprocess.run([sys.executable, "-m", "pipelines", "score", *args], cwd=REPO, stdin=zeros,
+                                 capture_output=True, timeout=120)
+    assert endless.returncode == 2 and "holds binary data" in endless.stderr.decode()
+    photo = tmp_path / "big.bin"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n\x00" + bytes(1 << 20))
+    refused = _score_process([*args[:-1], str(photo)], None)
+    assert refused.returncode == 2 and "holds binary data" in refused.stderr.decode()
