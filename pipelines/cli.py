@@ -74,7 +74,7 @@ def _build(args: argparse.Namespace) -> None:
         resolve_device(args.device)
     store = Store(args.store)
     created = not store.exists()
-    if args.model and "auto" not in args.model.removeprefix("concat:").split("+"):
+    if args.model and args.model != "auto":
         from snakeweb.models import check_loadable
 
         check_loadable(args.model)  # a local folder whose weights do not fit, before ingest adds or removes a photo
@@ -225,16 +225,12 @@ def _run_command(args: argparse.Namespace) -> int:
 
             require_probabilities(args.aggregation, "the answers" if args.command != "evaluate" else "the venom-aware scores")
         model = getattr(args, "model", None)
-        if model and "auto" not in model.removeprefix("concat:").split("+"):
+        if model and model != "auto":
             from snakeweb.models import require_feature_kind, resolve_model
 
-            # an unknown name, or features it does not give, said at once, before torch is imported (auto asks the hub: later)
+            # an unknown name, a concat: part that is empty, auto or named twice, or features the model does not give,
+            # said at once, before torch is imported (auto asks the hub: later)
             require_feature_kind(resolve_model(model), getattr(args, "features", None))
-        elif model and model.startswith("concat:"):
-            from snakeweb.models import refuse_repeated_parts
-
-            # with auto among the parts the hub is asked later, but a part named twice is said now, before any work
-            refuse_repeated_parts(model.removeprefix("concat:").split("+"))
         if args.command == "build":
             _build(args)
         elif args.command == "ingest":

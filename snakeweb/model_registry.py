@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from snakeweb.errors import SnakewebError
-from snakeweb.model_folders import check_model_folder
+from snakeweb.model_folders import ModelFolderError, check_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,12 @@ def _hub_available(hub_id: str, timeout: float = 3.0) -> bool:
 def composite(names: list[str]) -> BackboneConfig:
     """`concat:a+b`: each part embeds the photo with its own input size and normalisation; the feature is
     the parts' L2-normalised features joined (each scaled by 1/sqrt(parts), so the whole has unit norm)."""
-    refuse_repeated_parts(names)  # `auto` twice is said before the hub is asked what auto is
+    refuse_repeated_parts(names)  # an empty part, `auto`, or one model twice: said before any part is loaded
     parts = [resolve_model(n) for n in names]
     if len(parts) < 2 or any(p.source == "concat" for p in parts):
         raise SnakewebError(
             "concat: needs two or more registry models joined by '+', e.g. concat:efficientnet-lite0-offline+efficientnet-lite2-offline"
         )
-    _refuse_same_model(names, parts)  # auto resolved: concat:auto+dinov2-base is dinov2-base twice when the hub answers
     largest = max(parts, key=lambda p: p.image_size)
     return BackboneConfig(
         # location: what resolve_model reads each part from again (a local folder by its full path, not its bare name)
@@ -122,19 +121,28 @@ def composite(names: list[str]) -> BackboneConfig:
 
 
 def refuse_repeated_parts(names: list[str]) -> None:
-    """Raises SnakewebError when the parts of `concat:` name one model twice, under one spelling or two (a folder
-    given as `m` and `./m/`, or through a link to it). That model's features would repeat themselves: the vector
-    doubles, and its embedding time with it, with nothing new to learn from. `auto` parts are compared by name only,
-    so this asks no hub and imports no torch: the command line's early `--model` check runs it before any work."""
-    if names.count("auto") > 1:
-        _refuse(names, "auto", "auto")
-    named = [n for n in names if n != "auto"]
-    _refuse_same_model(named, [_resolve_part(n) for n in named])
+    """Raises SnakewebError when the parts of `concat:` cannot be joined as given: an empty part (a '+' at either end,
+    or two together: it would read as the current folder), `auto` (itself one model chosen at run time, so what the
+    concat joins would depend on the network), or one model twice, under one spelling or two (a folder given as `m`
+    and `./m/`, through a link to it, or copied under another name: folders are compared by their files' sha256).
+    A model twice repeats its features: the vector doubles, and its embedding time with it, with nothing new to learn
+    from. Asks no hub and imports no torch: the command line's early `--model` check runs it before any work."""
+    joined = "concat:" + "+".join(names)
+    if any(not name.strip() for name in names):
+        raise SnakewebError(
+            f"{joined} has an empty part (a '+' at the start or end, or two together); name a model between each two "
+            "'+' signs, e.g. concat:efficientnet-lite0-offline+efficientnet-lite2-offline.")
+    if "auto" in names:
+        raise SnakewebError(
+            f"{joined} has auto as a part, but auto is itself a model chosen at run time (the hub's DINOv2-B online, "
+            "the EfficientNet-Lite0+1+2 concat offline); name the models to join instead, e.g. "
+            "concat:dinov2-base+efficientnet-lite0-offline or concat:efficientnet-lite0-offline+efficientnet-lite2-offline.")
+    _refuse_same_model(names, [_resolve_part(n) for n in names])
 
 
 def _resolve_part(name: str) -> BackboneConfig | None:
     """A concat part's config, or None for a name `composite` refuses anyway (an unknown model, a nested concat)."""
-    if name.startswith("concat:") or name == "auto":
+    if name.startswith("concat:"):
         return None
     try:
         return resolve_model(name)
@@ -142,20 +150,35 @@ def _resolve_part(name: str) -> BackboneConfig | None:
         return None
 
 
+def _model_key(part: BackboneConfig) -> tuple[str, str]:
+    """What makes two parts one model: a registry entry's own location, or a local folder's files (their sha256, so a
+    copy under another name is the same model; its resolved path where the files cannot be read)."""
+    if part.source == "local":
+        from snakeweb.digests import folder_digest
+
+        try:
+            return ("local", folder_digest(Path(part.location)))
+        except OSError:
+            return ("local", part.location)
+    return (part.source, part.location)
+
+
 def _refuse_same_model(names: list[str], parts: list[BackboneConfig | None]) -> None:
     """Raises SnakewebError naming the first model that two of `names` (resolved to `parts`) share."""
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], tuple[str, BackboneConfig]] = {}
     for name, part in zip(names, parts):
         if part is None:
             continue
-        key = (part.source, part.location)  # a registry entry's own location, or a folder's resolved path
+        key = _model_key(part)
         if key in seen:
-            _refuse(names, seen[key], name)
-        seen[key] = name
+            first, earlier = seen[key]
+            copied = part.source == "local" and part.location != earlier.location
+            _refuse(names, first, name, " (two folders holding the same files)" if copied else "")
+        seen[key] = (name, part)
 
 
-def _refuse(names: list[str], first: str, second: str) -> None:
-    spelled = f"'{first}' twice" if first == second else f"one model twice, as '{first}' and '{second}'"
+def _refuse(names: list[str], first: str, second: str, note: str = "") -> None:
+    spelled = f"'{first}' twice" if first == second else f"one model twice, as '{first}' and '{second}'{note}"
     raise SnakewebError(
         f"concat:{'+'.join(names)} names {spelled}: joining a model with itself doubles the vector and the embedding "
         "time with no new information; give each model once, joining two or more different ones (e.g. "
@@ -179,10 +202,17 @@ def resolve_model(name: str) -> BackboneConfig:
             name=path.name, source="local", location=str(path.resolve()),
             description=f"transformers model folder {path.resolve()}",
         )
+    if _path_like(name):  # a folder named by its path (as a store records one) that is not one now
+        raise ModelFolderError(path, "it is a file, not a folder" if path.exists() else "it is not there (moved or deleted)")
     raise SnakewebError(
         f"Unknown model {name!r}. Use auto, one of {', '.join(REGISTRY)}, or a folder with a transformers "
         "DINOv2 model (config.json + weights)."
     )
+
+
+def _path_like(name: str) -> bool:
+    """True when `name` can only be a folder path (it holds a path separator, or starts with ~), not a registry name."""
+    return any(sep and sep in name for sep in ("/", os.sep, os.altsep)) or name.startswith("~")
 
 
 def require_feature_kind(config: BackboneConfig, feature_kind: str | None) -> None:

@@ -274,13 +274,17 @@ print(json.dumps({"ok": verdict.ok, "detail": verdict.detail, "modules": sorted(
 
 def test_concat_of_one_model_twice_is_refused_before_torch(tmp_path, tiny_model_dir):
     """concat: of a model with itself doubles the vector with nothing new: refused (exit 2, one sentence) before torch
-    is imported and before the store is made, under one spelling, two spellings of one folder, or auto twice."""
+    is imported and before the store is made, under one spelling, two spellings of one folder, or a copy of the folder
+    under another name; so are an empty part (a trailing or doubled '+') and auto as a part."""
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)  # a usable model folder: the refusal is for naming it twice
+    shutil.copytree(tiny_model_dir, tmp_path / "copy")
     (tmp_path / "link").symlink_to(folder)
     store = str(tmp_path / "new-store")
     twice = ["concat:efficientnet-lite0-offline+efficientnet-lite1-offline+efficientnet-lite0-offline",
-             f"concat:{folder}+{tmp_path / 'link'}/", "concat:auto+auto", f"concat:auto+{folder}+{folder}/."]
+             f"concat:{folder}+{tmp_path / 'link'}/", f"concat:{folder}+{tmp_path / 'copy'}", "concat:auto+auto",
+             f"concat:auto+{folder}+{folder}/.", "concat:auto+efficientnet-lite0-offline", "concat:efficientnet-lite0-offline+",
+             "concat:efficientnet-lite0-offline++efficientnet-lite1-offline"]
     runs = [["embed", "--store", store, "--model", model] for model in twice]
     runs.append(["import-embeddings", "--store", store, "--parquet", str(tmp_path / "v.parquet"), "--model", twice[0]])
     report = probe(runs, tmp_path)
@@ -302,6 +306,17 @@ def test_concat_twice_names_the_model_and_different_models_still_join(tmp_path, 
         resolve_model(f"concat:{folder}+{folder}/.")
     joined = resolve_model("concat:efficientnet-lite0-offline+efficientnet-lite2-offline")
     assert joined.location == "efficientnet-lite0-offline+efficientnet-lite2-offline"
-    assert main(["embed", "--store", str(tmp_path / "s"), "--model", "concat:auto+auto"]) == 2
-    err = capsys.readouterr().err
-    assert "names 'auto' twice" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    shutil.copytree(tiny_model_dir, tmp_path / "copy")  # the same files under another folder name: the same model
+    with pytest.raises(SnakewebError, match=r"one model twice, as '\S+model' and '\S+copy' \(two folders holding the same files\)"):
+        resolve_model(f"concat:{folder}+{tmp_path / 'copy'}")
+    for model in ("concat:auto+auto", "concat:auto+efficientnet-lite0-offline"):
+        assert main(["embed", "--store", str(tmp_path / "s"), "--model", model]) == 2
+        err = capsys.readouterr().err
+        assert "has auto as a part, but auto is itself a model chosen at run time" in err and "name the models" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    for model in ("concat:efficientnet-lite0-offline+", "concat:+efficientnet-lite0-offline",
+                  "concat:efficientnet-lite0-offline++efficientnet-lite1-offline"):
+        assert main(["build", "--store", str(tmp_path / "s"), "--images", str(tmp_path), "--model", model]) == 2
+        err = capsys.readouterr().err
+        assert "has an empty part (a '+' at the start or end, or two together)" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()

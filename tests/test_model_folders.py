@@ -183,3 +183,41 @@ def test_a_damaged_cached_hub_download_is_a_sentence(tiny_model_dir, tmp_path):
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "cached download of facebook/dinov2-small cannot be loaded" in done.stdout, done.stdout
     assert "models--facebook--dinov2-small" in done.stdout
+
+
+def test_a_concat_store_checks_its_model_folders_and_says_restore_or_reembed_when_one_is_gone(
+        tmp_path, tiny_model_dir, photo_folder, species_csv, capsys):
+    """A local folder part of a concat: is checked by `check` as a single folder is (its files' sha256), and when it
+    is moved away check, identify and build say so (not "Unknown model"), identify with the restore-or-re-embed advice."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    first = broken(tmp_path, tiny_model_dir, "first")
+    second = tmp_path / "second"  # another model: the same shape, other weights
+    torch.manual_seed(1)
+    Dinov2Model(Dinov2Config(**{k: v for k, v in tiny_config(tiny_model_dir).items() if k != "architectures"})).save_pretrained(second)
+    store = tmp_path / "store"
+    assert main(["build", "--store", str(store), "--images", str(photo_folder), "--species", str(species_csv),
+                 "--model", f"concat:{first}+{second}", "--skip-project"]) == 0
+    capsys.readouterr()
+    assert main(["check", "--store", str(store)]) == 0
+    assert "folder sha256 match" in capsys.readouterr().out
+
+    config = (second / "config.json").read_text()
+    (second / "config.json").write_text(json.dumps({**json.loads(config), "note": "changed"}))
+    assert main(["check", "--store", str(store)]) == 1
+    assert "FAIL  model: concat(" in (out := capsys.readouterr().out) and f"model folder {second}: folder sha256 has CHANGED" in out
+    (second / "config.json").write_text(config)
+
+    shutil.move(second, tmp_path / "moved")
+    assert main(["check", "--store", str(store)]) == 1
+    out = capsys.readouterr().out
+    assert f"the model folder {second} is gone (moved or deleted)" in out and "Unknown model" not in out
+    photo = next(photo_folder.glob("Natrix_natrix/0*.jpg"))
+    assert main(["identify", "--store", str(store), str(photo)]) == 2
+    err = capsys.readouterr().err
+    assert f"was embedded with the model folder {second}, which cannot be loaded now: it is not there (moved or deleted)" in err
+    assert "restore that folder, or re-embed the store" in err and "Unknown model" not in err
+    assert main(["build", "--store", str(store), "--images", str(photo_folder), "--skip-project"]) == 2
+    err = capsys.readouterr().err
+    assert "it is not there (moved or deleted)" in err and "Unknown model" not in err and "Traceback" not in err
