@@ -211,7 +211,9 @@ def import_reviews_command(args: argparse.Namespace) -> None:
     from snakeweb.store import Store
 
     counts = import_reviews(Store(args.store).require(), args.csv)
-    print(f"import-reviews: {counts['added']} review(s) added, {counts['already_present']} already in the store")
+    untimed = counts["untimed_already_present"]
+    print(f"import-reviews: {counts['added']} review(s) added, {counts['already_present']} already in the store"
+          + (f" ({untimed} without a reviewed_at, matched by observation, reviewer, class and note)" if untimed else ""))
 
 
 def import_embeddings_command(args: argparse.Namespace) -> None:

@@ -226,7 +226,9 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
 
     Every row must name an observation and a class of this store, a reviewer, and (when the column is there)
     a readable time; otherwise nothing is added and a SnakewebError names the rows. A review already in the
-    store (same observation, reviewer, time and class) is not added twice. Returns counts.
+    store (same observation, reviewer, time and class) is not added twice; nor is a row without a reviewed_at when
+    the store (or the file, above it) holds a review of the same observation, reviewer, class and note, at any time
+    (each import would otherwise stamp it anew). Returns counts: `untimed_already_present` counts the latter.
     """
     table = read_table(path, "review export", REVIEW_EXPORT_COLUMNS)
     rows = pd.DataFrame({"observation_id": table.identifiers("observation_id").where(table.frame["observation_id"] != ""),
@@ -245,12 +247,14 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
         if bad.any():
             raise table.fail(f"{int(bad.sum())} reviewed_at value(s) are not an ISO date and time ({table.where(bad, 'reviewed_at')}); "
                              "write them as 2026-11-30 17:05:00 (as the Review page exports them).")
+        untimed = times.isna().to_numpy()
         rows["reviewed_at"] = times.dt.tz_convert(None).fillna(now)
         future = (rows["reviewed_at"] > now + FUTURE_SKEW).to_numpy()
         if future.any():  # it would be the current label until that date, whatever reviews came after it
             raise table.fail(f"{int(future.sum())} reviewed_at value(s) are in the future ({table.where(future, 'reviewed_at')}); "
                              "correct those dates (or the reviewer's clock) to when the reviews were made.")
     else:
+        untimed = np.ones(len(rows), dtype=bool)
         rows["reviewed_at"] = now
     clash = rows.groupby(["observation_id", "reviewed_at"])["new_class_id"].transform("nunique") > 1
     if clash.any():
@@ -267,10 +271,14 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             if unknown.any():
                 raise table.fail(f"{int(unknown.sum())} {what}(s) are not in the store {store.root} "
                                  f"({table.where(unknown.to_numpy(), column)}); import reviews into the store they were made on.")
-        existing = con.execute("SELECT observation_id, reviewer, reviewed_at, new_class_id FROM reviews").df()
+        existing = con.execute("SELECT observation_id, reviewer, reviewed_at, new_class_id, coalesce(note, '') AS note "
+                               "FROM reviews").df().astype({"new_class_id": "Int64"})
         key = ["observation_id", "reviewer", "reviewed_at", "new_class_id"]
-        already = rows.merge(existing.astype({"new_class_id": "Int64"}).drop_duplicates(key), on=key, how="left",
-                             indicator=True)["_merge"].eq("both").to_numpy()
+        already = _found_in(rows, existing, key)
+        # a row without a time: the same review made at any time (in the store, or higher in this file) is this one
+        untimed_key = ["observation_id", "reviewer", "new_class_id", "note"]
+        untimed_already = untimed & (_found_in(rows, existing, untimed_key) | rows.duplicated(untimed_key).to_numpy())
+        already = already | untimed_already
         if table.has("new_species"):
             names = dict(con.execute("SELECT class_id, binomial_name FROM species").fetchall())
             given = table.taxon_names("new_species", ids_column="new_class_id")
@@ -297,4 +305,9 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             raise table.fail(f"{int(mismatch.sum())} review(s) were made on another label than this store's "
                              f"({table.where(mismatch, 'old_class_id')}); the stores may number species differently: "
                              "import reviews into the store they were made on.")
-    return {"added": len(fresh), "already_present": len(rows) - len(fresh)}
+    return {"added": len(fresh), "already_present": len(rows) - len(fresh), "untimed_already_present": int(untimed_already.sum())}
+
+
+def _found_in(rows: pd.DataFrame, existing: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """Which of `rows` have a row of `existing` with the same values in `key` (a boolean per row, in order)."""
+    return rows.merge(existing[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"].eq("both").to_numpy()

@@ -315,7 +315,7 @@ def test_outputs_follow_the_published_schema(built_store, photo_folder, tmp_path
     from snakeweb.review import import_reviews
 
     exported.to_csv(tmp_path / "reviews.csv", index=False)
-    assert import_reviews(built_store, tmp_path / "reviews.csv") == {"added": 0, "already_present": 1}
+    assert import_reviews(built_store, tmp_path / "reviews.csv") == {"added": 0, "already_present": 1, "untimed_already_present": 0}
 
 
 def test_check_names_the_engine_identify_would_use(built_store, monkeypatch):

@@ -49,3 +49,22 @@ def test_a_review_dated_in_the_future_is_refused(tmp_path, capsys):
     assert "in the future" in capsys.readouterr().err and reviews(store).empty
     soon = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S")  # a reviewer's clock a little ahead
     assert import_reviews(store, write(tmp_path / "s.csv", HEADER + f"{OBS},ana,405,1137,{soon}\n"))["added"] == 1
+
+
+def test_a_review_without_a_time_is_not_added_twice(tmp_path, capsys):
+    """A row without reviewed_at is stamped at import: imported twice it is still one review (it used to be two)."""
+    (store,) = reviewable_stores(tmp_path, count=1)
+    untimed = write(tmp_path / "u.csv", f"observation_id,reviewer,new_class_id\n{OBS},ann,405\n{OBS},ann,405\n")
+    assert main(["import-reviews", "--store", str(store.root), str(untimed)]) == 0
+    assert "1 review(s) added, 1 already in the store (1 without a reviewed_at" in capsys.readouterr().out
+    assert main(["import-reviews", "--store", str(store.root), str(untimed)]) == 0
+    assert "0 review(s) added, 2 already in the store (2 without a reviewed_at" in capsys.readouterr().out
+    assert len(reviews(store)) == 1
+    # another note, class or reviewer is another review; an empty reviewed_at cell is no time either
+    other = write(tmp_path / "o.csv", f"observation_id,reviewer,new_class_id,note,reviewed_at\n{OBS},ann,405,,\n"
+                  f"{OBS},ann,405,scales,\n{OBS},bo,405,,\n")
+    assert import_reviews(store, other) == {"added": 2, "already_present": 1, "untimed_already_present": 1}
+    assert import_reviews(store, write(tmp_path / "c.csv", f"observation_id,reviewer,new_class_id\n{OBS},ann,1137\n"))["added"] == 1
+    # a timed row is matched by its time, as before: the same review at another time is added
+    assert import_reviews(store, write(tmp_path / "t.csv", HEADER + f"{OBS},ann,405,,2025-06-01 10:00:00\n"))["added"] == 1
+    assert len(reviews(store)) == 5

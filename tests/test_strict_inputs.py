@@ -332,8 +332,8 @@ def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
     add_review(source, "Natrix natrix/0.jpg", "ana", 405, "a rattlesnake, by the tail")
     exported = tmp_path / "reviews.csv"
     reviews(source).to_csv(exported, index=False)
-    assert import_reviews(target, exported) == {"added": 1, "already_present": 0}
-    assert import_reviews(target, exported) == {"added": 0, "already_present": 1}
+    assert import_reviews(target, exported) == {"added": 1, "already_present": 0, "untimed_already_present": 0}
+    assert import_reviews(target, exported) == {"added": 0, "already_present": 1, "untimed_already_present": 0}
     back = reviews(target).iloc[0]
     assert (back["reviewer"], back["new_class_id"], back["note"]) == ("ana", 405, "a rattlesnake, by the tail")
     wrong = write(tmp_path / "wrong.csv", "observation_id,reviewer,new_class_id\nNatrix natrix/1.jpg,bo,99\n")
