@@ -136,7 +136,8 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=_number(0.0, 10.0, low_open=True), nargs="+", default=list(TrainConfig.learning_rates),
                         help="learning rates trained together; the best on validation is kept")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    parser.add_argument("--include-reviews", action="store_true", help="train on reviewers' corrected labels too")
+    parser.add_argument("--include-reviews", action=argparse.BooleanOptionalAction, default=None,
+                        help="train on reviewers' corrected labels too (default: as the last train did)")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -179,6 +179,7 @@ def _stage(args: argparse.Namespace) -> None:
         stages.index(store, force=args.force)
     elif args.command == "train":
         stages.train(store, _train_config(args), force=args.force, include_reviews=args.include_reviews)
+        stages.refresh_predictions(store)  # the Review queues and `check` read them: a new head makes them stale
     elif args.command == "predict":
         stages.predict(store, args.aggregation)
     elif args.command == "project":

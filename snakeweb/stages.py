@@ -151,10 +151,23 @@ def _nothing_to_train_on(store: Store) -> str:
             "(a few per species) to the folder and build again.")
 
 
-def train(store: Store, config: TrainConfig | None = None, force: bool = False, include_reviews: bool = False) -> dict:
-    """Train the head on the train split, early-stopping on the val split; skipped when nothing changed."""
+def reviews_choice(store: Store, include_reviews: bool | None) -> bool:
+    """Whether to train on reviewers' labels: as asked, or (None: not asked) as the recorded head did, said in one
+    line when that includes them, so a later plain `train` or `build` never quietly puts back a pre-review head."""
+    if include_reviews is not None:
+        return include_reviews
+    followed = bool((store.get_meta("head") or {}).get("include_reviews"))
+    if followed:
+        print("train: including reviews, as the last train did; --no-include-reviews leaves them out")
+    return followed
+
+
+def train(store: Store, config: TrainConfig | None = None, force: bool = False, include_reviews: bool | None = None) -> dict:
+    """Train the head on the train split, early-stopping on the val split; skipped when nothing changed.
+    `include_reviews` None follows the recorded head's choice (`reviews_choice`)."""
     store.require().require_embeddings()
     config = config or TrainConfig()
+    include_reviews = reviews_choice(store, include_reviews)
     fingerprint, feature_kind = store.get_meta("model")["fingerprint"], store.get_meta("feature_kind")
     train_ids, train_x, train_y = labelled_embeddings(store, "train", include_reviews)
     val_ids, val_x, val_y = labelled_embeddings(store, "val", include_reviews)
@@ -302,6 +315,19 @@ def predict(store: Store, aggregation: str = "mean-log") -> dict:
         f"{split}: top-1 {s['accuracy']:.1%}, macro-F1 {s['macro_f1']:.1%} ({s['observations']} obs)"
         for split, s in summary.items()))
     return summary
+
+
+def refresh_predictions(store: Store) -> dict | None:
+    """After `train` alone: make the stored predictions again (the predict stage, with the aggregation they were
+    made with, else mean-log) when they are no longer the current head's answers, so the Review page and `check`
+    do not refuse them; says so in one line. None when they were still current."""
+    from snakeweb.stored_predictions import META_KEY, prediction_problems
+
+    if not prediction_problems(store):
+        return None
+    aggregation = (store.get_meta(META_KEY) or {}).get("aggregation") or "mean-log"
+    print(f"train: the stored predictions are not this head's answers; making them again (predict --aggregation {aggregation})")
+    return predict(store, aggregation)
 
 
 def held_out_summary(store: Store) -> dict:

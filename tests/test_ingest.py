@@ -12,6 +12,7 @@ from snakeweb.review import add_review, review_queue, reviews
 from snakeweb.splits import assign_splits
 from snakeweb.stages import labelled_embeddings
 from snakeweb.store import Store
+from snakeweb.stored_predictions import prediction_problems
 from tests.conftest import SYNTHETIC_COLOURS, SYNTHETIC_SPECIES, build_photo_store, make_photo, shared
 
 
@@ -133,7 +134,7 @@ def test_a_later_ingest_moves_no_photo_to_another_split_and_fills_the_shares_wit
     assert vipera == {"train": 6, "test": 2, "val": 2}
 
 
-def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, photo_folder, species_csv):
+def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, photo_folder, species_csv, capsys):
     store = Store(tmp_path / "store")
     build_photo_store(store.root, tiny_model_dir, photo_folder, species_csv, "--skip-project")
     queue = review_queue(store, "low-confidence", limit=5)
@@ -150,8 +151,21 @@ def test_reviews_feed_training_with_include_reviews(tmp_path, tiny_model_dir, ph
     ids, _, labels = labelled_embeddings(store, "train", include_reviews=True)
     image_id = store.query(f"SELECT image_id FROM images WHERE observation_id = '{target}'")["image_id"][0]
     assert labels[list(ids).index(image_id)] == 1740
+    capsys.readouterr()
     assert main(["train", "--store", str(store.root), "--include-reviews"]) == 0
     assert store.get_meta("head")["include_reviews"] is True
+    # the new head's stored predictions are made with it: the Review queues and `check` accept them at once
+    assert "making them again (predict --aggregation mean-log)" in capsys.readouterr().out
+    assert prediction_problems(store) == [] and len(review_queue(store, "low-confidence", limit=5)) == 5
+    assert main(["check", "--store", str(store.root)]) == 0
+    # a later plain build keeps the reviews (it used to put the pre-review head back, saying nothing), and says so
+    build_photo_store(store.root, tiny_model_dir, photo_folder, species_csv, "--skip-project")
+    assert "train: including reviews, as the last train did; --no-include-reviews leaves them out" in capsys.readouterr().out
+    assert store.get_meta("head")["include_reviews"] is True
+    assert main(["train", "--store", str(store.root), "--no-include-reviews"]) == 0
+    assert store.get_meta("head")["include_reviews"] is False and prediction_problems(store) == []
+    assert main(["train", "--store", str(store.root)]) == 0  # follows the last train: without reviews, nothing said
+    assert "including reviews" not in capsys.readouterr().out and store.get_meta("head")["include_reviews"] is False
 
 
 def test_one_photo_keeps_one_path_however_its_folder_is_spelled(tmp_path, tiny_model_dir, capsys, monkeypatch):

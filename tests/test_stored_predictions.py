@@ -120,16 +120,24 @@ def test_damaged_rows_are_refused_by_their_readers_and_recomputed_by_export_and_
 
 
 def test_rows_of_a_head_trained_since_are_refused_until_predict(built, tmp_path, capsys):
-    """train replaces head.pt; the rows of the head before it are no longer its answers."""
+    """The train stage replaces head.pt; the rows of the head before it are no longer its answers. The `train`
+    command makes them again after it, with the aggregation they were made with, and says so."""
+    from snakeweb import stages
+    from snakeweb.options import TrainConfig
+
     store = _damaged_copy(built, tmp_path, "SELECT 1")
     before = store.get_meta("predictions")["head_id"]
-    assert main(["train", "--store", str(store.root), "--head", "knn", "--force"]) == 0
+    stages.train(store, TrainConfig(kind="knn"), force=True)
     problems = prediction_problems(store)
     assert len(problems) == 1 and f"made by another head (id {before})" in problems[0]
     with pytest.raises(StalePredictionsError, match="trained again or replaced since"):
         review_queue(store, "venomous-runner-up")
-    assert main(["predict", "--store", str(store.root)]) == 0
-    assert prediction_problems(store) == []
+    assert main(["predict", "--store", str(store.root), "--aggregation", "mean-prob"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--store", str(store.root), "--force"]) == 0
+    assert "making them again (predict --aggregation mean-prob)" in capsys.readouterr().out
+    assert prediction_problems(store) == [] and store.get_meta("predictions")["aggregation"] == "mean-prob"
+    assert len(review_queue(store, "low-confidence", limit=5)) == 5
 
 
 def test_rows_from_before_heads_were_recorded_are_refused(built, tmp_path):

@@ -8,7 +8,7 @@ import streamlit as st
 
 from snakeweb.countries import all_countries
 from snakeweb.decisions import CountryPrior
-from snakeweb.errors import SnakewebError
+from snakeweb.errors import SnakewebError, shell_word
 from snakeweb.ranges import add_range_override, range_override_log
 from snakeweb.review import QUEUES, add_review, review_export, review_queue
 from snakeweb.stored_predictions import StalePredictionsError
@@ -124,4 +124,6 @@ st.dataframe(done, hide_index=True)
 # a cell a spreadsheet would run as a formula (=, +, -, @) is written with a leading quote (OWASP CSV injection)
 safe = done.apply(lambda col: col.map(lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v))
 st.download_button("Export reviews (CSV)", safe.to_csv(index=False), "reviews.csv", "text/csv", disabled=done.empty)
-st.caption("Retrain on corrected labels with `python -m pipelines train --store ... --include-reviews`.")
+st.caption(f"Retrain on corrected labels with `python -m pipelines train --store {shell_word(store.root)} --include-reviews`: "
+           "it also makes the stored predictions again, so these queues follow the new head; later `train` and `build` "
+           "keep the reviews until `--no-include-reviews`.")
