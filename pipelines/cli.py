@@ -47,6 +47,7 @@ def _ingest(args: argparse.Namespace) -> None:
           + (f", {counts['rejected']} rejected (see the Build page or `images` rows with status 'error')" if counts["rejected"] else "")
           + (f", {len(counts['skipped'])} non-photo file(s) skipped" if counts["skipped"] else "")
           + (f", {len(counts['hidden'])} hidden file(s) left out" if counts.get("hidden") else "")
+          + (f", {counts['changed']} changed since embedded (embedded again)" if counts.get("changed") else "")
           + (f", {counts['removed']} gone from the folder removed" if counts.get("removed") else "")
           + (f", {counts['gone']} gone from the folder kept (--remove-gone removes them)" if counts.get("gone") else ""))
 

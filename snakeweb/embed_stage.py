@@ -17,6 +17,7 @@ from importlib import metadata as importlib_metadata
 import numpy as np
 import pandas as pd
 
+from snakeweb.changed_photos import record_stamps
 from snakeweb.copies import warn_of_copies
 from snakeweb.embed import embed_images, resolve_device
 from snakeweb.errors import SnakewebError, shell_word
@@ -139,6 +140,7 @@ def embed(
     engine = "torch on the GPU" if cuda else f"{backbone.engine} on the CPU"  # the Ray workers load theirs alike
     print(f"embed: model {backbone.config.name} ({backbone.fingerprint}), features {feature_kind}, engine {engine}")
     pending = store.query("SELECT image_id, path FROM images WHERE status = 'pending' ORDER BY image_id")
+    record_stamps(store, pending)  # before reading: a file changed meanwhile is noticed by the next ingest
     counts = {"embedded": 0, "errors": 0, "already_done": n_embedded if not reembed else 0}
     batch_size = batch_size or (GPU_BATCH_SIZE if cuda else CPU_BATCH_SIZE)
     started = time.perf_counter()

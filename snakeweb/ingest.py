@@ -1,6 +1,7 @@
 """Ingest: list photos (an image folder, read by snakeweb.folders, or SnakeCLEF metadata + image root) into the store.
 
-Ingest only lists files; reading, hashing and decoding happen once, in the embed stage. One ingest is one
+Ingest only lists files; reading, hashing and decoding happen once, in the embed stage (ingest hashes only a stored
+photo whose size or modification time changed: snakeweb.changed_photos). One ingest is one
 transaction, and re-running it adds only paths the store does not have yet, so it is idempotent.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from snakeweb.changed_photos import refresh_changed
 from snakeweb.consistency import (
     one_animal_across_files,
     one_animal_per_observation,
@@ -235,6 +237,8 @@ def ingest(
             set_meta(con, "country_table", str(Path(country_table).resolve()))
         # last, after the new rows took their ids above the removed ones: a removed id never names a new photo
         removal = remove_images(con, gone if remove_gone else [], source["root"])
+        # photos already stored whose bytes changed in place (same path): embedded again by the next embed stage
+        changed = refresh_changed(con, listing.loc[listing["path"].isin(set(stored["path"])), "path"].tolist(), source["root"])
     rejected = int(fresh["error"].notna().sum())
     if removal.images:
         print(removal.summary())
@@ -243,6 +247,8 @@ def ingest(
                     "renamed or deleted. The store keeps them, with their vectors and labels, so the head still trains on them, "
                     "search still shows them, and a photo moved to another species folder has both labels; to remove them "
                     "(reviews are kept), ingest or build again with --remove-gone.", len(gone), ", ".join(gone[:3]))
+    if changed.images:
+        print(changed.summary())
     if families:
         print(families)
     if skipped:
@@ -251,7 +257,7 @@ def ingest(
         log.warning("ingest: %d hidden file(s) (a name or folder starting with '.') were left out: %s%s; rename them "
                     "to include them", len(hidden), ", ".join(hidden[:5]), ", ..." if len(hidden) > 5 else "")
     return {"added": len(fresh), "already_present": len(listing) - len(fresh), "rejected": rejected, "skipped": skipped,
-            "hidden": hidden, "removed": removal.images, "gone": len(gone) - removal.images}
+            "hidden": hidden, "removed": removal.images, "gone": len(gone) - removal.images, "changed": changed.images}
 
 
 def _left_unchanged(store: Store, exc: NoPhotosError, remove_gone: bool) -> str:

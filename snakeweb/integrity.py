@@ -247,14 +247,23 @@ def _folder_part_problem(folder: Path, fingerprint: str) -> str | None:
 
 
 def _files(store: Store) -> Verdict:
-    """Photos of embedded images are present; vectors imported without their photos (import-embeddings from another
-    machine) are counted apart, not a failure: nothing reads those photos, only image grids show none."""
+    """Photos of embedded images are present, with the bytes the embed stage read (size and time compared first, the
+    sha256 only where they differ: snakeweb.changed_photos); vectors imported without their photos (import-embeddings
+    from another machine) are counted apart, not a failure: nothing reads those photos, only image grids show none."""
+    from snakeweb.changed_photos import SHOWN, stored_on_disk
+
     rows = store.query("SELECT path, decoder = 'imported' AS imported FROM images WHERE status = 'ok'")
     present = [Path(p).is_file() for p in rows["path"]]
     missing = [p for p, here, imported in zip(rows["path"], present, rows["imported"]) if not here and imported is not True]
     absent_imports = sum(1 for here, imported in zip(present, rows["imported"]) if not here and imported is True)
-    return Verdict("files", not missing, f"{sum(present)} of {len(rows)} photos present"
+    changed = stored_on_disk(store)
+    return Verdict("files", not missing and not changed.paths, f"{sum(present)} of {len(rows)} photos present"
                    + (f"; missing e.g. {missing[:3]}" if missing else "")
+                   + (f"; {len(changed.paths)} CHANGED since they were embedded (other bytes at the same path, e.g. "
+                      f"{changed.paths[:SHOWN]}): their vectors are of the old photos; `build` embeds them again"
+                      if changed.paths else "")
+                   + (f"; {changed.unrecorded} embedded before sizes and times were recorded, not compared with their "
+                      "files (an embed --reembed records them)" if changed.unrecorded else "")
                    + (f"; {absent_imports} imported vector(s) have no photo here (image grids show none)" if absent_imports else ""))
 
 

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS images (
     height INTEGER,
     status VARCHAR NOT NULL DEFAULT 'pending',  -- pending | ok | error
     error VARCHAR,
-    decoder VARCHAR  -- who decoded it for the embed stage: pillow (CPU) or nvjpeg (GPU)
+    decoder VARCHAR,  -- who decoded it for the embed stage: pillow (CPU) or nvjpeg (GPU)
+    mtime_ns BIGINT  -- the file's modification time when embedded (snakeweb.changed_photos); NULL in older stores
 );
 CREATE TABLE IF NOT EXISTS embeddings (image_id BIGINT PRIMARY KEY, vector FLOAT[] NOT NULL);
 CREATE TABLE IF NOT EXISTS view_embeddings (
@@ -358,6 +359,7 @@ def _needs_migration(store: Store) -> bool:
     with store.connect(read_only=True) as con:
         species = _columns(con, "species")
         return ("venomous" in species or "family" not in species or "subspecies" not in _columns(con, "observations")
+                or "mtime_ns" not in _columns(con, "images")
                 or not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'store_id'").fetchone()[0])
 
 
@@ -366,8 +368,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     status (its False could not tell harmless from unknown, so those classes keep 'harmless' as recorded;
     rebuild with a species table to get 'unknown' where it applies), observations gain `subspecies`, and
     species gain `family` (NULL, read as "unknown" until an ingest with a taxonomy table fills it), images gain
-    `decoder` (NULL until embedded again); every
-    store gets a `store_id` (run metadata) once."""
+    `decoder` (NULL until embedded again) and `mtime_ns` (NULL: not compared with its file); every store gets a
+    `store_id` (run metadata) once."""
     # a store's identity for provenance: answers and reviews say which store made them, wherever it is moved
     con.execute("INSERT INTO run_metadata VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING", [json.dumps(uuid.uuid4().hex)])
     if "venomous" in _columns(con, "species"):
@@ -380,6 +382,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ALTER TABLE species ADD COLUMN family VARCHAR")
     if "decoder" not in _columns(con, "images"):
         con.execute("ALTER TABLE images ADD COLUMN decoder VARCHAR")
+    if "mtime_ns" not in _columns(con, "images"):
+        con.execute("ALTER TABLE images ADD COLUMN mtime_ns BIGINT")
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
