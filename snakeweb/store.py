@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from snakeweb.errors import SnakewebError, shell_word
+from snakeweb.store_migration import migrate, needs_migration
 
 DB_NAME = "snakeweb.duckdb"
 INDEX_NAME = "index.faiss"
@@ -177,7 +177,7 @@ class Store:
         from snakeweb.store_tables import refuse_missing_tables
 
         refuse_missing_tables(self)  # a table dropped from the file: a sentence naming the command that makes it again
-        if _needs_migration(self):
+        if needs_migration(self):
             with self.connect() as con:
                 migrate(con)
         return self
@@ -348,42 +348,6 @@ def read_keyed_vectors(con: duckdb.DuckDBPyConnection, sql: str, params: list, k
     if not filled.all():
         raise RuntimeError("some vectors were not read")
     return vectors
-
-
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    return {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
-
-
-def _needs_migration(store: Store) -> bool:
-    with store.connect(read_only=True) as con:
-        species = _columns(con, "species")
-        return ("venomous" in species or "family" not in species or "subspecies" not in _columns(con, "observations")
-                or "mtime_ns" not in _columns(con, "images")
-                or not con.execute("SELECT count(*) FROM run_metadata WHERE key = 'store_id'").fetchone()[0])
-
-
-def migrate(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring a store made by an earlier snakeweb up to this schema: a boolean venom flag becomes a venom
-    status (its False could not tell harmless from unknown, so those classes keep 'harmless' as recorded;
-    rebuild with a species table to get 'unknown' where it applies), observations gain `subspecies`, and
-    species gain `family` (NULL, read as "unknown" until an ingest with a taxonomy table fills it), images gain
-    `decoder` (NULL until embedded again) and `mtime_ns` (NULL: not compared with its file); every store gets a
-    `store_id` (run metadata) once."""
-    # a store's identity for provenance: answers and reviews say which store made them, wherever it is moved
-    con.execute("INSERT INTO run_metadata VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING", [json.dumps(uuid.uuid4().hex)])
-    if "venomous" in _columns(con, "species"):
-        con.execute("ALTER TABLE species ADD COLUMN venom_status VARCHAR")
-        con.execute("UPDATE species SET venom_status = CASE WHEN venomous THEN 'venomous' ELSE 'harmless' END")
-        con.execute("ALTER TABLE species DROP COLUMN venomous")
-    if "subspecies" not in _columns(con, "observations"):
-        con.execute("ALTER TABLE observations ADD COLUMN subspecies VARCHAR")
-    if "family" not in _columns(con, "species"):
-        con.execute("ALTER TABLE species ADD COLUMN family VARCHAR")
-    if "decoder" not in _columns(con, "images"):
-        con.execute("ALTER TABLE images ADD COLUMN decoder VARCHAR")
-    if "mtime_ns" not in _columns(con, "images"):
-        con.execute("ALTER TABLE images ADD COLUMN mtime_ns BIGINT")
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
