@@ -248,7 +248,8 @@ def import_reviews(store: Store, path: str | Path) -> dict[str, int]:
             raise table.fail(f"{int(bad.sum())} reviewed_at value(s) are not an ISO date and time ({table.where(bad, 'reviewed_at')}); "
                              "write them as 2026-11-30 17:05:00 (as the Review page exports them).")
         untimed = times.isna().to_numpy()
-        rows["reviewed_at"] = times.dt.tz_convert(None).fillna(now)
+        # one unit for parsed and filled times (pandas refuses a datetime into a datetime64[s] column in a future version)
+        rows["reviewed_at"] = times.dt.tz_convert(None).astype("datetime64[us]").fillna(pd.Timestamp(now))
         future = (rows["reviewed_at"] > now + FUTURE_SKEW).to_numpy()
         if future.any():  # it would be the current label until that date, whatever reviews came after it
             raise table.fail(f"{int(future.sum())} reviewed_at value(s) are in the future ({table.where(future, 'reviewed_at')}); "
