@@ -7,6 +7,7 @@ sha256 and is not embedded again. A photo whose bytes did change loses, in inges
 and the predictions and answers of its observation, and goes back to 'pending' so the embed stage reads it again (an
 unreadable file then becomes an error row with its reason); a head trained or validated on it is marked stale (its
 training digest covers image ids and labels, which did not change). Reviews are kept: they are of the animal.
+A photo recorded as unreadable whose file's time changed since is read again too (`unreadable_changed`).
 Photos embedded before the size and time were recorded (`mtime_ns` NULL) and imported vectors (no sha256) are not
 compared.
 """
@@ -89,6 +90,16 @@ def compare(rows: pd.DataFrame) -> Changed:
     return changed
 
 
+def unreadable_changed(rows: pd.DataFrame) -> list[int]:
+    """Image ids of photos recorded as unreadable (columns image_id, path, mtime_ns: the time recorded before the embed
+    stage read them) whose file has another modification time now: put right (a good photo copied back, a download
+    finished), so the embed stage should read them again. Error rows without a recorded time are not compared."""
+    rows = rows[rows["mtime_ns"].notna()]
+    _, times = file_stamps(rows["path"].tolist())
+    return [int(row.image_id) for row, mtime in zip(rows.itertuples(index=False), times)
+            if mtime is not None and mtime != row.mtime_ns]
+
+
 def stored_on_disk(store: Store) -> Changed:
     """For `check`: the embedded photos whose bytes on disk are no longer those the embed stage read."""
     rows = store.query("SELECT image_id, path, sha256, size_bytes, mtime_ns FROM images WHERE status = 'ok' "
@@ -104,16 +115,19 @@ class Refreshed:
     embedded: int = 0
     head_stale: bool = False
     examples: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # unreadable photos whose file changed since: read again
 
     def summary(self) -> str:
-        """The line ingest prints ("" when nothing changed)."""
+        """The lines ingest prints ("" when nothing changed)."""
+        retried = (f"ingest: {len(self.retried)} photo(s) that could not be read have changed on disk since (e.g. "
+                   f"{', '.join(self.retried[:SHOWN])}); the embed stage reads them again" if self.retried else "")
         if not self.images:
-            return ""
+            return retried
         shown = ", ".join(self.examples[:SHOWN]) + (", ..." if self.images > SHOWN else "")
         return (f"ingest: {self.images} photo(s) changed since they were embedded (same path, other bytes: {shown}); their "
                 f"{self.embedded} vector(s), map points and the predictions of their observations were dropped, and the "
                 "embed stage reads them again" + ("; the head trained or validated on them is retrained" if self.head_stale
-                                                  else "") + " (reviews are kept)")
+                                                  else "") + " (reviews are kept)" + ("\n" + retried if retried else ""))
 
 
 def refresh_changed(con: duckdb.DuckDBPyConnection, paths: list[str], folder: str) -> Refreshed:
@@ -129,7 +143,17 @@ def refresh_changed(con: duckdb.DuckDBPyConnection, paths: list[str], folder: st
                        "e.image_id IS NOT NULL AS embedded FROM images i LEFT JOIN embeddings e USING (image_id) "
                        "WHERE i.status = 'ok' AND i.decoder IS DISTINCT FROM 'imported' "
                        "AND i.path IN (SELECT path FROM _listed) ORDER BY i.path").df()
+    errors = con.execute("SELECT image_id, path, mtime_ns FROM images WHERE status = 'error' "
+                         "AND path IN (SELECT path FROM _listed) ORDER BY path").df()
     con.unregister("_listed")
+    retry = unreadable_changed(errors)
+    if retry:
+        con.register("_retry", pd.DataFrame({"image_id": pd.array(retry, dtype="int64")}))
+        con.execute("UPDATE images SET status = 'pending', error = NULL, mtime_ns = NULL "
+                    "WHERE image_id IN (SELECT image_id FROM _retry)").fetchall()
+        con.unregister("_retry")
+        refreshed.retried = errors.loc[errors["image_id"].isin(set(retry)), "path"].map(
+            lambda p: p.removeprefix(folder).lstrip("/")).tolist()
     found = compare(rows)
     if found.touched:
         touched = rows[rows["path"].isin(set(found.touched))]

@@ -247,7 +247,7 @@ def ingest(
                     "renamed or deleted. The store keeps them, with their vectors and labels, so the head still trains on them, "
                     "search still shows them, and a photo moved to another species folder has both labels; to remove them "
                     "(reviews are kept), ingest or build again with --remove-gone.", len(gone), ", ".join(gone[:3]))
-    if changed.images:
+    if changed.images or changed.retried:
         print(changed.summary())
     if families:
         print(families)

@@ -250,14 +250,18 @@ def _files(store: Store) -> Verdict:
     """Photos of embedded images are present, with the bytes the embed stage read (size and time compared first, the
     sha256 only where they differ: snakeweb.changed_photos); vectors imported without their photos (import-embeddings
     from another machine) are counted apart, not a failure: nothing reads those photos, only image grids show none."""
-    from snakeweb.changed_photos import SHOWN, stored_on_disk
+    from snakeweb.changed_photos import SHOWN, stored_on_disk, unreadable_changed
 
     rows = store.query("SELECT path, decoder = 'imported' AS imported FROM images WHERE status = 'ok'")
     present = [Path(p).is_file() for p in rows["path"]]
     missing = [p for p, here, imported in zip(rows["path"], present, rows["imported"]) if not here and imported is not True]
     absent_imports = sum(1 for here, imported in zip(present, rows["imported"]) if not here and imported is True)
     changed = stored_on_disk(store)
-    return Verdict("files", not missing and not changed.paths, f"{sum(present)} of {len(rows)} photos present"
+    errors = store.query("SELECT image_id, path, mtime_ns FROM images WHERE status = 'error'")
+    retry = errors.loc[errors["image_id"].isin(set(unreadable_changed(errors))), "path"].tolist()
+    return Verdict("files", not missing and not changed.paths and not retry, f"{sum(present)} of {len(rows)} photos present"
+                   + (f"; {len(retry)} photo(s) that could not be read have CHANGED since (e.g. {retry[:SHOWN]}): "
+                      "`build` reads them again" if retry else "")
                    + (f"; missing e.g. {missing[:3]}" if missing else "")
                    + (f"; {len(changed.paths)} CHANGED since they were embedded (other bytes at the same path, e.g. "
                       f"{changed.paths[:SHOWN]}): their vectors are of the old photos; `build` embeds them again"

@@ -90,6 +90,19 @@ def test_a_photo_replaced_in_place_is_embedded_again_and_a_touched_one_is_not(
     verdicts = check_store(store)
     assert all(v.ok for v in verdicts), [v.line() for v in verdicts if not v.ok]
 
+    # a good photo put back where the unreadable one was: check says so, and the next build reads it again (its id kept)
+    shutil.copyfile(source["path"], broken["path"])
+    later = os.stat(broken["path"]).st_mtime_ns + 5_000_000_000
+    os.utime(broken["path"], ns=(later, later))
+    files = _files_verdict(store)
+    assert not files.ok and "1 photo(s) that could not be read have CHANGED since" in files.detail, files.detail
+    assert main(["build", "--store", str(store.root), "--images", str(photos), "--model", str(tiny_model_dir)]) == 0
+    assert "ingest: 1 photo(s) that could not be read have changed on disk since" in capsys.readouterr().out
+    assert store.query("SELECT status FROM images WHERE image_id = ?", [int(broken["image_id"])])["status"][0] == "ok"
+    assert int(broken["image_id"]) in set(store.embedded_ids().tolist())
+    verdicts = check_store(store)
+    assert all(v.ok for v in verdicts), [v.line() for v in verdicts if not v.ok]
+
     # a store embedded before sizes and times were recorded: not compared, and the verdict says so
     with store.transaction() as con:
         con.execute("UPDATE images SET mtime_ns = NULL")
