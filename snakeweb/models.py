@@ -142,20 +142,28 @@ def _mean_of_normalised(a, b):
     return (F.normalize(a.float(), dim=1) + F.normalize(b.float(), dim=1)) / 2
 
 
+def pool_features(network):
+    """An eval-mode module giving EfficientNet-Lite's `extract_features` global-average-pooled ([B, C]): the forward
+    both the frozen TorchScript runner and the OpenVINO conversion (snakeweb.openvino_convert) wrap."""
+    import torch
+
+    class PoolFeatures(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner.extract_features(x).mean(dim=(2, 3))
+
+    return PoolFeatures(network).eval()
+
+
 def _frozen_cnn_runner(model, image_size: int):
     """TorchScript-freeze `extract_features + global average pool` in channels-last layout (CPU only)."""
     import torch
 
-    class PoolFeatures(torch.nn.Module):
-        def __init__(self, network):
-            super().__init__()
-            self.network = network
-
-        def forward(self, x):
-            return self.network.extract_features(x).mean(dim=(2, 3))
-
     example = torch.zeros(2, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
-    wrapped = PoolFeatures(model.to(memory_format=torch.channels_last)).eval()
+    wrapped = pool_features(model.to(memory_format=torch.channels_last))
     with torch.inference_mode():
         return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(wrapped, example)))
 

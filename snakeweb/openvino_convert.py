@@ -110,22 +110,6 @@ def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
-def _pool_wrapper(network):
-    import torch
-
-    class PoolFeatures(torch.nn.Module):
-        """EfficientNet-Lite's `extract_features` and global average pool."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner.extract_features(x).mean(dim=(2, 3))
-
-    return PoolFeatures(network).eval()
-
-
 def _vit_wrapper(model):
     import torch
 
@@ -168,7 +152,9 @@ def convert(model, source: str, name: str, fingerprint: str, image_size: int) ->
                     "its conversion recorded); converting it again", name, folder)
     else:
         log.warning("OpenVINO: converting %s once (cached in %s)", name, folder)
-    wrapper = _pool_wrapper(model) if source == "efficientnet" else _vit_wrapper(model)
+    from snakeweb.models import pool_features  # imported here: models loads this module's callers
+
+    wrapper = pool_features(model) if source == "efficientnet" else _vit_wrapper(model)
     example = torch.zeros(2, 3, image_size, image_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on shapes that are constant here (one input size)
