@@ -22,6 +22,7 @@ import duckdb
 import pandas as pd
 
 from snakeweb.digests import sha256_file
+from snakeweb.removal import drop_derived_rows, mark_head_stale
 from snakeweb.store import Store, set_meta
 
 SHOWN = 3  # names printed
@@ -165,36 +166,25 @@ def refresh_changed(con: duckdb.DuckDBPyConnection, paths: list[str], folder: st
     if not found.image_ids:
         return refreshed
     gone = rows[rows["image_id"].isin(set(found.image_ids))]
-    con.register("_changed", gone[["image_id", "observation_id"]].astype({"observation_id": str}))
-    for table in ("embeddings", "view_embeddings", "projection"):
-        con.execute(f"DELETE FROM {table} WHERE image_id IN (SELECT image_id FROM _changed)").fetchall()
+    drop_derived_rows(con, gone)
     # the embed stage reads them again and records what it finds (an error with its reason, if they cannot be used)
+    con.register("_changed", gone[["image_id"]].astype("int64"))
     con.execute("UPDATE images SET status = 'pending', error = NULL, mtime_ns = NULL "
                 "WHERE image_id IN (SELECT image_id FROM _changed)").fetchall()
-    con.execute("DELETE FROM predictions WHERE observation_id IN (SELECT observation_id FROM _changed)").fetchall()
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "answers" in tables:
-        con.execute("DELETE FROM answers WHERE observation_id IN (SELECT observation_id FROM _changed)").fetchall()
     con.unregister("_changed")
     refreshed.images, refreshed.embedded = len(gone), int(gone["embedded"].sum())
     refreshed.examples = gone["path"].map(lambda p: p.removeprefix(folder).lstrip("/")).tolist()
-    _mark_for_rebuild(con, gone)
-    refreshed.head_stale = bool((gone["embedded"] & gone["split"].isin(["train", "val", "unlabelled"])).any())
+    _mark_for_rebuild(con)
+    refreshed.head_stale = mark_head_stale(con, gone, "were changed on disk since they were embedded")
     return refreshed
 
 
-def _mark_for_rebuild(con: duckdb.DuckDBPyConnection, gone: pd.DataFrame) -> None:
-    """The index, map and head are up to date by the image ids they hold, which a photo changed in place keeps: their
-    records are cleared here so the next index, project and train stages rebuild them with the new vectors."""
+def _mark_for_rebuild(con: duckdb.DuckDBPyConnection) -> None:
+    """The index and map are up to date by the image ids they hold, which a photo changed in place keeps: their
+    records are cleared here so the next index and project stages rebuild them with the new vectors (the head is
+    marked stale by snakeweb.removal.mark_head_stale)."""
     for key in ("index", "projection"):
         rows = con.execute("SELECT value FROM run_metadata WHERE key = ?", [key]).fetchall()
         if rows:
             recorded = json.loads(rows[0][0])
             set_meta(con, key, {**recorded, "ids_digest": None})
-    trained_on = int((gone["embedded"] & gone["split"].isin(["train", "val", "unlabelled"])).sum())
-    head = con.execute("SELECT value FROM run_metadata WHERE key = 'head'").fetchall()
-    if trained_on and head:
-        recorded = json.loads(head[0][0])
-        recorded.update(training_digest=None, stale=f"{trained_on} photo(s) it was trained or validated on were changed "
-                                                    "on disk since they were embedded")
-        set_meta(con, "head", recorded)

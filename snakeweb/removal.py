@@ -62,6 +62,39 @@ def first_free_image_id(con: duckdb.DuckDBPyConnection) -> int:
     return int(max(stored, removed)) + 1
 
 
+def drop_derived_rows(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    """Inside the caller's transaction: delete what was made from the photos `rows` (columns image_id, observation_id)
+    name: their vectors (embeddings, training views), map points, and the predictions and answers of their
+    observations (made with them). Their images rows, and reviews, stay (removal and changed photos decide those)."""
+    # each statement's result is fetched: DuckDB refuses the next unregister while a result is unfinished
+    con.register("_derived_ids", rows[["image_id"]].astype("int64"))
+    for table in ("embeddings", "view_embeddings", "projection"):
+        con.execute(f"DELETE FROM {table} WHERE image_id IN (SELECT image_id FROM _derived_ids)").fetchall()
+    con.unregister("_derived_ids")
+    con.register("_derived_observations", pd.DataFrame({"observation_id": rows["observation_id"].astype(str).unique()}))
+    con.execute("DELETE FROM predictions WHERE observation_id IN (SELECT observation_id FROM _derived_observations)").fetchall()
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "answers" in tables:  # made by predict
+        con.execute("DELETE FROM answers WHERE observation_id IN (SELECT observation_id FROM _derived_observations)").fetchall()
+    con.unregister("_derived_observations")
+
+
+def mark_head_stale(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame, what_happened: str) -> bool:
+    """Inside the caller's transaction: when an embedded photo of `rows` (columns embedded, split) was one the head
+    trained or was validated on, clear the recorded head's training digest and record why it is stale ("N photo(s) it
+    was trained or validated on <what_happened>"; `check` fails it, the commands using it say so, train retrains it).
+    Returns whether it was."""
+    trained_on = int((rows["embedded"] & rows["split"].isin(["train", "val", "unlabelled"])).sum())
+    if not trained_on:
+        return False
+    head = con.execute("SELECT value FROM run_metadata WHERE key = 'head'").fetchall()
+    if head:
+        recorded = json.loads(head[0][0])
+        recorded.update(training_digest=None, stale=f"{trained_on} photo(s) it was trained or validated on {what_happened}")
+        set_meta(con, "head", recorded)
+    return True
+
+
 def remove_images(con: duckdb.DuckDBPyConnection, paths: list[str], folder: str) -> Removal:
     """Delete the images at `paths` inside the caller's transaction `con`: their rows, vectors (embeddings, training
     views), map points, the predictions and answers of every observation they belonged to (made with them), and
@@ -77,10 +110,9 @@ def remove_images(con: duckdb.DuckDBPyConnection, paths: list[str], folder: str)
     con.unregister("_gone_paths")
     if rows.empty:
         return removal
-    # each DELETE's count is fetched: DuckDB refuses the next unregister while a result is unfinished
+    drop_derived_rows(con, rows)
     con.register("_gone_ids", rows[["image_id"]])
-    for table in ("embeddings", "view_embeddings", "projection", "images"):
-        con.execute(f"DELETE FROM {table} WHERE image_id IN (SELECT image_id FROM _gone_ids)").fetchall()
+    con.execute("DELETE FROM images WHERE image_id IN (SELECT image_id FROM _gone_ids)").fetchall()
     con.unregister("_gone_ids")
     touched = pd.DataFrame({"observation_id": rows["observation_id"].astype(str).unique()})
     con.register("_touched", touched)
@@ -88,10 +120,7 @@ def remove_images(con: duckdb.DuckDBPyConnection, paths: list[str], folder: str)
                           "(SELECT observation_id FROM images)").df()
     con.register("_emptied", emptied)
     con.execute("DELETE FROM observations WHERE observation_id IN (SELECT observation_id FROM _emptied)").fetchall()
-    con.execute("DELETE FROM predictions WHERE observation_id IN (SELECT observation_id FROM _touched)").fetchall()
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "answers" in tables:  # made by predict, with these photos
-        con.execute("DELETE FROM answers WHERE observation_id IN (SELECT observation_id FROM _touched)").fetchall()
     if "reviews" in tables:
         removal.reviews_kept = int(con.execute(
             "SELECT count(*) FROM reviews WHERE observation_id IN (SELECT observation_id FROM _emptied)").fetchall()[0][0])
@@ -102,14 +131,7 @@ def remove_images(con: duckdb.DuckDBPyConnection, paths: list[str], folder: str)
     removal.examples = rows["path"].map(lambda p: p.removeprefix(folder).lstrip("/")).head(RECORDED).tolist()
     removal.max_image_id = int(rows["image_id"].max())
     # the next train would notice by its digest; the mark says it before then (a lone `ingest --remove-gone`)
-    trained_on = int((rows["embedded"] & rows["split"].isin(["train", "val", "unlabelled"])).sum())
-    removal.head_stale = trained_on > 0
-    if removal.head_stale:
-        head = con.execute("SELECT value FROM run_metadata WHERE key = 'head'").fetchall()
-        if head:
-            recorded = json.loads(head[0][0])
-            recorded.update(training_digest=None, stale=f"{trained_on} photo(s) it was trained or validated on were removed")
-            set_meta(con, "head", recorded)
+    removal.head_stale = mark_head_stale(con, rows, "were removed")
     previous = con.execute("SELECT value FROM run_metadata WHERE key = ?", [REMOVED_META]).fetchall()
     runs = json.loads(previous[0][0]) if previous else []
     set_meta(con, REMOVED_META, [*runs, {**asdict(removal), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}])
