@@ -36,7 +36,6 @@ from snakeweb.species import (
     SPECIES_COLUMNS,
     UNKNOWN,
     combine_with_store,
-    match_taxa,
     normalise_name,
     one_class_per_name,
     taxon_key,
@@ -45,6 +44,7 @@ from snakeweb.species import (
 from snakeweb.splits import read_subsets, split_of, update_splits
 from snakeweb.store import Store, set_meta
 from snakeweb.tables import Column, Table, read_table
+from snakeweb.taxon_match import match_taxa
 from snakeweb.taxonomy import (
     UNKNOWN_FAMILY,
     Taxonomy,

@@ -3,7 +3,8 @@ import pytest
 
 from snakeweb.errors import SnakewebError
 from snakeweb.label_map import LabelMap
-from snakeweb.species import match_taxa, normalise_name, read_species_table, taxon_key
+from snakeweb.species import normalise_name, read_species_table, taxon_key
+from snakeweb.taxon_match import match_taxa
 from tests.conftest import shared
 
 

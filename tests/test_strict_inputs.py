@@ -633,7 +633,7 @@ def test_a_names_table_with_an_id_looking_column_is_refused_not_renumbered(tmp_p
                                   "Crotalus atrox subsp. atrox", "Crotalus atrox ssp. atrox", "Crotalus Atrox",
                                   "Crotalus atrox (Western diamondback) (juvenile)", "CROTALUS ATROX"])
 def test_author_citations_rank_words_and_several_parentheticals_still_match(name):
-    from snakeweb.species import match_taxa
+    from snakeweb.taxon_match import match_taxa
 
     table = pd.DataFrame({"class_id": [405], "binomial_name": ["Crotalus atrox"], "genus": ["Crotalus"], "venom_status": ["venomous"]})
     matched = match_taxa([name], table)

@@ -61,7 +61,7 @@ def test_a_folder_named_by_no_taxon_and_no_class_id_is_refused(tmp_path, capsys,
 
 def test_every_name_of_the_real_tables_is_read():
     from snakeweb.decisions import CountryPrior
-    from snakeweb.species import match_taxa
+    from snakeweb.taxon_match import match_taxa
     from snakeweb.taxonomy import Taxonomy
 
     classes = shared("snakeclef", "class_list.csv")
