@@ -6,6 +6,7 @@ followed by more cases of the same kinds: headers, delimiters, encodings, flags,
 
 import codecs
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -325,13 +326,22 @@ def reviewable_stores(tmp_path, count: int = 2) -> list[Store]:
     return stores
 
 
-def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
-    from snakeweb.review import add_review, import_reviews, reviews
+def exported_review(tmp_path, note: str) -> tuple[Store, Path]:
+    """A second store and the Review-page export of the first, holding one review by ana: Natrix natrix/0.jpg is
+    Crotalus atrox (405), with `note`."""
+    from snakeweb.review import add_review, reviews
 
     source, target = reviewable_stores(tmp_path)
-    add_review(source, "Natrix natrix/0.jpg", "ana", 405, "a rattlesnake, by the tail")
+    add_review(source, "Natrix natrix/0.jpg", "ana", 405, note)
     exported = tmp_path / "reviews.csv"
     reviews(source).to_csv(exported, index=False)
+    return target, exported
+
+
+def test_a_review_export_round_trips_and_bad_rows_are_refused(tmp_path):
+    from snakeweb.review import import_reviews, reviews
+
+    target, exported = exported_review(tmp_path, "a rattlesnake, by the tail")
     assert import_reviews(target, exported) == {"added": 1, "already_present": 0, "untimed_already_present": 0}
     assert import_reviews(target, exported) == {"added": 0, "already_present": 1, "untimed_already_present": 0}
     back = reviews(target).iloc[0]
@@ -670,12 +680,9 @@ def test_a_country_column_of_zeros_and_a_country_without_the_store_species_chang
 
 
 def test_a_review_export_edited_by_name_is_refused_and_notes_keep_their_line_breaks(tmp_path):
-    from snakeweb.review import add_review, import_reviews, reviews
+    from snakeweb.review import import_reviews, reviews
 
-    source, target = reviewable_stores(tmp_path)
-    add_review(source, "Natrix natrix/0.jpg", "ana", 405, "tail rattle seen\nsecond line")
-    exported = tmp_path / "reviews.csv"
-    reviews(source).to_csv(exported, index=False)
+    target, exported = exported_review(tmp_path, "tail rattle seen\nsecond line")
     edited = write(tmp_path / "edited.csv", exported.read_text().replace("Crotalus atrox", "Natrix natrix"))
     with pytest.raises(SnakewebError, match="new_species that is not the species of their new_class_id"):
         import_reviews(target, edited)
@@ -830,12 +837,9 @@ def test_numbers_for_names_in_species_taxonomy_country_and_review_tables_are_ref
 
 
 def test_a_review_export_with_a_number_for_new_species_points_at_new_class_id(tmp_path):
-    from snakeweb.review import add_review, import_reviews, reviews
+    from snakeweb.review import import_reviews, reviews
 
-    source, target = reviewable_stores(tmp_path)
-    add_review(source, "Natrix natrix/0.jpg", "ana", 405, "")
-    exported = tmp_path / "reviews.csv"
-    reviews(source).to_csv(exported, index=False)
+    target, exported = exported_review(tmp_path, "")
     numbered = write(tmp_path / "numbered.csv", exported.read_text().replace("Crotalus atrox", "405"))
     with pytest.raises(SnakewebError, match=r"'new_species' column holds 1 number.*'405'.*new_class_id column"):
         import_reviews(target, numbered)
